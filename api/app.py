@@ -1,0 +1,111 @@
+"""The Starlette application: GraphQL (HTTP, WebSocket, GraphiQL), health and readiness."""
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from api.auth import authenticate
+from api.context import Context, Runtime
+from api.schema import schema
+from models.errors import Unauthenticated
+from models.services import Services
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_COMPANY = "sync2books.company"
+_SERVICES = "services"
+_LEDGERS = "ledgers"
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI app, with the company key checked before any operation runs."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _is_operation(Request(scope)):
+            request = Request(scope, receive)
+            try:
+                scope[_COMPANY] = await authenticate(_services(request).db, request.headers)
+            except Unauthenticated as exc:
+                await _unauthenticated(exc)(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(
+            services=_services(request),
+            company=request.scope[_COMPANY],
+            ledger_for=request.state.ledgers,
+        )
+
+
+def _is_operation(request: Request) -> bool:
+    """Every POST is one; a GET is one only when it carries a query (else it asks for GraphiQL)."""
+    return request.method != "GET" or "query" in request.query_params
+
+
+def _services(request: Request | WebSocket) -> Services:
+    services: Services = request.state.services
+    return services
+
+
+def _unauthenticated(exc: Unauthenticated) -> Response:
+    body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]}
+    return Response(
+        json.dumps(body),
+        status_code=401,
+        media_type="application/json",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def healthz(_: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Ready only when the database and Redis both answer."""
+    services = _services(request)
+    checks: dict[str, str] = {}
+    try:
+        await services.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is reported
+        checks["database"] = type(exc).__name__
+    try:
+        await services.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # likewise
+        checks["redis"] = type(exc).__name__
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(checks, status_code=200 if ready else 503)
+
+
+def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
+    """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
+    graphql = GraphQLApp(schema, graphql_ide="graphiql" if settings.graphiql else None)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, object]]:
+        async with runtime(settings) as (services, ledgers):
+            yield {_SERVICES: services, _LEDGERS: ledgers}
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

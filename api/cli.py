@@ -1,0 +1,103 @@
+"""`sync2books`: serve, work, manage companies, export the schema, inspect the sandbox."""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import uvicorn
+
+from api.app import create_app
+from api.runtime import run_worker, serve_runtime
+from api.schema import sdl
+from models import sandbox
+from models.company import create_company
+from models.db import connect, migrate
+from models.enums import Provider
+from models.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    handler: Callable[[argparse.Namespace, Settings], None] = args.handler
+    handler(args, settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync2books", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API (embedded default without REDIS_URL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run an arq worker (production)")
+    worker.set_defaults(handler=lambda _, s: asyncio.run(run_worker(s)))
+
+    company = commands.add_parser("create-company", help="create a company, print its API key")
+    company.add_argument("--name", required=True)
+    company.add_argument("--provider", choices=[p.value for p in Provider], default="sandbox")
+    company.set_defaults(handler=lambda a, s: _run(_create_company(a, s)))
+
+    schema = commands.add_parser("export-schema", help="print the GraphQL SDL")
+    schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()))
+
+    sandbox_cmd = commands.add_parser("sandbox", help="inspect the sandbox ledger")
+    sandbox_commands = sandbox_cmd.add_subparsers(required=True, metavar="COMMAND")
+    records = sandbox_commands.add_parser("records", help="print posted records, one JSON a line")
+    records.add_argument("--company-id", required=True)
+    records.set_defaults(handler=lambda a, s: _run(_sandbox_records(a, s)))
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    uvicorn.run(create_app(settings, runtime=serve_runtime), host=args.host, port=args.port)
+
+
+def _run(command: Awaitable[None]) -> None:
+    asyncio.run(command)  # type: ignore[arg-type]
+
+
+async def _create_company(args: argparse.Namespace, settings: Settings) -> None:
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        created = await create_company(db, name=args.name, provider=Provider(args.provider))
+    finally:
+        await db.dispose()
+    print(
+        json.dumps(
+            {
+                "companyId": created.company.id,
+                "name": created.company.name,
+                "apiKey": created.api_key,
+            }
+        )
+    )
+
+
+async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None:
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        async with db.sessions() as session:
+            rows = await sandbox.records(session, company_id=args.company_id)
+    finally:
+        await db.dispose()
+    for row in rows:
+        print(
+            json.dumps(
+                {
+                    "externalId": row.external_id,
+                    "idempotencyKey": row.idempotency_key,
+                    "recordType": row.record_type,
+                    "amount": row.amount,
+                    "currency": row.currency,
+                    "reference": row.reference,
+                    "createdAt": row.created_at.isoformat(),
+                }
+            )
+        )

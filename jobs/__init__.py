@@ -1,0 +1,1 @@
+"""The arq worker: pushes queued sync items to each company's ledger."""

@@ -1,0 +1,1 @@
+"""Tables, queries and commands: the data layer every process shares."""

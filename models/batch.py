@@ -1,0 +1,172 @@
+"""Sync batches and their items: create, read (company-scoped, keyset-paginated), retry."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, select
+from sqlmodel import col
+
+from models.db import Database
+from models.enums import BatchStatus, ItemStatus, RecordType
+from models.errors import Conflict, InvalidInput, NotFound
+from models.events import EventBus
+from models.pagination import Key, Page, PageRequest, paginate
+from models.records import Bill, Expense, Invoice, dump_record
+from models.tables import SyncBatch, SyncItem
+from models.transitions import ItemMove, open_batch, transition
+
+BATCH_KEYS = [
+    Key(col(SyncBatch.created_at), datetime.fromisoformat),
+    Key(col(SyncBatch.id), str),
+]
+ITEM_KEYS = [Key(col(SyncItem.position), int)]
+
+
+@dataclass(frozen=True)
+class BatchFilter:
+    status: BatchStatus | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+async def create_batch(
+    db: Database,
+    *,
+    bus: EventBus,
+    company_id: str,
+    record_type: RecordType,
+    records: Sequence[Expense | Bill | Invoice],
+) -> tuple[SyncBatch, list[str]]:
+    """Queue validated records as one PENDING batch (and its item ids, in record order).
+
+    The caller enqueues the batch's job after this has committed.
+    """
+    return await open_batch(
+        db,
+        bus=bus,
+        company_id=company_id,
+        record_type=record_type,
+        payloads=[dump_record(record) for record in records],
+    )
+
+
+async def get_batch(db: Database, *, company_id: str, batch_id: str) -> SyncBatch | None:
+    """The batch if it is this company's; another company's batch is as absent as a missing one."""
+    async with db.sessions() as session:
+        batch = await session.get(SyncBatch, batch_id)
+    return batch if batch is not None and batch.company_id == company_id else None
+
+
+async def list_batches(
+    db: Database, *, company_id: str, where: BatchFilter, page: PageRequest
+) -> Page[SyncBatch]:
+    if where.start and where.end and where.start > where.end:
+        raise InvalidInput("startDate: must not be after endDate", field="startDate")
+    conditions: list[ColumnElement[bool]] = [col(SyncBatch.company_id) == company_id]
+    if where.status is not None:
+        conditions.append(col(SyncBatch.status) == where.status)
+    if where.start is not None:
+        conditions.append(col(SyncBatch.created_at) >= where.start)
+    if where.end is not None:
+        conditions.append(col(SyncBatch.created_at) <= where.end)
+    async with db.sessions() as session:
+        return await paginate(
+            session,
+            select(SyncBatch).where(*conditions),
+            keys=BATCH_KEYS,
+            descending=True,
+            request=page,
+            key_of=lambda b: (b.created_at, b.id),
+        )
+
+
+async def list_items(
+    db: Database,
+    *,
+    company_id: str,
+    batch_id: str,
+    status: ItemStatus | None,
+    page: PageRequest,
+) -> Page[SyncItem]:
+    """Items in the order they were given; a batch that is not this company's has none."""
+    conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.company_id) == company_id]
+    if status is not None:
+        conditions.append(col(SyncItem.status) == status)
+    async with db.sessions() as session:
+        return await paginate(
+            session,
+            select(SyncItem).where(*conditions),
+            keys=ITEM_KEYS,
+            descending=False,
+            request=page,
+            key_of=lambda i: (i.position,),
+        )
+
+
+async def items_by_id(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> list[SyncItem]:
+    async with db.sessions() as session:
+        result = await session.execute(
+            select(SyncItem)
+            .where(col(SyncItem.batch_id) == batch_id, col(SyncItem.id).in_(item_ids))
+            .order_by(col(SyncItem.position))
+        )
+        return list(result.scalars())
+
+
+async def pending_items(db: Database, *, batch_id: str, limit: int | None) -> list[SyncItem]:
+    async with db.sessions() as session:
+        result = await session.execute(
+            select(SyncItem)
+            .where(col(SyncItem.batch_id) == batch_id, col(SyncItem.status) == ItemStatus.PENDING)
+            .order_by(col(SyncItem.position))
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+
+async def retry_failed_items(
+    db: Database,
+    *,
+    bus: EventBus,
+    company_id: str,
+    batch_id: str,
+    item_ids: Sequence[str] | None,
+) -> list[SyncItem]:
+    """Put failed items back to PENDING (all of them when none are named); the caller enqueues."""
+    if await get_batch(db, company_id=company_id, batch_id=batch_id) is None:
+        raise NotFound(f"batch {batch_id} not found")
+    if item_ids:
+        await _check_retryable(db, batch_id=batch_id, item_ids=item_ids)
+        ids = list(dict.fromkeys(item_ids))
+    else:
+        ids = await _failed_item_ids(db, batch_id=batch_id)
+    if ids:
+        await transition(
+            db, bus=bus, batch_id=batch_id, moves=[ItemMove(i, ItemStatus.PENDING) for i in ids]
+        )
+    return await items_by_id(db, batch_id=batch_id, item_ids=ids)
+
+
+async def _check_retryable(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> None:
+    found = {item.id: item for item in await items_by_id(db, batch_id=batch_id, item_ids=item_ids)}
+    for index, item_id in enumerate(item_ids):
+        item = found.get(item_id)
+        field = f"itemIds.{index}"
+        if item is None:
+            raise NotFound(f"{field}: item {item_id} not found in this batch", field=field)
+        if item.status != ItemStatus.FAILED:
+            raise Conflict(
+                f"{field}: item {item_id} is {item.status}; only FAILED items can be retried",
+                field=field,
+            )
+
+
+async def _failed_item_ids(db: Database, *, batch_id: str) -> list[str]:
+    async with db.sessions() as session:
+        result = await session.execute(
+            select(col(SyncItem.id))
+            .where(col(SyncItem.batch_id) == batch_id, col(SyncItem.status) == ItemStatus.FAILED)
+            .order_by(col(SyncItem.position))
+        )
+        return list(result.scalars())

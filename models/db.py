@@ -1,0 +1,84 @@
+"""The database handle: one async engine and its sessions, for PostgreSQL or the embedded SQLite."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+STATEMENT_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on exit, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def connect(url: str, *, pool_size: int = 10) -> Database:
+    """Open an engine; SQLite writers take the write lock up front so they queue, not deadlock."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            connect_args={
+                "timeout": 10,
+                "server_settings": {"statement_timeout": str(STATEMENT_TIMEOUT_MS)},
+            },
+        )
+    return Database(engine, async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:  # Any: DB-API objects
+    dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:  # Any: SQLAlchemy's sync Connection
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+async def migrate(url: str) -> None:
+    """Bring the schema to the newest migration (in a thread: Alembic runs its own event loop)."""
+    await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")

@@ -1,0 +1,53 @@
+"""The statuses and kinds every layer speaks of, spelled once."""
+
+from enum import StrEnum
+
+
+class RecordType(StrEnum):
+    EXPENSE = "EXPENSE"
+    BILL = "BILL"
+    INVOICE = "INVOICE"
+
+
+class BatchStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class ItemStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    EXPIRED = "EXPIRED"
+    DISCONNECTED = "DISCONNECTED"
+
+
+class Provider(StrEnum):
+    SANDBOX = "sandbox"
+
+
+class AccountType(StrEnum):
+    """Xero's account classes that records can post to."""
+
+    REVENUE = "REVENUE"
+    SALES = "SALES"
+    OTHERINCOME = "OTHERINCOME"
+    DIRECTCOSTS = "DIRECTCOSTS"
+    EXPENSE = "EXPENSE"
+    OVERHEADS = "OVERHEADS"
+
+
+INCOME_ACCOUNT_TYPES = frozenset({AccountType.REVENUE, AccountType.SALES, AccountType.OTHERINCOME})
+EXPENSE_ACCOUNT_TYPES = frozenset(
+    {AccountType.EXPENSE, AccountType.OVERHEADS, AccountType.DIRECTCOSTS}
+)
+
+TERMINAL_ITEM_STATUSES = frozenset({ItemStatus.SUCCESS, ItemStatus.FAILED})
+TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED})

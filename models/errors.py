@@ -1,0 +1,110 @@
+"""Errors, one tree.
+
+    AppError                  every expected failure; `code` is what clients see
+    ├── Unauthenticated       no key, or a key that is not a company's
+    ├── NotFound              missing, malformed, or another company's id
+    ├── Conflict              the row is not in a state that allows the request
+    ├── InvalidInput          a value the API refuses; `field` names its path
+    └── LedgerError           the ledger refused a push; `sync_code` classifies it
+
+`SyncErrorCode` is the classification of a failed sync item, each with a hint on what to do.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class SyncErrorCode(StrEnum):
+    INVALID_ACCOUNT_ID = "INVALID_ACCOUNT_ID"
+    INVALID_TAX_RATE_ID = "INVALID_TAX_RATE_ID"
+    CONNECTION_EXPIRED = "CONNECTION_EXPIRED"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+
+
+HINTS: dict[SyncErrorCode, str] = {
+    SyncErrorCode.INVALID_ACCOUNT_ID: (
+        "Verify the account ID, or create the account first (createAccount), then retry."
+    ),
+    SyncErrorCode.INVALID_TAX_RATE_ID: (
+        "Verify the tax rate ID, or create the tax rate first (createTaxRate), then retry."
+    ),
+    SyncErrorCode.CONNECTION_EXPIRED: (
+        "Reconnect the accounting system via Link, then retry the failed items."
+    ),
+    SyncErrorCode.RATE_LIMIT_EXCEEDED: (
+        "The accounting system is throttling requests: wait, then retry with exponential backoff."
+    ),
+    SyncErrorCode.VALIDATION_ERROR: (
+        "Fix the record as the message says (check it against the API schema), then retry."
+    ),
+    SyncErrorCode.PROVIDER_ERROR: (
+        "The accounting system failed to answer: retry later; contact support if it persists."
+    ),
+}
+
+RETRYABLE = frozenset(
+    {
+        SyncErrorCode.CONNECTION_EXPIRED,
+        SyncErrorCode.RATE_LIMIT_EXCEEDED,
+        SyncErrorCode.PROVIDER_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True)
+class SyncError:
+    """Why an item (or a whole batch) failed: stored on the row and carried by its event."""
+
+    code: SyncErrorCode
+    message: str
+
+    @property
+    def hint(self) -> str:
+        return HINTS[self.code]
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+
+class AppError(Exception):
+    code = "INTERNAL"
+
+    def __init__(self, message: str, **extensions: Any) -> None:  # Any: JSON-able extras
+        super().__init__(message)
+        self.message = message
+        self.extensions = extensions
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class Unauthenticated(AppError):
+    code = "UNAUTHENTICATED"
+
+
+class NotFound(AppError):
+    code = "NOT_FOUND"
+
+
+class Conflict(AppError):
+    code = "CONFLICT"
+
+
+class InvalidInput(AppError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, *, field: str, **extensions: Any) -> None:
+        super().__init__(message, field=field, **extensions)
+        self.field = field
+
+
+class LedgerError(AppError):
+    code = "LEDGER_ERROR"
+
+    def __init__(self, sync_code: SyncErrorCode, message: str) -> None:
+        super().__init__(message, syncCode=sync_code.value)
+        self.error = SyncError(sync_code, message)

@@ -1,0 +1,39 @@
+"""What a ledger (accounting system) offers us, whatever the vendor: plain shapes and a Protocol.
+
+Adapters in `jobs/providers/` implement `Ledger` and turn vendor failures into `LedgerError`.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from models.enums import AccountType
+from models.records import Bill, Expense, Invoice
+
+
+@dataclass(frozen=True)
+class Account:
+    code: str
+    name: str
+    type: AccountType
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    code: str
+    name: str
+    rate: Decimal
+
+
+class Ledger(Protocol):
+    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        """Post the record once per key and return the ledger's id for it; raises LedgerError."""
+        ...
+
+    async def accounts(self) -> list[Account]: ...
+
+    async def tax_rates(self) -> list[TaxRate]: ...
+
+    async def create_account(self, account: Account) -> Account: ...
+
+    async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate: ...

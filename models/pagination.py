@@ -1,0 +1,118 @@
+"""Keyset (cursor) pagination, both ways, for Relay connections: no OFFSET at any depth."""
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.errors import InvalidInput
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+
+    @property
+    def backward(self) -> bool:
+        return self.last is not None or self.before is not None
+
+
+@dataclass(frozen=True)
+class Key:
+    """One ordering column of a keyset and how its cursor value reads back."""
+
+    column: ColumnElement[Any]  # Any: the column's own type
+    parse: Callable[[str], Any]  # Any: the column's own type
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    rows: list[tuple[str, T]]  # (cursor, row)
+    has_next: bool
+    has_previous: bool
+    total: int
+
+
+def encode_cursor(values: Sequence[Any]) -> str:  # Any: keyset column values
+    raw = json.dumps([str(v.isoformat() if hasattr(v, "isoformat") else v) for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, keys: Sequence[Key], field: str) -> tuple[Any, ...]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(raw, list) or len(raw) != len(keys):
+            raise ValueError(cursor)
+        return tuple(key.parse(value) for key, value in zip(keys, raw, strict=True))
+    except ValueError:
+        raise InvalidInput(f"{field}: not a cursor of this list", field=field) from None
+
+
+def _size(request: PageRequest) -> int:
+    if (request.first is not None or request.after is not None) and request.backward:
+        raise InvalidInput("page with first/after or with last/before, not both", field="last")
+    field, size = ("last", request.last) if request.backward else ("first", request.first)
+    if size is None:
+        return DEFAULT_PAGE_SIZE
+    if not 0 <= size <= MAX_PAGE_SIZE:
+        raise InvalidInput(f"{field}: must be between 0 and {MAX_PAGE_SIZE}", field=field)
+    return size
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[tuple[T]],
+    *,
+    keys: Sequence[Key],
+    descending: bool,
+    request: PageRequest,
+    key_of: Callable[[T], Sequence[Any]],  # Any: keyset column values
+) -> Page[T]:
+    """One page of `query` (already filtered) ordered by `keys`, newest first when `descending`."""
+    size = _size(request)
+    columns = tuple_(*(key.column for key in keys))
+    backward = request.backward
+    cursor_field = "before" if backward else "after"
+    cursor = request.before if backward else request.after
+    # Walking backward through a descending list is walking forward through an ascending one.
+    ascending = descending == backward
+    ahead: Callable[[Any], ColumnElement[bool]] = (
+        (lambda v: columns > v) if ascending else (lambda v: columns < v)
+    )
+    behind: Callable[[Any], ColumnElement[bool]] = (
+        (lambda v: columns <= v) if ascending else (lambda v: columns >= v)
+    )
+    page_query = query
+    seen_before = False
+    if cursor is not None:
+        position = tuple_(*_decode_cursor(cursor, keys, cursor_field))
+        page_query = page_query.where(ahead(position))
+        seen_before = bool(
+            await session.scalar(select(exists(query.where(behind(position)).subquery())))
+        )
+    order = [key.column.asc() if ascending else key.column.desc() for key in keys]
+    result = await session.execute(page_query.order_by(*order).limit(size + 1))
+    rows = list(result.scalars())
+    more = len(rows) > size
+    rows = rows[:size]
+    if backward:
+        rows.reverse()
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    return Page(
+        rows=[(encode_cursor(key_of(row)), row) for row in rows],
+        has_next=seen_before if backward else more,
+        has_previous=more if backward else seen_before,
+        total=total or 0,
+    )

@@ -1,0 +1,142 @@
+"""The sandbox ledger's own books: a built-in accounting system that lives in our database.
+
+It plays a third party, so it is reached only through `jobs.providers.sandbox` (and the
+`sandbox records` CLI that shows what was posted). Its chart is seeded like Xero's demo company.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.enums import AccountType
+from models.ledger import Account, TaxRate
+from models.tables import enum_type, utcnow
+
+STANDARD_ACCOUNTS = [
+    Account("200", "Sales", AccountType.REVENUE),
+    Account("260", "Other Revenue", AccountType.OTHERINCOME),
+    Account("270", "Interest Income", AccountType.OTHERINCOME),
+    Account("310", "Cost of Goods Sold", AccountType.DIRECTCOSTS),
+    Account("400", "Advertising", AccountType.OVERHEADS),
+    Account("404", "Bank Fees", AccountType.OVERHEADS),
+    Account("408", "Cleaning", AccountType.OVERHEADS),
+    Account("412", "Consulting & Accounting", AccountType.EXPENSE),
+    Account("420", "Entertainment", AccountType.EXPENSE),
+    Account("425", "Freight & Courier", AccountType.EXPENSE),
+    Account("429", "General Expenses", AccountType.EXPENSE),
+    Account("433", "Insurance", AccountType.EXPENSE),
+    Account("441", "Legal Expenses", AccountType.EXPENSE),
+    Account("445", "Light, Power, Heating", AccountType.EXPENSE),
+    Account("449", "Motor Vehicle Expenses", AccountType.EXPENSE),
+    Account("453", "Office Expenses", AccountType.EXPENSE),
+    Account("461", "Printing & Stationery", AccountType.EXPENSE),
+    Account("469", "Rent", AccountType.OVERHEADS),
+    Account("473", "Repairs and Maintenance", AccountType.EXPENSE),
+    Account("485", "Subscriptions", AccountType.EXPENSE),
+    Account("489", "Telephone & Internet", AccountType.EXPENSE),
+    Account("493", "Travel - National", AccountType.EXPENSE),
+    Account("494", "Travel - International", AccountType.EXPENSE),
+]
+
+STANDARD_TAX_RATES = [
+    TaxRate("NONE", "No Tax", Decimal("0")),
+    TaxRate("INPUT", "Tax on Purchases", Decimal("15")),
+    TaxRate("OUTPUT", "Tax on Sales", Decimal("15")),
+    TaxRate("EXEMPTINPUT", "Exempt Purchases", Decimal("0")),
+    TaxRate("EXEMPTOUTPUT", "Exempt Sales", Decimal("0")),
+]
+
+
+class SandboxAccount(SQLModel, table=True):
+    __tablename__ = "sandbox_account"
+    __table_args__ = (UniqueConstraint("company_id", "code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(max_length=40)
+    code: str = Field(max_length=255)
+    name: str = Field(max_length=255)
+    type: AccountType = Field(sa_type=enum_type(AccountType))
+
+
+class SandboxTaxRate(SQLModel, table=True):
+    __tablename__ = "sandbox_tax_rate"
+    __table_args__ = (UniqueConstraint("company_id", "code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(max_length=40)
+    code: str = Field(max_length=255)
+    name: str = Field(max_length=255)
+    rate: str = Field(max_length=32)  # decimal string: exact on SQLite too
+
+
+class SandboxRecord(SQLModel, table=True):
+    """A record posted to the sandbox; the idempotency key makes a repeated push a no-op."""
+
+    __tablename__ = "sandbox_record"
+    __table_args__ = (UniqueConstraint("company_id", "idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=64, unique=True)
+    company_id: str = Field(max_length=40, index=True)
+    idempotency_key: str = Field(max_length=255)
+    record_type: str = Field(max_length=16)
+    amount: str = Field(max_length=40)
+    currency: str = Field(max_length=3)
+    reference: str | None = Field(default=None, max_length=255)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+def seed(session: AsyncSession, *, company_id: str) -> None:
+    """Give a newly connected company the standard chart of accounts and tax rates."""
+    session.add_all(
+        SandboxAccount(company_id=company_id, code=a.code, name=a.name, type=a.type)
+        for a in STANDARD_ACCOUNTS
+    )
+    session.add_all(
+        SandboxTaxRate(company_id=company_id, code=t.code, name=t.name, rate=str(t.rate))
+        for t in STANDARD_TAX_RATES
+    )
+
+
+async def accounts(session: AsyncSession, *, company_id: str) -> list[Account]:
+    rows = await session.exec(
+        select(SandboxAccount)
+        .where(SandboxAccount.company_id == company_id)
+        .order_by(col(SandboxAccount.code))
+    )
+    return [Account(r.code, r.name, r.type) for r in rows]
+
+
+async def tax_rates(session: AsyncSession, *, company_id: str) -> list[TaxRate]:
+    rows = await session.exec(
+        select(SandboxTaxRate)
+        .where(SandboxTaxRate.company_id == company_id)
+        .order_by(col(SandboxTaxRate.code))
+    )
+    return [TaxRate(r.code, r.name, Decimal(r.rate)) for r in rows]
+
+
+async def records(session: AsyncSession, *, company_id: str) -> list[SandboxRecord]:
+    rows = await session.exec(
+        select(SandboxRecord)
+        .where(SandboxRecord.company_id == company_id)
+        .order_by(col(SandboxRecord.id))
+    )
+    return list(rows)
+
+
+async def record_by_key(
+    session: AsyncSession, *, company_id: str, idempotency_key: str
+) -> SandboxRecord | None:
+    rows = await session.exec(
+        select(SandboxRecord).where(
+            SandboxRecord.company_id == company_id,
+            SandboxRecord.idempotency_key == idempotency_key,
+        )
+    )
+    return rows.first()

@@ -1,0 +1,60 @@
+"""The process's connections (database, Redis, job queue), opened once and closed once."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import Redis
+
+from models.db import Database, connect, migrate
+from models.events import EventBus
+from models.queue import QUEUE_NAME, deserialize, serialize
+from models.settings import Settings
+
+REDIS_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    redis_url: str
+    db: Database
+    redis: Redis
+    queue: ArqRedis
+    bus: EventBus
+
+    @property
+    def redis_settings(self) -> RedisSettings:
+        return redis_settings(self.redis_url)
+
+
+def redis_settings(redis_url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(redis_url)
+    settings.conn_timeout = REDIS_TIMEOUT_SECONDS
+    return settings
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[Services]:
+    """Migrate the schema, then open every connection; everything is closed on exit."""
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    redis = Redis.from_url(
+        redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    queue = await create_pool(
+        redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
+    try:
+        yield Services(settings, redis_url, db, redis, queue, EventBus(redis))
+    finally:
+        await queue.aclose()
+        await redis.aclose()
+        await db.dispose()

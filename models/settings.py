@@ -1,0 +1,37 @@
+"""The one settings object: every knob comes from the environment, nothing else reads it."""
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///sync2books.db"
+
+
+class Settings(BaseSettings):
+    """Production sets `DATABASE_URL` and `REDIS_URL`; without them, the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    database_url: str = EMBEDDED_DATABASE_URL
+    redis_url: str | None = None
+    data_dir: Path = Path(".")
+    graphiql: bool = True
+    max_page_size: int = 100
+    max_records_per_batch: int = 1000
+    job_timeout_seconds: int = 300
+
+    @property
+    def async_database_url(self) -> str:
+        """The URL with an async driver, so plain `postgresql://` URLs work as given."""
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url.removeprefix(prefix)
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        return url
+
+    @property
+    def embedded_redis_path(self) -> Path:
+        """Where the self-started Redis keeps its data and socket when `REDIS_URL` is unset."""
+        return self.data_dir / ".sync2books-redis" / "redis.db"

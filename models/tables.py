@@ -1,0 +1,120 @@
+"""The service's tables. Every status column changes only through `models.transitions`."""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer
+from sqlmodel import Field, SQLModel
+
+from models.enums import BatchStatus, ConnectionStatus, ItemStatus, RecordType
+
+
+def new_id(prefix: str) -> str:
+    """Opaque random ids: they leak neither order nor volume."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def enum_type(enum: type[StrEnum]) -> Enum:
+    """A VARCHAR that reads back as the enum: new values need no database type change."""
+    return Enum(enum, native_enum=False, create_constraint=False, length=16)
+
+
+class Company(SQLModel, table=True):
+    id: str = Field(default_factory=lambda: new_id("cmp"), primary_key=True, max_length=40)
+    name: str = Field(max_length=255)
+    api_key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Connection(SQLModel, table=True):
+    """A company's link to its ledger; one per company."""
+
+    id: str = Field(default_factory=lambda: new_id("con"), primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", unique=True, max_length=40)
+    provider: str = Field(max_length=32)
+    status: ConnectionStatus = Field(
+        default=ConnectionStatus.ACTIVE, sa_type=enum_type(ConnectionStatus)
+    )
+    expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncBatch(SQLModel, table=True):
+    __tablename__ = "sync_batch"
+    __table_args__ = (
+        Index("ix_sync_batch_company_created", "company_id", "created_at", "id"),
+        Index("ix_sync_batch_company_status_created", "company_id", "status", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("bat"), primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=40)
+    record_type: RecordType = Field(sa_type=enum_type(RecordType))
+    status: BatchStatus = Field(default=BatchStatus.PENDING, sa_type=enum_type(BatchStatus))
+    item_count: int = 0
+    pending_count: int = 0
+    processing_count: int = 0
+    success_count: int = 0
+    failed_count: int = 0
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncItem(SQLModel, table=True):
+    """One record to push; `payload` is the validated record as JSON (money as decimal strings)."""
+
+    __tablename__ = "sync_item"
+    __table_args__ = (
+        Index("ix_sync_item_batch_position", "batch_id", "position", unique=True),
+        Index("ix_sync_item_batch_status_position", "batch_id", "status", "position"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("itm"), primary_key=True, max_length=40)
+    batch_id: str = Field(foreign_key="sync_batch.id", max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=40)
+    position: int
+    record_type: RecordType = Field(sa_type=enum_type(RecordType))
+    status: ItemStatus = Field(default=ItemStatus.PENDING, sa_type=enum_type(ItemStatus))
+    attempts: int = 0
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
+    reference: str | None = Field(default=None, max_length=255)
+    external_id: str | None = Field(default=None, max_length=255)
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncEvent(SQLModel, table=True):
+    """The durable log of transitions; ids increase in commit order across the whole service."""
+
+    __tablename__ = "sync_event"
+    __table_args__ = (
+        Index("ix_sync_event_company_id", "company_id", "id"),
+        Index("ix_sync_event_batch_id", "batch_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    company_id: str = Field(max_length=40)
+    batch_id: str = Field(max_length=40)
+    item_id: str | None = Field(default=None, max_length=40)
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str = Field(max_length=16)
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)

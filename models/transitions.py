@@ -1,0 +1,308 @@
+"""The one place statuses change: check the move, update the rows, log the events, publish.
+
+Every change runs in one transaction: item rows, the batch's counters (incremented in SQL)
+and derived status, and one SyncEvent per transition. Only after the commit are the events
+published, so a listener never hears of a change the database does not hold.
+
+Batch status is derived from its items, never set by callers, except `fail_batch`:
+- PENDING → PROCESSING when its first item is claimed;
+- PROCESSING → COMPLETED when no item is PENDING or PROCESSING (some may have FAILED);
+- COMPLETED | FAILED → PROCESSING when failed items are put back to PENDING (a retry);
+- PENDING | PROCESSING → FAILED only through `fail_batch`: processing itself could not run
+  (the company has no usable ledger connection), and its unfinished items fail with it.
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.db import Database
+from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
+from models.errors import Conflict, NotFound, SyncError
+from models.events import EventBus
+from models.tables import SyncBatch, SyncEvent, SyncItem, new_id, utcnow
+
+# For each target status, the statuses it may be reached from.
+ITEM_MOVES: dict[ItemStatus, frozenset[ItemStatus]] = {
+    ItemStatus.PENDING: frozenset({ItemStatus.FAILED}),
+    ItemStatus.PROCESSING: frozenset({ItemStatus.PENDING}),
+    ItemStatus.SUCCESS: frozenset({ItemStatus.PROCESSING}),
+    ItemStatus.FAILED: frozenset({ItemStatus.PROCESSING, ItemStatus.PENDING}),
+}
+BATCH_MOVES: dict[BatchStatus, frozenset[BatchStatus]] = {
+    BatchStatus.PROCESSING: frozenset({BatchStatus.PENDING, *TERMINAL_BATCH_STATUSES}),
+    BatchStatus.COMPLETED: frozenset({BatchStatus.PROCESSING}),
+    BatchStatus.FAILED: frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING}),
+}
+_COUNTERS = {
+    ItemStatus.PENDING: "pending_count",
+    ItemStatus.PROCESSING: "processing_count",
+    ItemStatus.SUCCESS: "success_count",
+    ItemStatus.FAILED: "failed_count",
+}
+# Held from the event insert to the commit, so event ids become visible in increasing order.
+_EVENT_ORDER_LOCK = 0x5332_4245
+
+_items = SyncItem.__table__  # type: ignore[attr-defined]
+_batches = SyncBatch.__table__  # type: ignore[attr-defined]
+_events = SyncEvent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ItemMove:
+    item_id: str
+    to: ItemStatus
+    error: SyncError | None = None
+    external_id: str | None = None
+
+
+async def open_batch(
+    db: Database,
+    *,
+    bus: EventBus,
+    company_id: str,
+    record_type: RecordType,
+    payloads: Sequence[dict[str, Any]],  # Any: JSON documents
+) -> tuple[SyncBatch, list[str]]:
+    """Create a PENDING batch of PENDING items, with their `null → PENDING` events.
+
+    Returns the batch and its item ids, in the order of `payloads`.
+    """
+    now = utcnow()
+    batch = SyncBatch(
+        company_id=company_id,
+        record_type=record_type,
+        item_count=len(payloads),
+        pending_count=len(payloads),
+        created_at=now,
+        updated_at=now,
+    )
+    rows = [
+        {
+            "id": new_id("itm"),
+            "batch_id": batch.id,
+            "company_id": company_id,
+            "position": position,
+            "record_type": record_type,
+            "status": ItemStatus.PENDING,
+            "attempts": 0,
+            "payload": payload,
+            "reference": payload.get("reference"),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for position, payload in enumerate(payloads)
+    ]
+    events = [_event(batch, None, None, BatchStatus.PENDING, now)]
+    events += [_event(batch, row["id"], None, ItemStatus.PENDING, now) for row in rows]
+    async with db.transaction() as session:
+        session.add(batch)
+        await session.flush()
+        await session.execute(insert(_items), rows)
+        logged = await _log_events(session, db, events)
+    await bus.publish(logged)
+    return batch, [row["id"] for row in rows]
+
+
+async def transition(
+    db: Database,
+    *,
+    bus: EventBus,
+    batch_id: str,
+    moves: Sequence[ItemMove],
+    fail_batch: SyncError | None = None,
+    strict: bool = True,
+) -> list[SyncEvent]:
+    """Apply item moves (and their batch's derived move) atomically; returns the logged events.
+
+    An illegal move raises Conflict, or with `strict=False` is skipped: that is how concurrent
+    workers claim items without pushing one twice.
+    """
+    async with db.transaction() as session:
+        batch = await _locked_batch(session, batch_id)
+        now = utcnow()
+        applied = await _move_items(session, batch_id, moves, strict, now)
+        counts = await _count(session, batch_id, applied)
+        target = _derive(batch.status, applied, counts, fail_batch)
+        opening: list[SyncEvent] = []
+        closing: list[SyncEvent] = []
+        if target is not None:
+            await _move_batch(session, batch, target, fail_batch, now)
+            event = _event(batch, None, batch.status, target, now, fail_batch)
+            (closing if target in TERMINAL_BATCH_STATUSES else opening).append(event)
+        item_events = [
+            _event(batch, move.item_id, before, move.to, now, move.error)
+            for move, before in applied
+        ]
+        logged = await _log_events(session, db, [*opening, *item_events, *closing])
+    await bus.publish(logged)
+    return logged
+
+
+async def _locked_batch(session: AsyncSession, batch_id: str) -> SyncBatch:
+    result = await session.execute(
+        select(SyncBatch).where(_batches.c.id == batch_id).with_for_update()
+    )
+    batch = result.scalar_one_or_none()
+    if batch is None:
+        raise NotFound(f"batch {batch_id} not found")
+    return batch
+
+
+async def _move_items(
+    session: AsyncSession,
+    batch_id: str,
+    moves: Sequence[ItemMove],
+    strict: bool,
+    now: datetime,
+) -> list[tuple[ItemMove, ItemStatus]]:
+    if not moves:
+        return []
+    ids = [move.item_id for move in moves]
+    result = await session.execute(
+        select(_items.c.id, _items.c.status).where(
+            _items.c.batch_id == batch_id, _items.c.id.in_(ids)
+        )
+    )
+    current = {row.id: ItemStatus(row.status) for row in result}
+    applied = []
+    for move in moves:
+        before = current.get(move.item_id)
+        if before is None or before not in ITEM_MOVES[move.to]:
+            if strict:
+                raise Conflict(
+                    f"item {move.item_id} is {before or 'not in this batch'}, "
+                    f"it cannot become {move.to}",
+                    itemId=move.item_id,
+                )
+            continue
+        applied.append((move, before))
+    if applied:
+        await session.execute(
+            update(_items)
+            .where(_items.c.id == bindparam("item_id"))
+            .values(
+                status=bindparam("to"),
+                attempts=_items.c.attempts + bindparam("claimed"),
+                external_id=bindparam("external_id"),
+                error_code=bindparam("error_code"),
+                error_message=bindparam("error_message"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "item_id": move.item_id,
+                    "to": move.to,
+                    "claimed": int(move.to is ItemStatus.PROCESSING),
+                    "external_id": move.external_id,
+                    "error_code": move.error.code if move.error else None,
+                    "error_message": move.error.message if move.error else None,
+                }
+                for move, _ in applied
+            ],
+        )
+    return applied
+
+
+async def _count(
+    session: AsyncSession, batch_id: str, applied: Sequence[tuple[ItemMove, ItemStatus]]
+) -> dict[str, int]:
+    """Increment the batch's counters in SQL and return them as they now stand."""
+    deltas: Counter[str] = Counter()
+    for move, before in applied:
+        deltas[_COUNTERS[before]] -= 1
+        deltas[_COUNTERS[move.to]] += 1
+    columns = list(_COUNTERS.values())
+    result = await session.execute(
+        update(_batches)
+        .where(_batches.c.id == batch_id)
+        .values({name: _batches.c[name] + deltas[name] for name in columns if deltas[name]})
+        .returning(*(_batches.c[name] for name in columns))
+        if any(deltas.values())
+        else select(*(_batches.c[name] for name in columns)).where(_batches.c.id == batch_id)
+    )
+    return dict(result.one()._mapping)
+
+
+def _derive(
+    status: BatchStatus,
+    applied: Sequence[tuple[ItemMove, ItemStatus]],
+    counts: dict[str, int],
+    fail_batch: SyncError | None,
+) -> BatchStatus | None:
+    targets = {move.to for move, _ in applied}
+    reopened = status in TERMINAL_BATCH_STATUSES and ItemStatus.PENDING in targets
+    started = status is BatchStatus.PENDING and ItemStatus.PROCESSING in targets
+    unfinished = counts["pending_count"] + counts["processing_count"]
+    if fail_batch is not None:
+        target = BatchStatus.FAILED
+    elif reopened or started:
+        target = BatchStatus.PROCESSING
+    elif status is BatchStatus.PROCESSING and not unfinished:
+        target = BatchStatus.COMPLETED
+    else:
+        return None
+    if status not in BATCH_MOVES[target]:
+        raise Conflict(f"batch is {status}, it cannot become {target}")
+    return target
+
+
+async def _move_batch(
+    session: AsyncSession,
+    batch: SyncBatch,
+    target: BatchStatus,
+    error: SyncError | None,
+    now: datetime,
+) -> None:
+    values: dict[str, Any] = {"status": target, "updated_at": now}
+    if target is BatchStatus.PROCESSING:
+        values |= {"completed_at": None, "error_code": None, "error_message": None}
+        if batch.started_at is None:
+            values["started_at"] = now
+    else:
+        values["completed_at"] = now
+        if error is not None:
+            values |= {"error_code": error.code, "error_message": error.message}
+    await session.execute(update(_batches).where(_batches.c.id == batch.id).values(values))
+
+
+def _event(
+    batch: SyncBatch,
+    item_id: str | None,
+    before: str | None,
+    after: str,
+    now: datetime,
+    error: SyncError | None = None,
+) -> SyncEvent:
+    return SyncEvent(
+        company_id=batch.company_id,
+        batch_id=batch.id,
+        item_id=item_id,
+        from_status=before,
+        to_status=after,
+        error_code=error.code if error else None,
+        error_message=error.message if error else None,
+        occurred_at=now,
+    )
+
+
+async def _log_events(
+    session: AsyncSession, db: Database, events: list[SyncEvent]
+) -> list[SyncEvent]:
+    """Insert the events last in the transaction, under the ordering lock on PostgreSQL."""
+    if db.is_postgres:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_ORDER_LOCK}
+        )
+    rows = [event.model_dump(exclude={"id"}) for event in events]
+    ids = await session.execute(
+        insert(_events).returning(_events.c.id, sort_by_parameter_order=True), rows
+    )
+    for event, (event_id,) in zip(events, ids, strict=True):
+        event.id = event_id
+    return events
