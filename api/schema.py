@@ -12,6 +12,7 @@ MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 5000
 
+
 class Schema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: object = None) -> None:
         """Silence Strawberry's own logging: `ErrorCodes` logs what is unexpected, once."""
@@ -22,9 +23,9 @@ schema = Schema(
     mutation=Mutation,
     extensions=[
         ErrorCodes,
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
     ],
 )
 

@@ -19,7 +19,7 @@ def build_worker(services: Services, *, burst: bool = False, in_process: bool = 
             func(sync_batch, name=SYNC_BATCH, timeout=services.settings.job_timeout_seconds)
         ],
         queue_name=QUEUE_NAME,
-        redis_pool=services.queue,
+        redis_settings=services.redis_settings,  # its own pool: arq closes it on close()
         on_startup=on_startup,
         job_serializer=serialize,
         job_deserializer=deserialize,

@@ -4,8 +4,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import sandbox
 from models.db import Database
@@ -44,12 +44,14 @@ async def create_company(db: Database, *, name: str, provider: Provider) -> NewC
 
 async def company_by_key(db: Database, *, api_key: str) -> Company | None:
     async with db.sessions() as session:
-        rows = await session.exec(select(Company).where(Company.api_key_hash == hash_key(api_key)))
+        rows = await session.scalars(
+            select(Company).where(Company.api_key_hash == hash_key(api_key))
+        )
         return rows.first()
 
 
 async def get_connection(session: AsyncSession, *, company_id: str) -> Connection | None:
-    rows = await session.exec(select(Connection).where(Connection.company_id == company_id))
+    rows = await session.scalars(select(Connection).where(Connection.company_id == company_id))
     return rows.first()
 
 

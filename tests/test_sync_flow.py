@@ -1,0 +1,193 @@
+"""The seed's scenario end to end: API → database → arq worker → sandbox ledger → events."""
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+
+from models import sandbox
+from models.company import NewCompany
+from models.events import batch_events, company_channel
+from models.services import Services
+from tests.conftest import Api
+from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense
+
+CREATE_ACCOUNT = """
+mutation($companyId: ID!, $input: AccountInput!) {
+  createAccount(companyId: $companyId, input: $input) { code name type }
+}
+"""
+CREATE_TAX_RATE = """
+mutation($companyId: ID!, $input: TaxRateInput!) {
+  createTaxRate(companyId: $companyId, input: $input) { code name rate }
+}
+"""
+
+
+async def _batch(api: Api, batch_id: str) -> dict[str, Any]:
+    batch: dict[str, Any] = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+    return batch
+
+
+def _items(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    return [edge["node"] for edge in batch["items"]["edges"]]
+
+
+async def test_seed_scenario_fails_two_then_fixes_and_retries_them(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    created = data(
+        await api.gql(
+            CREATE_EXPENSES,
+            {
+                "companyId": company.company.id,
+                "expenses": [
+                    expense(reference="ok"),
+                    expense(reference="bad-account", accountId="999"),
+                    expense(reference="bad-tax", taxRateId="GST9"),
+                ],
+            },
+        )
+    )["createExpenses"]
+    batch_id = created["syncBatchId"]
+    assert created["batch"] == {"status": "PENDING", "itemCount": 3, "pendingCount": 3}
+    ok, bad_account, bad_tax = (e["id"] for e in created["expenses"])
+
+    await run_jobs()
+    batch = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 1, 2)
+    items = {item["id"]: item for item in _items(batch)}
+    assert items[ok]["status"] == "SUCCESS" and items[ok]["externalId"]
+    assert items[bad_account]["error"]["code"] == "INVALID_ACCOUNT_ID"
+    assert "'999'" in items[bad_account]["error"]["message"]
+    assert "create the account" in items[bad_account]["error"]["hint"]
+    assert items[bad_tax]["error"]["code"] == "INVALID_TAX_RATE_ID"
+    assert items[bad_tax]["error"]["retryable"] is False
+
+    account = {"code": "999", "name": "Staff Welfare", "type": "EXPENSE"}
+    data(await api.gql(CREATE_ACCOUNT, {"companyId": company.company.id, "input": account}))
+    retried = data(await api.gql(RETRY, {"batchId": batch_id, "itemIds": [bad_account]}))
+    assert retried["retryFailedItems"]["items"] == [{"id": bad_account, "status": "PENDING"}]
+    assert retried["retryFailedItems"]["batch"]["status"] == "PROCESSING"
+    await run_jobs()
+    batch = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 2, 1)
+
+    tax_rate = {"code": "GST9", "name": "GST 9%", "rate": "9"}
+    data(await api.gql(CREATE_TAX_RATE, {"companyId": company.company.id, "input": tax_rate}))
+    retried = data(await api.gql(RETRY, {"batchId": batch_id}))
+    assert [i["id"] for i in retried["retryFailedItems"]["items"]] == [bad_tax]
+    await run_jobs()
+    batch = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 3, 0)
+    assert all(item["error"] is None for item in _items(batch))
+
+    events = await batch_events(services.db, batch_id=batch_id)
+    ids = [event.id for event in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    moves = [(e.item_id, e.from_status, e.to_status) for e in events]
+    ok_path = ["PENDING", "PROCESSING", "SUCCESS"]
+    retried_path = [*ok_path[:2], "FAILED", "PENDING", "PROCESSING", "SUCCESS"]
+    assert [m[2] for m in moves if m[0] == ok] == ok_path
+    assert [m[2] for m in moves if m[0] == bad_account] == retried_path
+    assert [m[2] for m in moves if m[0] == bad_tax] == retried_path
+    batch_path = ["PENDING", "PROCESSING", "COMPLETED"] + ["PROCESSING", "COMPLETED"] * 2
+    assert [m[2] for m in moves if m[0] is None] == batch_path
+    for index, (item_id, before, _) in enumerate(moves):  # each move leaves the last status
+        earlier = [m[2] for m in moves[:index] if m[0] == item_id]
+        assert before == (earlier[-1] if earlier else None)
+
+    async with services.db.sessions() as session:
+        posted = await sandbox.records(session, company_id=company.company.id)
+    assert sorted(r.idempotency_key for r in posted) == sorted([ok, bad_account, bad_tax])
+
+
+async def test_batch_terminal_event_follows_every_item_terminal_event(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    expenses = [expense(reference=f"r{i}") for i in range(120)]  # more than two chunks
+    expenses[70] = expense(accountId="200")  # an income account: refused by the ledger
+    created = data(
+        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": expenses})
+    )
+    batch_id = created["createExpenses"]["syncBatchId"]
+    await run_jobs()
+
+    events = await batch_events(services.db, batch_id=batch_id)
+    completed = next(e for e in events if e.item_id is None and e.to_status == "COMPLETED")
+    terminal = [e for e in events if e.item_id and e.to_status in ("SUCCESS", "FAILED")]
+    assert len(terminal) == 120
+    assert all(
+        e.id is not None and completed.id is not None and e.id < completed.id for e in terminal
+    )
+    batch = await _batch(api, batch_id)
+    assert (batch["successCount"], batch["failedCount"], batch["pendingCount"]) == (119, 1, 0)
+    failed = [i for i in _items(batch) if i["status"] == "FAILED"]
+    assert failed == []  # the first page holds 20 items; the failed one is the 71st
+    page = data(
+        await api.gql(
+            """query($b: ID!) {
+              failedItems(batchId: $b) { totalCount edges { node { error { code message } } } }
+            }""",
+            {"b": batch_id},
+        )
+    )["failedItems"]
+    assert page["totalCount"] == 1
+    assert page["edges"][0]["node"]["error"]["code"] == "VALIDATION_ERROR"
+    assert "REVENUE account" in page["edges"][0]["node"]["error"]["message"]
+
+
+async def test_every_transition_is_published_on_the_company_channel(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    pubsub = services.redis.pubsub()
+    await pubsub.subscribe(company_channel(company.company.id))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    created = data(
+        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()]})
+    )
+    batch_id = created["createExpenses"]["syncBatchId"]
+    await run_jobs()
+
+    logged = await batch_events(services.db, batch_id=batch_id)
+    heard = []
+    while len(heard) < len(logged):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None, f"heard {len(heard)} of {len(logged)} events"
+        heard.append(json.loads(message["data"]))
+    await pubsub.aclose()
+    assert [h["eventId"] for h in heard] == [str(e.id) for e in logged]
+    assert heard[-1] | {"eventId": "", "occurredAt": ""} == {
+        "eventId": "",
+        "companyId": company.company.id,
+        "batchId": batch_id,
+        "itemId": None,
+        "fromStatus": "PROCESSING",
+        "toStatus": "COMPLETED",
+        "occurredAt": "",
+        "error": None,
+    }
+
+
+async def test_batch_fails_whole_when_the_connection_is_expired(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    async with services.db.transaction() as session:
+        await session.execute(
+            text("UPDATE connection SET status = 'EXPIRED' WHERE company_id = :c"),
+            {"c": company.company.id},
+        )
+    created = data(
+        await api.gql(
+            CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense(), expense()]}
+        )
+    )
+    await run_jobs()
+    batch = await _batch(api, created["createExpenses"]["syncBatchId"])
+    assert batch["status"] == "FAILED"
+    assert batch["error"] == {"code": "CONNECTION_EXPIRED"}
+    assert batch["failedCount"] == 2
+    for item in _items(batch):
+        assert item["error"]["code"] == "CONNECTION_EXPIRED"
+        assert item["error"]["retryable"] is True
+        assert "Reconnect" in item["error"]["hint"]
