@@ -7,8 +7,7 @@ from typing import Any
 
 import strawberry
 
-from api.types import AccountType
-from models.enums import RecordType
+from models.enums import AccountType, RecordType
 from models.errors import InvalidInput
 from models.ledger import Account, TaxRate
 from models.records import Bill, Expense, Invoice, parse_records

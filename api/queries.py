@@ -10,15 +10,14 @@ from api.types import (
     LedgerConnection,
     RelayConnection,
     SyncBatch,
-    SyncBatchStatus,
     SyncItem,
-    SyncItemStatus,
     TaxRate,
     batch_connection_of,
     connection_of,
 )
 from models.batch import BatchFilter, get_batch, list_batches, list_items
 from models.company import connection_of as ledger_connection
+from models.enums import BatchStatus, ItemStatus
 from models.errors import NotFound
 from models.pagination import PageRequest
 
@@ -36,7 +35,7 @@ class Query:
         self,
         info: Info,
         company_id: strawberry.ID,
-        status: SyncBatchStatus | None = None,
+        status: BatchStatus | None = None,
         start_date: datetime | None = None,
         end_date: datetime | None = None,
         first: int | None = None,
@@ -61,14 +60,14 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> RelayConnection[SyncItem]:
-        return await _items(info, batch_id, SyncItemStatus.FAILED, PageRequest(first, after))
+        return await _items(info, batch_id, ItemStatus.FAILED, PageRequest(first, after))
 
     @strawberry.field(description="The batch's items, optionally of one status.")
     async def sync_items(
         self,
         info: Info,
         batch_id: strawberry.ID,
-        status: SyncItemStatus | None = None,
+        status: ItemStatus | None = None,
         first: int | None = None,
         after: str | None = None,
     ) -> RelayConnection[SyncItem]:
@@ -97,7 +96,7 @@ class Query:
 
 
 async def _items(
-    info: Info, batch_id: str, status: SyncItemStatus | None, page: PageRequest
+    info: Info, batch_id: str, status: ItemStatus | None, page: PageRequest
 ) -> RelayConnection[SyncItem]:
     ctx = info.context
     rows = await list_items(

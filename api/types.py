@@ -8,10 +8,10 @@ from typing import Annotated, Generic, TypeVar
 import strawberry
 
 from api.context import Context, Info
-from models import enums
 from models.batch import list_items
+from models.enums import AccountType, BatchStatus, ConnectionStatus, ItemStatus, RecordType
 from models.errors import SyncError as SyncErrorRow
-from models.errors import SyncErrorCode as SyncErrorCodeEnum
+from models.errors import SyncErrorCode
 from models.ledger import Account as AccountRow
 from models.ledger import TaxRate as TaxRateRow
 from models.pagination import Page, PageRequest
@@ -23,12 +23,13 @@ from models.tables import Connection
 from models.tables import SyncBatch as SyncBatchRow
 from models.tables import SyncItem as SyncItemRow
 
-SyncBatchStatus = strawberry.enum(enums.BatchStatus, name="SyncBatchStatus")
-SyncItemStatus = strawberry.enum(enums.ItemStatus, name="SyncItemStatus")
-RecordType = strawberry.enum(enums.RecordType, name="RecordType")
-ConnectionStatus = strawberry.enum(enums.ConnectionStatus, name="ConnectionStatus")
-AccountType = strawberry.enum(enums.AccountType, name="AccountType")
-SyncErrorCode = strawberry.enum(SyncErrorCodeEnum, name="SyncErrorCode")
+# The models' enums are the GraphQL enums: registered once, under their public names.
+strawberry.enum(BatchStatus, name="SyncBatchStatus")
+strawberry.enum(ItemStatus, name="SyncItemStatus")
+strawberry.enum(RecordType, name="RecordType")
+strawberry.enum(ConnectionStatus, name="ConnectionStatus")
+strawberry.enum(AccountType, name="AccountType")
+strawberry.enum(SyncErrorCode, name="SyncErrorCode")
 
 N = TypeVar("N")
 
@@ -67,7 +68,7 @@ class SyncError:
     def from_parts(cls, code: str | None, message: str | None) -> "SyncError | None":
         if code is None:
             return None
-        error = SyncErrorRow(SyncErrorCodeEnum(code), message or "")
+        error = SyncErrorRow(SyncErrorCode(code), message or "")
         return cls(
             code=error.code, message=error.message, hint=error.hint, retryable=error.retryable
         )
@@ -174,7 +175,7 @@ class SyncItem:
     id: strawberry.ID
     batch_id: strawberry.ID
     record_type: RecordType
-    status: SyncItemStatus
+    status: ItemStatus
     attempts: int
     external_id: str | None = strawberry.field(description="The ledger's id, once synced.")
     reference: str | None = strawberry.field(description="The client's own reference, echoed.")
@@ -209,7 +210,7 @@ class SyncBatch:
     id: strawberry.ID
     company_id: strawberry.ID
     record_type: RecordType
-    status: SyncBatchStatus
+    status: BatchStatus
     item_count: int
     pending_count: int
     processing_count: int
@@ -227,7 +228,7 @@ class SyncBatch:
     async def items(
         self,
         info: Info,
-        status: SyncItemStatus | None = None,
+        status: ItemStatus | None = None,
         first: int | None = None,
         after: str | None = None,
         last: int | None = None,

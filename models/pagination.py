@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, asc, desc, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped
 
 from models.errors import InvalidInput
 
@@ -33,7 +34,7 @@ class PageRequest:
 class Key:
     """One ordering column of a keyset and how its cursor value reads back."""
 
-    column: ColumnElement[Any]  # Any: the column's own type
+    column: Mapped[Any]  # Any: the column's own type
     parse: Callable[[str], Any]  # Any: the column's own type
 
 
@@ -73,7 +74,7 @@ def _size(request: PageRequest) -> int:
 
 async def paginate(
     session: AsyncSession,
-    query: Select[tuple[T]],
+    query: Select[T],
     *,
     keys: Sequence[Key],
     descending: bool,
@@ -102,7 +103,7 @@ async def paginate(
         seen_before = bool(
             await session.scalar(select(exists(query.where(behind(position)).subquery())))
         )
-    order = [key.column.asc() if ascending else key.column.desc() for key in keys]
+    order = [asc(key.column) if ascending else desc(key.column) for key in keys]
     result = await session.execute(page_query.order_by(*order).limit(size + 1))
     rows = list(result.scalars())
     more = len(rows) > size

@@ -82,9 +82,10 @@ async def open_batch(
         created_at=now,
         updated_at=now,
     )
+    item_ids = [new_id("itm") for _ in payloads]
     rows = [
         {
-            "id": new_id("itm"),
+            "id": item_id,
             "batch_id": batch.id,
             "company_id": company_id,
             "position": position,
@@ -96,17 +97,17 @@ async def open_batch(
             "created_at": now,
             "updated_at": now,
         }
-        for position, payload in enumerate(payloads)
+        for position, (item_id, payload) in enumerate(zip(item_ids, payloads, strict=True))
     ]
     events = [_event(batch, None, None, BatchStatus.PENDING, now)]
-    events += [_event(batch, row["id"], None, ItemStatus.PENDING, now) for row in rows]
+    events += [_event(batch, item_id, None, ItemStatus.PENDING, now) for item_id in item_ids]
     async with db.transaction() as session:
         session.add(batch)
         await session.flush()
         await session.execute(insert(_items), rows)
         logged = await _log_events(session, db, events)
     await bus.publish(logged)
-    return batch, [row["id"] for row in rows]
+    return batch, item_ids
 
 
 async def transition(

@@ -83,7 +83,7 @@ async def test_seed_scenario_fails_two_then_fixes_and_retries_them(
     assert all(item["error"] is None for item in _items(batch))
 
     events = await batch_events(services.db, batch_id=batch_id)
-    ids = [event.id for event in events]
+    ids = [event.id or 0 for event in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     moves = [(e.item_id, e.from_status, e.to_status) for e in events]
     ok_path = ["PENDING", "PROCESSING", "SUCCESS"]
@@ -150,12 +150,12 @@ async def test_every_transition_is_published_on_the_company_channel(
     await run_jobs()
 
     logged = await batch_events(services.db, batch_id=batch_id)
-    heard = []
+    heard: list[dict[str, Any]] = []
     while len(heard) < len(logged):
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         assert message is not None, f"heard {len(heard)} of {len(logged)} events"
         heard.append(json.loads(message["data"]))
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert [h["eventId"] for h in heard] == [str(e.id) for e in logged]
     assert heard[-1] | {"eventId": "", "occurredAt": ""} == {
         "eventId": "",

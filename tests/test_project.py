@@ -1,0 +1,36 @@
+"""The project's own checks, run by the test command so they run the same everywhere."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_schema_graphql_is_what_the_code_exports() -> None:
+    exported = _run(str(BIN / "sync2books"), "export-schema")
+    assert exported.returncode == 0, exported.stderr
+    assert (ROOT / "schema.graphql").read_text() == exported.stdout, (
+        "schema.graphql is stale: run `sync2books export-schema > schema.graphql`"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("ruff", "format", "--check", "."),
+        ("ruff", "check", "."),
+        ("mypy", "api", "jobs", "models", "tests"),
+    ],
+    ids=["ruff-format", "ruff-check", "mypy-strict"],
+)
+def test_code_passes_its_checks(command: tuple[str, ...]) -> None:
+    result = _run(str(BIN / command[0]), *command[1:])
+    assert result.returncode == 0, result.stdout + result.stderr
