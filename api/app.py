@@ -32,8 +32,12 @@ class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI app, with the company key checked before any operation runs."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _is_operation(Request(scope)):
+        if scope["type"] == "http":
             request = Request(scope, receive)
+            if not _is_operation(request):
+                page = await self.render_graphql_ide(request) if self.graphql_ide else None
+                await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
+                return
             try:
                 scope[_COMPANY] = await authenticate(_services(request).db, request.headers)
             except Unauthenticated as exc:

@@ -10,7 +10,7 @@
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from graphql import (
     ArgumentNode,
@@ -21,6 +21,7 @@ from graphql import (
     ObjectValueNode,
     ValueNode,
     VariableDefinitionNode,
+    VariableNode,
     visit,
 )
 from graphql.language import Visitor
@@ -30,15 +31,15 @@ from models.errors import AppError
 
 log = logging.getLogger(__name__)
 
-_VARIABLE_PATH = re.compile(r"^Variable '\$(\w+)' got invalid value .*? at '([^']+)'")
+_VARIABLE_PATH = re.compile(r"^Variable '\$(\w+)' has invalid value at ([^:]+):")
 _VARIABLE = re.compile(r"^Variable '\$(\w+)'")
-_MISSING_FIELD = re.compile(r"^Field '\w+\.(\w+)' of required type")
+_NAMED_FIELD = re.compile(r"(?:include required|include unknown) field '(\w+)'")
 _BAD_VALUE = (
-    "got invalid value",
+    "has invalid value",
     "Expected value of type",
     "of required type",
-    "is not defined by type",
     "cannot represent",
+    "does not exist in",
 )
 _TOO_COMPLEX = ("exceeds maximum operation depth", "aliases found", "Token limit")
 
@@ -56,7 +57,7 @@ def _coded(error: GraphQLError, document: DocumentNode | None) -> GraphQLError:
     original = error.original_error
     if isinstance(original, AppError):
         return _with(error, original.message, {"code": original.code, **original.extensions})
-    if original is not None:
+    if original is not None and error.path is not None:  # raised while resolving a field
         log.error("unexpected error at %s", error.path, exc_info=original)
         return _with(error, "Internal server error.", {"code": "INTERNAL"})
     if any(marker in error.message for marker in _TOO_COMPLEX):
@@ -83,48 +84,59 @@ def _with(error: GraphQLError, message: str, extensions: dict[str, object]) -> G
 
 
 def _field(error: GraphQLError, document: DocumentNode | None) -> str | None:
-    """The dotted path of the value at fault, from the message (variables) or the document."""
-    if match := _VARIABLE_PATH.match(error.message):
-        return re.sub(r"\[(\d+)\]", r".\1", match.group(2))
-    if match := _VARIABLE.match(error.message):
-        return match.group(1)
-    if document is None or not error.nodes:
+    """The dotted path of the value at fault, named by the argument it was given for."""
+    if match := _VARIABLE_PATH.match(error.message) or _VARIABLE.match(error.message):
+        variable = match.group(1)
+        path = _argument_of(document, variable) if document else None
+        path = path or variable
+        if match.re is _VARIABLE_PATH:
+            path += re.sub(r"\[(\d+)\]", r".\1", match.group(2))
+    elif document is not None and error.nodes:
+        path = _find(document, lambda node: node is error.nodes[0])  # type: ignore[index]
+    else:
         return None
-    path = _find(document, error.nodes[0])
-    if path is not None and (missing := _MISSING_FIELD.match(error.message)):
-        path = f"{path}.{missing.group(1)}"
+    named = _NAMED_FIELD.search(error.message)
+    if path and named and not path.endswith("." + named.group(1)):
+        path = f"{path}.{named.group(1)}"
     return path
 
 
-def _find(document: DocumentNode, target: Node) -> str | None:
-    """Search the operation's arguments for the node an error points at."""
+def _argument_of(document: DocumentNode, variable: str) -> str | None:
+    return _find(
+        document, lambda node: isinstance(node, VariableNode) and node.name.value == variable
+    )
+
+
+def _find(document: DocumentNode, is_target: Callable[[Node], bool]) -> str | None:
+    """The path, through arguments and input fields, of the first value that is the target."""
     found: list[str] = []
 
     class Finder(Visitor):
         def enter_argument(self, node: ArgumentNode, *_: object) -> None:
-            path = _search(node.value, target, [node.name.value])
+            path = _search(node.value, is_target, [node.name.value])
             if path is not None and not found:
                 found.append(".".join(path))
 
         def enter_variable_definition(self, node: VariableDefinitionNode, *_: object) -> None:
-            if node is target or node.default_value is target:
+            if is_target(node) or (node.default_value and is_target(node.default_value)):
                 found.append(node.variable.name.value)
 
     visit(document, Finder())
     return found[0] if found else None
 
 
-def _search(value: ValueNode, target: Node, path: list[str]) -> list[str] | None:
-    if value is target:
+def _search(
+    value: ValueNode, is_target: Callable[[Node], bool], path: list[str]
+) -> list[str] | None:
+    if is_target(value):
         return path
     if isinstance(value, ObjectValueNode):
         for field in value.fields:
-            if field is target:
-                return [*path, field.name.value]
-            if (hit := _search(field.value, target, [*path, field.name.value])) is not None:
-                return hit
+            here = [*path, field.name.value]
+            if is_target(field) or (hit := _search(field.value, is_target, here)) is not None:
+                return here if is_target(field) else hit
     if isinstance(value, ListValueNode):
         for index, item in enumerate(value.values):
-            if (hit := _search(item, target, [*path, str(index)])) is not None:
+            if (hit := _search(item, is_target, [*path, str(index)])) is not None:
                 return hit
     return None

@@ -2,13 +2,14 @@
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
 
 from api.errors import ErrorCodes
+from api.limits import MaxDepthRule
 from api.mutations import Mutation
 from api.queries import Query
+from api.scalars import SCALARS
 
-MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 5000
 
@@ -21,9 +22,10 @@ class Schema(strawberry.Schema):
 schema = Schema(
     query=Query,
     mutation=Mutation,
+    scalar_overrides=SCALARS,
     extensions=[
         ErrorCodes,
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: AddValidationRules([MaxDepthRule]),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
     ],

@@ -16,7 +16,6 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path(".")
     graphiql: bool = True
-    max_page_size: int = 100
     max_records_per_batch: int = 1000
     job_timeout_seconds: int = 300
 

@@ -1,0 +1,135 @@
+"""Listing batches and items: newest first, keyset cursors both ways, filters, totals."""
+
+from typing import Any
+
+from models.company import NewCompany
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, data, error, expense
+
+LIST = """
+query List($c: ID!, $status: SyncBatchStatus, $start: DateTime, $end: DateTime,
+           $first: Int, $after: String, $last: Int, $before: String) {
+  syncBatches(companyId: $c, status: $status, startDate: $start, endDate: $end,
+              first: $first, after: $after, last: $last, before: $before) {
+    totalCount
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id status createdAt } }
+  }
+}
+"""
+
+
+async def _create_batches(api: Api, company: NewCompany, count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        variables = {"companyId": company.company.id, "expenses": [expense(reference=str(index))]}
+        ids.append(data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"])
+    return ids
+
+
+async def _list(api: Api, company: NewCompany, **arguments: Any) -> dict[str, Any]:
+    page: dict[str, Any] = data(await api.gql(LIST, {"c": company.company.id, **arguments}))[
+        "syncBatches"
+    ]
+    return page
+
+
+def _ids(page: dict[str, Any]) -> list[str]:
+    return [edge["node"]["id"] for edge in page["edges"]]
+
+
+async def test_pages_forward_cover_every_batch_once_newest_first(
+    api: Api, company: NewCompany
+) -> None:
+    created = await _create_batches(api, company, 23)
+    first = await _list(api, company)
+    assert first["totalCount"] == 23
+    assert len(first["edges"]) == 20  # the default page size
+    assert first["pageInfo"]["hasNextPage"] and not first["pageInfo"]["hasPreviousPage"]
+
+    seen = []
+    after = None
+    while True:
+        page = await _list(api, company, first=7, after=after)
+        seen += _ids(page)
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+        assert page["totalCount"] == 23
+    assert seen == list(reversed(created))
+    assert page["pageInfo"]["hasPreviousPage"]
+
+
+async def test_pages_backward_from_the_oldest(api: Api, company: NewCompany) -> None:
+    created = await _create_batches(api, company, 9)
+    newest_first = list(reversed(created))
+    oldest = await _list(api, company, last=4)
+    assert _ids(oldest) == newest_first[-4:]
+    assert oldest["pageInfo"]["hasPreviousPage"] and not oldest["pageInfo"]["hasNextPage"]
+    before = await _list(api, company, last=4, before=oldest["pageInfo"]["startCursor"])
+    assert _ids(before) == newest_first[1:5]
+    assert before["pageInfo"]["hasPreviousPage"] and before["pageInfo"]["hasNextPage"]
+    rest = await _list(api, company, last=4, before=before["pageInfo"]["startCursor"])
+    assert _ids(rest) == newest_first[:1]
+    assert not rest["pageInfo"]["hasPreviousPage"]
+
+
+async def test_status_and_inclusive_date_filters(api: Api, company: NewCompany) -> None:
+    created = await _create_batches(api, company, 3)
+    everything = await _list(api, company)
+    middle = everything["edges"][1]["node"]
+    assert middle["id"] == created[1]
+
+    exact = await _list(api, company, start=middle["createdAt"], end=middle["createdAt"])
+    assert _ids(exact) == [created[1]] and exact["totalCount"] == 1
+    since = await _list(api, company, start=middle["createdAt"])
+    assert _ids(since) == [created[2], created[1]]
+    until = await _list(api, company, end=middle["createdAt"])
+    assert _ids(until) == [created[1], created[0]]
+
+    assert (await _list(api, company, status="PENDING"))["totalCount"] == 3
+    assert (await _list(api, company, status="COMPLETED"))["totalCount"] == 0
+
+
+async def test_bad_page_arguments_are_bad_user_input(api: Api, company: NewCompany) -> None:
+    await _create_batches(api, company, 1)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"first": 101}, "first"),
+        ({"first": -1}, "first"),
+        ({"last": 500}, "last"),
+        ({"after": "not-a-cursor"}, "after"),
+        ({"before": "WyJ4Il0"}, "before"),
+        ({"first": 2, "last": 2}, "last"),
+        ({"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "startDate"),
+    ]
+    for arguments, field in cases:
+        failure = error(await api.gql(LIST, {"c": company.company.id, **arguments}))
+        assert failure["extensions"] == {"code": "BAD_USER_INPUT", "field": field}, arguments
+
+
+async def test_items_page_in_the_order_given(api: Api, company: NewCompany) -> None:
+    variables = {
+        "companyId": company.company.id,
+        "expenses": [expense(reference=f"r{i}") for i in range(5)],
+    }
+    batch_id = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
+    query = """query($b: ID!, $after: String) {
+      syncItems(batchId: $b, first: 2, after: $after) {
+        totalCount pageInfo { hasNextPage endCursor } edges { node { reference status } }
+      }
+    }"""
+    references = []
+    after = None
+    while True:
+        page = data(await api.gql(query, {"b": batch_id, "after": after}))["syncItems"]
+        assert page["totalCount"] == 5
+        references += [edge["node"]["reference"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert references == [f"r{i}" for i in range(5)]
+    nested = """query($b: ID!) {
+      syncBatch(id: $b) { items(status: PENDING, last: 1) { edges { node { reference } } } }
+    }"""
+    last = data(await api.gql(nested, {"b": batch_id}))["syncBatch"]["items"]["edges"]
+    assert [edge["node"]["reference"] for edge in last] == ["r4"]
