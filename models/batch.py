@@ -133,7 +133,11 @@ async def retry_failed_items(
     batch_id: str,
     item_ids: Sequence[str] | None,
 ) -> list[SyncItem]:
-    """Put failed items back to PENDING (all of them when none are named); the caller enqueues."""
+    """Put failed items back to PENDING: those named, or all when none are; returns them.
+
+    Named items that are not FAILED are an error; in "retry all" mode an item another caller
+    retried meanwhile is simply not retried twice. The caller enqueues the batch's job.
+    """
     if await get_batch(db, company_id=company_id, batch_id=batch_id) is None:
         raise NotFound(f"batch {batch_id} not found")
     if item_ids:
@@ -141,11 +145,17 @@ async def retry_failed_items(
         ids = list(dict.fromkeys(item_ids))
     else:
         ids = await _failed_item_ids(db, batch_id=batch_id)
-    if ids:
-        await transition(
-            db, bus=bus, batch_id=batch_id, moves=[ItemMove(i, ItemStatus.PENDING) for i in ids]
-        )
-    return await items_by_id(db, batch_id=batch_id, item_ids=ids)
+    if not ids:
+        return []
+    events = await transition(
+        db,
+        bus=bus,
+        batch_id=batch_id,
+        moves=[ItemMove(item_id, ItemStatus.PENDING) for item_id in ids],
+        strict=bool(item_ids),
+    )
+    moved = [event.item_id for event in events if event.item_id is not None]
+    return await items_by_id(db, batch_id=batch_id, item_ids=moved)
 
 
 async def _check_retryable(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> None:

@@ -296,6 +296,8 @@ async def _log_events(
     session: AsyncSession, db: Database, events: list[SyncEvent]
 ) -> list[SyncEvent]:
     """Insert the events last in the transaction, under the ordering lock on PostgreSQL."""
+    if not events:
+        return []
     if db.is_postgres:
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_ORDER_LOCK}

@@ -10,7 +10,7 @@ from models.company import NewCompany
 from models.events import batch_events, company_channel
 from models.services import Services
 from tests.conftest import Api
-from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense
+from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
 
 CREATE_ACCOUNT = """
 mutation($companyId: ID!, $input: AccountInput!) {
@@ -191,3 +191,95 @@ async def test_batch_fails_whole_when_the_connection_is_expired(
         assert item["error"]["code"] == "CONNECTION_EXPIRED"
         assert item["error"]["retryable"] is True
         assert "Reconnect" in item["error"]["hint"]
+
+
+async def test_bills_and_invoices_sync_to_their_own_kinds_of_account(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    lines = [
+        {"amount": "100.00", "accountId": "461", "taxRateId": "INPUT", "description": "Paper"},
+        {"amount": "20.05", "accountId": "425"},
+    ]
+    bill = {
+        "vendorName": "Paper Co",
+        "issueDate": "2026-11-01",
+        "dueDate": "2026-12-01",
+        "currency": "NZD",
+        "lines": lines,
+        "reference": "bill-1",
+    }
+    bills = data(
+        await api.gql(
+            """mutation($c: ID!, $bills: [BillInput!]!) {
+              createBills(companyId: $c, bills: $bills) {
+                syncBatchId bills { id total vendorName lines { amount accountId } }
+              }
+            }""",
+            {"c": company.company.id, "bills": [bill]},
+        )
+    )["createBills"]
+    assert bills["bills"][0]["total"] == "120.05"
+    invoice = {
+        "customerName": "Big Client",
+        "issueDate": "2026-11-01",
+        "dueDate": "2026-11-15",
+        "currency": "NZD",
+        "lines": [{"amount": "500", "accountId": "200", "taxRateId": "OUTPUT"}],
+    }
+    wrong = invoice | {"lines": [{"amount": "5", "accountId": "429"}]}  # an expense account
+    invoices = data(
+        await api.gql(
+            """mutation($c: ID!, $invoices: [InvoiceInput!]!) {
+              createInvoices(companyId: $c, invoices: $invoices) { syncBatchId }
+            }""",
+            {"c": company.company.id, "invoices": [invoice, wrong]},
+        )
+    )["createInvoices"]
+    await run_jobs()
+
+    bill_batch = await _batch(api, bills["syncBatchId"])
+    assert (bill_batch["status"], bill_batch["successCount"]) == ("COMPLETED", 1)
+    invoice_items = _items(await _batch(api, invoices["syncBatchId"]))
+    assert [i["status"] for i in invoice_items] == ["SUCCESS", "FAILED"]
+    assert invoice_items[1]["error"]["code"] == "VALIDATION_ERROR"
+
+    query = """query($b: ID!) { syncItems(batchId: $b) { edges { node { record {
+      __typename ... on Invoice { customerName total lines { accountId taxRateId } }
+    } } } } }"""
+    records = data(await api.gql(query, {"b": invoices["syncBatchId"]}))["syncItems"]["edges"]
+    assert records[0]["node"]["record"] == {
+        "__typename": "Invoice",
+        "customerName": "Big Client",
+        "total": "500",
+        "lines": [{"accountId": "200", "taxRateId": "OUTPUT"}],
+    }
+    async with services.db.sessions() as session:
+        posted = await sandbox.records(session, company_id=company.company.id)
+    assert sorted((r.record_type, r.amount) for r in posted) == [
+        ("BILL", "120.05"),
+        ("INVOICE", "500"),
+    ]
+
+
+async def test_retrying_an_item_that_has_not_failed_is_refused(
+    api: Api, company: NewCompany, run_jobs: Any
+) -> None:
+    created = data(
+        await api.gql(
+            CREATE_EXPENSES,
+            {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]},
+        )
+    )["createExpenses"]
+    await run_jobs()
+    batch_id = created["syncBatchId"]
+    succeeded, failed = (e["id"] for e in created["expenses"])
+
+    refused = error(await api.gql(RETRY, {"batchId": batch_id, "itemIds": [failed, succeeded]}))
+    assert refused["extensions"] == {"code": "CONFLICT", "field": "itemIds.1"}
+    unknown = error(await api.gql(RETRY, {"batchId": batch_id, "itemIds": ["itm_nope"]}))
+    assert unknown["extensions"] == {"code": "NOT_FOUND", "field": "itemIds.0"}
+    batch = await _batch(api, batch_id)
+    assert (batch["status"], batch["failedCount"]) == ("COMPLETED", 1)  # nothing was retried
+
+    retried_all = data(await api.gql(RETRY, {"batchId": batch_id, "itemIds": []}))
+    assert [i["id"] for i in retried_all["retryFailedItems"]["items"]] == [failed]
