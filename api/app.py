@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -44,6 +45,16 @@ class GraphQLApp(GraphQL[Context, None]):
                 await _unauthenticated(exc)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> object:
+        """A JSON object, or a client error: never a crash on a bare string or deep nesting."""
+        try:
+            parsed = super().parse_json(data)
+        except RecursionError:
+            raise HTTPException(400, "The request body is nested too deeply.") from None
+        if not isinstance(parsed, dict):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(
