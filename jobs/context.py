@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from models.ledger import LedgerFactory
 from models.services import Services
 
 _KEY = "sync2books"
@@ -10,6 +11,7 @@ _KEY = "sync2books"
 @dataclass(frozen=True)
 class WorkerContext:
     services: Services
+    ledger_for: LedgerFactory
 
 
 def attach(ctx: dict[str, object], context: WorkerContext) -> None:

@@ -10,7 +10,6 @@ carries the item's id as idempotency key.
 import logging
 
 from jobs.context import WorkerContext, from_ctx
-from jobs.providers import ledger_for
 from models.batch import pending_items
 from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
@@ -41,7 +40,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     if connection is None or connection.status != ConnectionStatus.ACTIVE:
         await _fail_batch(deps, batch_id=batch_id)
         return
-    ledger = ledger_for(connection, db=db)
+    ledger = deps.ledger_for(connection)
     while chunk := await pending_items(db, batch_id=batch_id, limit=CHUNK_SIZE):
         claimed = await transition(
             db,
@@ -61,6 +60,12 @@ async def _push(ledger: Ledger, item: SyncItem) -> ItemMove:
         external_id = await ledger.push(load_record(item.payload), idempotency_key=item.id)
     except LedgerError as exc:
         return ItemMove(item.id, ItemStatus.FAILED, error=exc.error)
+    except Exception as exc:  # an adapter's bug or an unclassified vendor failure: retryable
+        log.exception("push of item %s failed unexpectedly", item.id)
+        message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
+        return ItemMove(
+            item.id, ItemStatus.FAILED, error=SyncError(SyncErrorCode.PROVIDER_ERROR, message)
+        )
     return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id)
 
 

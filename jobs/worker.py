@@ -1,18 +1,29 @@
 """arq worker settings: the sync job, the JSON wire format, and how a worker gets its context."""
 
+from functools import partial
+
 from arq.worker import Worker, func
 
+from jobs import providers
 from jobs.context import WorkerContext, attach
 from jobs.sync import sync_batch
+from models.ledger import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
 
 
-def build_worker(services: Services, *, burst: bool = False, in_process: bool = False) -> Worker:
+def build_worker(
+    services: Services,
+    *,
+    ledger_for: LedgerFactory | None = None,
+    burst: bool = False,
+    in_process: bool = False,
+) -> Worker:
     """A worker over already-open services; `in_process` leaves signals to the host (the API)."""
+    context = WorkerContext(services, ledger_for or partial(providers.ledger_for, db=services.db))
 
     async def on_startup(ctx: dict[str, object]) -> None:
-        attach(ctx, WorkerContext(services))
+        attach(ctx, context)
 
     return Worker(
         functions=[

@@ -3,12 +3,14 @@
 Adapters in `jobs/providers/` implement `Ledger` and turn vendor failures into `LedgerError`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from models.enums import AccountType
 from models.records import Bill, Expense, Invoice
+from models.tables import Connection
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,7 @@ class Ledger(Protocol):
     async def create_account(self, account: Account) -> Account: ...
 
     async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate: ...
+
+
+LedgerFactory = Callable[[Connection], Ledger]
+"""The adapter for a connection: `jobs.providers.ledger_for` in production, fakes in tests."""

@@ -24,12 +24,13 @@ from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
 
 from api.app import create_app
-from api.context import LedgerFactory
+from jobs.context import WorkerContext
 from jobs.providers import ledger_for
 from jobs.worker import build_worker
 from models.company import NewCompany, create_company
 from models.db import migrate
 from models.enums import Provider
+from models.ledger import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
 
@@ -96,11 +97,16 @@ async def _empty(services: Services) -> None:
 
 
 @pytest.fixture
+def worker_context(services: Services) -> WorkerContext:
+    return WorkerContext(services, partial(ledger_for, db=services.db))
+
+
+@pytest.fixture
 async def run_jobs(services: Services) -> Any:  # Any: an async callable, typed below
     """Run every queued job to the end in a burst-mode worker, as production's worker would."""
 
-    async def run() -> None:
-        worker = build_worker(services, burst=True)
+    async def run(ledgers: LedgerFactory | None = None) -> None:
+        worker = build_worker(services, ledger_for=ledgers, burst=True)
         try:
             await worker.main()
         finally:

@@ -5,10 +5,14 @@ from typing import Any
 
 from sqlalchemy import text
 
+from jobs.providers.sandbox import SandboxLedger
 from models import sandbox
 from models.company import NewCompany
 from models.events import batch_events, company_channel
+from models.ledger import Ledger
+from models.records import Bill, Expense, Invoice
 from models.services import Services
+from models.tables import Connection
 from tests.conftest import Api
 from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
 
@@ -283,3 +287,32 @@ async def test_retrying_an_item_that_has_not_failed_is_refused(
 
     retried_all = data(await api.gql(RETRY, {"batchId": batch_id, "itemIds": []}))
     assert [i["id"] for i in retried_all["retryFailedItems"]["items"]] == [failed]
+
+
+class _BrokenLedger(SandboxLedger):
+    """The sandbox, except that pushes of records referenced 'boom' crash unclassified."""
+
+    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        if record.reference == "boom":
+            raise RuntimeError("socket closed")
+        return await super().push(record, idempotency_key=idempotency_key)
+
+
+async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    expenses = [expense(reference="fine"), expense(reference="boom")]
+    created = data(
+        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": expenses})
+    )["createExpenses"]
+
+    def broken(connection: Connection) -> Ledger:
+        return _BrokenLedger(services.db, company_id=connection.company_id)
+
+    await run_jobs(broken)
+    batch = await _batch(api, created["syncBatchId"])
+    fine, boom = _items(batch)
+    assert fine["status"] == "SUCCESS"
+    assert boom["error"]["code"] == "PROVIDER_ERROR"
+    assert boom["error"]["retryable"] is True
+    assert "RuntimeError" in boom["error"]["message"] and "socket" not in boom["error"]["message"]

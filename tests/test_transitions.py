@@ -137,12 +137,13 @@ async def test_concurrent_claims_take_each_item_once(
 
 
 async def test_two_workers_on_one_batch_push_each_item_exactly_once(
-    services: Services, company: NewCompany
+    services: Services, company: NewCompany, worker_context: WorkerContext
 ) -> None:
     batch_id, item_ids = await _new_batch(services, company, 180)
     await enqueue_sync(services.queue, batch_id=batch_id)
-    context = WorkerContext(services)
-    await asyncio.gather(run_sync(context, batch_id=batch_id), run_sync(context, batch_id=batch_id))
+    await asyncio.gather(
+        run_sync(worker_context, batch_id=batch_id), run_sync(worker_context, batch_id=batch_id)
+    )
 
     async with services.db.sessions() as session:
         posted = await sandbox.records(session, company_id=company.company.id)
@@ -164,7 +165,7 @@ async def test_two_workers_on_one_batch_push_each_item_exactly_once(
 
 
 async def test_concurrent_retry_all_retries_each_failed_item_once(
-    services: Services, company: NewCompany
+    services: Services, company: NewCompany, worker_context: WorkerContext
 ) -> None:
     batch, item_ids = await create_batch(
         services.db,
@@ -173,7 +174,7 @@ async def test_concurrent_retry_all_retries_each_failed_item_once(
         record_type=RecordType.EXPENSE,
         records=_expenses(30, account_id="999"),
     )
-    await run_sync(WorkerContext(services), batch_id=batch.id)
+    await run_sync(worker_context, batch_id=batch.id)
     retried = await asyncio.gather(
         *(
             retry_failed_items(
@@ -197,7 +198,7 @@ async def test_concurrent_retry_all_retries_each_failed_item_once(
 
 
 async def test_money_stays_exact_through_the_database_and_the_ledger(
-    services: Services, company: NewCompany
+    services: Services, company: NewCompany, worker_context: WorkerContext
 ) -> None:
     batch, _ = await create_batch(
         services.db,
@@ -206,7 +207,7 @@ async def test_money_stays_exact_through_the_database_and_the_ledger(
         record_type=RecordType.EXPENSE,
         records=_expenses(1, amount="123456789012345.67"),
     )
-    await run_sync(WorkerContext(services), batch_id=batch.id)
+    await run_sync(worker_context, batch_id=batch.id)
     async with services.db.sessions() as session:
         (posted,) = await sandbox.records(session, company_id=company.company.id)
     assert posted.amount == "123456789012345.67"
