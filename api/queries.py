@@ -13,9 +13,9 @@ from api.types import (
     SyncItem,
     TaxRate,
     batch_connection_of,
-    connection_of,
+    items_of,
 )
-from models.batch import BatchFilter, get_batch, list_batches, list_items
+from models.batch import BatchFilter, get_batch, list_batches
 from models.company import connection_of as ledger_connection
 from models.enums import BatchStatus, ItemStatus
 from models.errors import NotFound
@@ -60,7 +60,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> RelayConnection[SyncItem]:
-        return await _items(info, batch_id, ItemStatus.FAILED, PageRequest(first, after))
+        return await items_of(info, batch_id, ItemStatus.FAILED, PageRequest(first, after))
 
     @strawberry.field(description="The batch's items, optionally of one status.")
     async def sync_items(
@@ -71,7 +71,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> RelayConnection[SyncItem]:
-        return await _items(info, batch_id, status, PageRequest(first, after))
+        return await items_of(info, batch_id, status, PageRequest(first, after))
 
     @strawberry.field(description="The chart of accounts of the company's ledger.")
     async def accounts(self, info: Info, company_id: strawberry.ID) -> list[Account]:
@@ -93,13 +93,3 @@ class Query:
         except NotFound:
             return None
         return LedgerConnection.from_row(row)
-
-
-async def _items(
-    info: Info, batch_id: str, status: ItemStatus | None, page: PageRequest
-) -> RelayConnection[SyncItem]:
-    ctx = info.context
-    rows = await list_items(
-        ctx.services.db, company_id=ctx.company.id, batch_id=batch_id, status=status, page=page
-    )
-    return connection_of(rows)

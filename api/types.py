@@ -7,7 +7,7 @@ from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
-from api.context import Context, Info
+from api.context import Info
 from models.batch import list_items
 from models.enums import AccountType, BatchStatus, ConnectionStatus, ItemStatus, RecordType
 from models.errors import SyncError as SyncErrorRow
@@ -201,8 +201,15 @@ class SyncItem:
         )
 
 
-def connection_of(page: Page[SyncItemRow]) -> RelayConnection[SyncItem]:
-    return _connection(page, SyncItem.from_row)
+async def items_of(
+    info: Info, batch_id: str, status: ItemStatus | None, page: PageRequest
+) -> RelayConnection[SyncItem]:
+    """A page of the batch's items, if the batch is the caller's; else an empty page."""
+    ctx = info.context
+    rows = await list_items(
+        ctx.services.db, company_id=ctx.company.id, batch_id=batch_id, status=status, page=page
+    )
+    return _connection(rows, SyncItem.from_row)
 
 
 @strawberry.type(description="Records queued together for one company's ledger.")
@@ -234,15 +241,7 @@ class SyncBatch:
         last: int | None = None,
         before: str | None = None,
     ) -> RelayConnection[SyncItem]:
-        context: Context = info.context
-        page = await list_items(
-            context.services.db,
-            company_id=context.company.id,
-            batch_id=self.id,
-            status=status,
-            page=PageRequest(first=first, after=after, last=last, before=before),
-        )
-        return connection_of(page)
+        return await items_of(info, self.id, status, PageRequest(first, after, last, before))
 
     @classmethod
     def from_row(cls, row: SyncBatchRow) -> "SyncBatch":
