@@ -29,6 +29,7 @@ class Company(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("cmp"), primary_key=True, max_length=40)
     name: str = Field(max_length=255)
     api_key_hash: str = Field(max_length=64, unique=True, index=True)
+    last_event_seq: int = Field(default=0, description="company_seq of its newest SyncEvent")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -96,11 +97,16 @@ class SyncItem(SQLModel, table=True):
 
 
 class SyncEvent(SQLModel, table=True):
-    """The durable log of transitions; ids increase in commit order across the whole service."""
+    """The durable log of transitions.
+
+    `id` is unique and increasing service-wide. `company_seq` numbers a company's events
+    1, 2, 3… with no gap, in commit order (taken under the company row's lock), so a live
+    listener can tell a missed event from one that never was.
+    """
 
     __tablename__ = "sync_event"
     __table_args__ = (
-        Index("ix_sync_event_company_id", "company_id", "id"),
+        Index("ix_sync_event_company_seq", "company_id", "company_seq", unique=True),
         Index("ix_sync_event_batch_id", "batch_id", "id"),
     )
 
@@ -111,6 +117,7 @@ class SyncEvent(SQLModel, table=True):
         ),
     )
     company_id: str = Field(max_length=40)
+    company_seq: int = 0
     batch_id: str = Field(max_length=40)
     item_id: str | None = Field(default=None, max_length=40)
     from_status: str | None = Field(default=None, max_length=16)

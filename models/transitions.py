@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
-from models.tables import SyncBatch, SyncEvent, SyncItem, new_id, utcnow
+from models.tables import Company, SyncBatch, SyncEvent, SyncItem, new_id, utcnow
 
 # For each target status, the statuses it may be reached from.
 ITEM_MOVES: dict[ItemStatus, frozenset[ItemStatus]] = {
@@ -45,12 +45,10 @@ _COUNTERS = {
     ItemStatus.SUCCESS: "success_count",
     ItemStatus.FAILED: "failed_count",
 }
-# Held from the event insert to the commit, so event ids become visible in increasing order.
-_EVENT_ORDER_LOCK = 0x5332_4245
-
 _items = SyncItem.__table__  # type: ignore[attr-defined]
 _batches = SyncBatch.__table__  # type: ignore[attr-defined]
 _events = SyncEvent.__table__  # type: ignore[attr-defined]
+_companies = Company.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ async def open_batch(
         session.add(batch)
         await session.flush()
         await session.execute(insert(_items), rows)
-        logged = await _log_events(session, db, events)
+        logged = await _log_events(session, events)
     await bus.publish(logged)
     return batch, item_ids
 
@@ -140,7 +138,7 @@ async def transition(
             _event(batch, move.item_id, before, move.to, now, move.error)
             for move, before in applied
         ]
-        logged = await _log_events(session, db, [*opening, *item_events, *closing])
+        logged = await _log_events(session, [*opening, *item_events, *closing])
     await bus.publish(logged)
     return logged
 
@@ -292,16 +290,24 @@ def _event(
     )
 
 
-async def _log_events(
-    session: AsyncSession, db: Database, events: list[SyncEvent]
-) -> list[SyncEvent]:
-    """Insert the events last in the transaction, under the ordering lock on PostgreSQL."""
+async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[SyncEvent]:
+    """Number the events in their company's sequence, then insert them, last in the transaction.
+
+    Taking the numbers locks the company row until the commit: a company's events are numbered,
+    given ids and committed in one order, so listeners can detect a gap by number alone.
+    """
     if not events:
         return []
-    if db.is_postgres:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_ORDER_LOCK}
-        )
+    (company_id,) = {event.company_id for event in events}
+    last = await session.scalar(
+        update(_companies)
+        .where(_companies.c.id == company_id)
+        .values(last_event_seq=_companies.c.last_event_seq + len(events))
+        .returning(_companies.c.last_event_seq)
+    )
+    assert last is not None
+    for seq, event in enumerate(events, start=last - len(events) + 1):
+        event.company_seq = seq
     rows = [event.model_dump(exclude={"id"}) for event in events]
     ids = await session.execute(
         insert(_events).returning(_events.c.id, sort_by_parameter_order=True), rows

@@ -156,6 +156,8 @@ async def test_two_workers_on_one_batch_push_each_item_exactly_once(
         )
     assert sorted(r.idempotency_key for r in posted) == sorted(item_ids)
     assert claims == 180
+    events = await batch_events(services.db, batch_id=batch_id)  # in id order
+    assert [e.company_seq for e in events] == list(range(1, len(events) + 1))
     batch = await _batch(services, company, batch_id)
     assert (batch.status, batch.success_count, batch.pending_count) == (
         BatchStatus.COMPLETED,
