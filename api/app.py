@@ -4,6 +4,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
@@ -14,9 +15,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 
 from api.auth import authenticate
 from api.context import Context, Runtime
+from api.hub import Hub
+from api.live_ws import LiveTransportWSHandler
 from api.schema import schema
 from models.errors import Unauthenticated
 from models.services import Services
@@ -25,12 +29,12 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 _COMPANY = "sync2books.company"
-_SERVICES = "services"
-_LEDGERS = "ledgers"
 
 
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI app, with the company key checked before any operation runs."""
+
+    graphql_transport_ws_handler_class = LiveTransportWSHandler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -59,9 +63,22 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(
             services=_services(request),
-            company=request.scope[_COMPANY],
+            hub=request.state.hub,
             ledger_for=request.state.ledgers,
+            caller=request.scope.get(_COMPANY),  # over WebSocket, set by on_ws_connect
         )
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object]:
+        """The key comes in `connection_init`'s payload, under `Authorization`."""
+        params = context.connection_params or {}
+        value = params.get("Authorization", params.get("authorization"))
+        try:
+            if not isinstance(value, str):
+                raise Unauthenticated("Send 'Authorization: Bearer <key>' in connection_init.")
+            context.caller = await authenticate(context.services.db, {"authorization": value})
+        except Unauthenticated as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        return {"companyId": context.caller.id}
 
 
 def _is_operation(request: Request) -> bool:
@@ -108,12 +125,23 @@ async def readyz(request: Request) -> Response:
 
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
     """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
-    graphql = GraphQLApp(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    graphql = GraphQLApp(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        keep_alive=True,  # "ka" on graphql-ws; LiveTransportWSHandler pings at the same pace
+        keep_alive_interval=settings.ws_keep_alive_seconds,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+    )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, object]]:
-        async with runtime(settings) as (services, ledgers):
-            yield {_SERVICES: services, _LEDGERS: ledgers}
+        async with (
+            runtime(settings) as (services, ledgers),
+            Hub.running(
+                services.db, services.redis_url, check_seconds=settings.live_check_seconds
+            ) as hub,
+        ):
+            yield {"services": services, "ledgers": ledgers, "hub": hub}
 
     return Starlette(
         routes=[

@@ -17,6 +17,8 @@ from models.db import connect, migrate
 from models.enums import Provider
 from models.settings import Settings
 
+MAX_WS_MESSAGE_BYTES = 256 * 1024
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
@@ -54,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
-    uvicorn.run(create_app(settings, runtime=serve_runtime), host=args.host, port=args.port)
+    uvicorn.run(
+        create_app(settings, runtime=serve_runtime),
+        host=args.host,
+        port=args.port,
+        ws_per_message_deflate=False,  # compression costs more than the rest of a delivery
+        ws_max_size=MAX_WS_MESSAGE_BYTES,
+    )
 
 
 def _run(command: Awaitable[None]) -> None:

@@ -2,11 +2,13 @@
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from strawberry.types import Info as StrawberryInfo
 
-from models.errors import NotFound
+from api.hub import Hub
+from models.errors import NotFound, Unauthenticated
 from models.ledger import LedgerFactory
 from models.services import Services
 from models.settings import Settings
@@ -16,11 +18,22 @@ from models.tables import Company
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
+    """Over HTTP the key is checked before the context exists; over WebSocket, at
+    `connection_init`, which sets `caller` (and Strawberry sets `connection_params`)."""
+
     services: Services
-    company: Company
+    hub: Hub
     ledger_for: LedgerFactory
+    caller: Company | None = None
+    connection_params: dict[str, Any] | None = field(default=None)  # Any: the client's JSON
+
+    @property
+    def company(self) -> Company:
+        if self.caller is None:
+            raise Unauthenticated("Send the company API key first.")
+        return self.caller
 
     def own(self, company_id: str) -> str:
         """The caller's company id, if that is the one asked for; any other is not found."""

@@ -50,10 +50,11 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             document = self.execution_context.graphql_document
-            result.errors = [_coded(error, document) for error in result.errors]
+            result.errors = [coded(error, document) for error in result.errors]
 
 
-def _coded(error: GraphQLError, document: DocumentNode | None) -> GraphQLError:
+def coded(error: GraphQLError, document: DocumentNode | None) -> GraphQLError:
+    """The error with its stable `extensions.code` (and `field`), masked if unexpected."""
     original = error.original_error
     if isinstance(original, AppError):
         return _with(error, original.message, {"code": original.code, **original.extensions})

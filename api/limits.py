@@ -1,10 +1,13 @@
-"""Operation depth, counted through every field and fragment, introspection included.
+"""Limits on an operation's size: depth (counted here), aliases and tokens (Strawberry's).
+
+Depth is counted through every field and fragment, introspection included.
 
 Strawberry's QueryDepthLimiter skips introspection fields (`__schema { types { … } }` nests
 without bound), so this rule counts every field level instead; root fields are level 0.
 """
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -13,9 +16,13 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationRule,
+    Visitor,
+    visit,
 )
 
 MAX_DEPTH = 10
+MAX_ALIASES = 20
+MAX_TOKENS = 5000
 
 
 class MaxDepthRule(ValidationRule):
@@ -60,3 +67,16 @@ class _Depth:
             if fragment is not None:
                 self.seen[key] = self.of(fragment.selection_set, level)
         return self.seen[key]
+
+
+def alias_count(document: DocumentNode) -> int:
+    """Aliased fields in the document, as Strawberry's MaxAliasesLimiter counts them."""
+    count = 0
+
+    class Counter(Visitor):
+        def enter_field(self, node: FieldNode, *_: object) -> None:
+            nonlocal count
+            count += node.alias is not None
+
+    visit(document, Counter())
+    return count

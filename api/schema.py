@@ -5,13 +5,11 @@ from graphql import GraphQLError
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
 
 from api.errors import ErrorCodes
-from api.limits import MaxDepthRule
+from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule
 from api.mutations import Mutation
 from api.queries import Query
 from api.scalars import SCALARS
-
-MAX_ALIASES = 20
-MAX_TOKENS = 5000
+from api.subscriptions import Subscription
 
 
 class Schema(strawberry.Schema):
@@ -22,6 +20,7 @@ class Schema(strawberry.Schema):
 schema = Schema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     scalar_overrides=SCALARS,
     extensions=[
         ErrorCodes,

@@ -23,6 +23,16 @@ class ItemStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class SyncStatus(StrEnum):
+    """Any status an event moves between: a batch's or an item's."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    COMPLETED = "COMPLETED"
+
+
 class ConnectionStatus(StrEnum):
     ACTIVE = "ACTIVE"
     EXPIRED = "EXPIRED"

@@ -7,6 +7,7 @@ so a failed publish is logged and never fails the transition that committed it.
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,7 +16,7 @@ from sqlmodel import col, select
 
 from models.db import Database
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
-from models.tables import SyncEvent
+from models.tables import Company, SyncEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def event_payload(event: SyncEvent) -> dict[str, Any]:  # Any: JSON values
         }
     return {
         "eventId": str(event.id),
+        "seq": event.company_seq,
         "companyId": event.company_id,
         "batchId": event.batch_id,
         "itemId": event.item_id,
@@ -66,6 +68,70 @@ class EventBus:
                 await pipe.execute()
         except RedisError:
             log.warning("publish failed for events %s..%s", events[0].id, events[-1].id)
+
+
+def event_from_payload(payload: dict[str, Any]) -> SyncEvent:  # Any: JSON values
+    """The event a published payload describes (the inverse of `event_payload`)."""
+    error = payload["error"] or {}
+    return SyncEvent(
+        id=int(payload["eventId"]),
+        company_seq=payload["seq"],
+        company_id=payload["companyId"],
+        batch_id=payload["batchId"],
+        item_id=payload["itemId"],
+        from_status=payload["fromStatus"],
+        to_status=payload["toStatus"],
+        error_code=error.get("code"),
+        error_message=error.get("message"),
+        occurred_at=datetime.fromisoformat(payload["occurredAt"]),
+    )
+
+
+async def company_events(
+    db: Database,
+    *,
+    company_id: str,
+    after_seq: int,
+    upto_seq: int,
+    limit: int,
+    batch_id: str | None = None,
+) -> list[SyncEvent]:
+    """The company's events numbered in (`after_seq`, `upto_seq`], in order, at most `limit`."""
+    conditions = [
+        col(SyncEvent.company_id) == company_id,
+        col(SyncEvent.company_seq) > after_seq,
+        col(SyncEvent.company_seq) <= upto_seq,
+    ]
+    if batch_id is not None:
+        conditions.append(col(SyncEvent.batch_id) == batch_id)
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncEvent).where(*conditions).order_by(col(SyncEvent.company_seq)).limit(limit)
+        )
+        return list(rows)
+
+
+async def last_event_seqs(db: Database, *, company_ids: Sequence[str]) -> dict[str, int]:
+    """Each company's newest event number: everything up to it is committed."""
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(col(Company.id), col(Company.last_event_seq)).where(
+                col(Company.id).in_(company_ids)
+            )
+        )
+        return {company_id: seq for company_id, seq in rows.tuples()}
+
+
+async def last_batch_event(db: Database, *, batch_id: str) -> SyncEvent | None:
+    """The batch's own newest transition (not its items')."""
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncEvent)
+            .where(col(SyncEvent.batch_id) == batch_id, col(SyncEvent.item_id).is_(None))
+            .order_by(col(SyncEvent.id).desc())
+            .limit(1)
+        )
+        return rows.first()
 
 
 async def batch_events(db: Database, *, batch_id: str, after: int = 0) -> list[SyncEvent]:

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     graphiql: bool = True
     max_records_per_batch: int = 1000
     job_timeout_seconds: int = 300
+    ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
+    ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
+    live_check_seconds: float = 1.0  # how often live feeds are checked against the event log
 
     @property
     def async_database_url(self) -> str:

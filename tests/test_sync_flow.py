@@ -163,6 +163,7 @@ async def test_every_transition_is_published_on_the_company_channel(
     assert [h["eventId"] for h in heard] == [str(e.id) for e in logged]
     assert heard[-1] | {"eventId": "", "occurredAt": ""} == {
         "eventId": "",
+        "seq": len(logged),
         "companyId": company.company.id,
         "batchId": batch_id,
         "itemId": None,

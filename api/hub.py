@@ -1,0 +1,224 @@
+"""The live hub: one Redis pub/sub connection per API process, shared by every subscriber.
+
+For each company someone here listens to, a `Feed` holds its recent events in `company_seq`
+order with no gap. Pub/sub only wakes the feed: a message whose number is not the next one,
+a message that never comes (checked against the database every `check_seconds`), a dropped
+Redis connection or a restarted Redis are all healed by reading the event log, which is the
+truth. Subscribers read the feed at their own pace; one that falls behind what the feed
+keeps reads the log instead, so a slow client costs no memory and never slows the others.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from models.db import Database
+from models.events import (
+    CHANNEL_PREFIX,
+    company_channel,
+    company_events,
+    event_from_payload,
+    last_event_seqs,
+)
+from models.tables import SyncEvent
+
+log = logging.getLogger(__name__)
+
+FEED_KEEPS = 2048  # events a feed keeps for subscribers that lag
+REFILL_PAGE = 500
+CONTROL_CHANNEL = CHANNEL_PREFIX + "hub"  # keeps the pub/sub connection open with no feeds
+
+
+@dataclass(eq=False, slots=True)
+class LiveEvent:
+    """A logged event as the hub hands it out; `rendered` caches its result per document."""
+
+    row: SyncEvent
+    rendered: dict[str, str] = field(default_factory=dict)
+
+
+class Feed:
+    """One company's recent events, numbered without gaps up to `seq`."""
+
+    def __init__(self, company_id: str) -> None:
+        self.company_id = company_id
+        self.seq = 0
+        self.listeners = 0
+        self.ready = asyncio.Event()
+        self.refilling = asyncio.Lock()
+        self._events: list[LiveEvent] = []
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def offer(self, event: SyncEvent) -> bool:
+        """Append the event if it is the next one; anything else is refused."""
+        if event.company_seq != self.seq + 1:
+            return False
+        self._events.append(LiveEvent(event))
+        self.seq = event.company_seq
+        if len(self._events) > 2 * FEED_KEEPS:
+            del self._events[:-FEED_KEEPS]
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
+        return True
+
+    def since(self, seq: int) -> list[LiveEvent] | None:
+        """The events numbered after `seq`, or None when the feed no longer holds them all."""
+        if seq >= self.seq:
+            return []
+        if not self._events or seq + 1 < self._events[0].row.company_seq:
+            return None
+        return self._events[seq + 1 - self._events[0].row.company_seq :]
+
+    async def wait_beyond(self, seq: int) -> None:
+        while self.seq <= seq:
+            await asyncio.wait([self._changed])  # never cancels the shared future
+
+
+class Hub:
+    def __init__(self, db: Database, redis_url: str, *, check_seconds: float = 1.0) -> None:
+        self.db = db
+        self.redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
+        self.check_seconds = check_seconds
+        self.feeds: dict[str, Feed] = {}
+        self._pubsub: PubSub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls, db: Database, redis_url: str, *, check_seconds: float = 1.0
+    ) -> AsyncIterator["Hub"]:
+        hub = cls(db, redis_url, check_seconds=check_seconds)
+        hub._tasks = [asyncio.create_task(hub._read()), asyncio.create_task(hub._check())]
+        try:
+            yield hub
+        finally:
+            for task in hub._tasks:
+                task.cancel()
+            for task in hub._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await hub.redis.aclose()
+
+    @asynccontextmanager
+    async def feed(self, company_id: str) -> AsyncIterator[Feed]:
+        """The company's feed, live for as long as anyone here holds it."""
+        feed = self.feeds.get(company_id)
+        if feed is None:
+            feed = self.feeds[company_id] = Feed(company_id)
+            feed.listeners += 1
+            await self._open(feed)
+        else:
+            feed.listeners += 1
+            await feed.ready.wait()
+            if self.feeds.get(company_id) is not feed:  # its opening failed
+                raise ConnectionError(f"the live feed of company {company_id} could not open")
+        try:
+            yield feed
+        finally:
+            feed.listeners -= 1
+            if feed.listeners == 0 and self.feeds.get(company_id) is feed:
+                del self.feeds[company_id]
+                await self._subscription("unsubscribe", company_id)
+
+    async def _open(self, feed: Feed) -> None:
+        """Subscribe first, then read where the log stands: nothing can fall between."""
+        try:
+            await self._subscription("subscribe", feed.company_id)
+            seqs = await last_event_seqs(self.db, company_ids=[feed.company_id])
+        except BaseException:
+            self.feeds.pop(feed.company_id, None)
+            feed.ready.set()  # waiters see the feed gone and fail too
+            raise
+        feed.seq = seqs.get(feed.company_id, 0)
+        feed.ready.set()
+
+    async def _subscription(self, command: str, company_id: str) -> None:
+        if self._pubsub is None:
+            return  # the reader subscribes every feed's channel when it reconnects
+        try:
+            await getattr(self._pubsub, command)(company_channel(company_id))
+        except (RedisError, OSError):
+            log.warning(
+                "redis %s failed for company %s; the log check covers it", command, company_id
+            )
+
+    async def _read(self) -> None:
+        """Listen to pub/sub, reconnecting with backoff; each (re)connect heals every feed."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                channels = [company_channel(c) for c in self.feeds]
+                await pubsub.subscribe(CONTROL_CHANNEL, *channels)
+                self._pubsub = pubsub
+                await self._heal()
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                    if message is not None and message["type"] == "message":
+                        await self._on_message(message["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, backoff)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _on_message(self, data: bytes) -> None:
+        try:
+            event = event_from_payload(json.loads(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed event message (%r)", exc)
+            return
+        feed = self.feeds.get(event.company_id)
+        if feed is None or not feed.ready.is_set() or event.company_seq <= feed.seq:
+            return
+        if not feed.offer(event):
+            await self._refill(feed, upto=event.company_seq)
+
+    async def _check(self) -> None:
+        """Every `check_seconds`, catch up any feed whose company logged more than it heard."""
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                await self._heal()
+            except Exception:  # the database may be briefly away: try again next round
+                log.exception("live feed check failed")
+
+    async def _heal(self) -> None:
+        feeds = [feed for feed in self.feeds.values() if feed.ready.is_set()]
+        if not feeds:
+            return
+        seqs = await last_event_seqs(self.db, company_ids=[feed.company_id for feed in feeds])
+        for feed in feeds:
+            if seqs.get(feed.company_id, 0) > feed.seq:
+                await self._refill(feed, upto=seqs[feed.company_id])
+
+    async def _refill(self, feed: Feed, *, upto: int) -> None:
+        async with feed.refilling:
+            while feed.seq < upto:
+                events = await company_events(
+                    self.db,
+                    company_id=feed.company_id,
+                    after_seq=feed.seq,
+                    upto_seq=upto,
+                    limit=REFILL_PAGE,
+                )
+                if not events:
+                    log.error(
+                        "company %s: events up to %s are not in the log", feed.company_id, upto
+                    )
+                    return
+                for event in events:
+                    feed.offer(event)
