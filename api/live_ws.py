@@ -107,7 +107,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def _ping(self) -> None:
         while True:
-            await asyncio.sleep(self.view.keep_alive_interval)
+            await asyncio.sleep(self.view.keep_alive_interval or 15.0)
             await self.send_message({"type": "ping"})
 
     async def shutdown(self) -> None:
