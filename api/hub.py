@@ -46,10 +46,11 @@ class LiveEvent:
 
 
 class Feed:
-    """One company's recent events, numbered without gaps up to `seq`."""
+    """One company's recent events (the last `keep` at least), numbered without gaps to `seq`."""
 
-    def __init__(self, company_id: str) -> None:
+    def __init__(self, company_id: str, *, keep: int) -> None:
         self.company_id = company_id
+        self.keep = keep
         self.seq = 0
         self.listeners = 0
         self.ready = asyncio.Event()
@@ -63,8 +64,8 @@ class Feed:
             return False
         self._events.append(LiveEvent(event))
         self.seq = event.company_seq
-        if len(self._events) > 2 * FEED_KEEPS:
-            del self._events[:-FEED_KEEPS]
+        if len(self._events) > 2 * self.keep:
+            del self._events[: -self.keep]
         changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
         changed.set_result(None)
         return True
@@ -83,8 +84,11 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, db: Database, redis_url: str, *, check_seconds: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, redis_url: str, *, check_seconds: float = 1.0, keep: int = FEED_KEEPS
+    ) -> None:
         self.db = db
+        self.keep = keep
         self.redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
         self.check_seconds = check_seconds
         self.feeds: dict[str, Feed] = {}
@@ -94,9 +98,9 @@ class Hub:
     @classmethod
     @asynccontextmanager
     async def running(
-        cls, db: Database, redis_url: str, *, check_seconds: float = 1.0
+        cls, db: Database, redis_url: str, *, check_seconds: float = 1.0, keep: int = FEED_KEEPS
     ) -> AsyncIterator["Hub"]:
-        hub = cls(db, redis_url, check_seconds=check_seconds)
+        hub = cls(db, redis_url, check_seconds=check_seconds, keep=keep)
         hub._tasks = [asyncio.create_task(hub._read()), asyncio.create_task(hub._check())]
         try:
             yield hub
@@ -113,7 +117,7 @@ class Hub:
         """The company's feed, live for as long as anyone here holds it."""
         feed = self.feeds.get(company_id)
         if feed is None:
-            feed = self.feeds[company_id] = Feed(company_id)
+            feed = self.feeds[company_id] = Feed(company_id, keep=self.keep)
             feed.listeners += 1
             await self._open(feed)
         else:

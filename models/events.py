@@ -119,7 +119,7 @@ async def last_event_seqs(db: Database, *, company_ids: Sequence[str]) -> dict[s
                 col(Company.id).in_(company_ids)
             )
         )
-        return {company_id: seq for company_id, seq in rows.tuples()}
+        return {company_id: seq for company_id, seq in rows}
 
 
 async def last_batch_event(db: Database, *, batch_id: str) -> SyncEvent | None:

@@ -125,7 +125,7 @@ async def other_company(services: Services) -> NewCompany:
     return await create_company(services.db, name="Other Co", provider=Provider.SANDBOX)
 
 
-def _runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime
+def runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime
     @asynccontextmanager
     async def runtime(_: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
         yield services, partial(ledger_for, db=services.db)
@@ -155,7 +155,7 @@ class Api:
 
 @pytest.fixture
 async def api(services: Services, settings: Settings, company: NewCompany) -> AsyncIterator[Api]:
-    app = create_app(settings, runtime=_runtime_of(services))
+    app = create_app(settings, runtime=runtime_of(services))
     async with app.router.lifespan_context(app) as state:
 
         async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
