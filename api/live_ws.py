@@ -38,6 +38,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.types.execution import PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from api.context import Context
@@ -143,6 +144,13 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_operation_message(
                     {"id": operation.id, "type": "error", "payload": payload}
                 )
+
+    async def _handle_pre_execution_error(
+        self, operation: Operation[Context, None], result: PreExecutionError
+    ) -> None:
+        """Strawberry's own path reports invalid operations; give its errors their codes too."""
+        result.errors = [coded(error, None) for error in result.errors or []]
+        await super()._handle_pre_execution_error(operation, result)
 
     async def _stream(
         self, operation: Operation[Context, None], plan: LivePlan, executor: Executor[Context]

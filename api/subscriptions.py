@@ -10,7 +10,7 @@ poller would stop; subscribing to a batch that is already terminal replays what 
 `afterEventId` and completes. A retry reopens the batch for new subscriptions.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import datetime
 
 import strawberry
@@ -64,7 +64,7 @@ def parse_after(after_event_id: str | None) -> int:
 
 async def open_stream(
     ctx: Context, field: str, arguments: Mapping[str, str | None]
-) -> AsyncIterator[LiveEvent]:
+) -> AsyncGenerator[LiveEvent, None]:
     """Authorise a subscription field's arguments, then stream its events."""
     after = parse_after(arguments.get("afterEventId"))
     if field == "syncBatchEvents":
@@ -79,7 +79,7 @@ async def open_stream(
 
 async def follow(
     ctx: Context, *, company_id: str, batch_id: str | None, after: int
-) -> AsyncIterator[LiveEvent]:
+) -> AsyncGenerator[LiveEvent, None]:
     db = ctx.services.db
     async with ctx.hub.feed(company_id) as feed:
         covered = feed.seq  # every event up to here is in the log; later ones reach the feed

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from models.enums import Provider
 from models.ledger import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
+from tests.live import serving
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -166,5 +166,15 @@ async def api(services: Services, settings: Settings, company: NewCompany) -> As
             yield Api(http, company.api_key)
 
 
-def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+@pytest.fixture
+async def live_server(services: Services, settings: Settings) -> AsyncIterator[str]:
+    """The app on a loopback port ("host:port"), with short live-path timings for tests."""
+    fast = settings.model_copy(
+        update={
+            "live_check_seconds": 0.2,
+            "ws_init_timeout_seconds": 1,
+            "ws_keep_alive_seconds": 0.3,
+        }
+    )
+    async with serving(create_app(fast, runtime=runtime_of(services))) as address:
+        yield address

@@ -2,6 +2,10 @@
 
 from typing import Any
 
+from pydantic.alias_generators import to_snake
+
+from models.records import Expense
+
 CREATE_EXPENSES = """
 mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
   createExpenses(companyId: $companyId, expenses: $expenses) {
@@ -45,6 +49,12 @@ def expense(**overrides: Any) -> dict[str, Any]:  # Any: GraphQL variable values
         "vendorName": "Cafe Uno",
         **overrides,
     }
+
+
+def expense_record(**overrides: Any) -> Expense:  # Any: field values
+    """An expense as the models take it (snake_case fields), from `expense()`'s values."""
+    fields = {to_snake(key): value for key, value in expense(**overrides).items()}
+    return Expense.model_validate(fields)
 
 
 def data(response: dict[str, Any]) -> dict[str, Any]:

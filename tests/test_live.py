@@ -1,38 +1,19 @@
 """Live subscriptions over real WebSockets: exact, ordered, resumable, and cleaned up."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from pydantic.alias_generators import to_snake
 from sqlalchemy import text
 
-from api.app import create_app
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
 from models.events import EventBus, batch_events
-from models.records import Expense
 from models.services import Services
-from models.settings import Settings
 from models.tables import SyncEvent
-from tests.conftest import Api, runtime_of
-from tests.helpers import CREATE_EXPENSES, RETRY, data, expense
-from tests.live import BATCH_EVENTS, COMPANY_EVENTS, LEGACY_WS, GraphQLWebSocket, serving
-
-
-@pytest.fixture
-async def server(services: Services, settings: Settings) -> AsyncIterator[str]:
-    fast = settings.model_copy(
-        update={
-            "live_check_seconds": 0.2,
-            "ws_init_timeout_seconds": 1,
-            "ws_keep_alive_seconds": 0.3,
-        }
-    )
-    async with serving(create_app(fast, runtime=runtime_of(services))) as address:
-        yield address
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
+from tests.live import BATCH_EVENTS, COMPANY_EVENTS, LEGACY_WS, GraphQLWebSocket
 
 
 async def _create(
@@ -50,10 +31,10 @@ def _ids(events: list[dict[str, Any]] | list[SyncEvent]) -> list[str]:
 
 
 async def test_a_batch_stream_replays_then_follows_the_job_to_completion(
-    api: Api, company: NewCompany, services: Services, server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
     batch_id = await _create(api, company, [expense(), expense(accountId="999")])
-    async with GraphQLWebSocket.connect(server, company.api_key) as client:
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         await client.subscribe("1", BATCH_EVENTS, {"batchId": batch_id})
         replayed = await client.events("1", count=3)  # the batch and its two items, created
         await run_jobs()
@@ -79,13 +60,13 @@ async def test_company_streams_are_exact_under_concurrent_batches_of_several_com
     company: NewCompany,
     other_company: NewCompany,
     services: Services,
-    server: str,
+    live_server: str,
     run_jobs: Any,
 ) -> None:
     async with (
-        GraphQLWebSocket.connect(server, company.api_key) as modern,
-        GraphQLWebSocket.connect(server, company.api_key, LEGACY_WS) as legacy,
-        GraphQLWebSocket.connect(server, other_company.api_key) as other,
+        GraphQLWebSocket.connect(live_server, company.api_key) as modern,
+        GraphQLWebSocket.connect(live_server, company.api_key, LEGACY_WS) as legacy,
+        GraphQLWebSocket.connect(live_server, other_company.api_key) as other,
     ):
         await modern.subscribe("a", COMPANY_EVENTS, {"companyId": company.company.id})
         await legacy.subscribe("a", COMPANY_EVENTS, {"companyId": company.company.id})
@@ -115,12 +96,12 @@ async def _company_log(services: Services, company: NewCompany) -> list[SyncEven
 
 
 async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_rest(
-    api: Api, company: NewCompany, services: Services, server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
     batch_id = await _create(api, company, [expense(), expense(accountId="999")])
     await run_jobs()
     logged = _ids(await batch_events(services.db, batch_id=batch_id))
-    async with GraphQLWebSocket.connect(server, company.api_key) as client:
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         for index, after in enumerate(["0", *logged]):
             await client.subscribe(f"r{index}", BATCH_EVENTS, {"batchId": batch_id, "after": after})
         for index, after in enumerate(["0", *logged]):
@@ -129,13 +110,13 @@ async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_
 
 
 async def test_a_retry_reopens_a_finished_batch_for_new_subscribers(
-    api: Api, company: NewCompany, services: Services, server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
     batch_id = await _create(api, company, [expense(accountId="999")])
     await run_jobs()
     last = _ids(await batch_events(services.db, batch_id=batch_id))[-1]
     data(await api.gql(RETRY, {"batchId": batch_id}))
-    async with GraphQLWebSocket.connect(server, company.api_key) as client:
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         await client.subscribe("1", BATCH_EVENTS, {"batchId": batch_id, "after": last})
         reopened = await client.events("1", count=2)
         assert [(e["itemId"] is None, e["toStatus"]) for e in reopened] == [
@@ -147,10 +128,6 @@ async def test_a_retry_reopens_a_finished_batch_for_new_subscribers(
     assert rest[-1]["toStatus"] == "COMPLETED"
 
 
-def _snake(record: dict[str, Any]) -> dict[str, Any]:
-    return {to_snake(key): value for key, value in record.items()}
-
-
 class _SilentBus(EventBus):
     """Commits events but loses their pub/sub messages, as a dropped message would be."""
 
@@ -159,9 +136,9 @@ class _SilentBus(EventBus):
 
 
 async def test_events_whose_message_was_lost_still_arrive_in_order(
-    api: Api, company: NewCompany, services: Services, server: str
+    api: Api, company: NewCompany, services: Services, live_server: str
 ) -> None:
-    async with GraphQLWebSocket.connect(server, company.api_key) as client:
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         await client.subscribe("1", COMPANY_EVENTS, {"companyId": company.company.id})
         await asyncio.sleep(0.2)
         await create_batch(
@@ -169,7 +146,7 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
             bus=_SilentBus(services.redis),
             company_id=company.company.id,
             record_type=RecordType.EXPENSE,
-            records=[Expense.model_validate(_snake(expense()))],
+            records=[expense_record()],
         )
         heard_quietly = await client.events("1", count=2, seconds=2)  # the log check finds them
         await _create(api, company, [expense()])  # published normally, after the lost ones

@@ -1,0 +1,188 @@
+"""The WebSocket protocols' edges: keys, timeouts, pings, errors, and freeing what ends."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import pytest
+import websockets
+from websockets.typing import Subprotocol
+
+from api.context import Context
+from api.hub import Hub, LiveEvent
+from api.subscriptions import follow
+from jobs.context import WorkerContext
+from jobs.providers import ledger_for
+from jobs.sync import run_sync
+from models.batch import create_batch
+from models.company import NewCompany
+from models.enums import RecordType
+from models.events import company_channel, company_events
+from models.records import Expense
+from models.services import Services
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.live import (
+    BATCH_EVENTS,
+    COMPANY_EVENTS,
+    LEGACY_WS,
+    TRANSPORT_WS,
+    GraphQLWebSocket,
+)
+
+
+async def _closed_with(
+    address: str, messages: list[dict[str, Any]], protocol: str = TRANSPORT_WS
+) -> int:
+    async with websockets.connect(
+        f"ws://{address}/graphql", subprotocols=[Subprotocol(protocol)]
+    ) as ws:
+        for message in messages:
+            await ws.send(json.dumps(message))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_a_missing_or_wrong_key_closes_the_socket(live_server: str) -> None:
+    address = live_server
+    for payload in ({}, {"Authorization": "Bearer s2b_wrong"}, {"Authorization": 42}):
+        code = await _closed_with(address, [{"type": "connection_init", "payload": payload}])
+        assert code == 4403, payload
+
+
+async def test_protocol_misuse_closes_with_its_code(live_server: str) -> None:
+    address = live_server
+    subscribe = {"id": "1", "type": "subscribe", "payload": {"query": "subscription { x }"}}
+    assert await _closed_with(address, [subscribe]) == 4401  # before connection_init
+    assert await _closed_with(address, []) == 4408  # no connection_init in time
+    assert await _closed_with(address, [{"type": "nonsense"}]) == 4400
+
+
+async def test_subscriptions_to_what_is_not_yours_are_not_found(
+    api: Api, company: NewCompany, other_company: NewCompany, live_server: str
+) -> None:
+    address = live_server
+    created = data(
+        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()]})
+    )
+    batch_id = created["createExpenses"]["syncBatchId"]
+    async with GraphQLWebSocket.connect(address, other_company.api_key) as client:
+        await client.subscribe("1", BATCH_EVENTS, {"batchId": batch_id})
+        await client.subscribe("2", COMPANY_EVENTS, {"companyId": company.company.id})
+        await client.subscribe("3", BATCH_EVENTS, {"batchId": batch_id, "after": "soon"})
+        for op_id, code in (("1", "NOT_FOUND"), ("2", "NOT_FOUND"), ("3", "BAD_USER_INPUT")):
+            message = await client.next(op_id)
+            assert message["type"] == "error", message
+            assert message["payload"][0]["extensions"]["code"] == code
+
+
+async def test_queries_and_invalid_documents_take_strawberrys_path(
+    company: NewCompany, live_server: str
+) -> None:
+    address = live_server
+    async with GraphQLWebSocket.connect(address, company.api_key) as client:
+        query = "query($c: ID!) { connection(companyId: $c) { status } }"
+        await client.subscribe("q", query, {"c": company.company.id})
+        assert (await client.next("q"))["payload"] == {"data": {"connection": {"status": "ACTIVE"}}}
+        await client.subscribe("bad", "subscription { syncBatchEvents { eventId } }", {})
+        failure = await client.next("bad")
+        assert failure["type"] == "error"
+        assert failure["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+async def test_the_server_keeps_idle_connections_alive(
+    company: NewCompany, live_server: str
+) -> None:
+    address = live_server
+    for protocol in (TRANSPORT_WS, LEGACY_WS):
+        async with GraphQLWebSocket.connect(address, company.api_key, protocol) as client:
+            await asyncio.sleep(1)
+            assert client.pings >= 2, protocol
+
+
+async def _redis_listeners(services: Services, company: NewCompany) -> int:
+    counts = await services.redis.pubsub_numsub(company_channel(company.company.id))
+    return int(counts[0][1])
+
+
+async def test_ending_a_subscription_or_dropping_the_socket_frees_everything(
+    company: NewCompany, services: Services, live_server: str
+) -> None:
+    address = live_server
+    baseline = len(asyncio.all_tasks())
+    for drop_socket in (False, True):
+        async with GraphQLWebSocket.connect(address, company.api_key) as client:
+            for op_id in ("1", "2"):
+                await client.subscribe(op_id, COMPANY_EVENTS, {"companyId": company.company.id})
+            await asyncio.sleep(0.3)
+            assert (
+                await _redis_listeners(services, company) == 1
+            )  # one per process, not per subscriber
+            if not drop_socket:
+                await client.stop("1")
+                await client.stop("2")
+                await asyncio.sleep(0.3)
+                assert await _redis_listeners(services, company) == 0
+        await asyncio.sleep(0.3)
+        assert await _redis_listeners(services, company) == 0
+        assert len(asyncio.all_tasks()) == baseline, drop_socket
+
+
+async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
+    company: NewCompany, services: Services
+) -> None:
+    ledgers = partial(ledger_for, db=services.db)
+    records = [
+        Expense.model_validate(
+            {
+                "amount": "1",
+                "currency": "USD",
+                "date": "2026-01-01",
+                "account_id": "429",
+                "vendor_name": "V",
+            }
+        )
+    ] * 60
+    async with Hub.running(services.db, services.redis_url, check_seconds=0.2, keep=8) as hub:
+        ctx = Context(services, hub, ledgers, caller=company.company)
+        fast = follow(ctx, company_id=company.company.id, batch_id=None, after=0)
+        slow = follow(ctx, company_id=company.company.id, batch_id=None, after=0)
+        reading = asyncio.create_task(_until_completed(fast))
+        slow_first = asyncio.ensure_future(anext(slow))  # joins the feed, then stops reading
+        await asyncio.sleep(0.2)
+        batch, _ = await create_batch(
+            services.db,
+            bus=services.bus,
+            company_id=company.company.id,
+            record_type=RecordType.EXPENSE,
+            records=records,
+        )
+        await run_sync(WorkerContext(services, ledgers), batch_id=batch.id)
+        logged = await company_events(
+            services.db, company_id=company.company.id, after_seq=0, upto_seq=10**9, limit=10**6
+        )
+        heard_fast = await asyncio.wait_for(reading, 5)
+        first = await slow_first
+        assert hub.feeds[company.company.id].since(first.row.company_seq) is None  # fell behind
+        heard_slow = [first] + [await asyncio.wait_for(anext(slow), 2) for _ in logged[1:]]
+        await fast.aclose()
+        await slow.aclose()
+        await asyncio.sleep(0)
+        assert not hub.feeds
+    assert [e.row.id for e in heard_fast] == [e.id for e in logged]
+    assert [e.row.id for e in heard_slow] == [e.id for e in logged]
+
+
+async def _until_completed(stream: AsyncIterator[LiveEvent]) -> list[LiveEvent]:
+    """Read a company stream as fast as it comes, until a batch completes."""
+    events = []
+    async for event in stream:
+        events.append(event)
+        if event.row.item_id is None and event.row.to_status == "COMPLETED":
+            return events
+    return events
