@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ async def _sync_one_batch(client: httpx.AsyncClient, company_id: str) -> dict[st
         "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
     )
     batch_id = data(response.json())["createExpenses"]["syncBatchId"]
-    query = "query($id: ID!) { syncBatch(id: $id) { status successCount failedCount } }"
+    query = "query($id: ID!) { syncBatch(id: $id) { id status successCount failedCount } }"
     for _ in range(200):
         response = await client.post(
             "/graphql", json={"query": query, "variables": {"id": batch_id}}
@@ -192,3 +192,33 @@ async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
                     heard += await live.events("all", count=1, seconds=15)
     logged = await batch_events(services.db, batch_id=batch_id)
     assert [e["eventId"] for e in heard] == [str(e.id) for e in logged]
+
+
+async def test_a_thousand_subscribers_of_one_company_hear_identical_sequences(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = _env(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
+    company = json.loads(_cli("create-company", "--name", "Crowd Ltd", cwd=tmp_path, env=env))
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    with (
+        _process("serve", "--port", str(port), cwd=tmp_path, env=env),
+        _process("worker", cwd=tmp_path, env=env),
+    ):
+        async with _client(port, company["apiKey"]) as client, AsyncExitStack() as stack:
+            crowd = [
+                await stack.enter_async_context(
+                    GraphQLWebSocket.connect(address, company["apiKey"])
+                )
+                for _ in range(1000)
+            ]
+            for subscriber in crowd:
+                await subscriber.subscribe("s", COMPANY_EVENTS, {"companyId": company["companyId"]})
+            await asyncio.sleep(1)  # every subscription has joined the live feed
+            batch = await _sync_one_batch(client, company["companyId"])
+            expected = 3 + 2 * 2 + 2  # created (batch, 2 items); 2 moves per item; 2 batch moves
+            heard = await asyncio.gather(*(s.events("s", count=expected) for s in crowd))
+    logged = await batch_events(services.db, batch_id=batch["id"])
+    assert len(logged) == expected
+    sequences = {tuple(e["eventId"] for e in events) for events in heard}
+    assert sequences == {tuple(str(e.id) for e in logged)}
