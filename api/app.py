@@ -5,13 +5,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -29,6 +31,7 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 _COMPANY = "sync2books.company"
+STATIC = Path(__file__).parent / "static"
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -49,6 +52,10 @@ class GraphQLApp(GraphQL[Context, None]):
                 await _unauthenticated(exc)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page, whose assets the service serves itself (no CDN)."""
+        return FileResponse(STATIC / "graphiql" / "index.html")
 
     def parse_json(self, data: str | bytes) -> object:
         """A JSON object, or a client error: never a crash on a bare string or deep nesting."""
@@ -147,6 +154,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
