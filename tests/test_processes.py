@@ -2,13 +2,10 @@
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,67 +19,9 @@ from models.services import Services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
+from tests.processes import cli, env_without_config, free_port, ready_client, running
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent / "sync2books"
-CONFIG = ("DATABASE_URL", "REDIS_URL")
-
-
-def _env(**config: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG}
-    return env | config
-
-
-def _cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _process(*args: str, cwd: Path, env: Mapping[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end."""
-    with (cwd / f"{args[0]}.log").open("w") as log:
-        process = subprocess.Popen(
-            [str(BIN), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-@asynccontextmanager
-async def _client(port: int, key: str) -> AsyncIterator[httpx.AsyncClient]:
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {key}"}
-    ) as client:
-        for _ in range(150):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the server never became ready")
-        yield client
 
 
 async def _sync_one_batch(client: httpx.AsyncClient, company_id: str) -> dict[str, Any]:
@@ -107,11 +46,11 @@ async def _sync_one_batch(client: httpx.AsyncClient, company_id: str) -> dict[st
 
 
 async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
-    env = _env()
-    company = json.loads(_cli("create-company", "--name", "Embedded Ltd", cwd=tmp_path, env=env))
-    port = _free_port()
-    with _process("serve", "--port", str(port), cwd=tmp_path, env=env) as server:
-        async with _client(port, company["apiKey"]) as client:
+    env = env_without_config()
+    company = json.loads(cli("create-company", "--name", "Embedded Ltd", cwd=tmp_path, env=env))
+    port = free_port()
+    with running("serve", "--port", str(port), cwd=tmp_path, env=env) as server:
+        async with ready_client(port, company["apiKey"]) as client:
             batch = await _sync_one_batch(client, company["companyId"])
         server.send_signal(signal.SIGTERM)
         exit_code = server.wait(timeout=20)  # uvicorn re-raises the signal once it has shut down
@@ -120,9 +59,7 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
     assert (tmp_path / "sync2books.db").exists()
     assert not list((tmp_path / ".sync2books-redis").glob("**/*.socket"))  # its redis stopped
-    records = _cli(
-        "sandbox", "records", "--company-id", company["companyId"], cwd=tmp_path, env=env
-    )
+    records = cli("sandbox", "records", "--company-id", company["companyId"], cwd=tmp_path, env=env)
     (posted,) = [json.loads(line) for line in records.splitlines()]
     assert posted["reference"] == "p-1" and posted["amount"] == "12.50"
 
@@ -130,14 +67,14 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
 async def test_production_runs_api_and_worker_as_separate_processes(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = _env(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
-    company = json.loads(_cli("create-company", "--name", "Split Ltd", cwd=tmp_path, env=env))
-    port = _free_port()
+    env = env_without_config(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
+    company = json.loads(cli("create-company", "--name", "Split Ltd", cwd=tmp_path, env=env))
+    port = free_port()
     with (
-        _process("serve", "--port", str(port), cwd=tmp_path, env=env),
-        _process("worker", cwd=tmp_path, env=env),
+        running("serve", "--port", str(port), cwd=tmp_path, env=env),
+        running("worker", cwd=tmp_path, env=env),
     ):
-        async with _client(port, company["apiKey"]) as client:
+        async with ready_client(port, company["apiKey"]) as client:
             batch = await _sync_one_batch(client, company["companyId"])
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
     assert not (tmp_path / ".sync2books-redis").exists()  # production starts no redis of its own
@@ -161,17 +98,19 @@ def _redis_server(port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
 async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    redis_port = _free_port()
-    env = _env(DATABASE_URL=settings.database_url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
-    company = json.loads(_cli("create-company", "--name", "Restart Ltd", cwd=tmp_path, env=env))
-    port = _free_port()
+    redis_port = free_port()
+    env = env_without_config(
+        DATABASE_URL=settings.database_url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"
+    )
+    company = json.loads(cli("create-company", "--name", "Restart Ltd", cwd=tmp_path, env=env))
+    port = free_port()
     with (
         _redis_server(redis_port, tmp_path) as redis_server,
-        _process("serve", "--port", str(port), cwd=tmp_path, env=env),
-        _process("worker", cwd=tmp_path, env=env),
+        running("serve", "--port", str(port), cwd=tmp_path, env=env),
+        running("worker", cwd=tmp_path, env=env),
     ):
         async with (
-            _client(port, company["apiKey"]) as client,
+            ready_client(port, company["apiKey"]) as client,
             GraphQLWebSocket.connect(f"127.0.0.1:{port}", company["apiKey"]) as live,
         ):
             await live.subscribe("all", COMPANY_EVENTS, {"companyId": company["companyId"]})
@@ -197,15 +136,15 @@ async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
 async def test_a_thousand_subscribers_of_one_company_hear_identical_sequences(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = _env(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
-    company = json.loads(_cli("create-company", "--name", "Crowd Ltd", cwd=tmp_path, env=env))
-    port = _free_port()
+    env = env_without_config(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
+    company = json.loads(cli("create-company", "--name", "Crowd Ltd", cwd=tmp_path, env=env))
+    port = free_port()
     address = f"127.0.0.1:{port}"
     with (
-        _process("serve", "--port", str(port), cwd=tmp_path, env=env),
-        _process("worker", cwd=tmp_path, env=env),
+        running("serve", "--port", str(port), cwd=tmp_path, env=env),
+        running("worker", cwd=tmp_path, env=env),
     ):
-        async with _client(port, company["apiKey"]) as client, AsyncExitStack() as stack:
+        async with ready_client(port, company["apiKey"]) as client, AsyncExitStack() as stack:
             crowd = [
                 await stack.enter_async_context(
                     GraphQLWebSocket.connect(address, company["apiKey"])

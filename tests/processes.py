@@ -1,0 +1,74 @@
+"""Running the real `sync2books` commands as separate processes, for tests."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent / "sync2books"
+CONFIG = ("DATABASE_URL", "REDIS_URL")  # unset, a process runs the embedded default
+
+
+def env_without_config(**config: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG}
+    return env | config
+
+
+def cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:
+    done = subprocess.run(
+        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(*args: str, cwd: Path, env: Mapping[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end."""
+    with (cwd / f"{args[0]}.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@asynccontextmanager
+async def ready_client(port: int, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        for _ in range(150):
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the server never became ready")
+        yield client

@@ -1,0 +1,90 @@
+"""The client examples, run as a newcomer would: against `sync2books serve`, embedded default."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import cli, env_without_config, free_port, running
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A served embedded default and a company: the example's command-line arguments."""
+    home = tmp_path_factory.mktemp("embedded")
+    env = env_without_config()
+    company = json.loads(cli("create-company", "--name", "Example Ltd", cwd=home, env=env))
+    port = free_port()
+    with running("serve", "--port", str(port), cwd=home, env=env):
+        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        yield [
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--key",
+            company["apiKey"],
+            "--company-id",
+            company["companyId"],
+        ]
+
+
+def _wait_ready(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("the server never became ready")
+
+
+def _check_output(lines: list[str]) -> None:
+    assert lines[0].startswith("batch bat_") and lines[0].endswith("queued")
+    events = [json.loads(line) for line in lines[1:-1]]
+    assert [e["toStatus"] for e in events][-1] == "COMPLETED"
+    assert [int(e["eventId"]) for e in events] == sorted(int(e["eventId"]) for e in events)
+    assert sum(e["toStatus"] == "SUCCESS" for e in events) == 2
+    assert lines[-1] == "batch COMPLETED: 2 synced, 0 failed"
+
+
+def test_the_python_example_follows_a_batch_to_completion(service: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "follow_batch.py"), *service],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    _check_output(done.stdout.splitlines())
+
+
+def test_the_javascript_example_follows_a_batch_to_completion(service: list[str]) -> None:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js is not installed: the JavaScript example is not run")
+    installed = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--silent"],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr
+    done = subprocess.run(
+        [node, "follow-batch.mjs", *service],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    _check_output(done.stdout.splitlines())
