@@ -3,7 +3,7 @@
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
@@ -14,7 +14,14 @@ import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 target_metadata = SQLModel.metadata
 
 
+# Processes that start together (an API and its workers) migrate one at a time.
+_MIGRATION_LOCK = 0x5332_424D
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+        connection.commit()  # the session-level lock outlives this; Alembic opens its own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

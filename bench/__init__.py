@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [scenario ...]` prints figures; they never fail a test run."""

@@ -1,0 +1,99 @@
+"""Live delivery latency: N subscribers of one company, events at a steady rate.
+
+The driver (this process) uses only the public API: it creates one-expense batches at the
+pace that yields `rate` events per second (the worker process makes four of the six), and N
+WebSocket clients subscribed to companySyncEvents note when each event reaches them.
+Latency is receipt time minus the event's `occurredAt`, which is stamped inside its
+transaction: it slightly overstates the delay from the commit.
+"""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from bench import wsclient
+from bench.service import Service
+
+EVENTS_PER_CREATE = 6  # batch and item created (2); batch and item moved (4)
+SUBSCRIPTION = "subscription($c: ID!) { companySyncEvents(companyId: $c) { eventId occurredAt } }"
+CREATE = """mutation($c: ID!, $e: [ExpenseInput!]!) {
+  createExpenses(companyId: $c, expenses: $e) { syncBatchId }
+}"""
+EXPENSE = {"amount": "9.99", "currency": "USD", "date": "2026-11-02", "accountId": "429",
+           "vendorName": "Bench"}  # fmt: skip
+
+
+@dataclass
+class Figures:
+    subscribers: int
+    events: int
+    deliveries: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class _Inbox:
+    """What one subscriber heard. Only the first parses whole messages (for `occurredAt`);
+    the rest read the event id off the frame, so the driver stays light."""
+
+    def __init__(self, full: bool) -> None:
+        self.full = full
+        self.received: list[tuple[bytes, float]] = []
+        self.occurred: dict[bytes, float] = {}
+
+    def __call__(self, text: bytes, now: float) -> None:
+        start = text.find(b'"eventId":"')
+        if start < 0:
+            return
+        start += 11
+        event_id = text[start : text.index(b'"', start)]
+        self.received.append((event_id, now))
+        if self.full:
+            event = json.loads(text)["payload"]["data"]["companySyncEvents"]
+            self.occurred[event_id] = datetime.fromisoformat(event["occurredAt"]).timestamp()
+
+
+async def measure(service: Service, *, subscribers: int, rate: float, seconds: float) -> Figures:
+    company = await service.create_company(f"live-{subscribers}")
+    crowd = [_Inbox(full=index == 0) for index in range(subscribers)]
+    payload: dict[str, object] = {"query": SUBSCRIPTION, "variables": {"c": company.id}}
+    connections = [
+        await wsclient.subscribe(service.address, company.headers, payload, inbox)
+        for inbox in crowd
+    ]
+    await asyncio.sleep(1)  # every subscription has joined the live feed
+    async with httpx.AsyncClient(
+        base_url=f"http://{service.address}", headers=company.headers, timeout=30
+    ) as http:
+        interval = EVENTS_PER_CREATE / rate
+        next_at = time.monotonic()
+        deadline = next_at + seconds
+        while next_at < deadline:
+            variables = {"c": company.id, "e": [EXPENSE]}
+            await http.post("/graphql", json={"query": CREATE, "variables": variables})
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.sleep(2)  # the last events arrive
+    for connection in connections:
+        if connection.transport is not None:
+            connection.transport.close()
+    occurred = crowd[0].occurred
+    latencies = sorted(
+        (received_at - occurred[event_id]) * 1000
+        for subscriber in crowd
+        for event_id, received_at in subscriber.received
+        if event_id in occurred
+    )
+    return Figures(
+        subscribers=subscribers,
+        events=len(occurred),
+        deliveries=len(latencies),
+        p50_ms=latencies[len(latencies) // 2],
+        p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)],
+        max_ms=latencies[-1],
+    )

@@ -1,0 +1,103 @@
+"""The service as production runs it: PostgreSQL, Redis, an API process and worker processes."""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis.asyncio as redis
+
+BIN = Path(sys.executable).parent / "sync2books"
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/sync2books_bench"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@dataclass(frozen=True)
+class Company:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class Service:
+    address: str
+    env: dict[str, str]
+    home: Path
+
+    async def create_company(self, name: str) -> Company:
+        process = await asyncio.create_subprocess_exec(
+            str(BIN), "create-company", "--name", name,
+            cwd=self.home, env=self.env, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        created = json.loads(out)
+        return Company(created["companyId"], created["apiKey"])
+
+
+async def _fresh_database(url: str) -> None:
+    """Drop and recreate the bench database: every run starts empty."""
+    admin, _, name = url.rpartition("/")
+    conn = await asyncpg.connect(f"{admin}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def running(*, workers: int = 1) -> AsyncIterator[Service]:
+    await _fresh_database(DATABASE_URL)
+    client = redis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+    env = os.environ | {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL}
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
+        commands = [["serve", "--port", str(port)]] + [["worker"]] * workers
+        processes = [
+            await asyncio.create_subprocess_exec(
+                str(BIN), *command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            for command in commands
+        ]
+        try:
+            async with httpx.AsyncClient() as http:
+                for _ in range(300):
+                    try:
+                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+            yield Service(f"127.0.0.1:{port}", env, Path(home))
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):  # it may have died already
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                await asyncio.wait_for(process.wait(), 30)
