@@ -16,32 +16,22 @@ from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, SyncError, SyncErrorCode
 from models.events import batch_events
 from models.queue import enqueue_sync
-from models.records import Expense
 from models.services import Services
 from models.tables import SyncBatch, SyncEvent
 from models.transitions import ItemMove, transition
-
-NOW = "2026-11-02"
-
-
-def _expenses(count: int, **overrides: Any) -> list[Expense]:
-    fields: dict[str, Any] = {
-        "amount": "10.00",
-        "currency": "EUR",
-        "date": NOW,
-        "account_id": "429",
-        "vendor_name": "V",
-    }
-    return [Expense.model_validate(fields | overrides) for _ in range(count)]
+from tests.helpers import expense_record
 
 
-async def _new_batch(services: Services, company: NewCompany, count: int) -> tuple[str, list[str]]:
+async def _new_batch(
+    services: Services, company: NewCompany, count: int, **overrides: Any
+) -> tuple[str, list[str]]:
+    """A batch of `count` alike expenses (`overrides` as in `expense()`), not yet synced."""
     batch, item_ids = await create_batch(
         services.db,
         bus=services.bus,
         company_id=company.company.id,
         record_type=RecordType.EXPENSE,
-        records=_expenses(count),
+        records=[expense_record(**overrides)] * count,
     )
     return batch.id, item_ids
 
@@ -169,21 +159,15 @@ async def test_two_workers_on_one_batch_push_each_item_exactly_once(
 async def test_concurrent_retry_all_retries_each_failed_item_once(
     services: Services, company: NewCompany, worker_context: WorkerContext
 ) -> None:
-    batch, item_ids = await create_batch(
-        services.db,
-        bus=services.bus,
-        company_id=company.company.id,
-        record_type=RecordType.EXPENSE,
-        records=_expenses(30, account_id="999"),
-    )
-    await run_sync(worker_context, batch_id=batch.id)
+    batch_id, item_ids = await _new_batch(services, company, 30, accountId="999")
+    await run_sync(worker_context, batch_id=batch_id)
     retried = await asyncio.gather(
         *(
             retry_failed_items(
                 services.db,
                 bus=services.bus,
                 company_id=company.company.id,
-                batch_id=batch.id,
+                batch_id=batch_id,
                 item_ids=None,
             )
             for _ in range(3)
@@ -191,7 +175,7 @@ async def test_concurrent_retry_all_retries_each_failed_item_once(
     )
     ids = [item.id for items in retried for item in items]
     assert sorted(ids) == sorted(item_ids)
-    after = await _batch(services, company, batch.id)
+    after = await _batch(services, company, batch_id)
     assert (after.status, after.pending_count, after.failed_count) == (
         BatchStatus.PROCESSING,
         30,
@@ -202,14 +186,8 @@ async def test_concurrent_retry_all_retries_each_failed_item_once(
 async def test_money_stays_exact_through_the_database_and_the_ledger(
     services: Services, company: NewCompany, worker_context: WorkerContext
 ) -> None:
-    batch, _ = await create_batch(
-        services.db,
-        bus=services.bus,
-        company_id=company.company.id,
-        record_type=RecordType.EXPENSE,
-        records=_expenses(1, amount="123456789012345.67"),
-    )
-    await run_sync(worker_context, batch_id=batch.id)
+    batch_id, _ = await _new_batch(services, company, 1, amount="123456789012345.67")
+    await run_sync(worker_context, batch_id=batch_id)
     async with services.db.sessions() as session:
         (posted,) = await sandbox.records(session, company_id=company.company.id)
     assert posted.amount == "123456789012345.67"
