@@ -164,7 +164,7 @@ class Hub:
                 channels = [company_channel(c) for c in self.feeds]
                 await pubsub.subscribe(CONTROL_CHANNEL, *channels)
                 self._pubsub = pubsub
-                await self._heal()
+                await self._heal_or_log()
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
@@ -189,16 +189,22 @@ class Hub:
         if feed is None or not feed.ready.is_set() or event.company_seq <= feed.seq:
             return
         if not feed.offer(event):
-            await self._refill(feed, upto=event.company_seq)
+            try:
+                await self._refill(feed, upto=event.company_seq)
+            except Exception:  # the database may be briefly away: the next check catches up
+                log.exception("live feed refill failed for company %s", feed.company_id)
 
     async def _check(self) -> None:
         """Every `check_seconds`, catch up any feed whose company logged more than it heard."""
         while True:
             await asyncio.sleep(self.check_seconds)
-            try:
-                await self._heal()
-            except Exception:  # the database may be briefly away: try again next round
-                log.exception("live feed check failed")
+            await self._heal_or_log()
+
+    async def _heal_or_log(self) -> None:
+        try:
+            await self._heal()
+        except Exception:  # the database may be briefly away: the next round tries again
+            log.exception("live feed check failed")
 
     async def _heal(self) -> None:
         feeds = [feed for feed in self.feeds.values() if feed.ready.is_set()]
