@@ -2,7 +2,7 @@
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -115,19 +115,21 @@ async def healthz(_: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Ready only when the database and Redis both answer."""
     services = _services(request)
-    checks: dict[str, str] = {}
-    try:
-        await services.db.ping()
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; the reason is reported
-        checks["database"] = type(exc).__name__
-    try:
-        await services.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:  # likewise
-        checks["redis"] = type(exc).__name__
+    checks = {
+        "database": await _answer(services.db.ping()),
+        "redis": await _answer(services.redis.ping()),
+    }
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(checks, status_code=200 if ready else 503)
+
+
+async def _answer(probe: Awaitable[object]) -> str:
+    """ "ok", or the name of what went wrong: any failure means not ready."""
+    try:
+        await probe
+    except Exception as exc:  # reported, not raised: readiness is the answer
+        return type(exc).__name__
+    return "ok"
 
 
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:

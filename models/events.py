@@ -134,12 +134,10 @@ async def last_batch_event(db: Database, *, batch_id: str) -> SyncEvent | None:
         return rows.first()
 
 
-async def batch_events(db: Database, *, batch_id: str, after: int = 0) -> list[SyncEvent]:
-    """The batch's logged transitions after event id `after`, in order."""
+async def batch_events(db: Database, *, batch_id: str) -> list[SyncEvent]:
+    """The batch's logged transitions, in order."""
     async with db.sessions() as session:
         rows = await session.scalars(
-            select(SyncEvent)
-            .where(SyncEvent.batch_id == batch_id, col(SyncEvent.id) > after)
-            .order_by(col(SyncEvent.id))
+            select(SyncEvent).where(col(SyncEvent.batch_id) == batch_id).order_by(col(SyncEvent.id))
         )
         return list(rows)

@@ -32,6 +32,7 @@ from models.enums import Provider
 from models.ledger import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
+from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.live import serving
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -164,6 +165,16 @@ async def api(services: Services, settings: Settings, company: NewCompany) -> As
         transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield Api(http, company.api_key)
+
+
+@pytest.fixture
+async def synced_batch(api: Api, company: NewCompany, run_jobs: Any) -> dict[str, Any]:
+    """A synced batch of the company's: the first expense SUCCESS, the second FAILED
+    (INVALID_ACCOUNT_ID). Returns createExpenses' payload."""
+    variables = {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]}
+    created: dict[str, Any] = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]
+    await run_jobs()
+    return created
 
 
 @pytest.fixture

@@ -7,17 +7,6 @@ from tests.conftest import Api
 from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
 
 
-async def _batch_of(api: Api, company: NewCompany, run_jobs: Any) -> dict[str, Any]:
-    created = data(
-        await api.gql(
-            CREATE_EXPENSES,
-            {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]},
-        )
-    )["createExpenses"]
-    await run_jobs()
-    return created  # type: ignore[no-any-return]
-
-
 async def test_a_request_without_a_valid_key_is_refused_with_401(api: Api) -> None:
     for headers in ({}, {"Authorization": "Bearer s2b_wrong"}, {"Authorization": "Basic x"}):
         response = await api.http.post(
@@ -41,10 +30,12 @@ async def test_health_and_readiness(api: Api) -> None:
 
 
 async def test_another_companys_batch_and_items_read_as_absent(
-    api: Api, company: NewCompany, other_company: NewCompany, run_jobs: Any
+    api: Api,
+    company: NewCompany,
+    other_company: NewCompany,
+    synced_batch: dict[str, Any],
 ) -> None:
-    created = await _batch_of(api, company, run_jobs)
-    batch_id = created["syncBatchId"]
+    batch_id = synced_batch["syncBatchId"]
     key = other_company.api_key
 
     assert data(await api.gql(BATCH, {"id": batch_id}, key=key)) == {"syncBatch": None}
@@ -75,10 +66,12 @@ async def test_company_scoped_fields_of_another_company_are_not_found(
 
 
 async def test_mutations_on_another_companys_ids_fail_as_not_found_and_change_nothing(
-    api: Api, company: NewCompany, other_company: NewCompany, run_jobs: Any
+    api: Api,
+    company: NewCompany,
+    other_company: NewCompany,
+    synced_batch: dict[str, Any],
 ) -> None:
-    created = await _batch_of(api, company, run_jobs)
-    batch_id = created["syncBatchId"]
+    batch_id = synced_batch["syncBatchId"]
     key = other_company.api_key
     before = data(await api.gql(BATCH, {"id": batch_id}))
 

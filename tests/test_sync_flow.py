@@ -267,17 +267,10 @@ async def test_bills_and_invoices_sync_to_their_own_kinds_of_account(
 
 
 async def test_retrying_an_item_that_has_not_failed_is_refused(
-    api: Api, company: NewCompany, run_jobs: Any
+    api: Api, synced_batch: dict[str, Any]
 ) -> None:
-    created = data(
-        await api.gql(
-            CREATE_EXPENSES,
-            {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]},
-        )
-    )["createExpenses"]
-    await run_jobs()
-    batch_id = created["syncBatchId"]
-    succeeded, failed = (e["id"] for e in created["expenses"])
+    batch_id = synced_batch["syncBatchId"]
+    succeeded, failed = (e["id"] for e in synced_batch["expenses"])
 
     refused = error(await api.gql(RETRY, {"batchId": batch_id, "itemIds": [failed, succeeded]}))
     assert refused["extensions"] == {"code": "CONFLICT", "field": "itemIds.1"}
