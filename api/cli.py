@@ -11,13 +11,12 @@ import uvicorn
 from api.app import create_app
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
+from api.wire import server_options
 from models import sandbox
 from models.company import create_company
 from models.db import connect, migrate
 from models.enums import Provider
 from models.settings import Settings
-
-MAX_WS_MESSAGE_BYTES = 256 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -60,8 +59,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         create_app(settings, runtime=serve_runtime),
         host=args.host,
         port=args.port,
-        ws_per_message_deflate=False,  # compression costs more than the rest of a delivery
-        ws_max_size=MAX_WS_MESSAGE_BYTES,
+        **server_options(),
     )
 
 

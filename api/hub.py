@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -39,14 +40,26 @@ CONTROL_CHANNEL = CHANNEL_PREFIX + "hub"  # keeps the pub/sub connection open wi
 
 @dataclass(eq=False, slots=True)
 class LiveEvent:
-    """A logged event as the hub hands it out; `rendered` caches its result per document."""
+    """A logged event as the hub hands it out; `rendered` caches its result JSON per document."""
 
     row: SyncEvent
-    rendered: dict[str, str] = field(default_factory=dict)
+    rendered: dict[str, bytes] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """A caught-up subscriber the feed hands new events to directly, with no task to wake."""
+
+    def push(self, feed: "Feed") -> bool:
+        """Take what follows its place in the feed; False to be let go."""
 
 
 class Feed:
-    """One company's recent events (the last `keep` at least), numbered without gaps to `seq`."""
+    """One company's recent events (the last `keep` at least), numbered without gaps to `seq`.
+
+    Subscribers either wait for it to move (`wait_beyond`) or, once caught up, join `sinks`:
+    after each burst of events (everything pub/sub or a refill handed over before the loop
+    turns), every sink is pushed the burst at once.
+    """
 
     def __init__(self, company_id: str, *, keep: int) -> None:
         self.company_id = company_id
@@ -55,8 +68,10 @@ class Feed:
         self.listeners = 0
         self.ready = asyncio.Event()
         self.refilling = asyncio.Lock()
+        self.sinks: set[Sink] = set()
         self._events: list[LiveEvent] = []
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush: asyncio.Handle | None = None
 
     def offer(self, event: SyncEvent) -> bool:
         """Append the event if it is the next one; anything else is refused."""
@@ -66,9 +81,18 @@ class Feed:
         self.seq = event.company_seq
         if len(self._events) > 2 * self.keep:
             del self._events[: -self.keep]
-        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        changed, self._changed = self._changed, loop.create_future()
         changed.set_result(None)
+        if self.sinks and self._flush is None:
+            self._flush = loop.call_soon(self._push)
         return True
+
+    def _push(self) -> None:
+        self._flush = None
+        for sink in list(self.sinks):
+            if not sink.push(self):
+                self.sinks.discard(sink)
 
     def since(self, seq: int) -> list[LiveEvent] | None:
         """The events numbered after `seq`, or None when the feed no longer holds them all."""

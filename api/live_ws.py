@@ -4,7 +4,10 @@ subscription (document, operation, variables) and the same JSON goes to every su
 Stock Strawberry executes the selection once per subscriber per event (~0.1 ms each), which
 saturates a process near 150 subscribers at 50 events/s. Here a live subscription's document
 is parsed and validated once, every subscriber still authorises its own arguments
-(`open_stream`), and each `LiveEvent` caches its rendered result per document. Anything that
+(`authorise`), and each `LiveEvent` caches its rendered result per document. A subscription
+that has caught up becomes a sink of its company's feed, which writes each burst of events
+to its socket directly (`api/wire.py`); one that falls behind awaits its socket again, reading
+the feed or the log. Anything that
 is not a plain live subscription (queries, mutations, invalid documents) takes Strawberry's
 own path, errors and all. The server also pings every `keep_alive_interval` to keep idle
 connections alive through proxies.
@@ -15,8 +18,8 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from inspect import isawaitable
 
 from graphql import (
     DocumentNode,
@@ -43,9 +46,10 @@ from strawberry.utils.aio import aclosing
 
 from api.context import Context
 from api.errors import coded
-from api.hub import LiveEvent
+from api.hub import Feed, LiveEvent
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
-from api.subscriptions import SyncEvent, open_stream
+from api.subscriptions import Follower, SyncEvent, authorise
+from api.wire import FRAMES_EXTENSION, Frames, text_frame_header
 
 log = logging.getLogger(__name__)
 
@@ -158,22 +162,110 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         assert executor.schema.subscription_type is not None
         definition = executor.schema.subscription_type.fields[plan.field.name.value]
         arguments = get_argument_values(definition, plan.field, executor.variable_values)
-        stream = await open_stream(self.context, plan.field.name.value, arguments)
-        key = json.dumps([operation.query, operation.operation_name, operation.variables])
-        prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
-        async with aclosing(stream):
-            async for event in stream:
-                payload = event.rendered.get(key) or await _render(event, key, executor)
-                await self.websocket.ws.send_text(prefix + payload + "}")  # type: ignore[attr-defined]
+        interest = await authorise(self.context, plan.field.name.value, arguments)
+        message = _Message(operation, executor)
+        websocket = self.websocket.ws  # type: ignore[attr-defined]
+        frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
+        async with self.context.hub.feed(interest.company_id) as feed:
+            follower = Follower(self.context.services.db, feed, interest)
+            async with aclosing(follower.replay()) as pages:
+                async for page in pages:
+                    for event in page:
+                        await websocket.send_text(message.text(event))
+            while not follower.done:
+                if frames is not None and follower.covered == feed.seq:
+                    sink = _FrameSink(follower, message, frames, self.operations)
+                    feed.sinks.add(sink)
+                    try:
+                        await sink.released
+                    finally:
+                        feed.sinks.discard(sink)
+                    continue  # lagging: catch up at the socket's pace
+                await feed.wait_beyond(follower.covered)
+                for event in await follower.catch_up():
+                    await websocket.send_text(message.text(event))
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
 
-async def _render(event: LiveEvent, key: str, executor: Executor[Context]) -> str:
-    result = execute_subscription_event(
-        executor.build_per_event_executor(SyncEvent.from_row(event.row))
-    )
-    if isawaitable(result):
-        result = await result
-    assert isinstance(result, ExecutionResult)
-    payload = event.rendered[key] = json.dumps(result.formatted, separators=(",", ":"))
-    return payload
+class _Message:
+    """How one operation's events become `next` messages.
+
+    The result JSON is computed once per event and distinct (document, operation, variables),
+    and kept on the event for every other subscriber of the same; only the id differs.
+    """
+
+    def __init__(self, operation: Operation[Context, None], executor: Executor[Context]) -> None:
+        self.executor = executor
+        self.id = operation.id
+        self.key = json.dumps([operation.query, operation.operation_name, operation.variables])
+        self.prefix = ('{"id":' + json.dumps(operation.id) + ',"type":"next","payload":').encode()
+
+    def payload(self, event: LiveEvent) -> bytes:
+        payload = event.rendered.get(self.key)
+        if payload is None:  # SyncEvent's fields are plain values: execution never awaits
+            result = execute_subscription_event(
+                self.executor.build_per_event_executor(SyncEvent.from_row(event.row))
+            )
+            assert isinstance(result, ExecutionResult), "live fields must resolve synchronously"
+            payload = json.dumps(result.formatted, separators=(",", ":")).encode()
+            event.rendered[self.key] = payload
+        return payload
+
+    def text(self, event: LiveEvent) -> str:
+        return (self.prefix + self.payload(event) + b"}").decode()
+
+    def frames(self, events: list[LiveEvent]) -> bytes:
+        """The events' messages as WebSocket frames, ready for one write."""
+        parts: list[bytes] = []
+        for event in events:
+            payload = self.payload(event)
+            size = len(self.prefix) + len(payload) + 1
+            parts += (text_frame_header(size), self.prefix, payload, b"}")
+        return b"".join(parts)
+
+
+class _FrameSink:
+    """A caught-up subscription: the feed writes its frames straight to the socket.
+
+    It lets go (`released`) once its batch has ended, when the operation was cancelled, or when
+    the socket's buffer is full: then its task catches up from the feed or the log, awaiting the
+    socket, so a slow client holds no more than its socket buffer and never delays the rest.
+    """
+
+    def __init__(
+        self,
+        follower: Follower,
+        message: _Message,
+        frames: Frames,
+        operations: Mapping[str, Operation[Context, None]],
+    ) -> None:
+        self.follower = follower
+        self.message = message
+        self.frames = frames
+        self.operations = operations
+        self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def push(self, feed: Feed) -> bool:
+        """Called once per burst while it holds; after a False, never again."""
+        follower = self.follower
+        events = feed.since(follower.covered)
+        if events is None or self.message.id not in self.operations:  # lagging, or cancelled
+            self.released.set_result(None)
+            return False
+        if not self.frames.writable():
+            log.info(
+                "subscription %s: its socket is full; it catches up at its pace", self.message.id
+            )
+            self.released.set_result(None)
+            return False
+        try:
+            wanted = follower.take(events)
+            if wanted:
+                self.frames.write(self.message.frames(wanted))
+        except Exception as error:  # reported on this operation alone
+            self.released.set_exception(error)
+            return False
+        if follower.done:
+            self.released.set_result(None)
+            return False
+        return True

@@ -1,24 +1,28 @@
 """Live status events: replay from the log after `afterEventId`, then follow the hub.
 
-`follow` is the one stream both subscription fields, and the shared graphql-transport-ws
-path in `api/live_ws.py`, read. It never misses or repeats an event: the replay reads the
-log up to the number the feed stood at when the subscription joined it, and the live part
-continues from exactly that number.
+A `Follower` keeps one subscription's place for both paths that deliver: Strawberry's own
+resolvers (`follow`, used by the legacy graphql-ws protocol) and the shared
+graphql-transport-ws path in `api/live_ws.py`. It never misses or repeats an event: the
+replay reads the log up to the number the feed stood at when the subscription joined it, and
+the live part continues from exactly that number.
 
 `syncBatchEvents` completes after the batch's terminal event (COMPLETED or FAILED), as a
 poller would stop; subscribing to a batch that is already terminal replays what follows
 `afterEventId` and completes. A retry reopens the batch for new subscriptions.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import strawberry
+from strawberry.utils.aio import aclosing
 
 from api.context import Context, Info
-from api.hub import LiveEvent
+from api.hub import Feed, LiveEvent
 from api.types import SyncError
 from models.batch import get_batch
+from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, SyncStatus
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, last_batch_event
@@ -62,69 +66,110 @@ def parse_after(after_event_id: str | None) -> int:
     return int(after_event_id)
 
 
-async def open_stream(
-    ctx: Context, field: str, arguments: Mapping[str, str | None]
-) -> AsyncGenerator[LiveEvent, None]:
-    """Authorise a subscription field's arguments, then stream its events."""
+@dataclass(frozen=True)
+class Interest:
+    """What one authorised subscription asked for."""
+
+    company_id: str
+    batch_id: str | None  # None: every batch of the company
+    after: int  # the event id after which it starts
+
+
+async def authorise(ctx: Context, field: str, arguments: Mapping[str, str | None]) -> Interest:
+    """Check a subscription field's arguments against the caller's company."""
     after = parse_after(arguments.get("afterEventId"))
     if field == "syncBatchEvents":
         batch_id = arguments["batchId"] or ""
         batch = await get_batch(ctx.services.db, company_id=ctx.company.id, batch_id=batch_id)
         if batch is None:
             raise NotFound(f"batch {batch_id} not found")
-        return follow(ctx, company_id=batch.company_id, batch_id=batch.id, after=after)
-    company_id = ctx.own(arguments["companyId"] or "")
-    return follow(ctx, company_id=company_id, batch_id=None, after=after)
+        return Interest(batch.company_id, batch.id, after)
+    return Interest(ctx.own(arguments["companyId"] or ""), None, after)
 
 
-async def follow(
-    ctx: Context, *, company_id: str, batch_id: str | None, after: int
-) -> AsyncGenerator[LiveEvent, None]:
-    db = ctx.services.db
-    async with ctx.hub.feed(company_id) as feed:
-        covered = feed.seq  # every event up to here is in the log; later ones reach the feed
-        done = False
+class Follower:
+    """Where one subscription stands in its company's numbered events, and which it wants.
+
+    `covered` is the last `company_seq` it has dealt with, starting where the feed stood when
+    it joined: `replay` reads the log up to there, and every later event passes through
+    `take`, whichever path (the feed, the log) brought it. `done` once its batch has ended.
+    """
+
+    def __init__(self, db: Database, feed: Feed, interest: Interest) -> None:
+        self.db = db
+        self.feed = feed
+        self.interest = interest
+        self.covered = feed.seq
+        self.done = False
+
+    async def replay(self) -> AsyncIterator[list[LiveEvent]]:
+        """The log after `after` up to `covered`, a page at a time."""
+        company_id, batch_id, after = (
+            self.interest.company_id,
+            self.interest.batch_id,
+            self.interest.after,
+        )
+        ended = False
         if batch_id is not None:  # already over, as far as the log up to `covered` knows?
-            last = await last_batch_event(db, batch_id=batch_id)
-            done = last is not None and _ends_batch(last) and last.company_seq <= covered
+            last = await last_batch_event(self.db, batch_id=batch_id)
+            ended = last is not None and _ends_batch(last) and last.company_seq <= self.covered
         replayed = 0
-        while True:  # the replay: the log up to `covered`, a page at a time
+        while True:
             page = await company_events(
-                db,
+                self.db,
                 company_id=company_id,
                 after_seq=replayed,
-                upto_seq=covered,
+                upto_seq=self.covered,
                 limit=REPLAY_PAGE,
                 batch_id=batch_id,
             )
-            for row in page:
-                if (row.id or 0) > after:
-                    yield LiveEvent(row)
+            yield [LiveEvent(row) for row in page if (row.id or 0) > after]
             if len(page) < REPLAY_PAGE:
                 break
             replayed = page[-1].company_seq
-        if done:
-            return
-        while True:  # live: the feed, or the log for whatever the feed no longer keeps
-            await feed.wait_beyond(covered)
-            events = feed.since(covered)
-            if events is None:
-                rows = await company_events(
-                    db,
-                    company_id=company_id,
-                    after_seq=covered,
-                    upto_seq=feed.seq,
-                    limit=REPLAY_PAGE,
-                )
-                events = [LiveEvent(row) for row in rows]
-            for event in events:
-                row = event.row
-                covered = row.company_seq
-                if (row.id or 0) <= after or (batch_id and row.batch_id != batch_id):
-                    continue
+        self.done = ended
+
+    def take(self, events: Sequence[LiveEvent]) -> list[LiveEvent]:
+        """The wanted ones of the events that follow `covered`, up to the batch's end."""
+        batch_id, after = self.interest.batch_id, self.interest.after
+        wanted = []
+        for event in events:
+            row = event.row
+            self.covered = row.company_seq
+            if (row.id or 0) <= after or (batch_id and row.batch_id != batch_id):
+                continue
+            wanted.append(event)
+            if batch_id and _ends_batch(row):
+                self.done = True
+                break
+        return wanted
+
+    async def catch_up(self) -> list[LiveEvent]:
+        """What follows `covered`: from the feed, or from the log when the feed let it go."""
+        events = self.feed.since(self.covered)
+        if events is None:
+            rows = await company_events(
+                self.db,
+                company_id=self.interest.company_id,
+                after_seq=self.covered,
+                upto_seq=self.feed.seq,
+                limit=REPLAY_PAGE,
+            )
+            events = [LiveEvent(row) for row in rows]
+        return self.take(events)
+
+
+async def follow(ctx: Context, interest: Interest) -> AsyncGenerator[LiveEvent, None]:
+    async with ctx.hub.feed(interest.company_id) as feed:
+        follower = Follower(ctx.services.db, feed, interest)
+        async with aclosing(follower.replay()) as pages:
+            async for page in pages:
+                for event in page:
+                    yield event
+        while not follower.done:
+            await feed.wait_beyond(follower.covered)
+            for event in await follower.catch_up():
                 yield event
-                if batch_id and _ends_batch(row):
-                    return
 
 
 def _ends_batch(row: SyncEventRow) -> bool:
@@ -138,7 +183,8 @@ class Subscription:
         self, info: Info, batch_id: strawberry.ID, after_event_id: strawberry.ID | None = None
     ) -> AsyncIterator[SyncEvent]:
         arguments = {"batchId": batch_id, "afterEventId": after_event_id}
-        async for event in await open_stream(info.context, "syncBatchEvents", arguments):
+        interest = await authorise(info.context, "syncBatchEvents", arguments)
+        async for event in follow(info.context, interest):
             yield SyncEvent.from_row(event.row)
 
     @strawberry.subscription(description="Every transition of every batch of the company.")
@@ -146,5 +192,6 @@ class Subscription:
         self, info: Info, company_id: strawberry.ID, after_event_id: strawberry.ID | None = None
     ) -> AsyncIterator[SyncEvent]:
         arguments = {"companyId": company_id, "afterEventId": after_event_id}
-        async for event in await open_stream(info.context, "companySyncEvents", arguments):
+        interest = await authorise(info.context, "companySyncEvents", arguments)
+        async for event in follow(info.context, interest):
             yield SyncEvent.from_row(event.row)

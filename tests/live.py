@@ -12,6 +12,8 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
+from api.wire import server_options
+
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 
@@ -34,9 +36,7 @@ subscription Company($companyId: ID!, $after: ID) {
 @asynccontextmanager
 async def serving(app: Starlette) -> AsyncIterator[str]:
     """Serve the app with uvicorn on a free loopback port; yields "host:port"."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **server_options())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -12,7 +14,7 @@ from websockets.typing import Subprotocol
 
 from api.context import Context
 from api.hub import Hub, LiveEvent
-from api.subscriptions import follow
+from api.subscriptions import Interest, follow
 from jobs.context import WorkerContext
 from jobs.providers import ledger_for
 from jobs.sync import run_sync
@@ -150,8 +152,9 @@ async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
     ] * 60
     async with Hub.running(services.db, services.redis_url, check_seconds=0.2, keep=8) as hub:
         ctx = Context(services, hub, ledgers, caller=company.company)
-        fast = follow(ctx, company_id=company.company.id, batch_id=None, after=0)
-        slow = follow(ctx, company_id=company.company.id, batch_id=None, after=0)
+        everything = Interest(company.company.id, batch_id=None, after=0)
+        fast = follow(ctx, everything)
+        slow = follow(ctx, everything)
         reading = asyncio.create_task(_until_completed(fast))
         slow_first = asyncio.ensure_future(anext(slow))  # joins the feed, then stops reading
         await asyncio.sleep(0.2)
@@ -186,3 +189,57 @@ async def _until_completed(stream: AsyncIterator[LiveEvent]) -> list[LiveEvent]:
         if event.row.item_id is None and event.row.to_status == "COMPLETED":
             return events
     return events
+
+
+async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
+    api: Api,
+    company: NewCompany,
+    services: Services,
+    live_server: str,
+    run_jobs: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wide = COMPANY_EVENTS.replace("toStatus", "toStatus occurredAt companyId error { code }")
+    subscribe = {"query": wide, "variables": {"companyId": company.company.id}}
+    host, port = live_server.split(":")
+    tight = socket.create_connection((host, int(port)))
+    tight.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # fills soon once unread
+    caplog.set_level(logging.INFO, logger="api.live_ws")
+    async with (
+        GraphQLWebSocket.connect(live_server, company.api_key) as fast,
+        websockets.connect(
+            f"ws://{live_server}/graphql",
+            sock=tight,
+            subprotocols=[Subprotocol(TRANSPORT_WS)],
+            max_queue=2,  # then it stops reading the socket
+            close_timeout=0.5,  # unread pings leave it deaf to the server's closing frame
+            compression=None,
+            max_size=None,
+        ) as slow,
+    ):
+        init = {
+            "type": "connection_init",
+            "payload": {"Authorization": f"Bearer {company.api_key}"},
+        }
+        await slow.send(json.dumps(init))
+        assert json.loads(await slow.recv())["type"] == "connection_ack"
+        await slow.send(json.dumps({"id": "s", "type": "subscribe", "payload": subscribe}))
+        await fast.subscribe("f", COMPANY_EVENTS, {"companyId": company.company.id})
+        await asyncio.sleep(0.2)  # both are live
+        await api.gql(
+            CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()] * 300}
+        )
+        await run_jobs()
+        logged = await company_events(
+            services.db, company_id=company.company.id, after_seq=0, upto_seq=10**9, limit=10**6
+        )
+        heard_fast = await fast.events("f", count=len(logged))
+        assert "its socket is full" in caplog.text  # let go while the others went on
+        heard_slow: list[dict[str, Any]] = []
+        while len(heard_slow) < len(logged):
+            message = json.loads(await asyncio.wait_for(slow.recv(), 10))
+            if message["type"] == "next":
+                heard_slow.append(message["payload"]["data"]["companySyncEvents"])
+    expected = [str(e.id) for e in logged]
+    assert [e["eventId"] for e in heard_fast] == expected
+    assert [e["eventId"] for e in heard_slow] == expected
