@@ -17,6 +17,7 @@ from models.company import create_company
 from models.db import connect, migrate
 from models.enums import Provider
 from models.settings import Settings
+from models.tables import Company
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -51,7 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     records = sandbox_commands.add_parser("records", help="print posted records, one JSON a line")
     records.add_argument("--company-id", required=True)
     records.set_defaults(handler=lambda a, s: _run(_sandbox_records(a, s)))
+    configure = sandbox_commands.add_parser(
+        "configure", help="change how a company's sandbox behaves from now on; print it"
+    )
+    configure.add_argument("--company-id", required=True)
+    configure.add_argument("--rate-limit-per-minute", type=int, metavar="N")
+    configure.add_argument("--max-concurrent", type=int, metavar="N")
+    configure.add_argument("--transient-error-rate", type=_share, metavar="F")
+    configure.add_argument("--latency-ms", type=int, metavar="MS")
+    configure.add_argument(
+        "--timeout-rate", type=_share, metavar="F", help="posts recorded, yet answered late"
+    )
+    configure.add_argument("--expire-token", action="store_true", help="until `reconnect`")
+    configure.set_defaults(handler=lambda a, s: _run(_sandbox_configure(a, s)))
     return parser
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("a share between 0 and 1")
+    return value
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -107,3 +128,24 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
                 }
             )
         )
+
+
+async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> None:
+    names = ("rate_limit_per_minute", "max_concurrent", "transient_error_rate", "latency_ms")
+    changes = {
+        name: value
+        for name in (*names, "timeout_rate")
+        if (value := getattr(args, name)) is not None
+    }
+    if args.expire_token:
+        changes["token_revoked"] = True
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        async with db.transaction() as session:
+            if await session.get(Company, args.company_id) is None:
+                raise SystemExit(f"company {args.company_id} not found")
+            row = await sandbox.configure(session, company_id=args.company_id, **changes)
+            print(row.model_dump_json())
+    finally:
+        await db.dispose()

@@ -3,16 +3,19 @@
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
+from models.batch import push_attempts
 from models.errors import NotFound, Unauthenticated
 from models.ledger import LedgerFactory
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company
+from models.tables import Company, PushAttempt
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
@@ -34,6 +37,12 @@ class Context:
         if self.caller is None:
             raise Unauthenticated("Send the company API key first.")
         return self.caller
+
+    @cached_property
+    def push_attempts(self) -> DataLoader[str, list[PushAttempt]]:
+        """One query for the attempts of every item a response shows."""
+        db = self.services.db
+        return DataLoader(lambda ids: push_attempts(db, item_ids=ids))
 
     def own(self, company_id: str) -> str:
         """The caller's company id, if that is the one asked for; any other is not found."""

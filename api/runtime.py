@@ -46,7 +46,7 @@ async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, Led
         redis_url_for(settings) as redis_url,
         open_services(settings, redis_url=redis_url) as services,
     ):
-        ledgers = partial(ledger_for, db=services.db)
+        ledgers = partial(ledger_for, services=services)
         if settings.redis_url is not None:
             yield services, ledgers
             return

@@ -20,6 +20,7 @@ from models.records import Expense as ExpenseRecord
 from models.records import Invoice as InvoiceRecord
 from models.records import Line, load_record
 from models.tables import Connection
+from models.tables import PushAttempt as PushAttemptRow
 from models.tables import SyncBatch as SyncBatchRow
 from models.tables import SyncItem as SyncItemRow
 
@@ -71,6 +72,23 @@ class SyncError:
         error = SyncErrorRow(SyncErrorCode(code), message or "")
         return cls(
             code=error.code, message=error.message, hint=error.hint, retryable=error.retryable
+        )
+
+
+@strawberry.type(description="One push of an item to the ledger.")
+class PushAttempt:
+    number: int = strawberry.field(description="1 for the first push of the item, and so on.")
+    started_at: datetime
+    duration_ms: float
+    error: SyncError | None = strawberry.field(description="Why it failed; null if it succeeded.")
+
+    @classmethod
+    def from_row(cls, row: PushAttemptRow) -> "PushAttempt":
+        return cls(
+            number=row.number,
+            started_at=row.started_at,
+            duration_ms=row.duration_ms,
+            error=SyncError.from_parts(row.error_code, row.error_message),
         )
 
 
@@ -176,7 +194,7 @@ class SyncItem:
     batch_id: strawberry.ID
     record_type: RecordType
     status: ItemStatus
-    attempts: int
+    attempts: int = strawberry.field(description="Pushes so far: see pushAttempts.")
     external_id: str | None = strawberry.field(description="The ledger's id, once synced.")
     reference: str | None = strawberry.field(description="The client's own reference, echoed.")
     error: SyncError | None
@@ -199,6 +217,11 @@ class SyncItem:
             updated_at=row.updated_at,
             record=record_of(row.id, load_record(row.payload)),
         )
+
+    @strawberry.field(description="Every push to the ledger, oldest first, retries included.")
+    async def push_attempts(self, info: Info) -> list[PushAttempt]:
+        rows = await info.context.push_attempts.load(self.id)
+        return [PushAttempt.from_row(row) for row in rows]
 
 
 async def items_of(

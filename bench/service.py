@@ -75,7 +75,12 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
     client = redis.Redis.from_url(REDIS_URL)
     await client.flushdb()
     await client.aclose()
-    env = os.environ | {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL}
+    env = os.environ | {
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000",  # scenarios that need a limit set it
+        "SANDBOX_MAX_CONCURRENT": "1000",
+    }
     port = _free_port()
     with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
         commands = [["serve", "--port", str(port)]] + [["worker"]] * workers

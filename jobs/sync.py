@@ -7,17 +7,21 @@ database from being the bottleneck. The job is idempotent: it only ever claims P
 carries the item's id as idempotency key.
 """
 
+import asyncio
 import logging
+import random
+import time
 
 from jobs.context import WorkerContext, from_ctx
 from models.batch import pending_items
 from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
-from models.errors import LedgerError, SyncError, SyncErrorCode
+from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.ledger import Ledger
 from models.records import load_record
-from models.tables import SyncBatch, SyncItem
-from models.transitions import ItemMove, transition
+from models.settings import Settings
+from models.tables import SyncBatch, SyncItem, utcnow
+from models.transitions import Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +54,44 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-        results = [await _push(ledger, item) for item in chunk if item.id in mine]
+        results = [await _push(deps, ledger, item) for item in chunk if item.id in mine]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
     log.info("batch %s synced", batch_id)
 
 
-async def _push(ledger: Ledger, item: SyncItem) -> ItemMove:
-    try:
-        external_id = await ledger.push(load_record(item.payload), idempotency_key=item.id)
-    except LedgerError as exc:
-        return ItemMove(item.id, ItemStatus.FAILED, error=exc.error)
-    except Exception as exc:  # an adapter's bug or an unclassified vendor failure: retryable
-        log.exception("push of item %s failed unexpectedly", item.id)
-        message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
-        return ItemMove(
-            item.id, ItemStatus.FAILED, error=SyncError(SyncErrorCode.PROVIDER_ERROR, message)
-        )
-    return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id)
+async def _push(deps: WorkerContext, ledger: Ledger, item: SyncItem) -> ItemMove:
+    """Push the item, retrying transient failures with backoff, up to `max_push_attempts`."""
+    settings = deps.services.settings
+    record = load_record(item.payload)
+    attempts: list[Attempt] = []
+    while True:
+        started_at, start = utcnow(), time.perf_counter()
+        retry_after: float | None = None
+        try:
+            external_id = await ledger.push(record, idempotency_key=item.id)
+        except LedgerError as exc:
+            error, retry_after = exc.error, exc.retry_after
+        except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
+            log.exception("push of item %s failed unexpectedly", item.id)
+            message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
+            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
+        else:
+            attempts.append(Attempt(started_at, _ms_since(start)))
+            return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id, attempts=attempts)
+        attempts.append(Attempt(started_at, _ms_since(start), error))
+        if error.code not in TRANSIENT or len(attempts) >= settings.max_push_attempts:
+            return ItemMove(item.id, ItemStatus.FAILED, error=error, attempts=attempts)
+        await asyncio.sleep(backoff(len(attempts), retry_after, settings))
+
+
+def backoff(failures: int, retry_after: float | None, settings: Settings) -> float:
+    """Exponential backoff with full jitter, never sooner than the ledger's Retry-After."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (failures - 1))
+    return max(random.uniform(0, ceiling), retry_after or 0.0)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
 
 async def _fail_batch(deps: WorkerContext, *, batch_id: str) -> None:

@@ -20,7 +20,9 @@ def build_worker(
     in_process: bool = False,
 ) -> Worker:
     """A worker over already-open services; `in_process` leaves signals to the host (the API)."""
-    context = WorkerContext(services, ledger_for or partial(providers.ledger_for, db=services.db))
+    context = WorkerContext(
+        services, ledger_for or partial(providers.ledger_for, services=services)
+    )
 
     async def on_startup(ctx: dict[str, object]) -> None:
         attach(ctx, context)

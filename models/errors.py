@@ -45,13 +45,10 @@ HINTS: dict[SyncErrorCode, str] = {
     ),
 }
 
-RETRYABLE = frozenset(
-    {
-        SyncErrorCode.CONNECTION_EXPIRED,
-        SyncErrorCode.RATE_LIMIT_EXCEEDED,
-        SyncErrorCode.PROVIDER_ERROR,
-    }
-)
+TRANSIENT = frozenset({SyncErrorCode.RATE_LIMIT_EXCEEDED, SyncErrorCode.PROVIDER_ERROR})
+"""What the worker retries by itself, with backoff, before the item fails."""
+RETRYABLE = TRANSIENT | {SyncErrorCode.CONNECTION_EXPIRED}
+"""What may succeed when the client retries (after reconnecting, for an expired connection)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +102,9 @@ class InvalidInput(AppError):
 class LedgerError(AppError):
     code = "LEDGER_ERROR"
 
-    def __init__(self, sync_code: SyncErrorCode, message: str) -> None:
+    def __init__(
+        self, sync_code: SyncErrorCode, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, syncCode=sync_code.value)
         self.error = SyncError(sync_code, message)
+        self.retry_after = retry_after  # seconds, when the ledger said (HTTP Retry-After)

@@ -27,7 +27,17 @@ class TaxRate:
     rate: Decimal
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the ledger allows one connection: calls per minute, and calls at once."""
+
+    per_minute: int
+    concurrent: int
+
+
 class Ledger(Protocol):
+    async def limits(self) -> Limits: ...
+
     async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
         """Post the record once per key and return the ledger's id for it; raises LedgerError."""
         ...

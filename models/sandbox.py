@@ -91,6 +91,36 @@ class SandboxRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class SandboxBehaviour(SQLModel, table=True):
+    """How a company's sandbox misbehaves (`sync2books sandbox configure`); None: the default."""
+
+    __tablename__ = "sandbox_behaviour"
+
+    company_id: str = Field(primary_key=True, max_length=40)
+    rate_limit_per_minute: int | None = None
+    max_concurrent: int | None = None
+    transient_error_rate: float = 0.0  # share of calls answered 503
+    latency_ms: int = 0
+    timeout_rate: float = 0.0  # share of posts recorded, yet answered with a timeout
+    token_revoked: bool = False  # the access token expired and cannot be refreshed
+
+
+async def behaviour(session: AsyncSession, *, company_id: str) -> SandboxBehaviour:
+    found = await session.get(SandboxBehaviour, company_id)
+    return found if found is not None else SandboxBehaviour(company_id=company_id)
+
+
+async def configure(
+    session: AsyncSession, *, company_id: str, **changes: int | float | bool | None
+) -> SandboxBehaviour:
+    """Change the named knobs of a company's sandbox, keeping the others."""
+    row = await behaviour(session, company_id=company_id)
+    for name, value in changes.items():
+        setattr(row, name, value)
+    session.add(row)
+    return row
+
+
 def seed(session: AsyncSession, *, company_id: str) -> None:
     """Give a newly connected company the standard chart of accounts and tax rates."""
     session.add_all(

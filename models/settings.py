@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     graphiql: bool = True
     max_records_per_batch: int = 1000
     job_timeout_seconds: int = 300
+    max_push_attempts: int = 5  # pushes of one item before a transient failure is final
+    retry_base_seconds: float = 0.5  # backoff before the 2nd push; doubles after, full jitter
+    retry_max_seconds: float = 60.0
+    sandbox_rate_limit_per_minute: int = 60  # the sandbox ledger's default limits, as Xero's
+    sandbox_max_concurrent: int = 5
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log

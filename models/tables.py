@@ -125,3 +125,18 @@ class SyncEvent(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=32)
     error_message: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class PushAttempt(SQLModel, table=True):
+    """One push of an item to its ledger: when, how long, and what went wrong if anything."""
+
+    __tablename__ = "push_attempt"
+    __table_args__ = (Index("ix_push_attempt_item", "item_id", "number", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: str = Field(foreign_key="sync_item.id", max_length=40)
+    number: int  # 1, 2, 3… over the item's whole life, retries by the client included
+    started_at: datetime
+    duration_ms: float
+    error_code: str | None = Field(default=None, max_length=32)  # None: it succeeded
+    error_message: str | None = None

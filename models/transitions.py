@@ -25,7 +25,7 @@ from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
-from models.tables import Company, SyncBatch, SyncEvent, SyncItem, new_id, utcnow
+from models.tables import Company, PushAttempt, SyncBatch, SyncEvent, SyncItem, new_id, utcnow
 
 # For each target status, the statuses it may be reached from.
 ITEM_MOVES: dict[ItemStatus, frozenset[ItemStatus]] = {
@@ -49,6 +49,16 @@ _items = SyncItem.__table__  # type: ignore[attr-defined]
 _batches = SyncBatch.__table__  # type: ignore[attr-defined]
 _events = SyncEvent.__table__  # type: ignore[attr-defined]
 _companies = Company.__table__  # type: ignore[attr-defined]
+_attempts = PushAttempt.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One push, as the worker saw it; logged with the move that ends its processing."""
+
+    started_at: datetime
+    duration_ms: float
+    error: SyncError | None = None  # None: it succeeded
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class ItemMove:
     to: ItemStatus
     error: SyncError | None = None
     external_id: str | None = None
+    attempts: Sequence[Attempt] = ()
 
 
 async def open_batch(
@@ -164,11 +175,12 @@ async def _move_items(
         return []
     ids = [move.item_id for move in moves]
     result = await session.execute(
-        select(_items.c.id, _items.c.status).where(
+        select(_items.c.id, _items.c.status, _items.c.attempts).where(
             _items.c.batch_id == batch_id, _items.c.id.in_(ids)
         )
     )
-    current = {row.id: ItemStatus(row.status) for row in result}
+    rows = {row.id: row for row in result}
+    current = {item_id: ItemStatus(row.status) for item_id, row in rows.items()}
     applied = []
     for move in moves:
         before = current.get(move.item_id)
@@ -187,7 +199,7 @@ async def _move_items(
             .where(_items.c.id == bindparam("item_id"))
             .values(
                 status=bindparam("to"),
-                attempts=_items.c.attempts + bindparam("claimed"),
+                attempts=_items.c.attempts + bindparam("pushes"),
                 external_id=bindparam("external_id"),
                 error_code=bindparam("error_code"),
                 error_message=bindparam("error_message"),
@@ -197,7 +209,7 @@ async def _move_items(
                 {
                     "item_id": move.item_id,
                     "to": move.to,
-                    "claimed": int(move.to is ItemStatus.PROCESSING),
+                    "pushes": len(move.attempts),
                     "external_id": move.external_id,
                     "error_code": move.error.code if move.error else None,
                     "error_message": move.error.message if move.error else None,
@@ -205,6 +217,20 @@ async def _move_items(
                 for move, _ in applied
             ],
         )
+    attempts = [
+        {
+            "item_id": move.item_id,
+            "number": rows[move.item_id].attempts + number,
+            "started_at": attempt.started_at,
+            "duration_ms": attempt.duration_ms,
+            "error_code": attempt.error.code if attempt.error else None,
+            "error_message": attempt.error.message if attempt.error else None,
+        }
+        for move, _ in applied
+        for number, attempt in enumerate(move.attempts, start=1)
+    ]
+    if attempts:
+        await session.execute(insert(_attempts), attempts)
     return applied
 
 

@@ -76,7 +76,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url)
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        retry_base_seconds=0.01,  # retries keep their number, not their pace, in tests
+        retry_max_seconds=0.05,
+        max_push_attempts=10,  # flaky-free odds for tests whose ledger fails at random
+        sandbox_rate_limit_per_minute=1_000_000,  # tests that need a limit set their own
+        sandbox_max_concurrent=1_000,
+    )
 
 
 @pytest.fixture
@@ -99,7 +107,7 @@ async def _empty(services: Services) -> None:
 
 @pytest.fixture
 def worker_context(services: Services) -> WorkerContext:
-    return WorkerContext(services, partial(ledger_for, db=services.db))
+    return WorkerContext(services, partial(ledger_for, services=services))
 
 
 @pytest.fixture
@@ -129,7 +137,7 @@ async def other_company(services: Services) -> NewCompany:
 def runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime
     @asynccontextmanager
     async def runtime(_: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
-        yield services, partial(ledger_for, db=services.db)
+        yield services, partial(ledger_for, services=services)
 
     return runtime
 

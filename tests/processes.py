@@ -17,9 +17,14 @@ BIN = Path(sys.executable).parent / "sync2books"
 CONFIG = ("DATABASE_URL", "REDIS_URL")  # unset, a process runs the embedded default
 
 
+UNLIMITED_SANDBOX = {"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000", "SANDBOX_MAX_CONCURRENT": "1000"}
+
+
 def env_without_config(**config: str) -> dict[str, str]:
+    """This environment minus the service's configuration, plus `config`; the sandbox's
+    limits are lifted (tests that need them configure them per company)."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIG}
-    return env | config
+    return env | UNLIMITED_SANDBOX | config
 
 
 def cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:

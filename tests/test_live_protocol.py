@@ -138,7 +138,7 @@ async def test_ending_a_subscription_or_dropping_the_socket_frees_everything(
 async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
     company: NewCompany, services: Services
 ) -> None:
-    ledgers = partial(ledger_for, db=services.db)
+    ledgers = partial(ledger_for, services=services)
     records = [
         Expense.model_validate(
             {

@@ -301,7 +301,7 @@ async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
     )["createExpenses"]
 
     def broken(connection: Connection) -> Ledger:
-        return _BrokenLedger(services.db, company_id=connection.company_id)
+        return _BrokenLedger(services, company_id=connection.company_id)
 
     await run_jobs(broken)
     batch = await _batch(api, created["syncBatchId"])
@@ -309,4 +309,5 @@ async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
     assert fine["status"] == "SUCCESS"
     assert boom["error"]["code"] == "PROVIDER_ERROR"
     assert boom["error"]["retryable"] is True
+    assert boom["attempts"] == services.settings.max_push_attempts  # retried, then failed
     assert "RuntimeError" in boom["error"]["message"] and "socket" not in boom["error"]["message"]

@@ -1,26 +1,101 @@
 """The sandbox ledger's adapter: validates and posts records the way a real ledger does.
 
-Its books live in our database (`models.sandbox`), so the API process and every worker see
-the same ledger. It answers with Xero's wording, which the classification maps from.
+Its books live in our database (`models.sandbox`) and its call counters in Redis, so the API
+process and every worker see the same ledger. It answers with Xero's wording, which the
+classification maps from, and misbehaves as configured per company (`sandbox configure`):
+a per-minute rate limit and a concurrency limit (429 with Retry-After, as Xero's), 503s,
+latency, posts recorded yet answered with a timeout, and a revoked token.
 """
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy.exc import IntegrityError
 
 from models import sandbox
-from models.db import Database
 from models.enums import EXPENSE_ACCOUNT_TYPES, INCOME_ACCOUNT_TYPES, AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from models.ledger import Account, TaxRate
+from models.ledger import Account, Limits, TaxRate
 from models.records import Bill, Expense, Invoice, Line, dump_record
+from models.services import Services
 from models.tables import new_id
 
 
 class SandboxLedger:
-    def __init__(self, db: Database, *, company_id: str) -> None:
-        self.db = db
+    def __init__(self, services: Services, *, company_id: str) -> None:
+        self.db = services.db
+        self.redis = services.redis
+        self.settings = services.settings
         self.company_id = company_id
 
+    async def limits(self) -> Limits:
+        knobs = await self._behaviour()
+        return Limits(
+            per_minute=knobs.rate_limit_per_minute or self.settings.sandbox_rate_limit_per_minute,
+            concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
+        )
+
     async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        knobs = await self._behaviour()
+        if knobs.token_revoked:
+            raise LedgerError(
+                SyncErrorCode.CONNECTION_EXPIRED,
+                "401 Unauthorized: the access token has expired and cannot be refreshed.",
+            )
+        async with self._call(await self.limits()):
+            if knobs.latency_ms:
+                await asyncio.sleep(knobs.latency_ms / 1000)
+            if random.random() < knobs.transient_error_rate:
+                raise LedgerError(
+                    SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
+                )
+            external_id = await self._post(record, idempotency_key)
+            if random.random() < knobs.timeout_rate:
+                raise LedgerError(
+                    SyncErrorCode.PROVIDER_ERROR,
+                    "The request timed out; the ledger may or may not have recorded it.",
+                )
+            return external_id
+
+    async def _behaviour(self) -> sandbox.SandboxBehaviour:
+        async with self.db.sessions() as session:
+            return await sandbox.behaviour(session, company_id=self.company_id)
+
+    @asynccontextmanager
+    async def _call(self, limits: Limits) -> AsyncIterator[None]:
+        """Count the call against the company's minute and its calls in flight, as Xero does."""
+        now = time.time()
+        minute = f"sandbox:{self.company_id}:minute:{int(now // 60)}"
+        in_flight = f"sandbox:{self.company_id}:in-flight"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(minute)
+            pipe.expire(minute, 61)
+            pipe.incr(in_flight)
+            pipe.expire(in_flight, 60)
+            calls, _, running, _ = await pipe.execute()
+        try:
+            if calls > limits.per_minute:
+                raise LedgerError(
+                    SyncErrorCode.RATE_LIMIT_EXCEEDED,
+                    f"429 Too Many Requests: more than {limits.per_minute} calls this minute "
+                    "(X-Rate-Limit-Problem: minute).",
+                    retry_after=60 - now % 60,
+                )
+            if running > limits.concurrent:
+                raise LedgerError(
+                    SyncErrorCode.RATE_LIMIT_EXCEEDED,
+                    f"429 Too Many Requests: more than {limits.concurrent} calls at once "
+                    "(X-Rate-Limit-Problem: concurrent).",
+                    retry_after=1,
+                )
+            yield
+        finally:
+            await self.redis.decr(in_flight)
+
+    async def _post(self, record: Expense | Bill | Invoice, idempotency_key: str) -> str:
         async with self.db.transaction() as session:
             posted = await sandbox.record_by_key(
                 session, company_id=self.company_id, idempotency_key=idempotency_key

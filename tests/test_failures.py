@@ -1,0 +1,161 @@
+"""Ledger failures: what the worker retries, what fails at once, and what every push left."""
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.sync import backoff
+from models import sandbox
+from models.company import NewCompany
+from models.services import Services
+from models.settings import Settings
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, RETRY, data, expense
+from tests.processes import BIN, cli, env_without_config
+
+BATCH = """
+query($id: ID!) {
+  syncBatch(id: $id) {
+    status successCount failedCount
+    items(first: 100) { edges { node {
+      id status attempts externalId error { code retryable }
+      pushAttempts { number startedAt durationMs error { code message } }
+    } } }
+  }
+}
+"""
+
+
+async def _misbehave(services: Services, company: NewCompany, **knobs: Any) -> None:
+    async with services.db.transaction() as session:
+        await sandbox.configure(session, company_id=company.company.id, **knobs)
+
+
+async def _create(api: Api, company: NewCompany, expenses: list[dict[str, Any]]) -> str:
+    variables = {"companyId": company.company.id, "expenses": expenses}
+    batch_id: str = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
+    return batch_id
+
+
+async def _batch(api: Api, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    batch: dict[str, Any] = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+    return batch, [edge["node"] for edge in batch["items"]["edges"]]
+
+
+async def _posted(services: Services, company: NewCompany) -> dict[str, str]:
+    """The sandbox's records: idempotency key (our item id) → its external id."""
+    async with services.db.sessions() as session:
+        rows = await sandbox.records(session, company_id=company.company.id)
+    posted = {row.idempotency_key: row.external_id for row in rows}
+    assert len(posted) == len(rows)
+    return posted
+
+
+def _codes(item: dict[str, Any]) -> list[str | None]:
+    return [a["error"]["code"] if a["error"] else None for a in item["pushAttempts"]]
+
+
+async def test_transient_failures_are_retried_and_every_push_is_kept(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _misbehave(services, company, transient_error_rate=0.3)
+    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(20)])
+    await run_jobs()
+    batch, items = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"]) == ("COMPLETED", 20)
+    for item in items:
+        codes = _codes(item)
+        assert codes[-1] is None and set(codes[:-1]) <= {"PROVIDER_ERROR"}
+        assert [a["number"] for a in item["pushAttempts"]] == list(range(1, len(codes) + 1))
+        assert item["attempts"] == len(codes)
+        assert all(a["durationMs"] >= 0 and a["startedAt"] for a in item["pushAttempts"])
+    assert sum(item["attempts"] for item in items) > 20  # some were retried
+    assert await _posted(services, company) == {i["id"]: i["externalId"] for i in items}
+
+
+async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _misbehave(services, company, timeout_rate=0.4)
+    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(20)])
+    await run_jobs()
+    _, items = await _batch(api, batch_id)
+    assert {item["status"] for item in items} == {"SUCCESS"}
+    assert sum(item["attempts"] for item in items) > 20  # some timed out and were pushed again
+    assert await _posted(services, company) == {i["id"]: i["externalId"] for i in items}
+
+
+async def test_permanent_failures_fail_at_once_with_the_ledgers_words(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    batch_id = await _create(api, company, [expense(accountId="999")])
+    await run_jobs()
+    _, (item,) = await _batch(api, batch_id)
+    assert item["error"] == {"code": "INVALID_ACCOUNT_ID", "retryable": False}
+    (attempt,) = item["pushAttempts"]
+    assert (
+        attempt["error"]["message"] == "Account code '999' is not a valid code for this document."
+    )
+
+
+async def test_a_failure_that_persists_ends_retryable_and_a_retry_continues_the_count(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any, settings: Settings
+) -> None:
+    await _misbehave(services, company, transient_error_rate=1.0)
+    batch_id = await _create(api, company, [expense()])
+    await run_jobs()
+    batch, (item,) = await _batch(api, batch_id)
+    assert (batch["status"], batch["failedCount"]) == ("COMPLETED", 1)
+    assert item["error"] == {"code": "PROVIDER_ERROR", "retryable": True}
+    assert _codes(item) == ["PROVIDER_ERROR"] * settings.max_push_attempts
+
+    await _misbehave(services, company, transient_error_rate=0.0)
+    data(await api.gql(RETRY, {"batchId": batch_id}))
+    await run_jobs()
+    _, (item,) = await _batch(api, batch_id)
+    assert item["status"] == "SUCCESS"
+    assert _codes(item) == ["PROVIDER_ERROR"] * settings.max_push_attempts + [None]
+    assert item["attempts"] == settings.max_push_attempts + 1
+
+
+async def test_an_expired_token_fails_items_without_retrying(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _misbehave(services, company, token_revoked=True)
+    batch_id = await _create(api, company, [expense(), expense()])
+    await run_jobs()
+    _, items = await _batch(api, batch_id)
+    assert [_codes(item) for item in items] == [["CONNECTION_EXPIRED"]] * 2
+    assert items[0]["error"] == {"code": "CONNECTION_EXPIRED", "retryable": True}
+
+
+@pytest.mark.parametrize("failures", [1, 2, 5, 30])
+def test_backoff_grows_with_jitter_and_honours_retry_after(
+    failures: int, settings: Settings
+) -> None:
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (failures - 1))
+    waits = [backoff(failures, None, settings) for _ in range(200)]
+    assert all(0 <= wait <= ceiling for wait in waits)
+    assert len(set(waits)) > 1  # jittered
+    assert all(backoff(failures, 7.5, settings) >= 7.5 for _ in range(20))
+
+
+def test_sandbox_configure_changes_only_what_it_names(
+    tmp_path: Path, settings: Settings, company: NewCompany
+) -> None:
+    env = env_without_config(DATABASE_URL=settings.database_url)
+    configure = ("sandbox", "configure", "--company-id", company.company.id)
+    cli(*configure, "--transient-error-rate", "0.25", "--latency-ms", "5", cwd=tmp_path, env=env)
+    shown = json.loads(cli(*configure, "--expire-token", cwd=tmp_path, env=env))
+    assert shown["transient_error_rate"] == 0.25 and shown["latency_ms"] == 5
+    assert shown["token_revoked"] is True and shown["timeout_rate"] == 0.0
+
+    unknown = ("sandbox", "configure", "--company-id", "cmp_nope", "--latency-ms", "1")
+    wrong = subprocess.run([BIN, *unknown], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "cmp_nope not found" in wrong.stderr
+    share = (*configure, "--timeout-rate", "1.5")
+    rate = subprocess.run([BIN, *share], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
