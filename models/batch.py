@@ -128,13 +128,33 @@ async def items_by_id(db: Database, *, batch_id: str, item_ids: Sequence[str]) -
         return list(result.scalars())
 
 
-async def pending_items(db: Database, *, batch_id: str, limit: int | None) -> list[SyncItem]:
+async def unfinished_batches(db: Database) -> list[str]:
+    """Every batch still PENDING or PROCESSING, oldest first."""
+    unfinished = [BatchStatus.PENDING, BatchStatus.PROCESSING]
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(col(SyncBatch.id))
+            .where(col(SyncBatch.status).in_(unfinished))
+            .order_by(col(SyncBatch.created_at))
+        )
+        return list(rows)
+
+
+async def items_in(
+    db: Database,
+    *,
+    batch_id: str,
+    status: ItemStatus,
+    limit: int | None,
+    unchanged_since: datetime | None = None,
+) -> list[SyncItem]:
+    """The batch's items in `status` (and untouched since then, if given), in batch order."""
+    conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.status) == status]
+    if unchanged_since is not None:
+        conditions.append(col(SyncItem.updated_at) < unchanged_since)
     async with db.sessions() as session:
         result = await session.execute(
-            select(SyncItem)
-            .where(col(SyncItem.batch_id) == batch_id, col(SyncItem.status) == ItemStatus.PENDING)
-            .order_by(col(SyncItem.position))
-            .limit(limit)
+            select(SyncItem).where(*conditions).order_by(col(SyncItem.position)).limit(limit)
         )
         return list(result.scalars())
 

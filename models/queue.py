@@ -19,6 +19,15 @@ def deserialize(raw: bytes) -> dict[str, Any]:  # Any: arq's job envelope
     return message
 
 
-async def enqueue_sync(queue: ArqRedis, *, batch_id: str) -> None:
-    """Ask a worker to push the batch's PENDING items; called only after the batch is committed."""
-    await queue.enqueue_job(SYNC_BATCH, batch_id, _queue_name=QUEUE_NAME)
+def sync_job_id(batch_id: str) -> str:
+    """One job id per batch: arq then never runs two jobs of a batch at once, and enqueueing a
+    batch whose job is already queued or running is a no-op."""
+    return f"sync:{batch_id}"
+
+
+async def enqueue_sync(queue: ArqRedis, *, batch_id: str) -> bool:
+    """Ask a worker to sync the batch's unfinished items; False if its job is already there."""
+    job = await queue.enqueue_job(
+        SYNC_BATCH, batch_id, _job_id=sync_job_id(batch_id), _queue_name=QUEUE_NAME
+    )
+    return job is not None

@@ -17,7 +17,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".")
     graphiql: bool = True
     max_records_per_batch: int = 1000
-    job_timeout_seconds: int = 300
+    job_timeout_seconds: int = 120  # a killed job's batch resumes within this + 10 s
+    job_slice_seconds: float = 5.0  # then a job queues the rest of its batch behind others
+    worker_max_jobs: int = 10  # batches one worker process syncs at once
+    recovery_seconds: int = (
+        30  # how often workers queue unfinished batches with no job (divides 60)
+    )
     max_push_attempts: int = 5  # pushes of one item before a transient failure is final
     retry_base_seconds: float = 0.5  # backoff before the 2nd push; doubles after, full jitter
     retry_max_seconds: float = 60.0

@@ -52,6 +52,7 @@ class SyncBatch(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sync_batch_company_created", "company_id", "created_at", "id"),
         Index("ix_sync_batch_company_status_created", "company_id", "status", "created_at", "id"),
+        Index("ix_sync_batch_status_created", "status", "created_at"),  # the recovery sweep
     )
 
     id: str = Field(default_factory=lambda: new_id("bat"), primary_key=True, max_length=40)

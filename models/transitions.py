@@ -29,7 +29,8 @@ from models.tables import Company, PushAttempt, SyncBatch, SyncEvent, SyncItem, 
 
 # For each target status, the statuses it may be reached from.
 ITEM_MOVES: dict[ItemStatus, frozenset[ItemStatus]] = {
-    ItemStatus.PENDING: frozenset({ItemStatus.FAILED}),
+    ItemStatus.PENDING: frozenset({ItemStatus.FAILED, ItemStatus.PROCESSING}),  # PROCESSING:
+    # a worker died mid-push; its batch's next job puts the item back (pushes are idempotent)
     ItemStatus.PROCESSING: frozenset({ItemStatus.PENDING}),
     ItemStatus.SUCCESS: frozenset({ItemStatus.PROCESSING}),
     ItemStatus.FAILED: frozenset({ItemStatus.PROCESSING, ItemStatus.PENDING}),

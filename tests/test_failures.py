@@ -2,18 +2,25 @@
 
 import json
 import subprocess
+from dataclasses import replace
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobs.providers.sandbox import SandboxLedger
 from jobs.sync import backoff
+from jobs.worker import build_worker
 from models import sandbox
+from models.batch import get_batch
 from models.company import NewCompany
+from models.errors import LedgerError
 from models.services import Services
 from models.settings import Settings
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, RETRY, data, expense
+from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
 from tests.processes import BIN, cli, env_without_config
 
 BATCH = """
@@ -159,3 +166,58 @@ def test_sandbox_configure_changes_only_what_it_names(
     share = (*configure, "--timeout-rate", "1.5")
     rate = subprocess.run([BIN, *share], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
+
+
+async def _push_times(api: Api, batch_id: str) -> list[datetime]:
+    _, items = await _batch(api, batch_id)
+    assert all(_codes(item) == [None] for item in items), items  # one push each: no 429
+    return [datetime.fromisoformat(i["pushAttempts"][0]["startedAt"]) for i in items]
+
+
+async def test_the_ledgers_limits_are_kept_across_jobs_without_a_single_429(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _misbehave(services, company, rate_limit_per_minute=240, max_concurrent=1)
+    batches = [
+        await _create(api, company, [expense(reference=f"{b}-{i}") for i in range(5)]) for b in "ab"
+    ]
+    await run_jobs()  # both batches at once, sharing the connection's limits
+    times = sorted([t for batch_id in batches for t in await _push_times(api, batch_id)])
+    gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(times)]
+    assert min(gaps) >= 60 / 240 * 0.99, gaps
+
+
+async def test_the_sandbox_refuses_calls_beyond_its_limit_with_retry_after(
+    company: NewCompany, services: Services
+) -> None:
+    await _misbehave(services, company, rate_limit_per_minute=3)
+    ledger = SandboxLedger(services, company_id=company.company.id)
+    for n in range(3):
+        await ledger.push(expense_record(), idempotency_key=f"k{n}")
+    with pytest.raises(LedgerError) as refused:
+        await ledger.push(expense_record(), idempotency_key="k3")
+    assert refused.value.error.code == "RATE_LIMIT_EXCEEDED"
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
+
+
+async def test_a_slow_backlog_takes_turns_with_other_companies(
+    api: Api, company: NewCompany, other_company: NewCompany, services: Services
+) -> None:
+    await _misbehave(services, company, rate_limit_per_minute=120)  # 8 items: about 4 s
+    slow = await _create(api, company, [expense(reference=f"s{i}") for i in range(8)])
+    variables = {"companyId": other_company.company.id, "expenses": [expense()] * 2}
+    fast = data(await api.gql(CREATE_EXPENSES, variables, key=other_company.api_key))[
+        "createExpenses"
+    ]["syncBatchId"]
+    one_at_a_time = services.settings.model_copy(
+        update={"worker_max_jobs": 1, "job_slice_seconds": 0.5}
+    )
+    worker = build_worker(replace(services, settings=one_at_a_time), burst=True)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    slow_batch = await get_batch(services.db, company_id=company.company.id, batch_id=slow)
+    fast_batch = await get_batch(services.db, company_id=other_company.company.id, batch_id=fast)
+    assert slow_batch and slow_batch.completed_at and fast_batch and fast_batch.completed_at
+    assert (slow_batch.completed_at - fast_batch.completed_at).total_seconds() > 2

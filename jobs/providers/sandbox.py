@@ -10,6 +10,7 @@ latency, posts recorded yet answered with a timeout, and a revoked token.
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,8 @@ from models.ledger import Account, Limits, TaxRate
 from models.records import Bill, Expense, Invoice, Line, dump_record
 from models.services import Services
 from models.tables import new_id
+
+CALL_SECONDS = 30.0  # the longest a call counts as in flight
 
 
 class SandboxLedger:
@@ -66,16 +69,22 @@ class SandboxLedger:
 
     @asynccontextmanager
     async def _call(self, limits: Limits) -> AsyncIterator[None]:
-        """Count the call against the company's minute and its calls in flight, as Xero does."""
+        """Count the call against the company's minute and its calls in flight, as Xero does.
+
+        A call in flight is a member of a sorted set scored by when it began, and counts for
+        at most `CALL_SECONDS`: a caller that died mid-call does not hold its place forever."""
         now = time.time()
         minute = f"sandbox:{self.company_id}:minute:{int(now // 60)}"
         in_flight = f"sandbox:{self.company_id}:in-flight"
+        call = uuid.uuid4().hex
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(minute)
             pipe.expire(minute, 61)
-            pipe.incr(in_flight)
-            pipe.expire(in_flight, 60)
-            calls, _, running, _ = await pipe.execute()
+            pipe.zremrangebyscore(in_flight, "-inf", now - CALL_SECONDS)
+            pipe.zadd(in_flight, {call: now})
+            pipe.expire(in_flight, int(CALL_SECONDS) + 1)
+            pipe.zcard(in_flight)
+            calls, _, _, _, _, running = await pipe.execute()
         try:
             if calls > limits.per_minute:
                 raise LedgerError(
@@ -93,7 +102,7 @@ class SandboxLedger:
                 )
             yield
         finally:
-            await self.redis.decr(in_flight)
+            await self.redis.zrem(in_flight, call)
 
     async def _post(self, record: Expense | Bill | Invoice, idempotency_key: str) -> str:
         async with self.db.transaction() as session:

@@ -1,4 +1,4 @@
-"""Keep every push attempt of an item; let each company's sandbox misbehave on purpose.
+"""Keep every push attempt, find unfinished batches fast, let a sandbox misbehave on purpose.
 
 Revision ID: 0003
 Revises: 0002
@@ -49,6 +49,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sync_batch", schema=None) as batch_op:
+        batch_op.drop_index("ix_sync_batch_status_created")
     with op.batch_alter_table("push_attempt", schema=None) as batch_op:
         batch_op.drop_index("ix_push_attempt_item")
 

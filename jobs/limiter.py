@@ -1,0 +1,84 @@
+"""Pace pushes to each ledger connection within its limits, across every worker process.
+
+Calls per minute: each push reserves the connection's next free slot in Redis (GCRA: slots
+`60 / per_minute` seconds apart, on Redis's clock so workers on other hosts agree) and waits
+for it, so a large batch runs at the allowed rate instead of discovering it through 429s.
+Calls at once: a lease per call in a sorted set, expiring by itself if its worker dies.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from models.ledger import Limits
+
+MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute
+POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks again
+
+_NOW = "local t = redis.call('TIME') local now = t[1] + t[2] / 1000000 "
+_RESERVE = (
+    _NOW
+    + """
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local next_slot = slot + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
+return tostring(slot - now)
+"""
+)
+_BACKLOG = _NOW + "return tostring(math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0') - now))"
+_ACQUIRE = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+return 1
+"""
+)
+
+
+class Limiter:
+    """One connection's limits, shared through Redis by every process that pushes to it."""
+
+    def __init__(
+        self, redis: Redis, *, connection_id: str, limits: Limits, lease_seconds: float
+    ) -> None:
+        """`lease_seconds`: how long a call may hold its concurrency slot should its worker die
+        mid-call (no call outlives its job's timeout)."""
+        self.redis = redis
+        self.limits = limits
+        self.lease_seconds = lease_seconds
+        self.interval = 60 / limits.per_minute * MARGIN
+        self._slots = f"sync2books:limit:{connection_id}:slots"
+        self._calls = f"sync2books:limit:{connection_id}:calls"
+        self._reserve = redis.register_script(_RESERVE)
+        self._backlog = redis.register_script(_BACKLOG)
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    async def backlog(self) -> float:
+        """Seconds until the connection's next free slot (others may be queued before us)."""
+        return float(await self._backlog(keys=[self._slots]))
+
+    def calls_within(self, seconds: float) -> int:
+        """How many calls the rate allows in `seconds` (at least one)."""
+        return max(1, int(seconds / self.interval))
+
+    async def _lease(self, lease: str) -> bool:
+        args: list[str | float] = [self.limits.concurrent, self.lease_seconds, lease]
+        return bool(await self._acquire(keys=[self._calls], args=args))
+
+    @asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        """Wait for a slot and a concurrency lease, hold the lease for the call, free it."""
+        await asyncio.sleep(float(await self._reserve(keys=[self._slots], args=[self.interval])))
+        lease = uuid.uuid4().hex
+        while not await self._lease(lease):  # noqa: ASYNC110 - its holders are other processes
+            await asyncio.sleep(POLL_SECONDS)
+        try:
+            yield
+        finally:
+            await self.redis.zrem(self._calls, lease)
