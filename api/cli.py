@@ -63,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument(
         "--timeout-rate", type=_share, metavar="F", help="posts recorded, yet answered late"
     )
-    configure.add_argument("--expire-token", action="store_true", help="until `reconnect`")
+    configure.add_argument(
+        "--expire-token", action="store_true", help="expire its tokens, refresh too: `reconnect`"
+    )
+    configure.add_argument(
+        "--expire-access-token", action="store_true", help="as after 30 minutes: refreshable"
+    )
     configure.set_defaults(handler=lambda a, s: _run(_sandbox_configure(a, s)))
     return parser
 
@@ -146,6 +151,8 @@ async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> No
             if await session.get(Company, args.company_id) is None:
                 raise SystemExit(f"company {args.company_id} not found")
             row = await sandbox.configure(session, company_id=args.company_id, **changes)
+            if args.expire_token or args.expire_access_token:
+                await sandbox.expire_access_token(session, company_id=args.company_id)
             print(row.model_dump_json())
     finally:
         await db.dispose()

@@ -1,6 +1,7 @@
 """Mutation resolvers. Commands commit first; only then is the sync job enqueued."""
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import strawberry
 
@@ -15,11 +16,32 @@ from api.inputs import (
     to_records,
     to_tax_rate,
 )
-from api.types import Account, Bill, Expense, Invoice, SyncBatch, SyncItem, TaxRate, record_of
+from api.preflight import ledger_problems, refusal
+from api.types import (
+    Account,
+    Bill,
+    Expense,
+    Invoice,
+    LedgerConnection,
+    SyncBatch,
+    SyncItem,
+    TaxRate,
+    record_of,
+)
 from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
+from models.connections import reconnected
 from models.enums import RecordType
+from models.preflight import forget_chart
 from models.queue import enqueue_sync
+
+PREFLIGHT = Annotated[
+    bool,
+    strawberry.argument(
+        description="Refuse the whole request (BAD_USER_INPUT, `extensions.problems`) if the "
+        "ledger's chart would refuse any record; see validateExpenses."
+    ),
+]
 
 
 @strawberry.type
@@ -53,25 +75,43 @@ class RetryFailedItemsPayload:
 class Mutation:
     @strawberry.mutation(description="Queue expenses for sync; all are valid or none is created.")
     async def create_expenses(
-        self, info: Info, company_id: strawberry.ID, expenses: list[ExpenseInput]
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        expenses: list[ExpenseInput],
+        preflight: PREFLIGHT = False,
     ) -> CreateExpensesPayload:
-        batch, records = await _create(info, company_id, RecordType.EXPENSE, expenses, "expenses")
+        batch, records = await _create(
+            info, company_id, RecordType.EXPENSE, expenses, "expenses", preflight=preflight
+        )
         created = [r for r in records if isinstance(r, Expense)]
         return CreateExpensesPayload(sync_batch_id=batch.id, batch=batch, expenses=created)
 
     @strawberry.mutation(description="Queue bills for sync; all are valid or none is created.")
     async def create_bills(
-        self, info: Info, company_id: strawberry.ID, bills: list[BillInput]
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        bills: list[BillInput],
+        preflight: PREFLIGHT = False,
     ) -> CreateBillsPayload:
-        batch, records = await _create(info, company_id, RecordType.BILL, bills, "bills")
+        batch, records = await _create(
+            info, company_id, RecordType.BILL, bills, "bills", preflight=preflight
+        )
         created = [r for r in records if isinstance(r, Bill)]
         return CreateBillsPayload(sync_batch_id=batch.id, batch=batch, bills=created)
 
     @strawberry.mutation(description="Queue invoices for sync; all are valid or none is created.")
     async def create_invoices(
-        self, info: Info, company_id: strawberry.ID, invoices: list[InvoiceInput]
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        invoices: list[InvoiceInput],
+        preflight: PREFLIGHT = False,
     ) -> CreateInvoicesPayload:
-        batch, records = await _create(info, company_id, RecordType.INVOICE, invoices, "invoices")
+        batch, records = await _create(
+            info, company_id, RecordType.INVOICE, invoices, "invoices", preflight=preflight
+        )
         created = [r for r in records if isinstance(r, Invoice)]
         return CreateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=created)
 
@@ -96,6 +136,18 @@ class Mutation:
             batch=SyncBatch.from_row(batch), items=[SyncItem.from_row(item) for item in items]
         )
 
+    @strawberry.mutation(
+        description="Connect the company's ledger afresh after it EXPIRED: the sandbox at "
+        "once (a real ledger through its Link flow); then retry the failed items."
+    )
+    async def reconnect(self, info: Info, company_id: strawberry.ID) -> LedgerConnection:
+        ctx = info.context
+        owner = ctx.own(company_id)
+        connection = await ledger_connection(ctx.services.db, company_id=owner)
+        expires_at = await ctx.ledger_for(connection).reconnect()
+        fresh = await reconnected(ctx.services.db, company_id=owner, expires_at=expires_at)
+        return LedgerConnection.from_row(fresh)
+
     @strawberry.mutation(description="Create an account in the company's ledger.")
     async def create_account(
         self, info: Info, company_id: strawberry.ID, input: AccountInput
@@ -103,6 +155,7 @@ class Mutation:
         ctx = info.context
         connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
         created = await ctx.ledger_for(connection).create_account(to_account(input))
+        await forget_chart(ctx.services.redis, connection_id=connection.id)
         return Account.from_row(created)
 
     @strawberry.mutation(description="Create a tax rate in the company's ledger.")
@@ -112,6 +165,7 @@ class Mutation:
         ctx = info.context
         connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
         created = await ctx.ledger_for(connection).create_tax_rate(to_tax_rate(input))
+        await forget_chart(ctx.services.redis, connection_id=connection.id)
         return TaxRate.from_row(created)
 
 
@@ -121,6 +175,8 @@ async def _create(
     record_type: RecordType,
     inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
     field: str,
+    *,
+    preflight: bool,
 ) -> tuple[SyncBatch, list[Expense | Bill | Invoice]]:
     ctx = info.context
     services = ctx.services
@@ -128,6 +184,8 @@ async def _create(
     records = to_records(
         record_type, inputs, field=field, limit=services.settings.max_records_per_batch
     )
+    if preflight and (found := await ledger_problems(ctx, owner, records, field=field)):
+        raise refusal(found)
     batch, item_ids = await create_batch(
         services.db, bus=services.bus, company_id=owner, record_type=record_type, records=records
     )

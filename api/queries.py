@@ -1,10 +1,13 @@
 """Query resolvers: authorise against the caller's company, call one model function, map."""
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import strawberry
 
 from api.context import Info
+from api.inputs import BillInput, ExpenseInput, InvoiceInput, to_records
+from api.preflight import RecordProblem, ledger_problems
 from api.types import (
     Account,
     LedgerConnection,
@@ -17,7 +20,7 @@ from api.types import (
 )
 from models.batch import BatchFilter, get_batch, list_batches
 from models.company import connection_of as ledger_connection
-from models.enums import BatchStatus, ItemStatus
+from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import NotFound
 from models.pagination import PageRequest
 
@@ -85,6 +88,24 @@ class Query:
         connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
         return [TaxRate.from_row(t) for t in await ctx.ledger_for(connection).tax_rates()]
 
+    @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
+    async def validate_expenses(
+        self, info: Info, company_id: strawberry.ID, expenses: list[ExpenseInput]
+    ) -> list[RecordProblem]:
+        return await _validate(info, company_id, RecordType.EXPENSE, expenses, "expenses")
+
+    @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
+    async def validate_bills(
+        self, info: Info, company_id: strawberry.ID, bills: list[BillInput]
+    ) -> list[RecordProblem]:
+        return await _validate(info, company_id, RecordType.BILL, bills, "bills")
+
+    @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
+    async def validate_invoices(
+        self, info: Info, company_id: strawberry.ID, invoices: list[InvoiceInput]
+    ) -> list[RecordProblem]:
+        return await _validate(info, company_id, RecordType.INVOICE, invoices, "invoices")
+
     @strawberry.field(description="The company's ledger connection, or null.")
     async def connection(self, info: Info, company_id: strawberry.ID) -> LedgerConnection | None:
         ctx = info.context
@@ -93,3 +114,18 @@ class Query:
         except NotFound:
             return None
         return LedgerConnection.from_row(row)
+
+
+async def _validate(
+    info: Info,
+    company_id: str,
+    record_type: RecordType,
+    inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
+    field: str,
+) -> list[RecordProblem]:
+    ctx = info.context
+    owner = ctx.own(company_id)
+    limit = ctx.services.settings.max_records_per_batch
+    records = to_records(record_type, inputs, field=field, limit=limit)
+    found = await ledger_problems(ctx, owner, records, field=field)
+    return [RecordProblem.from_problem(problem) for problem in found]

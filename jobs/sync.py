@@ -24,13 +24,14 @@ from jobs.context import WorkerContext, from_ctx
 from jobs.limiter import Limiter
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
+from models.connections import usable_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.ledger import Ledger
 from models.queue import enqueue_sync
 from models.records import load_record
 from models.settings import Settings
-from models.tables import SyncBatch, SyncItem, utcnow
+from models.tables import Connection, SyncBatch, SyncItem, utcnow
 from models.transitions import Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,14 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             log.warning("batch %s vanished before its job ran", batch_id)
             return
         connection = await get_connection(session, company_id=batch.company_id)
-    if connection is None or connection.status != ConnectionStatus.ACTIVE:
+    await _recover(deps, batch_id=batch_id)
+    if connection is None:
         await _fail_batch(deps, batch_id=batch_id)
         return
     ledger = deps.ledger_for(connection)
+    if not await _usable(deps, ledger, connection):
+        await _fail_batch(deps, batch_id=batch_id)
+        return
     limiter = Limiter(
         deps.services.redis,
         connection_id=connection.id,
@@ -64,7 +69,6 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
     chunk_size = min(CHUNK_SIZE, limiter.calls_within(slice_seconds))
     ends = time.monotonic() + slice_seconds
-    await _recover(deps, batch_id=batch_id)
     while chunk := await items_in(
         db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
     ):
@@ -84,7 +88,22 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
         results = [await _push(deps, ledger, limiter, item) for item in chunk if item.id in mine]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
+        refused = any(r.error and r.error.code is SyncErrorCode.CONNECTION_EXPIRED for r in results)
+        if not await _usable(deps, ledger, connection, force=refused):
+            await _fail_batch(deps, batch_id=batch_id)
+            return
     log.info("batch %s synced", batch_id)
+
+
+async def _usable(
+    deps: WorkerContext, ledger: Ledger, connection: Connection, *, force: bool = False
+) -> bool:
+    """Whether the connection still works, its token refreshed first if it is expiring (or,
+    `force`, after the ledger refused it)."""
+    services = deps.services
+    fresh = await usable_connection(services.db, services.redis, ledger, connection, force=force)
+    connection.expires_at, connection.status = fresh.expires_at, fresh.status
+    return fresh.status is ConnectionStatus.ACTIVE
 
 
 async def _push(deps: WorkerContext, ledger: Ledger, limiter: Limiter, item: SyncItem) -> ItemMove:

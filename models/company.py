@@ -11,7 +11,7 @@ from models import sandbox
 from models.db import Database
 from models.enums import Provider
 from models.errors import InvalidInput, NotFound
-from models.tables import Company, Connection
+from models.tables import Company, Connection, utcnow
 
 KEY_PREFIX = "s2b_"
 
@@ -36,9 +36,11 @@ async def create_company(db: Database, *, name: str, provider: Provider) -> NewC
     async with db.transaction() as session:
         session.add(company)
         await session.flush()
-        session.add(Connection(company_id=company.id, provider=provider.value))
+        connection = Connection(company_id=company.id, provider=provider.value)
         if provider is Provider.SANDBOX:
+            connection.expires_at = utcnow() + sandbox.TOKEN_LIFETIME
             sandbox.seed(session, company_id=company.id)
+        session.add(connection)
     return NewCompany(company, api_key)
 
 

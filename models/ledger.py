@@ -5,6 +5,7 @@ Adapters in `jobs/providers/` implement `Ledger` and turn vendor failures into `
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -37,6 +38,15 @@ class Limits:
 
 class Ledger(Protocol):
     async def limits(self) -> Limits: ...
+
+    async def refresh(self) -> datetime:
+        """Renew the access token with the refresh token; returns when the new one expires.
+        Raises LedgerError(CONNECTION_EXPIRED) when the ledger refuses: reconnect then."""
+        ...
+
+    async def reconnect(self) -> datetime:
+        """Connect afresh (the sandbox at once; a real ledger through its Link flow)."""
+        ...
 
     async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
         """Post the record once per key and return the ledger's id for it; raises LedgerError."""

@@ -4,17 +4,19 @@ It plays a third party, so it is reached only through `jobs.providers.sandbox` (
 `sandbox records` CLI that shows what was posted). Its chart is seeded like Xero's demo company.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from models.enums import AccountType
 from models.ledger import Account, TaxRate
-from models.tables import enum_type, utcnow
+from models.tables import Connection, enum_type, utcnow
+
+TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
 
 STANDARD_ACCOUNTS = [
     Account("200", "Sales", AccountType.REVENUE),
@@ -102,7 +104,7 @@ class SandboxBehaviour(SQLModel, table=True):
     transient_error_rate: float = 0.0  # share of calls answered 503
     latency_ms: int = 0
     timeout_rate: float = 0.0  # share of posts recorded, yet answered with a timeout
-    token_revoked: bool = False  # the access token expired and cannot be refreshed
+    token_revoked: bool = False  # its tokens no longer work, refresh token included
 
 
 async def behaviour(session: AsyncSession, *, company_id: str) -> SandboxBehaviour:
@@ -119,6 +121,15 @@ async def configure(
         setattr(row, name, value)
     session.add(row)
     return row
+
+
+async def expire_access_token(session: AsyncSession, *, company_id: str) -> None:
+    """As if the access token's 30 minutes had passed: the next use must refresh it."""
+    await session.execute(
+        update(Connection)
+        .where(col(Connection.company_id) == company_id)
+        .values(expires_at=utcnow())
+    )
 
 
 def seed(session: AsyncSession, *, company_id: str) -> None:

@@ -13,16 +13,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
 from models import sandbox
+from models.company import get_connection
 from models.enums import EXPENSE_ACCOUNT_TYPES, INCOME_ACCOUNT_TYPES, AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate
 from models.records import Bill, Expense, Invoice, Line, dump_record
 from models.services import Services
-from models.tables import new_id
+from models.tables import new_id, utcnow
 
 CALL_SECONDS = 30.0  # the longest a call counts as in flight
 
@@ -33,6 +35,7 @@ class SandboxLedger:
         self.redis = services.redis
         self.settings = services.settings
         self.company_id = company_id
+        self._refreshes = f"sandbox:{company_id}:refreshes"
 
     async def limits(self) -> Limits:
         knobs = await self._behaviour()
@@ -41,12 +44,32 @@ class SandboxLedger:
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
         )
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        knobs = await self._behaviour()
-        if knobs.token_revoked:
+    async def refresh(self) -> datetime:
+        if (await self._behaviour()).token_revoked:
             raise LedgerError(
                 SyncErrorCode.CONNECTION_EXPIRED,
-                "401 Unauthorized: the access token has expired and cannot be refreshed.",
+                "400 invalid_grant: the refresh token has expired or was revoked.",
+            )
+        await self.redis.incr(self._refreshes)
+        return utcnow() + sandbox.TOKEN_LIFETIME
+
+    async def refreshes(self) -> int:
+        """How many times its token was refreshed, for tests that check it happens once."""
+        return int(await self.redis.get(self._refreshes) or 0)
+
+    async def reconnect(self) -> datetime:
+        async with self.db.transaction() as session:
+            await sandbox.configure(session, company_id=self.company_id, token_revoked=False)
+        return utcnow() + sandbox.TOKEN_LIFETIME
+
+    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        knobs = await self._behaviour()
+        async with self.db.sessions() as session:
+            connection = await get_connection(session, company_id=self.company_id)
+        expired = connection is None or (connection.expires_at or utcnow()) <= utcnow()
+        if knobs.token_revoked or expired:
+            raise LedgerError(
+                SyncErrorCode.CONNECTION_EXPIRED, "401 Unauthorized: the access token has expired."
             )
         async with self._call(await self.limits()):
             if knobs.latency_ms:

@@ -1,0 +1,102 @@
+"""Preflight: find the records a ledger would refuse before anything is queued.
+
+Checks every line's account (known, and of a class the record may post to) and tax rate
+against the ledger's chart. The chart is read through the ledger once per `CHART_SECONDS` and
+connection, and kept in Redis so every API process shares it; creating an account or a tax
+rate through us forgets it at once.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from models.enums import EXPENSE_ACCOUNT_TYPES, INCOME_ACCOUNT_TYPES, AccountType
+from models.errors import HINTS, SyncErrorCode
+from models.ledger import Ledger
+from models.records import Bill, Expense, Invoice, Line
+
+CHART_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the ledger would refuse, where: `field` is the GraphQL path of the bad value."""
+
+    index: int
+    field: str
+    code: SyncErrorCode
+    message: str
+
+    @property
+    def hint(self) -> str:
+        return HINTS[self.code]
+
+
+@dataclass(frozen=True)
+class Chart:
+    accounts: dict[str, AccountType]
+    tax_rates: frozenset[str]
+
+
+def _key(connection_id: str) -> str:
+    return f"sync2books:chart:{connection_id}"
+
+
+async def chart(redis: Redis, ledger: Ledger, *, connection_id: str) -> Chart:
+    cached = await redis.get(_key(connection_id))
+    if cached is not None:
+        stored = json.loads(cached)
+        return Chart(stored["accounts"], frozenset(stored["taxRates"]))
+    found = Chart(
+        {account.code: account.type for account in await ledger.accounts()},
+        frozenset(rate.code for rate in await ledger.tax_rates()),
+    )
+    stored = {"accounts": found.accounts, "taxRates": sorted(found.tax_rates)}
+    await redis.set(_key(connection_id), json.dumps(stored), ex=CHART_SECONDS)
+    return found
+
+
+async def forget_chart(redis: Redis, *, connection_id: str) -> None:
+    await redis.delete(_key(connection_id))
+
+
+def problems(
+    records: Sequence[Expense | Bill | Invoice], chart: Chart, *, field: str
+) -> list[Problem]:
+    """Every reference the chart does not allow, in record order."""
+    found = []
+    for index, record in enumerate(records):
+        allowed = INCOME_ACCOUNT_TYPES if isinstance(record, Invoice) else EXPENSE_ACCOUNT_TYPES
+        kind = "an invoice" if isinstance(record, Invoice) else f"a {record.record_type.lower()}"
+        for path, line in _lines(record, f"{field}.{index}"):
+            account_type = chart.accounts.get(line.account_id)
+            if account_type is None:
+                message = f"Account code '{line.account_id}' is not in the ledger's chart."
+                found.append(
+                    Problem(index, f"{path}.accountId", SyncErrorCode.INVALID_ACCOUNT_ID, message)
+                )
+            elif account_type not in allowed:
+                message = (
+                    f"Account code '{line.account_id}' is a {account_type} account "
+                    f"and cannot be used on {kind}."
+                )
+                found.append(
+                    Problem(index, f"{path}.accountId", SyncErrorCode.VALIDATION_ERROR, message)
+                )
+            if line.tax_rate_id is not None and line.tax_rate_id not in chart.tax_rates:
+                message = f"Tax rate '{line.tax_rate_id}' is not in the ledger's tax rates."
+                found.append(
+                    Problem(index, f"{path}.taxRateId", SyncErrorCode.INVALID_TAX_RATE_ID, message)
+                )
+    return found
+
+
+def _lines(record: Expense | Bill | Invoice, path: str) -> list[tuple[str, Line]]:
+    if isinstance(record, Expense):
+        line = Line(
+            amount=record.amount, account_id=record.account_id, tax_rate_id=record.tax_rate_id
+        )
+        return [(path, line)]
+    return [(f"{path}.lines.{n}", line) for n, line in enumerate(record.lines)]

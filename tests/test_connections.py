@@ -1,0 +1,78 @@
+"""Ledger connections: tokens refreshed before use and exactly once; expiry, then reconnect."""
+
+import asyncio
+from typing import Any
+
+from jobs.providers.sandbox import SandboxLedger
+from models import sandbox
+from models.company import NewCompany, connection_of
+from models.connections import usable_connection
+from models.services import Services
+from models.tables import utcnow
+from tests.conftest import Api
+from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense
+
+CONNECTION = "query($c: ID!) { connection(companyId: $c) { status expiresAt } }"
+RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status expiresAt } }"
+
+
+async def _expire(services: Services, company: NewCompany, *, revoke: bool = False) -> None:
+    async with services.db.transaction() as session:
+        await sandbox.expire_access_token(session, company_id=company.company.id)
+        if revoke:
+            await sandbox.configure(session, company_id=company.company.id, token_revoked=True)
+
+
+async def _create(api: Api, company: NewCompany, count: int) -> str:
+    variables = {"companyId": company.company.id, "expenses": [expense()] * count}
+    batch_id: str = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
+    return batch_id
+
+
+async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
+    company: NewCompany, services: Services
+) -> None:
+    await _expire(services, company)
+    ledger = SandboxLedger(services, company_id=company.company.id)
+    stale = await connection_of(services.db, company_id=company.company.id)
+    racing = [usable_connection(services.db, services.redis, ledger, stale) for _ in range(8)]
+    fresh = await asyncio.gather(*racing)
+    assert await ledger.refreshes() == 1
+    assert {c.expires_at for c in fresh} == {fresh[0].expires_at}
+    assert fresh[0].expires_at is not None and fresh[0].expires_at > utcnow()
+
+
+async def test_jobs_refresh_an_expired_token_before_pushing(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _expire(services, company)
+    batches = [await _create(api, company, 3) for _ in range(3)]
+    await run_jobs()  # three jobs at once find the token expired
+    for batch_id in batches:
+        batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+        assert (batch["status"], batch["successCount"]) == ("COMPLETED", 3)
+    assert await SandboxLedger(services, company_id=company.company.id).refreshes() == 1
+    connection = data(await api.gql(CONNECTION, {"c": company.company.id}))["connection"]
+    assert connection["status"] == "ACTIVE"
+
+
+async def test_a_refused_refresh_expires_the_connection_until_reconnect(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    await _expire(services, company, revoke=True)
+    batch_id = await _create(api, company, 3)
+    await run_jobs()
+    batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+    assert (batch["status"], batch["failedCount"]) == ("FAILED", 3)
+    errors = [edge["node"]["error"] for edge in batch["items"]["edges"]]
+    assert {e["code"] for e in errors} == {"CONNECTION_EXPIRED"}
+    assert all(e["retryable"] and "Reconnect" in e["hint"] for e in errors)
+    connection = data(await api.gql(CONNECTION, {"c": company.company.id}))["connection"]
+    assert connection["status"] == "EXPIRED"
+
+    renewed = data(await api.gql(RECONNECT, {"c": company.company.id}))["reconnect"]
+    assert renewed["status"] == "ACTIVE"
+    data(await api.gql(RETRY, {"batchId": batch_id}))
+    await run_jobs()
+    batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 3, 0)
