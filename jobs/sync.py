@@ -19,6 +19,8 @@ import time
 from datetime import timedelta
 
 from arq import Retry
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
 from jobs.context import WorkerContext, from_ctx
 from jobs.limiter import Limiter
@@ -37,11 +39,19 @@ from models.transitions import Attempt, ItemMove, transition
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 50
+OUTAGE_RETRY_SECONDS = 1
 
 
 async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
-    """arq entry point; `ctx` carries the worker's typed context."""
-    await run_sync(from_ctx(ctx), batch_id=batch_id)
+    """arq entry point; `ctx` carries the worker's typed context.
+
+    A database or Redis outage mid-job runs the job again shortly (arq would otherwise drop
+    it); items it left PROCESSING are put back once they are older than the job timeout."""
+    try:
+        await run_sync(from_ctx(ctx), batch_id=batch_id)
+    except (DBAPIError, RedisError, OSError) as exc:
+        log.warning("batch %s: %r; its job runs again in %ss", batch_id, exc, OUTAGE_RETRY_SECONDS)
+        raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
 
 
 async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from models import sandbox
@@ -27,6 +28,10 @@ pytestmark = pytest.mark.slow
 
 KILLS = 3
 JOB_TIMEOUT = 3
+TERMINATE_OTHERS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
 
 
 async def _progress(services: Services, company_id: str, batch_id: str) -> SyncBatch:
@@ -53,39 +58,69 @@ async def _until(
     pytest.fail(f"{done} items were not done within {seconds}s: {batch}")
 
 
-async def test_a_worker_killed_mid_batch_again_and_again_loses_and_duplicates_nothing(
-    tmp_path: Path, settings: Settings, services: Services
-) -> None:
+async def _crash_company(tmp_path: Path, env: dict[str, str]) -> tuple[str, str]:
+    """A company whose sandbox answers in 3 ms, so a batch is mid-way long enough to hurt."""
+    company = json.loads(cli("create-company", "--name", "Crash Ltd", cwd=tmp_path, env=env))
+    configure = ("sandbox", "configure", "--company-id", company["companyId"], "--latency-ms", "3")
+    cli(*configure, cwd=tmp_path, env=env)
+    return company["companyId"], company["apiKey"]
+
+
+async def _create(port: int, key: str, company_id: str, count: int) -> str:
+    async with ready_client(port, key) as client:
+        expenses = [expense(reference=f"c{i}") for i in range(count)]
+        variables = {"companyId": company_id, "expenses": expenses}
+        response = await client.post(
+            "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
+        )
+        batch_id: str = data(response.json())["createExpenses"]["syncBatchId"]
+        return batch_id
+
+
+async def _exactly_once(services: Services, company_id: str, batch_id: str, count: int) -> str:
+    """Check every item SUCCESS, posted once, its events a chain; return the figures."""
+    batch = await _progress(services, company_id, batch_id)
+    async with services.db.sessions() as session:
+        posted = await sandbox.records(session, company_id=company_id)
+        items = list(await session.scalars(select(SyncItem).where(SyncItem.batch_id == batch_id)))
+    keys = Counter(row.idempotency_key for row in posted)
+    duplicated = sum(n - 1 for n in keys.values())
+    lost = sum(item.status != ItemStatus.SUCCESS for item in items)
+    assert (lost, duplicated) == (0, 0)
+    assert set(keys) == {item.id for item in items}
+    assert {item.external_id for item in items} == {row.external_id for row in posted}
+    assert (batch.status, batch.success_count, batch.processing_count) == ("COMPLETED", count, 0)
+    events = await batch_events(services.db, batch_id=batch_id)
+    last: dict[str, str | None] = {}
+    for event in events:  # each item's events chain from status to status, ending in SUCCESS
+        if event.item_id is not None:
+            assert last.get(event.item_id) == event.from_status, event
+            last[event.item_id] = event.to_status
+    assert set(last.values()) == {"SUCCESS"} and len(last) == count
+    assert events[-1].item_id is None and events[-1].to_status == "COMPLETED"
+    return f"lost={lost} duplicated={duplicated}"
+
+
+def _env(settings: Settings, services: Services) -> dict[str, str]:
     if not services.db.is_postgres:
-        pytest.skip("killed on PostgreSQL, production's database; one backend is enough")
-    env = env_without_config(
+        pytest.skip("faults on PostgreSQL, production's database; one backend is enough")
+    return env_without_config(
         DATABASE_URL=settings.database_url,
         REDIS_URL=services.redis_url,
         JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT),
         JOB_SLICE_SECONDS="1",
     )
-    company = json.loads(cli("create-company", "--name", "Crash Ltd", cwd=tmp_path, env=env))
-    company_id, key = company["companyId"], company["apiKey"]
-    cli(
-        "sandbox",
-        "configure",
-        "--company-id",
-        company_id,
-        "--latency-ms",
-        "3",
-        cwd=tmp_path,
-        env=env,
-    )
+
+
+async def test_a_worker_killed_mid_batch_again_and_again_loses_and_duplicates_nothing(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = _env(settings, services)
+    company_id, key = await _crash_company(tmp_path, env)
     port = free_port()
     recoveries = []
     with running("serve", "--port", str(port), cwd=tmp_path, env=env):
-        async with ready_client(port, key) as client:
-            expenses = [expense(reference=f"c{i}") for i in range(1000)]
-            variables = {"companyId": company_id, "expenses": expenses}
-            response = await client.post(
-                "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
-            )
-            batch_id = data(response.json())["createExpenses"]["syncBatchId"]
+        batch_id = await _create(port, key, company_id, 1000)
         done_at_kill = 0
         for kill in range(1, KILLS + 2):
             with running("worker", cwd=tmp_path, env=env) as worker:
@@ -101,25 +136,28 @@ async def test_a_worker_killed_mid_batch_again_and_again_loses_and_duplicates_no
                 worker.wait()
                 batch = await _progress(services, company_id, batch_id)
                 done_at_kill = batch.success_count + batch.failed_count
-
-    batch = await _progress(services, company_id, batch_id)
-    async with services.db.sessions() as session:
-        posted = await sandbox.records(session, company_id=company_id)
-        items = list(await session.scalars(select(SyncItem).where(SyncItem.batch_id == batch_id)))
-    keys = Counter(row.idempotency_key for row in posted)
-    duplicated = sum(n - 1 for n in keys.values())
-    lost = sum(item.status != ItemStatus.SUCCESS for item in items)
+    figures = await _exactly_once(services, company_id, batch_id, 1000)
     recovery = ", ".join(f"{seconds:.1f}" for seconds in recoveries)
-    print(f"\nkills={KILLS} lost={lost} duplicated={duplicated} recovery_s=[{recovery}]")
-    assert (lost, duplicated) == (0, 0)
-    assert set(keys) == {item.id for item in items}
-    assert {item.external_id for item in items} == {row.external_id for row in posted}
-    assert (batch.status, batch.success_count, batch.processing_count) == ("COMPLETED", 1000, 0)
-    events = await batch_events(services.db, batch_id=batch_id)
-    last: dict[str, str | None] = {}
-    for event in events:  # each item's events chain from status to status, ending in SUCCESS
-        if event.item_id is not None:
-            assert last.get(event.item_id) == event.from_status, event
-            last[event.item_id] = event.to_status
-    assert set(last.values()) == {"SUCCESS"} and len(last) == 1000
-    assert events[-1].item_id is None and events[-1].to_status == "COMPLETED"
+    print(f"\nSIGKILL x{KILLS}: {figures} recovery_s=[{recovery}]")
+
+
+async def test_database_connections_dropped_mid_batch_are_survived(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = _env(settings, services)
+    company_id, key = await _crash_company(tmp_path, env)
+    port = free_port()
+    with (
+        running("serve", "--port", str(port), cwd=tmp_path, env=env),
+        running("worker", cwd=tmp_path, env=env),
+    ):
+        batch_id = await _create(port, key, company_id, 400)
+        await _until(services, company_id, batch_id, 100, 60)
+        dropped = 0
+        for _ in range(2):  # every other connection to the database, twice, briefly apart
+            async with services.db.engine.connect() as conn:
+                dropped += len(list(await conn.execute(text(TERMINATE_OTHERS))))
+            await asyncio.sleep(0.3)
+        recovered = await _until(services, company_id, batch_id, 400, 90, "COMPLETED")
+    figures = await _exactly_once(services, company_id, batch_id, 400)
+    print(f"\nPostgreSQL connections dropped: {dropped}; {figures}; done {recovered:.1f}s later")
