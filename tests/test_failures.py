@@ -14,8 +14,9 @@ from jobs.providers.sandbox import SandboxLedger
 from jobs.sync import backoff
 from jobs.worker import build_worker
 from models import sandbox
-from models.batch import get_batch
+from models.batch import create_batch, get_batch
 from models.company import NewCompany
+from models.enums import RecordType
 from models.errors import LedgerError
 from models.services import Services
 from models.settings import Settings
@@ -221,3 +222,19 @@ async def test_a_slow_backlog_takes_turns_with_other_companies(
     fast_batch = await get_batch(services.db, company_id=other_company.company.id, batch_id=fast)
     assert slow_batch and slow_batch.completed_at and fast_batch and fast_batch.completed_at
     assert (slow_batch.completed_at - fast_batch.completed_at).total_seconds() > 2
+
+
+async def test_a_batch_committed_but_never_queued_is_found_and_synced(
+    company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    batch, _ = await create_batch(  # as if the API crashed between the commit and the enqueue
+        services.db,
+        bus=services.bus,
+        company_id=company.company.id,
+        record_type=RecordType.EXPENSE,
+        records=[expense_record(), expense_record()],
+    )
+    assert await services.queue.queued_jobs() == []
+    await run_jobs()  # a worker's recovery sweep runs when it starts, then every 30 s
+    found = await get_batch(services.db, company_id=company.company.id, batch_id=batch.id)
+    assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)

