@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,12 +19,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema.base import BaseSchema
 
 from api.auth import authenticate
 from api.context import Context, Runtime
 from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler
-from api.schema import schema
+from api.schema import build_schema, schema
+from api.throttle import seconds_until_allowed
 from models.errors import Unauthenticated
 from models.services import Services
 from models.settings import Settings
@@ -39,6 +42,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
     graphql_transport_ws_handler_class = LiveTransportWSHandler
 
+    def __init__(self, schema: BaseSchema, *, settings: Settings, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.settings = settings
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
@@ -46,10 +53,9 @@ class GraphQLApp(GraphQL[Context, None]):
                 page = await self.render_graphql_ide(request) if self.graphql_ide else None
                 await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
                 return
-            try:
-                scope[_COMPANY] = await authenticate(_services(request).db, request.headers)
-            except Unauthenticated as exc:
-                await _unauthenticated(exc)(scope, receive, send)
+            refusal = await _admit(request, self.settings)
+            if refusal is not None:
+                await refusal(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -73,6 +79,7 @@ class GraphQLApp(GraphQL[Context, None]):
             hub=request.state.hub,
             ledger_for=request.state.ledgers,
             caller=request.scope.get(_COMPANY),  # over WebSocket, set by on_ws_connect
+            socket=request if isinstance(request, WebSocket) else None,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object]:
@@ -85,6 +92,8 @@ class GraphQLApp(GraphQL[Context, None]):
             context.caller = await authenticate(context.services.db, {"authorization": value})
         except Unauthenticated as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        if context.socket is not None:
+            context.hub.watch_key(context.caller.api_key_hash, context.socket)
         return {"companyId": context.caller.id}
 
 
@@ -93,19 +102,43 @@ def _is_operation(request: Request) -> bool:
     return request.method != "GET" or "query" in request.query_params
 
 
+async def _admit(request: Request, settings: Settings) -> Response | None:
+    """Refuse what must not reach an operation: a body without a length or too large, a
+    missing or wrong key, a key over its rate. Admitted, the scope names the company."""
+    services = _services(request)
+    length = request.headers.get("content-length", "")
+    if request.method == "POST" and not length.isdecimal():
+        return _refused(411, "LENGTH_REQUIRED", "Send the body with a Content-Length.")
+    if length.isdecimal() and int(length) > settings.max_body_bytes:
+        message = f"The request body is over {settings.max_body_bytes} bytes."
+        return _refused(413, "PAYLOAD_TOO_LARGE", message)
+    try:
+        company = await authenticate(services.db, request.headers)
+    except Unauthenticated as exc:
+        return _refused(401, exc.code, exc.message)
+    per_minute = settings.api_rate_limit_per_minute
+    wait = await seconds_until_allowed(
+        services.redis, key_hash=company.api_key_hash, per_minute=per_minute
+    )
+    if wait:
+        message = f"This key made over {per_minute} requests this minute."
+        return _refused(429, "RATE_LIMITED", message, retry_after=wait)
+    request.scope[_COMPANY] = company
+    return None
+
+
 def _services(request: Request | WebSocket) -> Services:
     services: Services = request.state.services
     return services
 
 
-def _unauthenticated(exc: Unauthenticated) -> Response:
-    body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]}
-    return Response(
-        json.dumps(body),
-        status_code=401,
-        media_type="application/json",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def _refused(status: int, code: str, message: str, *, retry_after: float | None = None) -> Response:
+    """A GraphQL-shaped error answered before any operation runs."""
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(math.ceil(retry_after))
+    return Response(json.dumps(body), status, headers, media_type="application/json")
 
 
 async def healthz(_: Request) -> Response:
@@ -135,7 +168,8 @@ async def _answer(probe: Awaitable[object]) -> str:
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
     """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
     graphql = GraphQLApp(
-        schema,
+        schema if settings.introspection else build_schema(introspection=False),
+        settings=settings,
         graphql_ide="graphiql" if settings.graphiql else None,
         keep_alive=True,  # "ka" on graphql-ws; LiveTransportWSHandler pings at the same pace
         keep_alive_interval=settings.ws_keep_alive_seconds,

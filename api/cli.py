@@ -7,15 +7,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
+from redis.asyncio import Redis
 
 from api.app import create_app
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.wire import server_options
 from models import sandbox
-from models.company import create_company
+from models.company import create_company, replace_key
 from models.db import connect, migrate
 from models.enums import Provider
+from models.errors import NotFound
 from models.settings import Settings
 from models.tables import Company
 
@@ -43,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     company.add_argument("--name", required=True)
     company.add_argument("--provider", choices=[p.value for p in Provider], default="sandbox")
     company.set_defaults(handler=lambda a, s: _run(_create_company(a, s)))
+
+    rotate = commands.add_parser("rotate-key", help="give a company a new API key, print it")
+    rotate.add_argument("--company-id", required=True)
+    rotate.set_defaults(handler=lambda a, s: _run(_replace_key(a, s, show=True)))
+    revoke = commands.add_parser("revoke-key", help="make a company's API key stop working")
+    revoke.add_argument("--company-id", required=True)
+    revoke.set_defaults(handler=lambda a, s: _run(_replace_key(a, s, show=False)))
 
     schema = commands.add_parser("export-schema", help="print the GraphQL SDL")
     schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()))
@@ -156,3 +165,21 @@ async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> No
             print(row.model_dump_json())
     finally:
         await db.dispose()
+
+
+async def _replace_key(args: argparse.Namespace, settings: Settings, *, show: bool) -> None:
+    """The old key stops working at once: API processes hear it on Redis when `REDIS_URL` is
+    set, and check their open sockets' keys every `LIVE_CHECK_SECONDS` anyway."""
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        api_key = await replace_key(db, redis, company_id=args.company_id)
+    except NotFound as exc:
+        raise SystemExit(exc.message) from None
+    finally:
+        await db.dispose()
+        if redis is not None:
+            await redis.aclose()
+    shown = {"apiKey": api_key} if show else {"revoked": True}
+    print(json.dumps({"companyId": args.company_id, **shown}))

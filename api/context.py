@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
@@ -31,6 +32,7 @@ class Context:
     ledger_for: LedgerFactory
     caller: Company | None = None
     connection_params: dict[str, Any] | None = field(default=None)  # Any: the client's JSON
+    socket: WebSocket | None = None  # the connection, over WebSocket
 
     @property
     def company(self) -> Company:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from starlette.websockets import WebSocket
 
+from models.company import KEYS_CHANNEL, valid_key_hashes
 from models.db import Database
 from models.events import (
-    CHANNEL_PREFIX,
     company_channel,
     company_events,
     event_from_payload,
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 FEED_KEEPS = 2048  # events a feed keeps for subscribers that lag
 REFILL_PAGE = 500
-CONTROL_CHANNEL = CHANNEL_PREFIX + "hub"  # keeps the pub/sub connection open with no feeds
 
 
 @dataclass(eq=False, slots=True)
@@ -117,6 +118,8 @@ class Hub:
         self.check_seconds = check_seconds
         self.feeds: dict[str, Feed] = {}
         self._pubsub: PubSub | None = None
+        self._sockets: dict[str, weakref.WeakSet[WebSocket]] = {}  # open ones, by key hash
+        self._closing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -186,13 +189,17 @@ class Hub:
             pubsub = self.redis.pubsub()
             try:
                 channels = [company_channel(c) for c in self.feeds]
-                await pubsub.subscribe(CONTROL_CHANNEL, *channels)
+                await pubsub.subscribe(KEYS_CHANNEL, *channels)  # open even with no feeds
                 self._pubsub = pubsub
                 await self._heal_or_log()
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                    if message is not None and message["type"] == "message":
+                    if message is None or message["type"] != "message":
+                        continue
+                    if message["channel"] == KEYS_CHANNEL.encode():
+                        self._on_key_replaced(message["data"].decode())
+                    else:
                         await self._on_message(message["data"])
             except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, backoff)
@@ -202,6 +209,16 @@ class Hub:
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def watch_key(self, key_hash: str, socket: WebSocket) -> None:
+        """Close the socket (4403) as soon as its key is replaced or revoked, in any process."""
+        self._sockets.setdefault(key_hash, weakref.WeakSet()).add(socket)
+
+    def _on_key_replaced(self, key_hash: str) -> None:
+        for socket in self._sockets.pop(key_hash, ()):
+            task = asyncio.create_task(_close(socket, 4403, "API key revoked"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _on_message(self, data: bytes) -> None:
         try:
@@ -219,10 +236,24 @@ class Hub:
                 log.exception("live feed refill failed for company %s", feed.company_id)
 
     async def _check(self) -> None:
-        """Every `check_seconds`, catch up any feed whose company logged more than it heard."""
+        """Every `check_seconds`, catch up any feed whose company logged more than it heard,
+        and close sockets whose key was replaced while its announcement was lost (or never
+        sent: the embedded default's CLI has no Redis to announce on)."""
         while True:
             await asyncio.sleep(self.check_seconds)
             await self._heal_or_log()
+            try:
+                await self._recheck_keys()
+            except Exception:  # the database may be briefly away: the next round tries again
+                log.exception("live key check failed")
+
+    async def _recheck_keys(self) -> None:
+        for key_hash in [key_hash for key_hash, open_ in self._sockets.items() if not open_]:
+            del self._sockets[key_hash]  # every socket of that key has gone
+        if self._sockets:
+            valid = await valid_key_hashes(self.db, key_hashes=list(self._sockets))
+            for key_hash in set(self._sockets) - valid:
+                self._on_key_replaced(key_hash)
 
     async def _heal_or_log(self) -> None:
         try:
@@ -256,3 +287,8 @@ class Hub:
                     return
                 for event in events:
                     feed.offer(event)
+
+
+async def _close(socket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # it may be closing already
+        await socket.close(code, reason)

@@ -2,7 +2,12 @@
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+)
 
 from api.errors import ErrorCodes
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule
@@ -17,18 +22,24 @@ class Schema(strawberry.Schema):
         """Silence Strawberry's own logging: `ErrorCodes` logs what is unexpected, once."""
 
 
-schema = Schema(
-    query=Query,
-    mutation=Mutation,
-    subscription=Subscription,
-    scalar_overrides=SCALARS,
-    extensions=[
-        ErrorCodes,
-        lambda: AddValidationRules([MaxDepthRule]),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-    ],
-)
+def build_schema(*, introspection: bool = True) -> Schema:
+    """The schema; production may refuse introspection (`INTROSPECTION=false`)."""
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        scalar_overrides=SCALARS,
+        extensions=[
+            ErrorCodes,
+            lambda: AddValidationRules([MaxDepthRule]),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            *([] if introspection else [DisableIntrospection]),
+        ],
+    )
+
+
+schema = build_schema()
 
 
 def sdl() -> str:

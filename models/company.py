@@ -1,11 +1,14 @@
 """Companies, their API keys and their ledger connection."""
 
 import hashlib
+import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models import sandbox
 from models.db import Database
@@ -14,6 +17,7 @@ from models.errors import InvalidInput, NotFound
 from models.tables import Company, Connection, utcnow
 
 KEY_PREFIX = "s2b_"
+KEYS_CHANNEL = "sync2books:keys"  # API processes hear of replaced keys here, to close sockets
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,15 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
+
+
 async def create_company(db: Database, *, name: str, provider: Provider) -> NewCompany:
     name = name.strip()
     if not 0 < len(name) <= 255:
         raise InvalidInput("name: 1 to 255 characters", field="name")
-    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = new_key()
     company = Company(name=name, api_key_hash=hash_key(api_key))
     async with db.transaction() as session:
         session.add(company)
@@ -45,11 +53,39 @@ async def create_company(db: Database, *, name: str, provider: Provider) -> NewC
 
 
 async def company_by_key(db: Database, *, api_key: str) -> Company | None:
+    return await company_by_key_hash(db, key_hash=hash_key(api_key))
+
+
+async def company_by_key_hash(db: Database, *, key_hash: str) -> Company | None:
+    """Looked up by the key's digest (a unique index); compared once more in constant time."""
+    async with db.sessions() as session:
+        rows = await session.scalars(select(Company).where(Company.api_key_hash == key_hash))
+        company = rows.first()
+    return company if company and hmac.compare_digest(company.api_key_hash, key_hash) else None
+
+
+async def valid_key_hashes(db: Database, *, key_hashes: Sequence[str]) -> set[str]:
+    """Which of these key digests still belong to a company."""
     async with db.sessions() as session:
         rows = await session.scalars(
-            select(Company).where(Company.api_key_hash == hash_key(api_key))
+            select(Company.api_key_hash).where(col(Company.api_key_hash).in_(key_hashes))
         )
-        return rows.first()
+        return set(rows)
+
+
+async def replace_key(db: Database, redis: Redis | None, *, company_id: str) -> str:
+    """Give the company a new key, returned once; the old one stops working at once, on open
+    WebSockets too (announced on `KEYS_CHANNEL`). Revoking is replacing without telling."""
+    api_key = new_key()
+    async with db.transaction() as session:
+        company = await session.get(Company, company_id, with_for_update=True)
+        if company is None:
+            raise NotFound(f"company {company_id} not found")
+        old_hash, company.api_key_hash = company.api_key_hash, hash_key(api_key)
+        session.add(company)
+    if redis is not None:
+        await redis.publish(KEYS_CHANNEL, old_hash)
+    return api_key
 
 
 async def get_connection(session: AsyncSession, *, company_id: str) -> Connection | None:

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path(".")
     graphiql: bool = True
+    introspection: bool = True  # production may turn it off, with GraphiQL
+    api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
+    max_body_bytes: int = 8 * 1024 * 1024  # 1,000 bills of 100 lines fit
     max_records_per_batch: int = 1000
     job_timeout_seconds: int = 120  # a killed job's batch resumes within this + 10 s
     job_slice_seconds: float = 5.0  # then a job queues the rest of its batch behind others

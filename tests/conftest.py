@@ -162,8 +162,9 @@ class Api:
         return body
 
 
-@pytest.fixture
-async def api(services: Services, settings: Settings, company: NewCompany) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def asgi_api(services: Services, settings: Settings, key: str) -> AsyncIterator[Api]:
+    """The app over ASGI, with its lifespan, as a server runs it."""
     app = create_app(settings, runtime=runtime_of(services))
     async with app.router.lifespan_context(app) as state:
 
@@ -172,7 +173,13 @@ async def api(services: Services, settings: Settings, company: NewCompany) -> As
 
         transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield Api(http, company.api_key)
+            yield Api(http, key)
+
+
+@pytest.fixture
+async def api(services: Services, settings: Settings, company: NewCompany) -> AsyncIterator[Api]:
+    async with asgi_api(services, settings, company.api_key) as client:
+        yield client
 
 
 @pytest.fixture

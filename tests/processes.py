@@ -28,11 +28,16 @@ def env_without_config(**config: str) -> dict[str, str]:
 
 
 def cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
+    """Run a command that must succeed; its output."""
+    done = cli_result(*args, cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def cli_result(*args: str, cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def free_port() -> int:

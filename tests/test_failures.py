@@ -1,7 +1,6 @@
 """Ledger failures: what the worker retries, what fails at once, and what every push left."""
 
 import json
-import subprocess
 from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
@@ -22,7 +21,7 @@ from models.services import Services
 from models.settings import Settings
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
-from tests.processes import BIN, cli, env_without_config
+from tests.processes import cli, cli_result, env_without_config
 
 BATCH = """
 query($id: ID!) {
@@ -162,10 +161,9 @@ def test_sandbox_configure_changes_only_what_it_names(
     assert shown["token_revoked"] is True and shown["timeout_rate"] == 0.0
 
     unknown = ("sandbox", "configure", "--company-id", "cmp_nope", "--latency-ms", "1")
-    wrong = subprocess.run([BIN, *unknown], env=env, cwd=tmp_path, capture_output=True, text=True)
+    wrong = cli_result(*unknown, cwd=tmp_path, env=env)
     assert wrong.returncode != 0 and "cmp_nope not found" in wrong.stderr
-    share = (*configure, "--timeout-rate", "1.5")
-    rate = subprocess.run([BIN, *share], env=env, cwd=tmp_path, capture_output=True, text=True)
+    rate = cli_result(*configure, "--timeout-rate", "1.5", cwd=tmp_path, env=env)
     assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
 
 
@@ -185,7 +183,8 @@ async def test_the_ledgers_limits_are_kept_across_jobs_without_a_single_429(
     await run_jobs()  # both batches at once, sharing the connection's limits
     times = sorted([t for batch_id in batches for t in await _push_times(api, batch_id)])
     gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(times)]
-    assert min(gaps) >= 60 / 240 * 0.99, gaps
+    assert sum(gaps) >= len(gaps) * 60 / 240, gaps  # the allowed rate, and no faster
+    assert min(gaps) >= 60 / 240 / 2, gaps  # a late wake-up may shorten one gap, not erase it
 
 
 async def test_the_sandbox_refuses_calls_beyond_its_limit_with_retry_after(
