@@ -1,0 +1,193 @@
+"""Tenant isolation, walked: every root field of the schema, with company A's ids and company
+B's key. Nothing of A comes back, nothing of A changes, and every refusal reads as "not found".
+"""
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from api.schema import schema
+from models.company import NewCompany
+from models.services import Services
+from tests.conftest import Api
+from tests.helpers import data, expense
+from tests.live import GraphQLWebSocket
+
+SECRET = "A-only-7f3c"  # in A's references and ledger, so a leak is easy to spot
+LINE = {"description": "Paper", "amount": "1.00", "accountId": "453"}
+DATES = {"issueDate": "2026-11-01", "dueDate": "2026-12-01", "currency": "USD"}
+BILL = {"vendorName": "V", **DATES, "lines": [LINE]}
+INVOICE = {"customerName": "C", **DATES, "lines": [{**LINE, "accountId": "200"}]}
+ACCOUNT = {"code": "A1", "name": "x", "type": "EXPENSE"}
+TAX_RATE = {"code": "T1", "name": "x", "rate": "5"}
+
+Ids = dict[str, Any]  # A's ids: company, batch, items, failed
+Operation = tuple[str, Callable[[Ids], dict[str, Any]]]
+
+OPERATIONS: dict[str, Operation] = {
+    "syncBatch": (
+        "query($id: ID!) { syncBatch(id: $id) { id items { edges { node { id reference } } } } }",
+        lambda a: {"id": a["batch"]},
+    ),
+    "syncBatches": (
+        "query($c: ID!) { syncBatches(companyId: $c) { totalCount edges { node { id } } } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "failedItems": (
+        "query($b: ID!) { failedItems(batchId: $b) { totalCount edges { node { id } } } }",
+        lambda a: {"b": a["batch"]},
+    ),
+    "syncItems": (
+        "query($b: ID!) { syncItems(batchId: $b) { totalCount edges { node { reference } } } }",
+        lambda a: {"b": a["batch"]},
+    ),
+    "accounts": (
+        "query($c: ID!) { accounts(companyId: $c) { code name } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "taxRates": (
+        "query($c: ID!) { taxRates(companyId: $c) { code } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "connection": (
+        "query($c: ID!) { connection(companyId: $c) { status } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "validateExpenses": (
+        "query($c: ID!, $r: [ExpenseInput!]!) "
+        "{ validateExpenses(companyId: $c, expenses: $r) { code } }",
+        lambda a: {"c": a["company"], "r": [expense()]},
+    ),
+    "validateBills": (
+        "query($c: ID!, $r: [BillInput!]!) { validateBills(companyId: $c, bills: $r) { code } }",
+        lambda a: {"c": a["company"], "r": [BILL]},
+    ),
+    "validateInvoices": (
+        "query($c: ID!, $r: [InvoiceInput!]!) "
+        "{ validateInvoices(companyId: $c, invoices: $r) { code } }",
+        lambda a: {"c": a["company"], "r": [INVOICE]},
+    ),
+    "createExpenses": (
+        "mutation($c: ID!, $r: [ExpenseInput!]!) "
+        "{ createExpenses(companyId: $c, expenses: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [expense()]},
+    ),
+    "createBills": (
+        "mutation($c: ID!, $r: [BillInput!]!) "
+        "{ createBills(companyId: $c, bills: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [BILL]},
+    ),
+    "createInvoices": (
+        "mutation($c: ID!, $r: [InvoiceInput!]!) "
+        "{ createInvoices(companyId: $c, invoices: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [INVOICE]},
+    ),
+    "retryFailedItems": (
+        "mutation($b: ID!, $i: [ID!]) "
+        "{ retryFailedItems(batchId: $b, itemIds: $i) { items { id } } }",
+        lambda a: {"b": a["batch"], "i": [a["failed"]]},
+    ),
+    "reconnect": (
+        "mutation($c: ID!) { reconnect(companyId: $c) { status } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "createAccount": (
+        "mutation($c: ID!, $i: AccountInput!) { createAccount(companyId: $c, input: $i) { code } }",
+        lambda a: {"c": a["company"], "i": ACCOUNT},
+    ),
+    "createTaxRate": (
+        "mutation($c: ID!, $i: TaxRateInput!) { createTaxRate(companyId: $c, input: $i) { code } }",
+        lambda a: {"c": a["company"], "i": TAX_RATE},
+    ),
+    "syncBatchEvents": (
+        "subscription($b: ID!) { syncBatchEvents(batchId: $b) { eventId itemId } }",
+        lambda a: {"b": a["batch"]},
+    ),
+    "companySyncEvents": (
+        "subscription($c: ID!) { companySyncEvents(companyId: $c) { eventId itemId } }",
+        lambda a: {"c": a["company"]},
+    ),
+}
+OWNED = "company_id = :c"
+TABLES = {  # each table, and which of its rows are A's
+    "company": "id = :c",
+    "push_attempt": "item_id IN (SELECT id FROM sync_item WHERE company_id = :c)",
+    **dict.fromkeys(
+        ["connection", "sync_batch", "sync_item", "sync_event", "sandbox_account",
+         "sandbox_tax_rate", "sandbox_record", "sandbox_behaviour"],
+        OWNED,
+    ),
+}  # fmt: skip
+
+
+def test_the_walk_covers_every_root_field() -> None:
+    graphql = schema._schema
+    roots = [graphql.query_type, graphql.mutation_type, graphql.subscription_type]
+    assert {name for root in roots if root for name in root.fields} == set(OPERATIONS)
+
+
+async def _rows_of(services: Services, company_id: str) -> dict[str, list[str]]:
+    """Every row of A's, in every table, as text: the before-and-after of the walk."""
+    snapshot = {}
+    async with services.db.sessions() as session:
+        for table, owned in TABLES.items():
+            rows = await session.execute(
+                text(f"SELECT * FROM {table} WHERE {owned} ORDER BY 1"), {"c": company_id}
+            )
+            snapshot[table] = [json.dumps(list(row), default=str) for row in rows]
+    return snapshot
+
+
+def _empty(value: Any) -> bool:
+    """Null, or a connection/list with nothing in it."""
+    if value is None or value == []:
+        return True
+    return isinstance(value, dict) and value.get("totalCount") == 0 and value.get("edges") == []
+
+
+async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
+    api: Api,
+    company: NewCompany,
+    other_company: NewCompany,
+    services: Services,
+    live_server: str,
+    run_jobs: Any,
+) -> None:
+    account = {"code": "A9", "name": SECRET, "type": "EXPENSE"}
+    mutation = OPERATIONS["createAccount"][0]
+    data(await api.gql(mutation, {"c": company.company.id, "i": account}))
+    expenses = [expense(reference=SECRET), expense(accountId="999", reference=SECRET)]
+    created = data(
+        await api.gql(OPERATIONS["createExpenses"][0], {"c": company.company.id, "r": expenses})
+    )
+    await run_jobs()
+    batch_id = created["createExpenses"]["syncBatchId"]
+    items = data(await api.gql(OPERATIONS["syncItems"][0], {"b": batch_id}))
+    assert len(items["syncItems"]["edges"]) == 2
+    failed = data(await api.gql(OPERATIONS["failedItems"][0], {"b": batch_id}))
+    ids = {
+        "company": company.company.id,
+        "batch": batch_id,
+        "failed": failed["failedItems"]["edges"][0]["node"]["id"],
+    }
+    before = await _rows_of(services, company.company.id)
+
+    for name, (document, variables) in OPERATIONS.items():
+        if document.startswith("subscription"):
+            async with GraphQLWebSocket.connect(live_server, other_company.api_key) as ws:
+                await ws.subscribe("1", document, variables(ids))
+                answer = await ws.next("1")
+            assert answer["type"] == "error", (name, answer)
+            codes = {e["extensions"]["code"] for e in answer["payload"]}
+            body = json.dumps(answer)
+        else:
+            response = await api.gql(document, variables(ids), key=other_company.api_key)
+            codes = {e["extensions"]["code"] for e in response.get("errors", [])}
+            assert all(_empty(v) for v in (response.get("data") or {}).values()), (name, response)
+            body = json.dumps(response)
+        assert codes <= {"NOT_FOUND"}, (name, body)
+        assert SECRET not in body, (name, body)
+
+    assert await _rows_of(services, company.company.id) == before
