@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -82,3 +83,15 @@ async def ready_client(port: int, key: str) -> AsyncIterator[httpx.AsyncClient]:
         else:
             pytest.fail("the server never became ready")
         yield client
+
+
+def wait_ready(url: str) -> None:
+    """Block until the server at `url` (its /readyz) answers 200, for up to 30 s."""
+    for _ in range(300):
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("the server never became ready")

@@ -4,14 +4,12 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.processes import cli, env_without_config, free_port, running
+from tests.processes import cli, env_without_config, free_port, running, wait_ready
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -25,7 +23,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     company = json.loads(cli("create-company", "--name", "Example Ltd", cwd=home, env=env))
     port = free_port()
     with running("serve", "--port", str(port), cwd=home, env=env):
-        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
         yield [
             "--url",
             f"http://127.0.0.1:{port}",
@@ -34,17 +32,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
             "--company-id",
             company["companyId"],
         ]
-
-
-def _wait_ready(url: str) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(url).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("the server never became ready")
 
 
 def _check_output(lines: list[str]) -> None:

@@ -65,6 +65,31 @@ async def test_protocol_misuse_closes_with_its_code(live_server: str) -> None:
     assert await _closed_with(address, [{"type": "nonsense"}]) == 4400
 
 
+async def test_hostile_frames_close_with_the_protocols_codes(
+    live_server: str, company: NewCompany
+) -> None:
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {company.api_key}"}}
+    assert await _closed_with(live_server, [init, init]) == 4429  # a second init
+    live = {
+        "query": COMPANY_EVENTS,
+        "variables": {"companyId": company.company.id},
+    }
+    subscribe = {"id": "same", "type": "subscribe", "payload": live}
+    assert await _closed_with(live_server, [init, subscribe, subscribe]) == 4409  # id in use
+    for junk in ({"type": 7}, {"id": "1", "type": "subscribe"}, {"type": "subscribe", "id": 1}):
+        assert await _closed_with(live_server, [init, junk]) == 4400, junk
+    async with websockets.connect(
+        f"ws://{live_server}/graphql", subprotocols=[Subprotocol(TRANSPORT_WS)]
+    ) as ws:
+        await ws.send(json.dumps(init))
+        await ws.recv()  # ack
+        await ws.send(b"\x00\xff binary junk")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
 async def test_subscriptions_to_what_is_not_yours_are_not_found(
     api: Api, company: NewCompany, other_company: NewCompany, live_server: str
 ) -> None:
