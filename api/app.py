@@ -71,6 +71,8 @@ class GraphQLApp(GraphQL[Context, None]):
             raise HTTPException(400, "The request body is nested too deeply.") from None
         if not isinstance(parsed, dict):
             raise HTTPException(400, "The request body must be a JSON object.")
+        if _has_nul(parsed):  # no text column (PostgreSQL's least of all) can hold one
+            raise HTTPException(400, "The request contains a NUL character.")
         return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -95,6 +97,16 @@ class GraphQLApp(GraphQL[Context, None]):
         if context.socket is not None:
             context.hub.watch_key(context.caller.api_key_hash, context.socket)
         return {"companyId": context.caller.id}
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _is_operation(request: Request) -> bool:

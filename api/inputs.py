@@ -100,3 +100,5 @@ def _check_names(code: str, name: str) -> None:
     for field, value in (("input.code", code), ("input.name", name)):
         if not 0 < len(value.strip()) <= 255:
             raise InvalidInput(f"{field}: 1 to 255 characters", field=field)
+        if "\x00" in value:
+            raise InvalidInput(f"{field}: NUL characters are not allowed", field=field)

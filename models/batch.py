@@ -13,7 +13,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
 from models.pagination import Key, Page, PageRequest, paginate
 from models.records import Bill, Expense, Invoice, dump_record
-from models.tables import PushAttempt, SyncBatch, SyncItem
+from models.tables import PushAttempt, SyncBatch, SyncItem, is_id
 from models.transitions import ItemMove, open_batch, transition
 
 BATCH_KEYS = [
@@ -53,6 +53,8 @@ async def create_batch(
 
 async def get_batch(db: Database, *, company_id: str, batch_id: str) -> SyncBatch | None:
     """The batch if it is this company's; another company's batch is as absent as a missing one."""
+    if not is_id(batch_id):
+        return None
     async with db.sessions() as session:
         batch = await session.get(SyncBatch, batch_id)
     return batch if batch is not None and batch.company_id == company_id else None
@@ -90,6 +92,8 @@ async def list_items(
     page: PageRequest,
 ) -> Page[SyncItem]:
     """Items in the order they were given; a batch that is not this company's has none."""
+    if not is_id(batch_id):
+        return Page(rows=[], has_next=False, has_previous=False, total=0)
     conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.company_id) == company_id]
     if status is not None:
         conditions.append(col(SyncItem.status) == status)
@@ -119,6 +123,7 @@ async def push_attempts(db: Database, *, item_ids: Sequence[str]) -> list[list[P
 
 
 async def items_by_id(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> list[SyncItem]:
+    item_ids = [item_id for item_id in item_ids if is_id(item_id)]
     async with db.sessions() as session:
         result = await session.execute(
             select(SyncItem)

@@ -10,7 +10,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 from babel.numbers import get_currency_precision, list_currencies
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from models.enums import RecordType
@@ -19,9 +27,17 @@ from models.errors import InvalidInput
 CURRENCIES = frozenset(list_currencies())
 MAX_LINES = 100
 
-Name = Annotated[str, Field(min_length=1, max_length=255)]
-Code = Annotated[str, Field(min_length=1, max_length=255)]
-Description = Annotated[str, Field(max_length=4000)]
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)  # no database text column can hold one
+Name = Annotated[str, Field(min_length=1, max_length=255), NoNul]
+Code = Annotated[str, Field(min_length=1, max_length=255), NoNul]
+Description = Annotated[str, Field(max_length=4000), NoNul]
 Amount = Annotated[Decimal, Field(gt=0, max_digits=18, allow_inf_nan=False)]
 
 
@@ -29,7 +45,7 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     currency: str
-    reference: Annotated[str, Field(max_length=255)] | None = None
+    reference: Annotated[str, Field(max_length=255), NoNul] | None = None
 
     def _check_currency(self, amounts: Sequence[tuple[str, Decimal]]) -> None:
         """ISO 4217 code, and no more decimal places than the currency has (babel's table)."""

@@ -16,6 +16,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+def is_id(value: str) -> bool:
+    """Whether a client's string could be one of our ids: anything else is simply not found,
+    without asking the database (which may refuse it, e.g. a NUL in PostgreSQL text)."""
+    return len(value) <= 40 and value.isascii() and value.replace("_", "").isalnum()
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -80,6 +80,7 @@ async def test_bad_literals_in_the_document_name_their_field(api: Api, company: 
         'amount: "abc"': "expenses.0.amount",
         'date: "2026-13-01"': "expenses.0.date",
         "amount: true": "expenses.0.amount",
+        'vendorName: "V\\u0000"': "expenses.0.vendorName",  # no database can store a NUL
     }
     for literal, field in cases.items():
         good = 'amount: "1", currency: "USD", date: "2026-01-01", accountId: "429", vendorName: "V"'
