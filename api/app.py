@@ -67,11 +67,12 @@ class GraphQLApp(GraphQL[Context, None]):
         """A JSON object, or a client error: never a crash on a bare string or deep nesting."""
         try:
             parsed = super().parse_json(data)
+            has_nul = _has_nul(parsed)  # recursive too: within the guard
         except RecursionError:
             raise HTTPException(400, "The request body is nested too deeply.") from None
         if not isinstance(parsed, dict):
             raise HTTPException(400, "The request body must be a JSON object.")
-        if _has_nul(parsed):  # no text column (PostgreSQL's least of all) can hold one
+        if has_nul:  # no text column (PostgreSQL's least of all) can hold one
             raise HTTPException(400, "The request contains a NUL character.")
         return parsed
 

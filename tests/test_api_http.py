@@ -10,6 +10,7 @@ BODIES = [
     b'"a string"',
     b"{not json",
     b"[" * 100_000 + b"]" * 100_000,
+    b'{"variables": ' + b"[" * 600 + b"]" * 600 + b"}",  # deep, yet within what json parses
     b'{"query": 42}',
     b'{"query": "{ __typename }", "variables": [1]}',
 ]
