@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from models.enums import EXPENSE_ACCOUNT_TYPES, INCOME_ACCOUNT_TYPES, AccountType
+from models.enums import AccountType
 from models.errors import HINTS, SyncErrorCode
 from models.ledger import Ledger
 from models.records import Bill, Expense, Invoice, Line
@@ -68,8 +68,6 @@ def problems(
     """Every reference the chart does not allow, in record order."""
     found = []
     for index, record in enumerate(records):
-        allowed = INCOME_ACCOUNT_TYPES if isinstance(record, Invoice) else EXPENSE_ACCOUNT_TYPES
-        kind = "an invoice" if isinstance(record, Invoice) else f"a {record.record_type.lower()}"
         for path, line in _lines(record, f"{field}.{index}"):
             account_type = chart.accounts.get(line.account_id)
             if account_type is None:
@@ -77,10 +75,10 @@ def problems(
                 found.append(
                     Problem(index, f"{path}.accountId", SyncErrorCode.INVALID_ACCOUNT_ID, message)
                 )
-            elif account_type not in allowed:
+            elif account_type not in record.account_types:
                 message = (
                     f"Account code '{line.account_id}' is a {account_type} account "
-                    f"and cannot be used on {kind}."
+                    f"and cannot be used on {record.kind}."
                 )
                 found.append(
                     Problem(index, f"{path}.accountId", SyncErrorCode.VALIDATION_ERROR, message)
@@ -94,9 +92,7 @@ def problems(
 
 
 def _lines(record: Expense | Bill | Invoice, path: str) -> list[tuple[str, Line]]:
+    """Each line with its GraphQL path: an expense's one line is the expense itself."""
     if isinstance(record, Expense):
-        line = Line(
-            amount=record.amount, account_id=record.account_id, tax_rate_id=record.tax_rate_id
-        )
-        return [(path, line)]
+        return [(path, line) for line in record.lines]
     return [(f"{path}.lines.{n}", line) for n, line in enumerate(record.lines)]

@@ -7,7 +7,7 @@ Money stays `Decimal` and is stored as a decimal string, exact on every backend.
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from babel.numbers import get_currency_precision, list_currencies
 from pydantic import (
@@ -21,7 +21,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from models.enums import RecordType
+from models.enums import (
+    EXPENSE_ACCOUNT_TYPES,
+    INCOME_ACCOUNT_TYPES,
+    AccountType,
+    RecordType,
+)
 from models.errors import InvalidInput
 
 CURRENCIES = frozenset(list_currencies())
@@ -69,6 +74,8 @@ class Line(BaseModel):
 
 class Expense(_Record):
     record_type: Literal[RecordType.EXPENSE] = RecordType.EXPENSE
+    account_types: ClassVar[frozenset[AccountType]] = EXPENSE_ACCOUNT_TYPES
+    kind: ClassVar[str] = "an expense"
     amount: Amount
     date: date
     account_id: Code
@@ -84,6 +91,11 @@ class Expense(_Record):
     @property
     def total(self) -> Decimal:
         return self.amount
+
+    @property
+    def lines(self) -> list[Line]:
+        """Its one line, so that every record is a list of lines to a ledger."""
+        return [Line(amount=self.amount, account_id=self.account_id, tax_rate_id=self.tax_rate_id)]
 
 
 class _LinedRecord(_Record):
@@ -107,11 +119,15 @@ class _LinedRecord(_Record):
 
 class Bill(_LinedRecord):
     record_type: Literal[RecordType.BILL] = RecordType.BILL
+    account_types: ClassVar[frozenset[AccountType]] = EXPENSE_ACCOUNT_TYPES
+    kind: ClassVar[str] = "a bill"
     vendor_name: Name
 
 
 class Invoice(_LinedRecord):
     record_type: Literal[RecordType.INVOICE] = RecordType.INVOICE
+    account_types: ClassVar[frozenset[AccountType]] = INCOME_ACCOUNT_TYPES
+    kind: ClassVar[str] = "an invoice"
     customer_name: Name
 
 

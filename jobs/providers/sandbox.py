@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError
 
 from models import sandbox
 from models.company import get_connection
-from models.enums import EXPENSE_ACCOUNT_TYPES, INCOME_ACCOUNT_TYPES, AccountType
+from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate
-from models.records import Bill, Expense, Invoice, Line, dump_record
+from models.records import Bill, Expense, Invoice, dump_record
 from models.services import Services
 from models.tables import new_id, utcnow
 
@@ -195,25 +195,18 @@ def _validate(
     record: Expense | Bill | Invoice, accounts: dict[str, Account], tax_rates: set[str]
 ) -> None:
     """Refuse what a ledger refuses: unknown codes, the wrong kind of account, empty totals."""
-    allowed = INCOME_ACCOUNT_TYPES if isinstance(record, Invoice) else EXPENSE_ACCOUNT_TYPES
-    kind = "an invoice" if isinstance(record, Invoice) else f"a {record.record_type.lower()}"
-    lines = (
-        [Line(amount=record.amount, account_id=record.account_id, tax_rate_id=record.tax_rate_id)]
-        if isinstance(record, Expense)
-        else record.lines
-    )
-    for line in lines:
+    for line in record.lines:
         account = accounts.get(line.account_id)
         if account is None:
             raise LedgerError(
                 SyncErrorCode.INVALID_ACCOUNT_ID,
                 f"Account code '{line.account_id}' is not a valid code for this document.",
             )
-        if account.type not in allowed:
+        if account.type not in record.account_types:
             raise LedgerError(
                 SyncErrorCode.VALIDATION_ERROR,
                 f"Account code '{account.code}' is a {AccountType(account.type).value} account "
-                f"and cannot be used on {kind}.",
+                f"and cannot be used on {record.kind}.",
             )
         if line.tax_rate_id is not None and line.tax_rate_id not in tax_rates:
             raise LedgerError(
