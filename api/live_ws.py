@@ -20,6 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from graphql import (
     DocumentNode,
@@ -48,7 +49,7 @@ from api.context import Context
 from api.errors import coded
 from api.hub import Feed, LiveEvent
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
-from api.subscriptions import Follower, SyncEvent, authorise
+from api.subscriptions import Follower, SyncEvent, authorise, follow
 from api.wire import FRAMES_EXTENSION, Frames, text_frame_header
 
 log = logging.getLogger(__name__)
@@ -166,25 +167,28 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         message = _Message(operation, executor)
         websocket = self.websocket.ws  # type: ignore[attr-defined]
         frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
-        async with self.context.hub.feed(interest.company_id) as feed:
-            follower = Follower(self.context.services.db, feed, interest)
-            async with aclosing(follower.replay()) as pages:
-                async for page in pages:
-                    for event in page:
-                        await websocket.send_text(message.text(event))
-            while not follower.done:
-                if frames is not None and follower.covered == feed.seq:
-                    sink = _FrameSink(follower, message, frames, self.operations)
-                    feed.sinks.add(sink)
-                    try:
-                        await sink.released
-                    finally:
-                        feed.sinks.discard(sink)
-                    continue  # lagging: catch up at the socket's pace
-                await feed.wait_beyond(follower.covered)
-                for event in await follower.catch_up():
-                    await websocket.send_text(message.text(event))
+
+        direct = (
+            partial(self._written_by_the_feed, message=message, frames=frames)
+            if frames is not None
+            else None
+        )
+        async with aclosing(follow(self.context, interest, caught_up=direct)) as events:
+            async for event in events:
+                await websocket.send_text(message.text(event))
         await operation.send_operation_message({"id": operation.id, "type": "complete"})
+
+    async def _written_by_the_feed(
+        self, follower: Follower, *, message: "_Message", frames: Frames
+    ) -> None:
+        """Let the company's feed write this caught-up subscription's events to its socket,
+        until it lets go (its batch ended, or the socket filled: then it catches up here)."""
+        sink = _FrameSink(follower, message, frames, self.operations)
+        follower.feed.sinks.add(sink)
+        try:
+            await sink.released
+        finally:
+            follower.feed.sinks.discard(sink)
 
 
 class _Message:

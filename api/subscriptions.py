@@ -11,7 +11,7 @@ poller would stop; subscribing to a batch that is already terminal replays what 
 `afterEventId` and completes. A retry reopens the batch for new subscriptions.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -159,7 +159,14 @@ class Follower:
         return self.take(events)
 
 
-async def follow(ctx: Context, interest: Interest) -> AsyncGenerator[LiveEvent, None]:
+async def follow(
+    ctx: Context,
+    interest: Interest,
+    *,
+    caught_up: Callable[[Follower], Awaitable[None]] | None = None,
+) -> AsyncGenerator[LiveEvent, None]:
+    """The interest's events: the log's, then the feed's. Whenever it has caught up with the
+    feed, `caught_up` (if given) may deliver on its own; it returns once it lets go."""
     async with ctx.hub.feed(interest.company_id) as feed:
         follower = Follower(ctx.services.db, feed, interest)
         async with aclosing(follower.replay()) as pages:
@@ -167,6 +174,9 @@ async def follow(ctx: Context, interest: Interest) -> AsyncGenerator[LiveEvent, 
                 for event in page:
                     yield event
         while not follower.done:
+            if caught_up is not None and follower.covered == feed.seq:
+                await caught_up(follower)
+                continue
             await feed.wait_beyond(follower.covered)
             for event in await follower.catch_up():
                 yield event
