@@ -7,6 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
+from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from api.app import create_app
@@ -15,9 +16,11 @@ from api.schema import sdl
 from api.wire import server_options
 from models import sandbox
 from models.company import create_company, replace_key
+from models.connections import reseal_tokens
 from models.db import connect, migrate
 from models.enums import Provider
 from models.errors import NotFound
+from models.secrets import SecretKeyError, load_vault
 from models.settings import Settings
 from models.tables import Company
 
@@ -26,7 +29,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings()
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
-    handler(args, settings)
+    try:
+        handler(args, settings)
+    except SecretKeyError as exc:
+        raise SystemExit(f"sync2books: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     revoke = commands.add_parser("revoke-key", help="make a company's API key stop working")
     revoke.add_argument("--company-id", required=True)
     revoke.set_defaults(handler=lambda a, s: _run(_replace_key(a, s, show=False)))
+
+    keygen = commands.add_parser(
+        "generate-secret-key", help="print a new key for SECRET_KEY (seals ledger tokens)"
+    )
+    keygen.set_defaults(handler=lambda _, s: print(Fernet.generate_key().decode()))
+    reseal = commands.add_parser(
+        "reseal-tokens",
+        help="seal every ledger token with SECRET_KEY's first key, so older keys can be dropped",
+    )
+    reseal.set_defaults(handler=lambda _, s: _run(_reseal_tokens(s)))
 
     schema = commands.add_parser("export-schema", help="print the GraphQL SDL")
     schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()))
@@ -90,6 +106,7 @@ def _share(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    load_vault(settings)  # a missing SECRET_KEY stops here, not in the server's startup
     uvicorn.run(
         create_app(settings, runtime=serve_runtime),
         host=args.host,
@@ -103,10 +120,11 @@ def _run(command: Awaitable[None]) -> None:
 
 
 async def _create_company(args: argparse.Namespace, settings: Settings) -> None:
+    vault = load_vault(settings)
     await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
     try:
-        created = await create_company(db, name=args.name, provider=Provider(args.provider))
+        created = await create_company(db, vault, name=args.name, provider=Provider(args.provider))
     finally:
         await db.dispose()
     print(
@@ -151,8 +169,6 @@ async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> No
         for name in (*names, "timeout_rate")
         if (value := getattr(args, name)) is not None
     }
-    if args.expire_token:
-        changes["token_revoked"] = True
     await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
     try:
@@ -162,9 +178,22 @@ async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> No
             row = await sandbox.configure(session, company_id=args.company_id, **changes)
             if args.expire_token or args.expire_access_token:
                 await sandbox.expire_access_token(session, company_id=args.company_id)
+            if args.expire_token:
+                await sandbox.revoke(session, company_id=args.company_id)
             print(row.model_dump_json())
     finally:
         await db.dispose()
+
+
+async def _reseal_tokens(settings: Settings) -> None:
+    vault = load_vault(settings)
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        count = await reseal_tokens(db, vault)
+    finally:
+        await db.dispose()
+    print(json.dumps({"resealedConnections": count}))
 
 
 async def _replace_key(args: argparse.Namespace, settings: Settings, *, show: bool) -> None:

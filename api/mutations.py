@@ -144,8 +144,8 @@ class Mutation:
         ctx = info.context
         owner = ctx.own(company_id)
         connection = await ledger_connection(ctx.services.db, company_id=owner)
-        expires_at = await ctx.ledger_for(connection).reconnect()
-        fresh = await reconnected(ctx.services.db, company_id=owner, expires_at=expires_at)
+        tokens = await ctx.ledger_for(connection).reconnect()
+        fresh = await reconnected(ctx.services, company_id=owner, tokens=tokens)
         return LedgerConnection.from_row(fresh)
 
     @strawberry.mutation(description="Create an account in the company's ledger.")

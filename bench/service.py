@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import redis.asyncio as redis
+from cryptography.fernet import Fernet
 
 BIN = Path(sys.executable).parent / "sync2books"
 DATABASE_URL = os.environ.get(
@@ -41,14 +42,28 @@ class Service:
     env: dict[str, str]
     home: Path
 
-    async def create_company(self, name: str) -> Company:
+    async def cli(self, *args: str) -> str:
+        """Run a `sync2books` command against this service; its output."""
         process = await asyncio.create_subprocess_exec(
-            str(BIN), "create-company", "--name", name,
-            cwd=self.home, env=self.env, stdout=subprocess.PIPE,
-        )  # fmt: skip
+            str(BIN), *args, cwd=self.home, env=self.env, stdout=subprocess.PIPE
+        )
         out, _ = await process.communicate()
-        created = json.loads(out)
+        assert process.returncode == 0, args
+        return out.decode()
+
+    async def create_company(self, name: str) -> Company:
+        created = json.loads(await self.cli("create-company", "--name", name))
         return Company(created["companyId"], created["apiKey"])
+
+    async def create_companies(self, prefix: str, count: int) -> list[Company]:
+        """A few at a time: each is a Python process starting on a small machine."""
+        gate = asyncio.Semaphore(4)
+
+        async def one(n: int) -> Company:
+            async with gate:
+                return await self.create_company(f"{prefix}-{n}")
+
+        return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
 async def _fresh_database(url: str) -> None:
@@ -78,6 +93,7 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
     env = os.environ | {
         "DATABASE_URL": DATABASE_URL,
         "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": Fernet.generate_key().decode(),
         "SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000",  # scenarios that need a limit set it
         "SANDBOX_MAX_CONCURRENT": "1000",
     }

@@ -29,7 +29,6 @@ from models.company import get_connection
 from models.connections import usable_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
-from models.ledger import Ledger
 from models.queue import enqueue_sync
 from models.records import load_record
 from models.settings import Settings
@@ -63,17 +62,14 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             return
         connection = await get_connection(session, company_id=batch.company_id)
     await _recover(deps, batch_id=batch_id)
-    if connection is None:
-        await _fail_batch(deps, batch_id=batch_id)
-        return
-    ledger = deps.ledger_for(connection)
-    if not await _usable(deps, ledger, connection):
+    link = None if connection is None else _Link(deps, connection)
+    if link is None or not await link.usable():
         await _fail_batch(deps, batch_id=batch_id)
         return
     limiter = Limiter(
         deps.services.redis,
-        connection_id=connection.id,
-        limits=await ledger.limits(),
+        connection_id=link.connection.id,
+        limits=await link.ledger.limits(),
         lease_seconds=settings.job_timeout_seconds,
     )
     slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
@@ -96,38 +92,47 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-        results = [await _push(deps, ledger, limiter, item) for item in chunk if item.id in mine]
+        results = [await _push(deps, link, limiter, item) for item in chunk if item.id in mine]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
-        refused = any(r.error and r.error.code is SyncErrorCode.CONNECTION_EXPIRED for r in results)
-        if not await _usable(deps, ledger, connection, force=refused):
+        if not await link.usable():
             await _fail_batch(deps, batch_id=batch_id)
             return
     log.info("batch %s synced", batch_id)
 
 
-async def _usable(
-    deps: WorkerContext, ledger: Ledger, connection: Connection, *, force: bool = False
-) -> bool:
-    """Whether the connection still works, its token refreshed first if it is expiring (or,
-    `force`, after the ledger refused it)."""
-    services = deps.services
-    fresh = await usable_connection(services.db, services.redis, ledger, connection, force=force)
-    connection.expires_at, connection.status = fresh.expires_at, fresh.status
-    return fresh.status is ConnectionStatus.ACTIVE
+class _Link:
+    """The batch's connection and an adapter holding its current tokens, renewed together."""
+
+    def __init__(self, deps: WorkerContext, connection: Connection) -> None:
+        self.deps = deps
+        self.connection = connection
+        self.ledger = deps.ledger_for(connection)
+
+    async def usable(self, *, force: bool = False) -> bool:
+        """Whether the connection still works, its token refreshed first if it is expiring
+        (or, `force`, after the ledger refused it)."""
+        fresh = await usable_connection(
+            self.deps.services, self.deps.ledger_for, self.connection, force=force
+        )
+        if fresh is not self.connection:
+            self.connection, self.ledger = fresh, self.deps.ledger_for(fresh)
+        return fresh.status is ConnectionStatus.ACTIVE
 
 
-async def _push(deps: WorkerContext, ledger: Ledger, limiter: Limiter, item: SyncItem) -> ItemMove:
-    """Push the item, retrying transient failures with backoff, up to `max_push_attempts`."""
+async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncItem) -> ItemMove:
+    """Push the item, retrying transient failures with backoff, up to `max_push_attempts`.
+    A refused access token is refreshed once and the push tried again at once."""
     settings = deps.services.settings
     record = load_record(item.payload)
     attempts: list[Attempt] = []
+    refreshed = False
     while True:
         retry_after: float | None = None
         started_at, start = utcnow(), time.perf_counter()
         try:
             async with limiter.call():
                 started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
-                external_id = await ledger.push(record, idempotency_key=item.id)
+                external_id = await link.ledger.push(record, idempotency_key=item.id)
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
@@ -138,6 +143,10 @@ async def _push(deps: WorkerContext, ledger: Ledger, limiter: Limiter, item: Syn
             attempts.append(Attempt(started_at, _ms_since(start)))
             return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id, attempts=attempts)
         attempts.append(Attempt(started_at, _ms_since(start), error))
+        if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
+            refreshed = True
+            if await link.usable(force=True):
+                continue
         if error.code not in TRANSIENT or len(attempts) >= settings.max_push_attempts:
             return ItemMove(item.id, ItemStatus.FAILED, error=error, attempts=attempts)
         await asyncio.sleep(backoff(len(attempts), retry_after, settings))

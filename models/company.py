@@ -14,7 +14,8 @@ from models import sandbox
 from models.db import Database
 from models.enums import Provider
 from models.errors import InvalidInput, NotFound
-from models.tables import Company, Connection, utcnow
+from models.secrets import Vault, seal_tokens
+from models.tables import Company, Connection
 
 KEY_PREFIX = "s2b_"
 KEYS_CHANNEL = "sync2books:keys"  # API processes hear of replaced keys here, to close sockets
@@ -35,7 +36,11 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
 
 
-async def create_company(db: Database, *, name: str, provider: Provider) -> NewCompany:
+async def create_company(
+    db: Database, vault: Vault, *, name: str, provider: Provider
+) -> NewCompany:
+    """The company, its key and its connection: the sandbox connects at once, a real ledger
+    once the company completes its Link flow."""
     name = name.strip()
     if not 0 < len(name) <= 255:
         raise InvalidInput("name: 1 to 255 characters", field="name")
@@ -46,7 +51,7 @@ async def create_company(db: Database, *, name: str, provider: Provider) -> NewC
         await session.flush()
         connection = Connection(company_id=company.id, provider=provider.value)
         if provider is Provider.SANDBOX:
-            connection.expires_at = utcnow() + sandbox.TOKEN_LIFETIME
+            seal_tokens(vault, connection, await sandbox.grant(session, company_id=company.id))
             sandbox.seed(session, company_id=company.id)
         session.add(connection)
     return NewCompany(company, api_key)

@@ -6,15 +6,17 @@ wait on a lock in Redis and then read the refreshed row. When the ledger refuses
 the connection becomes EXPIRED and stays so until the company reconnects.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from redis.asyncio import Redis
+from sqlmodel import select
 
 from models.company import get_connection
 from models.db import Database
 from models.enums import ConnectionStatus
 from models.errors import LedgerError, SyncErrorCode
-from models.ledger import Ledger
+from models.ledger import LedgerFactory, Tokens
+from models.secrets import Vault, seal_tokens
+from models.services import Services
 from models.tables import Connection, utcnow
 
 REFRESH_BEFORE = timedelta(minutes=2)  # a token this close to expiry is refreshed first
@@ -26,41 +28,54 @@ def _expiring(connection: Connection) -> bool:
 
 
 async def usable_connection(
-    db: Database, redis: Redis, ledger: Ledger, connection: Connection, *, force: bool = False
+    services: Services, ledger_for: LedgerFactory, connection: Connection, *, force: bool = False
 ) -> Connection:
     """The connection, its token refreshed first if it is (or, `force`, may be) expiring."""
     if connection.status != ConnectionStatus.ACTIVE or not (force or _expiring(connection)):
         return connection
     stale_expiry = connection.expires_at
-    async with redis.lock(
+    async with services.redis.lock(
         f"sync2books:refresh:{connection.id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
     ):
-        async with db.sessions() as session:
+        async with services.db.sessions() as session:
             current = await get_connection(session, company_id=connection.company_id)
         assert current is not None
         if current.status != ConnectionStatus.ACTIVE or current.expires_at != stale_expiry:
             return current  # another worker refreshed it (or found it expired) meanwhile
         try:
-            current.expires_at = await ledger.refresh()
+            seal_tokens(services.vault, current, await ledger_for(current).refresh())
         except LedgerError as exc:
             if exc.error.code is not SyncErrorCode.CONNECTION_EXPIRED:
                 raise
             current.status = ConnectionStatus.EXPIRED
-        return await _save(db, current)
+        return await _save(services, current)
 
 
-async def _save(db: Database, connection: Connection) -> Connection:
+async def _save(services: Services, connection: Connection) -> Connection:
     connection.updated_at = utcnow()
-    async with db.transaction() as session:
+    async with services.db.transaction() as session:
         session.add(connection)
     return connection
 
 
-async def reconnected(db: Database, *, company_id: str, expires_at: datetime) -> Connection:
+async def reseal_tokens(db: Database, vault: Vault) -> int:
+    """Seal every connection's tokens with the vault's first key; how many connections."""
+    async with db.transaction() as session:
+        rows = list(await session.scalars(select(Connection).with_for_update()))
+        for row in rows:
+            if row.sealed_access_token is not None:
+                row.sealed_access_token = vault.reseal(row.sealed_access_token)
+            if row.sealed_refresh_token is not None:
+                row.sealed_refresh_token = vault.reseal(row.sealed_refresh_token)
+            session.add(row)
+    return len(rows)
+
+
+async def reconnected(services: Services, *, company_id: str, tokens: Tokens) -> Connection:
     """Record a fresh connection (after Link, or the sandbox's `reconnect`): ACTIVE again."""
-    async with db.sessions() as session:
+    async with services.db.sessions() as session:
         connection = await get_connection(session, company_id=company_id)
     assert connection is not None
     connection.status = ConnectionStatus.ACTIVE
-    connection.expires_at = expires_at
-    return await _save(db, connection)
+    seal_tokens(services.vault, connection, tokens)
+    return await _save(services, connection)

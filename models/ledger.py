@@ -4,7 +4,7 @@ Adapters in `jobs/providers/` implement `Ledger` and turn vendor failures into `
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -36,15 +36,27 @@ class Limits:
     concurrent: int
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """An OAuth2 grant's tokens: stored only sealed (`models.secrets`), never shown or logged."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: datetime  # the access token's
+
+
 class Ledger(Protocol):
+    """One connection's adapter, holding the tokens it was made with: after a refresh, the
+    connection's next adapter holds the new ones."""
+
     async def limits(self) -> Limits: ...
 
-    async def refresh(self) -> datetime:
-        """Renew the access token with the refresh token; returns when the new one expires.
-        Raises LedgerError(CONNECTION_EXPIRED) when the ledger refuses: reconnect then."""
+    async def refresh(self) -> Tokens:
+        """Renew the grant with the refresh token (single-use at real ledgers: the old one
+        stops working). Raises LedgerError(CONNECTION_EXPIRED) when refused: reconnect then."""
         ...
 
-    async def reconnect(self) -> datetime:
+    async def reconnect(self) -> Tokens:
         """Connect afresh (the sandbox at once; a real ledger through its Link flow)."""
         ...
 

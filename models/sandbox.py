@@ -4,16 +4,19 @@ It plays a third party, so it is reached only through `jobs.providers.sandbox` (
 `sandbox records` CLI that shows what was posted). Its chart is seeded like Xero's demo company.
 """
 
+import hashlib
+import hmac
+import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint, update
+from sqlalchemy import JSON, Column, UniqueConstraint, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from models.enums import AccountType
-from models.ledger import Account, TaxRate
+from models.ledger import Account, TaxRate, Tokens
 from models.tables import Connection, enum_type, utcnow
 
 TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
@@ -104,7 +107,6 @@ class SandboxBehaviour(SQLModel, table=True):
     transient_error_rate: float = 0.0  # share of calls answered 503
     latency_ms: int = 0
     timeout_rate: float = 0.0  # share of posts recorded, yet answered with a timeout
-    token_revoked: bool = False  # its tokens no longer work, refresh token included
 
 
 async def behaviour(session: AsyncSession, *, company_id: str) -> SandboxBehaviour:
@@ -123,12 +125,83 @@ async def configure(
     return row
 
 
+class SandboxGrant(SQLModel, table=True):
+    """The tokens the sandbox's authorization server issued a company, kept as digests."""
+
+    __tablename__ = "sandbox_grant"
+
+    company_id: str = Field(primary_key=True, max_length=40)
+    access_digest: str = Field(max_length=64)
+    access_expires_at: datetime
+    refresh_digest: str = Field(max_length=64)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_tokens() -> tuple[Tokens, dict[str, Any]]:  # Any: column values
+    tokens = Tokens(
+        access_token=secrets.token_urlsafe(32),
+        refresh_token=secrets.token_urlsafe(32),
+        expires_at=utcnow() + TOKEN_LIFETIME,
+    )
+    columns = {
+        "access_digest": _digest(tokens.access_token),
+        "access_expires_at": tokens.expires_at,
+        "refresh_digest": _digest(tokens.refresh_token),
+    }
+    return tokens, columns
+
+
+async def grant(session: AsyncSession, *, company_id: str) -> Tokens:
+    """Connect (or reconnect) the company: new tokens, and the old ones stop working."""
+    tokens, columns = _new_tokens()
+    await revoke(session, company_id=company_id)
+    session.add(SandboxGrant(company_id=company_id, **columns))
+    return tokens
+
+
+async def refresh(session: AsyncSession, *, company_id: str, refresh_token: str) -> Tokens | None:
+    """New tokens for the current refresh token, None for any other. Single-use, as Xero's and
+    QuickBooks': of callers racing with the same token, the conditional update lets one win."""
+    tokens, columns = _new_tokens()
+    result = await session.execute(
+        update(SandboxGrant)
+        .where(
+            col(SandboxGrant.company_id) == company_id,
+            col(SandboxGrant.refresh_digest) == _digest(refresh_token),
+        )
+        .values(**columns)
+    )
+    return tokens if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+async def access_allowed(session: AsyncSession, *, company_id: str, access_token: str) -> bool:
+    row = await session.get(SandboxGrant, company_id)
+    return (
+        row is not None
+        and hmac.compare_digest(row.access_digest, _digest(access_token))
+        and row.access_expires_at > utcnow()
+    )
+
+
+async def revoke(session: AsyncSession, *, company_id: str) -> None:
+    """As when a user disconnects the app at the ledger: every token stops working."""
+    await session.execute(delete(SandboxGrant).where(col(SandboxGrant.company_id) == company_id))
+
+
 async def expire_access_token(session: AsyncSession, *, company_id: str) -> None:
-    """As if the access token's 30 minutes had passed: the next use must refresh it."""
+    """As if the access token's 30 minutes had passed, at the ledger and in our connection: the
+    next use must refresh it."""
+    now = utcnow()
     await session.execute(
-        update(Connection)
-        .where(col(Connection.company_id) == company_id)
-        .values(expires_at=utcnow())
+        update(SandboxGrant)
+        .where(col(SandboxGrant.company_id) == company_id)
+        .values(access_expires_at=now)
+    )
+    await session.execute(
+        update(Connection).where(col(Connection.company_id) == company_id).values(expires_at=now)
     )
 
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from models.db import Database, connect, migrate
 from models.events import EventBus
 from models.queue import QUEUE_NAME, deserialize, serialize
+from models.secrets import Vault, load_vault
 from models.settings import Settings
 
 REDIS_TIMEOUT_SECONDS = 5
@@ -24,6 +25,7 @@ class Services:
     redis: Redis
     queue: ArqRedis
     bus: EventBus
+    vault: Vault
 
     @property
     def redis_settings(self) -> RedisSettings:
@@ -39,6 +41,7 @@ def redis_settings(redis_url: str) -> RedisSettings:
 @asynccontextmanager
 async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[Services]:
     """Migrate the schema, then open every connection; everything is closed on exit."""
+    vault = load_vault(settings)  # first: a missing SECRET_KEY stops the process at once
     await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
     redis = Redis.from_url(
@@ -53,7 +56,7 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
         default_queue_name=QUEUE_NAME,
     )
     try:
-        yield Services(settings, redis_url, db, redis, queue, EventBus(redis))
+        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault)
     finally:
         await queue.aclose()
         await redis.aclose()

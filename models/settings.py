@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///sync2books.db"
@@ -15,6 +16,7 @@ class Settings(BaseSettings):
     database_url: str = EMBEDDED_DATABASE_URL
     redis_url: str | None = None
     data_dir: Path = Path(".")
+    secret_key: SecretStr | None = None  # Fernet keys sealing ledger tokens; see models.secrets
     graphiql: bool = True
     introspection: bool = True  # production may turn it off, with GraphiQL
     api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
@@ -45,6 +47,11 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
         return url
+
+    @property
+    def is_embedded_database(self) -> bool:
+        """A SQLite file on this machine, rather than a database shared by several hosts."""
+        return self.async_database_url.startswith("sqlite")
 
     @property
     def embedded_redis_path(self) -> Path:

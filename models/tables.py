@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer
+from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
 from models.enums import BatchStatus, ConnectionStatus, ItemStatus, RecordType
@@ -48,7 +48,9 @@ class Connection(SQLModel, table=True):
     status: ConnectionStatus = Field(
         default=ConnectionStatus.ACTIVE, sa_type=enum_type(ConnectionStatus)
     )
-    expires_at: datetime | None = None
+    expires_at: datetime | None = None  # the access token's
+    sealed_access_token: str | None = Field(default=None, sa_type=Text)  # see models.secrets
+    sealed_refresh_token: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -25,8 +25,9 @@ from starlette.types import Receive, Scope, Send
 from api.app import create_app
 from jobs.context import WorkerContext
 from jobs.providers import ledger_for
+from jobs.providers.sandbox import SandboxLedger
 from jobs.worker import build_worker
-from models.company import NewCompany, create_company
+from models.company import NewCompany, connection_of, create_company
 from models.db import migrate
 from models.enums import Provider
 from models.ledger import LedgerFactory
@@ -34,6 +35,7 @@ from models.services import Services, open_services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.live import serving
+from tests.processes import SECRET_KEY
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -79,6 +81,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
+        secret_key=SECRET_KEY,
         retry_base_seconds=0.01,  # retries keep their number, not their pace, in tests
         retry_max_seconds=0.05,
         max_push_attempts=10,  # flaky-free odds for tests whose ledger fails at random
@@ -126,12 +129,24 @@ async def run_jobs(services: Services) -> Any:  # Any: an async callable, typed 
 
 @pytest.fixture
 async def company(services: Services) -> NewCompany:
-    return await create_company(services.db, name="Acme Ltd", provider=Provider.SANDBOX)
+    return await create_company(
+        services.db, services.vault, name="Acme Ltd", provider=Provider.SANDBOX
+    )
 
 
 @pytest.fixture
 async def other_company(services: Services) -> NewCompany:
-    return await create_company(services.db, name="Other Co", provider=Provider.SANDBOX)
+    return await create_company(
+        services.db, services.vault, name="Other Co", provider=Provider.SANDBOX
+    )
+
+
+async def sandbox_ledger(services: Services, company: NewCompany) -> SandboxLedger:
+    """The company's sandbox adapter, holding its connection's current tokens."""
+    connection = await connection_of(services.db, company_id=company.company.id)
+    ledger = ledger_for(connection, services=services)
+    assert isinstance(ledger, SandboxLedger)
+    return ledger
 
 
 def runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 BIN = Path(sys.executable).parent / "sync2books"
-CONFIG = ("DATABASE_URL", "REDIS_URL")  # unset, a process runs the embedded default
+CONFIG = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")  # unset: the embedded default
+SECRET_KEY = Fernet.generate_key().decode()  # this test session's; the fixtures' settings too
 
 
 UNLIMITED_SANDBOX = {"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000", "SANDBOX_MAX_CONCURRENT": "1000"}
@@ -23,9 +25,11 @@ UNLIMITED_SANDBOX = {"SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000", "SANDBOX_MAX_CO
 
 def env_without_config(**config: str) -> dict[str, str]:
     """This environment minus the service's configuration, plus `config`; the sandbox's
-    limits are lifted (tests that need them configure them per company)."""
+    limits are lifted (tests that need them configure them per company). Given a database,
+    processes share the test session's `SECRET_KEY`, as production's processes share theirs."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIG}
-    return env | UNLIMITED_SANDBOX | config
+    shared = {"SECRET_KEY": SECRET_KEY} if "DATABASE_URL" in config else {}
+    return env | UNLIMITED_SANDBOX | shared | config
 
 
 def cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:

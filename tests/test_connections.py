@@ -1,16 +1,17 @@
 """Ledger connections: tokens refreshed before use and exactly once; expiry, then reconnect."""
 
 import asyncio
+from functools import partial
 from typing import Any
 
-from jobs.providers.sandbox import SandboxLedger
+from jobs.providers import ledger_for
 from models import sandbox
 from models.company import NewCompany, connection_of
 from models.connections import usable_connection
 from models.services import Services
 from models.tables import utcnow
-from tests.conftest import Api
-from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense
+from tests.conftest import Api, sandbox_ledger
+from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense, expense_record
 
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { status expiresAt } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status expiresAt } }"
@@ -20,7 +21,7 @@ async def _expire(services: Services, company: NewCompany, *, revoke: bool = Fal
     async with services.db.transaction() as session:
         await sandbox.expire_access_token(session, company_id=company.company.id)
         if revoke:
-            await sandbox.configure(session, company_id=company.company.id, token_revoked=True)
+            await sandbox.revoke(session, company_id=company.company.id)
 
 
 async def _create(api: Api, company: NewCompany, count: int) -> str:
@@ -33,13 +34,16 @@ async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
     company: NewCompany, services: Services
 ) -> None:
     await _expire(services, company)
-    ledger = SandboxLedger(services, company_id=company.company.id)
     stale = await connection_of(services.db, company_id=company.company.id)
-    racing = [usable_connection(services.db, services.redis, ledger, stale) for _ in range(8)]
+    ledgers = partial(ledger_for, services=services)
+    racing = [usable_connection(services, ledgers, stale) for _ in range(8)]
     fresh = await asyncio.gather(*racing)
-    assert await ledger.refreshes() == 1
+    ledger = await sandbox_ledger(services, company)
+    assert await ledger.refreshes() == 1  # the refresh token is single-use: a second would fail
     assert {c.expires_at for c in fresh} == {fresh[0].expires_at}
     assert fresh[0].expires_at is not None and fresh[0].expires_at > utcnow()
+    assert fresh[0].status == "ACTIVE"
+    await ledger.push(expense_record(), idempotency_key="k")  # the new access token works
 
 
 async def test_jobs_refresh_an_expired_token_before_pushing(
@@ -51,7 +55,7 @@ async def test_jobs_refresh_an_expired_token_before_pushing(
     for batch_id in batches:
         batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
         assert (batch["status"], batch["successCount"]) == ("COMPLETED", 3)
-    assert await SandboxLedger(services, company_id=company.company.id).refreshes() == 1
+    assert await (await sandbox_ledger(services, company)).refreshes() == 1
     connection = data(await api.gql(CONNECTION, {"c": company.company.id}))["connection"]
     assert connection["status"] == "ACTIVE"
 

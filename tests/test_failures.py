@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from jobs.providers.sandbox import SandboxLedger
 from jobs.sync import backoff
 from jobs.worker import build_worker
 from models import sandbox
@@ -19,7 +18,7 @@ from models.enums import RecordType
 from models.errors import LedgerError
 from models.services import Services
 from models.settings import Settings
-from tests.conftest import Api
+from tests.conftest import Api, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
 from tests.processes import cli, cli_result, env_without_config
 
@@ -131,7 +130,8 @@ async def test_a_failure_that_persists_ends_retryable_and_a_retry_continues_the_
 async def test_an_expired_token_fails_items_without_retrying(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
-    await _misbehave(services, company, token_revoked=True)
+    async with services.db.transaction() as session:
+        await sandbox.revoke(session, company_id=company.company.id)
     batch_id = await _create(api, company, [expense(), expense()])
     await run_jobs()
     _, items = await _batch(api, batch_id)
@@ -150,15 +150,20 @@ def test_backoff_grows_with_jitter_and_honours_retry_after(
     assert all(backoff(failures, 7.5, settings) >= 7.5 for _ in range(20))
 
 
-def test_sandbox_configure_changes_only_what_it_names(
-    tmp_path: Path, settings: Settings, company: NewCompany
+async def test_sandbox_configure_changes_only_what_it_names(
+    tmp_path: Path, settings: Settings, company: NewCompany, services: Services
 ) -> None:
     env = env_without_config(DATABASE_URL=settings.database_url)
     configure = ("sandbox", "configure", "--company-id", company.company.id)
     cli(*configure, "--transient-error-rate", "0.25", "--latency-ms", "5", cwd=tmp_path, env=env)
     shown = json.loads(cli(*configure, "--expire-token", cwd=tmp_path, env=env))
     assert shown["transient_error_rate"] == 0.25 and shown["latency_ms"] == 5
-    assert shown["token_revoked"] is True and shown["timeout_rate"] == 0.0
+    assert shown["timeout_rate"] == 0.0
+    ledger = await sandbox_ledger(services, company)  # --expire-token revoked its tokens
+    with pytest.raises(LedgerError, match="401 Unauthorized"):
+        await ledger.push(expense_record(), idempotency_key="k")
+    with pytest.raises(LedgerError, match="invalid_grant"):
+        await ledger.refresh()
 
     unknown = ("sandbox", "configure", "--company-id", "cmp_nope", "--latency-ms", "1")
     wrong = cli_result(*unknown, cwd=tmp_path, env=env)
@@ -191,7 +196,7 @@ async def test_the_sandbox_refuses_calls_beyond_its_limit_with_retry_after(
     company: NewCompany, services: Services
 ) -> None:
     await _misbehave(services, company, rate_limit_per_minute=3)
-    ledger = SandboxLedger(services, company_id=company.company.id)
+    ledger = await sandbox_ledger(services, company)
     for n in range(3):
         await ledger.push(expense_record(), idempotency_key=f"k{n}")
     with pytest.raises(LedgerError) as refused:

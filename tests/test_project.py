@@ -5,6 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+
+import models.sandbox  # noqa: F401  (its tables join the metadata)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -34,3 +40,15 @@ def test_schema_graphql_is_what_the_code_exports() -> None:
 def test_code_passes_its_checks(command: tuple[str, ...]) -> None:
     result = _run(str(BIN / command[0]), *command[1:])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_migrations_build_exactly_the_tables_the_models_declare(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            drift = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), SQLModel.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert drift == []

@@ -11,6 +11,7 @@ from models.company import NewCompany
 from models.events import batch_events, company_channel
 from models.ledger import Ledger
 from models.records import Bill, Expense, Invoice
+from models.secrets import open_tokens
 from models.services import Services
 from models.tables import Connection
 from tests.conftest import Api
@@ -301,7 +302,8 @@ async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
     )["createExpenses"]
 
     def broken(connection: Connection) -> Ledger:
-        return _BrokenLedger(services, company_id=connection.company_id)
+        tokens = open_tokens(services.vault, connection)
+        return _BrokenLedger(services, company_id=connection.company_id, tokens=tokens)
 
     await run_jobs(broken)
     batch = await _batch(api, created["syncBatchId"])

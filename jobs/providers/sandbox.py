@@ -4,7 +4,8 @@ Its books live in our database (`models.sandbox`) and its call counters in Redis
 process and every worker see the same ledger. It answers with Xero's wording, which the
 classification maps from, and misbehaves as configured per company (`sandbox configure`):
 a per-minute rate limit and a concurrency limit (429 with Retry-After, as Xero's), 503s,
-latency, posts recorded yet answered with a timeout, and a revoked token.
+latency, posts recorded yet answered with a timeout, and revoked tokens. Its tokens are
+real: random, expiring, the refresh token single-use (`models.sandbox.SandboxGrant`).
 """
 
 import asyncio
@@ -13,28 +14,27 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
 from models import sandbox
-from models.company import get_connection
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from models.ledger import Account, Limits, TaxRate
+from models.ledger import Account, Limits, TaxRate, Tokens
 from models.records import Bill, Expense, Invoice, dump_record
 from models.services import Services
-from models.tables import new_id, utcnow
+from models.tables import new_id
 
 CALL_SECONDS = 30.0  # the longest a call counts as in flight
 
 
 class SandboxLedger:
-    def __init__(self, services: Services, *, company_id: str) -> None:
+    def __init__(self, services: Services, *, company_id: str, tokens: Tokens | None) -> None:
         self.db = services.db
         self.redis = services.redis
         self.settings = services.settings
         self.company_id = company_id
+        self.tokens = tokens
         self._refreshes = f"sandbox:{company_id}:refreshes"
 
     async def limits(self) -> Limits:
@@ -44,32 +44,39 @@ class SandboxLedger:
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
         )
 
-    async def refresh(self) -> datetime:
-        if (await self._behaviour()).token_revoked:
+    async def refresh(self) -> Tokens:
+        fresh = None
+        if self.tokens is not None:
+            async with self.db.transaction() as session:
+                fresh = await sandbox.refresh(
+                    session, company_id=self.company_id, refresh_token=self.tokens.refresh_token
+                )
+        if fresh is None:
             raise LedgerError(
                 SyncErrorCode.CONNECTION_EXPIRED,
-                "400 invalid_grant: the refresh token has expired or was revoked.",
+                "400 invalid_grant: the refresh token has expired, was used or was revoked.",
             )
         await self.redis.incr(self._refreshes)
-        return utcnow() + sandbox.TOKEN_LIFETIME
+        return fresh
 
     async def refreshes(self) -> int:
         """How many times its token was refreshed, for tests that check it happens once."""
         return int(await self.redis.get(self._refreshes) or 0)
 
-    async def reconnect(self) -> datetime:
+    async def reconnect(self) -> Tokens:
         async with self.db.transaction() as session:
-            await sandbox.configure(session, company_id=self.company_id, token_revoked=False)
-        return utcnow() + sandbox.TOKEN_LIFETIME
+            return await sandbox.grant(session, company_id=self.company_id)
 
     async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        knobs = await self._behaviour()
         async with self.db.sessions() as session:
-            connection = await get_connection(session, company_id=self.company_id)
-        expired = connection is None or (connection.expires_at or utcnow()) <= utcnow()
-        if knobs.token_revoked or expired:
+            knobs = await sandbox.behaviour(session, company_id=self.company_id)
+            allowed = self.tokens is not None and await sandbox.access_allowed(
+                session, company_id=self.company_id, access_token=self.tokens.access_token
+            )
+        if not allowed:
             raise LedgerError(
-                SyncErrorCode.CONNECTION_EXPIRED, "401 Unauthorized: the access token has expired."
+                SyncErrorCode.CONNECTION_EXPIRED,
+                "401 Unauthorized: the access token has expired or was revoked.",
             )
         async with self._call(await self.limits()):
             if knobs.latency_ms:

@@ -49,8 +49,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_batch", schema=None) as batch_op:
-        batch_op.drop_index("ix_sync_batch_status_created")
     with op.batch_alter_table("push_attempt", schema=None) as batch_op:
         batch_op.drop_index("ix_push_attempt_item")
 

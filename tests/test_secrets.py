@@ -1,0 +1,124 @@
+"""Ledger tokens sealed at rest: the key from configuration, or the embedded default's own file."""
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from sqlalchemy import text, update
+from sqlmodel import col
+
+from models import sandbox
+from models.company import NewCompany, connection_of
+from models.connections import reseal_tokens
+from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
+from models.services import Services
+from models.settings import Settings
+from models.tables import utcnow
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.processes import cli, cli_result, env_without_config
+
+ATTEMPTS = """
+query($id: ID!) {
+  syncBatch(id: $id) { items { edges { node { status pushAttempts { error { code } } } } } }
+}
+"""
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/sync2books"
+
+
+async def test_tokens_are_stored_sealed_and_open_only_with_the_key(
+    company: NewCompany, services: Services
+) -> None:
+    connection = await connection_of(services.db, company_id=company.company.id)
+    tokens = open_tokens(services.vault, connection)
+    assert tokens is not None and len(tokens.access_token) >= 40
+    assert tokens.access_token not in repr(tokens) and tokens.refresh_token not in repr(tokens)
+    async with services.db.sessions() as session:
+        stored = " ".join(
+            str(value) for value in (await session.execute(text("SELECT * FROM connection"))).one()
+        )
+    assert tokens.access_token not in stored and tokens.refresh_token not in stored
+
+    stranger = Vault([Fernet.generate_key()])
+    with pytest.raises(SecretKeyError, match="not in SECRET_KEY"):
+        open_tokens(stranger, connection)
+
+
+async def test_a_rotated_key_opens_old_tokens_until_they_are_resealed(
+    company: NewCompany, services: Services, settings: Settings
+) -> None:
+    assert settings.secret_key is not None
+    old = settings.secret_key.get_secret_value()
+    new = Fernet.generate_key().decode()
+    both = load_vault(settings.model_copy(update={"secret_key": SecretStr(f"{new},{old}")}))
+    new_only = load_vault(settings.model_copy(update={"secret_key": SecretStr(new)}))
+    connection = await connection_of(services.db, company_id=company.company.id)
+    assert open_tokens(both, connection) == open_tokens(services.vault, connection)
+
+    assert await reseal_tokens(services.db, both) == 1
+    resealed = await connection_of(services.db, company_id=company.company.id)
+    assert open_tokens(new_only, resealed) == open_tokens(services.vault, connection)
+    with pytest.raises(SecretKeyError):
+        open_tokens(services.vault, resealed)  # the old key alone no longer opens them
+
+
+def test_the_embedded_default_keeps_its_own_key_file(tmp_path: Path) -> None:
+    embedded = Settings(data_dir=tmp_path, database_url="sqlite:///x.db", secret_key=None)
+    first, again = load_vault(embedded), load_vault(embedded)
+    assert again.open(first.seal("token")) == "token"
+    mode = stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode)
+    assert mode == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no draft left behind
+
+
+@pytest.mark.parametrize(
+    ("secret_key", "message"),
+    [(None, "SECRET_KEY is not set"), ("not-a-key", "must be Fernet keys"), (",", "Fernet")],
+)
+def test_a_shared_database_needs_a_well_formed_secret_key(
+    secret_key: str | None, message: str, tmp_path: Path
+) -> None:
+    shared = Settings(data_dir=tmp_path, database_url=POSTGRES, secret_key=secret_key)
+    with pytest.raises(SecretKeyError, match=message):
+        load_vault(shared)
+    assert not (tmp_path / KEY_FILE).exists()
+
+
+def test_the_cli_makes_keys_and_refuses_to_start_without_one(tmp_path: Path) -> None:
+    key = cli("generate-secret-key", cwd=tmp_path, env=env_without_config()).strip()
+    assert Vault([key.encode()]).open(Vault([key.encode()]).seal("x")) == "x"
+
+    created = cli("create-company", "--name", "Local", cwd=tmp_path, env=env_without_config())
+    assert "apiKey" in created
+    assert stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode) == 0o600
+
+    env = env_without_config() | {"DATABASE_URL": POSTGRES}  # no SECRET_KEY
+    for command in (("create-company", "--name", "X"), ("worker",), ("serve",)):
+        refused = cli_result(*command, cwd=tmp_path, env=env)
+        assert refused.returncode == 1, command
+        assert "SECRET_KEY is not set" in refused.stderr and "Traceback" not in refused.stderr
+
+
+async def test_an_access_token_the_ledger_refuses_early_is_refreshed_and_the_push_repeated(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    """Our copy still looks valid, but the ledger ended it (as QuickBooks' 401 after a
+    password change): the job refreshes once and pushes again, and the item syncs."""
+    async with services.db.transaction() as session:
+        await session.execute(
+            update(sandbox.SandboxGrant)
+            .where(col(sandbox.SandboxGrant.company_id) == company.company.id)
+            .values(access_expires_at=utcnow())
+        )
+    variables = {"companyId": company.company.id, "expenses": [expense()]}
+    batch_id = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
+    await run_jobs()
+    batch = data(await api.gql(ATTEMPTS, {"id": batch_id}))["syncBatch"]
+    (item,) = [edge["node"] for edge in batch["items"]["edges"]]
+    assert item["status"] == "SUCCESS"
+    codes = [a["error"] and a["error"]["code"] for a in item["pushAttempts"]]
+    assert codes == ["CONNECTION_EXPIRED", None]
