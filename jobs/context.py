@@ -1,6 +1,8 @@
 """The worker's typed context: what arq's untyped `ctx` dict carries under one key."""
 
+import asyncio
 from dataclasses import dataclass
+from functools import cached_property
 
 from models.ledger import LedgerFactory
 from models.services import Services
@@ -12,6 +14,12 @@ _KEY = "sync2books"
 class WorkerContext:
     services: Services
     ledger_for: LedgerFactory
+
+    @cached_property
+    def pushes(self) -> asyncio.Semaphore:
+        """The process's pushes in flight, across its jobs: within its database pool (the
+        sandbox posts through it) and far from the thousand a chunk could start at once."""
+        return asyncio.Semaphore(self.services.settings.worker_max_pushes)
 
 
 def attach(ctx: dict[str, object], context: WorkerContext) -> None:

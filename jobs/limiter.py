@@ -58,6 +58,7 @@ class Limiter:
         self._reserve = redis.register_script(_RESERVE)
         self._backlog = redis.register_script(_BACKLOG)
         self._acquire = redis.register_script(_ACQUIRE)
+        self._here = asyncio.Semaphore(limits.concurrent)
 
     async def backlog(self) -> float:
         """Seconds until the connection's next free slot (others may be queued before us)."""
@@ -73,12 +74,17 @@ class Limiter:
 
     @asynccontextmanager
     async def call(self) -> AsyncIterator[None]:
-        """Wait for a slot and a concurrency lease, hold the lease for the call, free it."""
-        await asyncio.sleep(float(await self._reserve(keys=[self._slots], args=[self.interval])))
-        lease = uuid.uuid4().hex
-        while not await self._lease(lease):  # noqa: ASYNC110 - its holders are other processes
-            await asyncio.sleep(POLL_SECONDS)
-        try:
-            yield
-        finally:
-            await self.redis.zrem(self._calls, lease)
+        """Wait for a slot and a concurrency lease, hold the lease for the call, free it.
+        Callers in this process queue locally first, so only the calls that could run now
+        reserve a slot or ask Redis for a lease."""
+        async with self._here:
+            await asyncio.sleep(
+                float(await self._reserve(keys=[self._slots], args=[self.interval]))
+            )
+            lease = uuid.uuid4().hex
+            while not await self._lease(lease):  # noqa: ASYNC110 - held by other processes
+                await asyncio.sleep(POLL_SECONDS)
+            try:
+                yield
+            finally:
+                await self.redis.zrem(self._calls, lease)

@@ -92,7 +92,9 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-        results = [await _push(deps, link, limiter, item) for item in chunk if item.id in mine]
+        results = await asyncio.gather(
+            *(_push(deps, link, limiter, item) for item in chunk if item.id in mine)
+        )
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
         if not await link.usable():
             await _fail_batch(deps, batch_id=batch_id)
@@ -108,13 +110,15 @@ class _Link:
         self.connection = connection
         self.ledger = deps.ledger_for(connection)
 
-    async def usable(self, *, force: bool = False) -> bool:
-        """Whether the connection still works, its token refreshed first if it is expiring
-        (or, `force`, after the ledger refused it)."""
+    async def usable(self, *, refused: Connection | None = None) -> bool:
+        """Whether the connection still works, its token refreshed first if it is expiring,
+        or if the ledger `refused` the tokens of that copy (unless another push has already
+        renewed them since: pushes run at once)."""
+        seen = refused or self.connection
         fresh = await usable_connection(
-            self.deps.services, self.deps.ledger_for, self.connection, force=force
+            self.deps.services, self.deps.ledger_for, seen, force=refused is not None
         )
-        if fresh is not self.connection:
+        if fresh is not seen:  # read under the refresh lock: the newest there is
             self.connection, self.ledger = fresh, self.deps.ledger_for(fresh)
         return fresh.status is ConnectionStatus.ACTIVE
 
@@ -129,10 +133,11 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
     while True:
         retry_after: float | None = None
         started_at, start = utcnow(), time.perf_counter()
+        connection, ledger = link.connection, link.ledger
         try:
-            async with limiter.call():
+            async with deps.pushes, limiter.call():
                 started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
-                external_id = await link.ledger.push(record, idempotency_key=item.id)
+                external_id = await ledger.push(record, idempotency_key=item.id)
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
@@ -145,7 +150,7 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
         attempts.append(Attempt(started_at, _ms_since(start), error))
         if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
             refreshed = True
-            if await link.usable(force=True):
+            if await link.usable(refused=connection):
                 continue
         if error.code not in TRANSIENT or len(attempts) >= settings.max_push_attempts:
             return ItemMove(item.id, ItemStatus.FAILED, error=error, attempts=attempts)

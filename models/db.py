@@ -44,7 +44,7 @@ class Database:
         await self.engine.dispose()
 
 
-def connect(url: str, *, pool_size: int = 10) -> Database:
+def connect(url: str, *, pool_size: int = 20, max_overflow: int = 10) -> Database:
     """Open an engine; SQLite writers take the write lock up front so they queue, not deadlock."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -53,7 +53,10 @@ def connect(url: str, *, pool_size: int = 10) -> Database:
     else:
         engine = create_async_engine(
             url,
+            # Room for a worker's pushes and its jobs' transitions: each new PostgreSQL
+            # connection costs a server process, so a busy pool must not open and close them.
             pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_pre_ping=True,
             connect_args={
                 "timeout": 10,

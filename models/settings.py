@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = 120  # a killed job's batch resumes within this + 10 s
     job_slice_seconds: float = 5.0  # then a job queues the rest of its batch behind others
     worker_max_jobs: int = 10  # batches one worker process syncs at once
+    worker_max_pushes: int = 20  # pushes one worker process has in flight, across its jobs
     recovery_seconds: int = (
         30  # how often workers queue unfinished batches with no job (divides 60)
     )
