@@ -7,17 +7,29 @@ It plays a third party, so it is reached only through `jobs.providers.sandbox` (
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint, delete, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    JSON,
+    Column,
+    String,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    literal,
+    union_all,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from models.enums import AccountType
 from models.ledger import Account, TaxRate, Tokens
-from models.tables import Connection, enum_type, utcnow
+from models.records import Bill, Expense, Invoice, dump_record
+from models.tables import Connection, enum_type, new_id, utcnow
 
 TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
 
@@ -177,15 +189,6 @@ async def refresh(session: AsyncSession, *, company_id: str, refresh_token: str)
     return tokens if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
-async def access_allowed(session: AsyncSession, *, company_id: str, access_token: str) -> bool:
-    row = await session.get(SandboxGrant, company_id)
-    return (
-        row is not None
-        and hmac.compare_digest(row.access_digest, _digest(access_token))
-        and row.access_expires_at > utcnow()
-    )
-
-
 async def revoke(session: AsyncSession, *, company_id: str) -> None:
     """As when a user disconnects the app at the ledger: every token stops working."""
     await session.execute(delete(SandboxGrant).where(col(SandboxGrant.company_id) == company_id))
@@ -244,13 +247,94 @@ async def records(session: AsyncSession, *, company_id: str) -> list[SandboxReco
     return list(rows)
 
 
-async def record_by_key(
-    session: AsyncSession, *, company_id: str, idempotency_key: str
-) -> SandboxRecord | None:
-    rows = await session.scalars(
-        select(SandboxRecord).where(
-            SandboxRecord.company_id == company_id,
-            SandboxRecord.idempotency_key == idempotency_key,
-        )
+# The sandbox's per-call statements, built once: each call runs them with its own values.
+_behaviours = SandboxBehaviour.__table__  # type: ignore[attr-defined]
+_grants = SandboxGrant.__table__  # type: ignore[attr-defined]
+_records = SandboxRecord.__table__  # type: ignore[attr-defined]
+_accounts = SandboxAccount.__table__  # type: ignore[attr-defined]
+_rates = SandboxTaxRate.__table__  # type: ignore[attr-defined]
+_asked = select(bindparam("company_id", type_=String).label("company_id")).subquery()
+_GATE = (
+    select(_behaviours, _grants.c.access_digest, _grants.c.access_expires_at)
+    .select_from(_asked)
+    .outerjoin(_behaviours, _behaviours.c.company_id == _asked.c.company_id)
+    .outerjoin(_grants, _grants.c.company_id == _asked.c.company_id)
+)
+_POSTED = select(_records.c.external_id).where(
+    _records.c.company_id == bindparam("company_id"),
+    _records.c.idempotency_key == bindparam("idempotency_key"),
+)
+_CHART = union_all(
+    select(_accounts.c.code, _accounts.c.type).where(
+        _accounts.c.company_id == bindparam("company_id"),
+        _accounts.c.code.in_(bindparam("account_codes", expanding=True)),
+    ),
+    select(_rates.c.code, literal(None, String).label("type")).where(
+        _rates.c.company_id == bindparam("company_id"),
+        _rates.c.code.in_(bindparam("tax_codes", expanding=True)),
+    ),
+)
+
+
+async def gate(
+    conn: AsyncConnection, *, company_id: str, access_token: str | None
+) -> tuple[SandboxBehaviour, bool]:
+    """What every call first checks, in one query: how the sandbox behaves for the company,
+    and whether the access token is its current, unexpired one."""
+    row = (await conn.execute(_GATE, {"company_id": company_id})).one()
+    knobs = (
+        SandboxBehaviour(company_id=company_id)
+        if row.company_id is None
+        else SandboxBehaviour.model_validate(row._mapping)
     )
-    return rows.first()
+    allowed = (
+        access_token is not None
+        and row.access_digest is not None
+        and hmac.compare_digest(row.access_digest, _digest(access_token))
+        and row.access_expires_at > utcnow()
+    )
+    return knobs, allowed
+
+
+async def post(
+    conn: AsyncConnection,
+    *,
+    company_id: str,
+    idempotency_key: str,
+    record: Expense | Bill | Invoice,
+    check: Callable[[dict[str, AccountType], set[str]], None],
+) -> str:
+    """Record the post once per key and return its external id; `check` refuses it first,
+    given which of its accounts (with their class) and tax rates the chart has."""
+    keyed = {"company_id": company_id, "idempotency_key": idempotency_key}
+    posted: str | None = await conn.scalar(_POSTED, keyed)
+    if posted is not None:
+        return posted
+    chart = await conn.execute(
+        _CHART,
+        {
+            "company_id": company_id,
+            "account_codes": sorted({line.account_id for line in record.lines}),
+            "tax_codes": sorted({line.tax_rate_id for line in record.lines if line.tax_rate_id}),
+        },
+    )
+    rows = chart.all()
+    check(
+        {code: AccountType(kind) for code, kind in rows if kind is not None},
+        {code for code, kind in rows if kind is None},
+    )
+    external_id = new_id("sbx")
+    await conn.execute(
+        _records.insert(),
+        {
+            **keyed,
+            "external_id": external_id,
+            "record_type": record.record_type,
+            "amount": str(record.total),
+            "currency": record.currency,
+            "reference": record.reference,
+            "payload": dump_record(record),
+            "created_at": utcnow(),
+        },
+    )
+    return external_id

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 
@@ -21,9 +22,8 @@ from models import sandbox
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate, Tokens
-from models.records import Bill, Expense, Invoice, dump_record
+from models.records import Bill, Expense, Invoice
 from models.services import Services
-from models.tables import new_id
 
 CALL_SECONDS = 30.0  # the longest a call counts as in flight
 
@@ -38,7 +38,9 @@ class SandboxLedger:
         self._refreshes = f"sandbox:{company_id}:refreshes"
 
     async def limits(self) -> Limits:
-        knobs = await self._behaviour()
+        return self._limits(await self._behaviour())
+
+    def _limits(self, knobs: sandbox.SandboxBehaviour) -> Limits:
         return Limits(
             per_minute=knobs.rate_limit_per_minute or self.settings.sandbox_rate_limit_per_minute,
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
@@ -68,17 +70,18 @@ class SandboxLedger:
             return await sandbox.grant(session, company_id=self.company_id)
 
     async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        async with self.db.sessions() as session:
-            knobs = await sandbox.behaviour(session, company_id=self.company_id)
-            allowed = self.tokens is not None and await sandbox.access_allowed(
-                session, company_id=self.company_id, access_token=self.tokens.access_token
+        async with self.db.engine.connect() as conn:
+            knobs, allowed = await sandbox.gate(
+                conn,
+                company_id=self.company_id,
+                access_token=self.tokens.access_token if self.tokens else None,
             )
         if not allowed:
             raise LedgerError(
                 SyncErrorCode.CONNECTION_EXPIRED,
                 "401 Unauthorized: the access token has expired or was revoked.",
             )
-        async with self._call(await self.limits()):
+        async with self._call(self._limits(knobs)):
             if knobs.latency_ms:
                 await asyncio.sleep(knobs.latency_ms / 1000)
             if random.random() < knobs.transient_error_rate:
@@ -135,33 +138,14 @@ class SandboxLedger:
             await self.redis.zrem(in_flight, call)
 
     async def _post(self, record: Expense | Bill | Invoice, idempotency_key: str) -> str:
-        async with self.db.transaction() as session:
-            posted = await sandbox.record_by_key(
-                session, company_id=self.company_id, idempotency_key=idempotency_key
+        async with self.db.engine.begin() as conn:
+            return await sandbox.post(
+                conn,
+                company_id=self.company_id,
+                idempotency_key=idempotency_key,
+                record=record,
+                check=partial(_validate, record),
             )
-            if posted is not None:
-                return posted.external_id
-            accounts = {
-                a.code: a for a in await sandbox.accounts(session, company_id=self.company_id)
-            }
-            tax_rates = {
-                t.code for t in await sandbox.tax_rates(session, company_id=self.company_id)
-            }
-            _validate(record, accounts, tax_rates)
-            external_id = new_id("sbx")
-            session.add(
-                sandbox.SandboxRecord(
-                    external_id=external_id,
-                    company_id=self.company_id,
-                    idempotency_key=idempotency_key,
-                    record_type=record.record_type,
-                    amount=str(record.total),
-                    currency=record.currency,
-                    reference=record.reference,
-                    payload=dump_record(record),
-                )
-            )
-        return external_id
 
     async def accounts(self) -> list[Account]:
         async with self.db.sessions() as session:
@@ -199,20 +183,20 @@ class SandboxLedger:
 
 
 def _validate(
-    record: Expense | Bill | Invoice, accounts: dict[str, Account], tax_rates: set[str]
+    record: Expense | Bill | Invoice, accounts: dict[str, AccountType], tax_rates: set[str]
 ) -> None:
     """Refuse what a ledger refuses: unknown codes, the wrong kind of account, empty totals."""
     for line in record.lines:
-        account = accounts.get(line.account_id)
-        if account is None:
+        kind = accounts.get(line.account_id)
+        if kind is None:
             raise LedgerError(
                 SyncErrorCode.INVALID_ACCOUNT_ID,
                 f"Account code '{line.account_id}' is not a valid code for this document.",
             )
-        if account.type not in record.account_types:
+        if kind not in record.account_types:
             raise LedgerError(
                 SyncErrorCode.VALIDATION_ERROR,
-                f"Account code '{account.code}' is a {AccountType(account.type).value} account "
+                f"Account code '{line.account_id}' is a {kind.value} account "
                 f"and cannot be used on {record.kind}.",
             )
         if line.tax_rate_id is not None and line.tax_rate_id not in tax_rates:
