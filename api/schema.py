@@ -7,6 +7,7 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ValidationCache,
 )
 
 from api.errors import ErrorCodes
@@ -35,6 +36,9 @@ def build_schema(*, introspection: bool = True) -> Schema:
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             *([] if introspection else [DisableIntrospection]),
+            # Clients send the same few documents: validate each once. (Strawberry's ParserCache
+            # would raise syntax errors outside the step that gives them their code.)
+            ValidationCache,
         ],
     )
 
