@@ -1,8 +1,8 @@
-"""`python -m bench [live] [--subscribers 1,100,1000] [--rate 25] [--seconds 20]`.
+"""`python -m bench [pipeline] [limited] [live] …` (all of them when none is named).
 
 Starts the service as production runs it (PostgreSQL `BENCH_DATABASE_URL`, Redis
-`BENCH_REDIS_URL`, one API process, one worker process), drives it through the public API
-only, and prints a table of figures. Benchmarks print; they never fail a test run.
+`BENCH_REDIS_URL`, one API process, worker processes), drives it through the public API
+only, and prints a table of figures per scenario. Benchmarks print; they never fail a test run.
 """
 
 import argparse
@@ -11,20 +11,90 @@ import resource
 
 import uvloop
 
-from bench import live
+from bench import footprint, live, pipeline, queries
 from bench.service import running
 
-ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8}"
+LIVE_ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9} {:>12} {:>11}"
 
 
 async def _live(args: argparse.Namespace) -> None:
-    print(f"live: {args.rate:g} events/s for {args.seconds:g} s; one API process, one worker")
-    print(ROW.format("subscribers", "events", "deliveries", "p50 ms", "p99 ms", "max ms"))
+    print(f"live: {args.rate:g} events/s for {args.seconds:g} s; one API process, one worker; "
+          f"beside them a client polling syncBatch every {live.POLL_SECONDS} s")  # fmt: skip
+    print(LIVE_ROW.format("subscribers", "events", "deliveries", "p50 ms", "p99 ms", "max ms",
+                          "pickup ms", "poll stale s", "polls/batch"))  # fmt: skip
     for count in args.subscribers:
         async with running() as service:
             f = await live.measure(service, subscribers=count, rate=args.rate, seconds=args.seconds)
-        latency = (f"{ms:.1f}" for ms in (f.p50_ms, f.p99_ms, f.max_ms))
-        print(ROW.format(f.subscribers, f.events, f.deliveries, *latency))
+        latency = (f"{ms:.1f}" for ms in (f.p50_ms, f.p99_ms, f.max_ms, f.pickup_p50_ms))
+        polling = (f"{f.poll_staleness_s:.2f}", f"{f.polls_per_batch:.2f}")
+        print(LIVE_ROW.format(f.subscribers, f.events, f.deliveries, *latency, *polling))
+
+
+async def _pipeline(args: argparse.Namespace) -> None:
+    print(f"pipeline: {args.items} items, {args.companies} companies, batches of {args.batch}; "
+          f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)")  # fmt: skip
+    async with running(workers=args.workers) as service:
+        f = await pipeline.throughput(
+            service, companies=args.companies, items=args.items, batch_size=args.batch
+        )
+    print(f"{'items':>7} {'created s':>9} {'synced s':>9} {'items/s':>8}")
+    print(f"{f.items:>7} {f.create_seconds:>9.2f} {f.total_seconds:>9.2f} "
+          f"{f.items_per_second:>8.0f}")  # fmt: skip
+
+
+async def _limited(args: argparse.Namespace) -> None:
+    per_minute = 60 if args.xero else args.per_minute
+    print(f"limited: one company, sandbox {per_minute}/min and 5 at once, {args.limited_items} "
+          "items in one batch")  # fmt: skip
+    async with running() as service:
+        f = await pipeline.limited(
+            service, per_minute=per_minute, concurrent=5, items=args.limited_items
+        )
+    print(f"{'allowed/min':>11} {'achieved/min':>12} {'fraction':>8} {'429s':>5} {'synced s':>9}")
+    print(f"{f.per_minute:>11} {f.achieved_per_minute:>12.1f} {f.fraction:>8.3f} "
+          f"{f.rate_limited:>5} {f.seconds:>9.1f}")  # fmt: skip
+
+
+async def _queries(args: argparse.Namespace) -> None:
+    print(f"queries: {args.batches:,} batches of one company, a batch of {args.batch_items:,} "
+          f"items; {args.samples} requests each, one at a time, pages of 100")  # fmt: skip
+    async with running() as service:
+        timings = await queries.measure(
+            service, batches=args.batches, items=args.batch_items, samples=args.samples
+        )
+    print(f"{'query':<36} {'p50 ms':>7} {'p99 ms':>7}")
+    for t in timings:
+        print(f"{t.name:<36} {t.p50_ms:>7.1f} {t.p99_ms:>7.1f}")
+
+
+async def _footprint(args: argparse.Namespace) -> None:
+    print(f"footprint: idle companySyncEvents subscriptions in one API process; fan-out CPU "
+          f"at {args.fan_out_at:,} subscribers")  # fmt: skip
+    async with running() as service:
+        memory, fan_out = await footprint.measure(
+            service, counts=args.idle, fan_out_at=args.fan_out_at, creates=50
+        )
+    print(f"{'subscribers':>11} {'API RSS MiB':>11} {'KiB each':>9}")
+    for m in memory:
+        print(f"{m.subscribers:>11,} {m.rss_mib:>11.0f} {m.kib_each:>9.1f}")
+    print(f"fan-out: {fan_out.events} events to {fan_out.subscribers:,} subscribers, "
+          f"{fan_out.deliveries:,} deliveries, {fan_out.cpu_us_per_delivery:.1f} µs of API CPU "
+          "each")  # fmt: skip
+
+
+SCENARIOS = {
+    "pipeline": _pipeline,
+    "limited": _limited,
+    "live": _live,
+    "queries": _queries,
+    "footprint": _footprint,
+}
+
+
+async def _run(args: argparse.Namespace) -> None:
+    for name in args.scenario or SCENARIOS:
+        await SCENARIOS[name](args)
+        print()
 
 
 def _counts(text: str) -> list[int]:
@@ -33,7 +103,19 @@ def _counts(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenario", nargs="*", default=["live"], choices=["live"])
+    parser.add_argument("scenario", nargs="*", choices=list(SCENARIOS))
+    parser.add_argument("--items", type=int, default=10_000, help="pipeline: items in all")
+    parser.add_argument("--companies", type=int, default=50, help="pipeline: spread over")
+    parser.add_argument("--batch", type=int, default=100, help="pipeline: items per batch")
+    parser.add_argument("--workers", type=int, default=2, help="pipeline: worker processes")
+    parser.add_argument("--per-minute", type=int, default=600, help="limited: the ledger's rate")
+    parser.add_argument("--xero", action="store_true", help="limited: Xero's 60/min")
+    parser.add_argument("--limited-items", type=int, default=300)
+    parser.add_argument("--batches", type=int, default=100_000, help="queries: of one company")
+    parser.add_argument("--batch-items", type=int, default=10_000, help="queries: failedItems'")
+    parser.add_argument("--samples", type=int, default=200, help="queries: per figure")
+    parser.add_argument("--idle", type=_counts, default=[1000, 10000], help="footprint")
+    parser.add_argument("--fan-out-at", type=int, default=1000, help="footprint: subscribers")
     parser.add_argument("--subscribers", type=_counts, default=[1, 100, 1000])
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -41,7 +123,7 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # a socket per client
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}")
-    uvloop.run(_live(args))  # the driver's own overhead stays out of the figures
+    uvloop.run(_run(args))  # the driver's own overhead stays out of the figures
 
 
 if __name__ == "__main__":

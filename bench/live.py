@@ -9,6 +9,7 @@ transaction: it slightly overstates the delay from the commit.
 
 import asyncio
 import json
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,11 @@ from bench import wsclient
 from bench.service import Service
 
 EVENTS_PER_CREATE = 6  # batch and item created (2); batch and item moved (4)
-SUBSCRIPTION = "subscription($c: ID!) { companySyncEvents(companyId: $c) { eventId occurredAt } }"
+SUBSCRIPTION = """subscription($c: ID!) {
+  companySyncEvents(companyId: $c) { eventId occurredAt batchId itemId toStatus }
+}"""
+POLL = "query($b: ID!) { syncBatch(id: $b) { status completedAt } }"
+POLL_SECONDS = 2.5  # the seed's advice to clients without a subscription
 CREATE = """mutation($c: ID!, $e: [ExpenseInput!]!) {
   createExpenses(companyId: $c, expenses: $e) { syncBatchId }
 }"""
@@ -35,6 +40,9 @@ class Figures:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    pickup_p50_ms: float  # create request sent → the batch's PROCESSING event
+    poll_staleness_s: float  # a poller's mean delay in seeing COMPLETED
+    polls_per_batch: float
 
 
 class _Inbox:
@@ -45,6 +53,7 @@ class _Inbox:
         self.full = full
         self.received: list[tuple[bytes, float]] = []
         self.occurred: dict[bytes, float] = {}
+        self.processing: dict[str, float] = {}  # batch id → its PROCESSING event's occurredAt
 
     def __call__(self, text: bytes, now: float) -> None:
         start = text.find(b'"eventId":"')
@@ -55,7 +64,10 @@ class _Inbox:
         self.received.append((event_id, now))
         if self.full:
             event = json.loads(text)["payload"]["data"]["companySyncEvents"]
-            self.occurred[event_id] = datetime.fromisoformat(event["occurredAt"]).timestamp()
+            occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
+            self.occurred[event_id] = occurred
+            if event["itemId"] is None and event["toStatus"] == "PROCESSING":
+                self.processing[event["batchId"]] = occurred
 
 
 async def measure(service: Service, *, subscribers: int, rate: float, seconds: float) -> Figures:
@@ -73,11 +85,18 @@ async def measure(service: Service, *, subscribers: int, rate: float, seconds: f
         interval = EVENTS_PER_CREATE / rate
         next_at = time.monotonic()
         deadline = next_at + seconds
+        created: dict[str, float] = {}
+        pollers = []
         while next_at < deadline:
             variables = {"c": company.id, "e": [EXPENSE]}
-            await http.post("/graphql", json={"query": CREATE, "variables": variables})
+            sent = time.time()
+            response = await http.post("/graphql", json={"query": CREATE, "variables": variables})
+            batch_id = response.json()["data"]["createExpenses"]["syncBatchId"]
+            created[batch_id] = sent
+            pollers.append(asyncio.create_task(_poll(http, batch_id)))
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        polls = await asyncio.gather(*pollers)
     await asyncio.sleep(2)  # the last events arrive
     for connection in connections:
         if connection.transport is not None:
@@ -89,6 +108,11 @@ async def measure(service: Service, *, subscribers: int, rate: float, seconds: f
         for event_id, received_at in subscriber.received
         if event_id in occurred
     )
+    pickups = sorted(
+        (crowd[0].processing[b] - sent) * 1000
+        for b, sent in created.items()
+        if b in crowd[0].processing
+    )
     return Figures(
         subscribers=subscribers,
         events=len(occurred),
@@ -96,4 +120,22 @@ async def measure(service: Service, *, subscribers: int, rate: float, seconds: f
         p50_ms=latencies[len(latencies) // 2],
         p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)],
         max_ms=latencies[-1],
+        pickup_p50_ms=pickups[len(pickups) // 2],
+        poll_staleness_s=sum(stale for stale, _ in polls) / len(polls),
+        polls_per_batch=sum(count for _, count in polls) / len(polls),
     )
+
+
+async def _poll(http: httpx.AsyncClient, batch_id: str) -> tuple[float, int]:
+    """A client without a subscription: `syncBatch` every 2.5 s (its own phase) until the
+    batch is done; how late it learnt of COMPLETED, and the requests it took."""
+    await asyncio.sleep(random.uniform(0, POLL_SECONDS))
+    requests = 0
+    while True:
+        requests += 1
+        response = await http.post("/graphql", json={"query": POLL, "variables": {"b": batch_id}})
+        batch = response.json()["data"]["syncBatch"]
+        if batch["status"] in ("COMPLETED", "FAILED"):
+            completed = datetime.fromisoformat(batch["completedAt"]).timestamp()
+            return time.time() - completed, requests
+        await asyncio.sleep(POLL_SECONDS)

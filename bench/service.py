@@ -41,6 +41,7 @@ class Service:
     address: str
     env: dict[str, str]
     home: Path
+    api_pid: int  # for figures read off the API process (memory, CPU time)
 
     async def cli(self, *args: str) -> str:
         """Run a `sync2books` command against this service; its output."""
@@ -96,6 +97,7 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
         "SECRET_KEY": Fernet.generate_key().decode(),
         "SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000",  # scenarios that need a limit set it
         "SANDBOX_MAX_CONCURRENT": "1000",
+        "API_RATE_LIMIT_PER_MINUTE": "100000000",  # the driver is one key sending thousands
     }
     port = _free_port()
     with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
@@ -115,7 +117,7 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.1)
-            yield Service(f"127.0.0.1:{port}", env, Path(home))
+            yield Service(f"127.0.0.1:{port}", env, Path(home), processes[0].pid)
         finally:
             for process in processes:
                 with contextlib.suppress(ProcessLookupError):  # it may have died already

@@ -1,0 +1,181 @@
+"""The sync pipeline end to end: throughput with an unlimited ledger, and the achieved rate under
+a ledger's limits.
+
+The driver creates batches through `createExpenses` and learns that a batch is done from its
+company's `companySyncEvents` subscription (the batch's terminal event), so nothing polls.
+"""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from bench import wsclient
+from bench.service import Company, Service
+
+CREATE = """mutation($c: ID!, $e: [ExpenseInput!]!) {
+  createExpenses(companyId: $c, expenses: $e) { syncBatchId }
+}"""
+DONE = "subscription($c: ID!) { companySyncEvents(companyId: $c) { batchId itemId toStatus } }"
+ATTEMPTS = """query($b: ID!, $after: String) {
+  syncBatch(id: $b) { items(first: 100, after: $after) {
+    pageInfo { hasNextPage endCursor }
+    edges { node { status pushAttempts { startedAt error { code } } } }
+  } }
+}"""
+TERMINAL = {"COMPLETED", "FAILED"}
+
+
+def expense(n: int) -> dict[str, str]:
+    return {"amount": f"{1 + n % 500}.25", "currency": "USD", "date": "2026-11-02",
+            "accountId": "429", "vendorName": "Bench", "reference": f"r{n}"}  # fmt: skip
+
+
+class _Finished:
+    """A company's batches, as their terminal events arrive on its subscription."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, float] = {}
+        self.changed = asyncio.Event()
+
+    def __call__(self, text: bytes, now: float) -> None:
+        message = json.loads(text)
+        if message["type"] != "next":
+            return  # a ping
+        event = message["payload"]["data"]["companySyncEvents"]
+        if event["itemId"] is None and event["toStatus"] in TERMINAL:
+            self.batches[event["batchId"]] = now
+            self.changed.set()
+
+    async def wait_for(self, batch_ids: set[str]) -> float:
+        """When the last of these batches finished."""
+        while not batch_ids <= self.batches.keys():
+            self.changed.clear()
+            await self.changed.wait()
+        return max(self.batches[batch_id] for batch_id in batch_ids)
+
+
+async def watch(service: Service, company: Company) -> tuple[_Finished, wsclient.Subscriber]:
+    finished = _Finished()
+    payload: dict[str, object] = {"query": DONE, "variables": {"c": company.id}}
+    return finished, await wsclient.subscribe(service.address, company.headers, payload, finished)
+
+
+async def create(http: httpx.AsyncClient, company: Company, expenses: list[dict[str, str]]) -> str:
+    response = await http.post(
+        "/graphql",
+        json={"query": CREATE, "variables": {"c": company.id, "e": expenses}},
+        headers=company.headers,
+    )
+    batch_id: str = response.json()["data"]["createExpenses"]["syncBatchId"]
+    return batch_id
+
+
+@dataclass
+class Throughput:
+    companies: int
+    items: int
+    create_seconds: float
+    total_seconds: float
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.total_seconds
+
+
+async def throughput(
+    service: Service, *, companies: int, items: int, batch_size: int
+) -> Throughput:
+    """`items` across `companies`, in batches of `batch_size`, all created at once: seconds
+    from the first create request to the last batch's terminal event."""
+    tenants = await service.create_companies("pipeline", companies)
+    watched = [await watch(service, company) for company in tenants]
+    per_company = items // companies
+    plans = [
+        (
+            company,
+            finished,
+            [expense(n) for n in range(start, min(start + batch_size, per_company))],
+        )
+        for company, (finished, _) in zip(tenants, watched, strict=True)
+        for start in range(0, per_company, batch_size)
+    ]
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(
+        base_url=f"http://{service.address}", timeout=120, limits=limits
+    ) as http:
+        started = time.time()
+        batch_ids = await asyncio.gather(*(create(http, c, e) for c, _, e in plans))
+        created = time.time()
+    waits: dict[_Finished, set[str]] = {}
+    for (_, finished, _), batch_id in zip(plans, batch_ids, strict=True):
+        waits.setdefault(finished, set()).add(batch_id)
+    ended = max(await asyncio.gather(*(f.wait_for(ids) for f, ids in waits.items())))
+    for _, subscriber in watched:
+        if subscriber.transport is not None:
+            subscriber.transport.close()
+    return Throughput(companies, per_company * companies, created - started, ended - started)
+
+
+@dataclass
+class Limited:
+    per_minute: int
+    concurrent: int
+    items: int
+    seconds: float
+    achieved_per_minute: float
+    rate_limited: int  # pushes the ledger answered 429
+
+    @property
+    def fraction(self) -> float:
+        return self.achieved_per_minute / self.per_minute
+
+
+async def limited(service: Service, *, per_minute: int, concurrent: int, items: int) -> Limited:
+    """One company whose sandbox allows `per_minute` pushes and `concurrent` at once: the rate
+    its pushes achieved (between the first and the last), and the 429s they met."""
+    (company,) = await service.create_companies("limited", 1)
+    await service.cli(
+        "sandbox", "configure", "--company-id", company.id,
+        "--rate-limit-per-minute", str(per_minute), "--max-concurrent", str(concurrent),
+    )  # fmt: skip
+    finished, subscriber = await watch(service, company)
+    async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=120) as http:
+        started = time.time()
+        batch_id = await create(http, company, [expense(n) for n in range(items)])
+        ended = await finished.wait_for({batch_id})
+        pushes, refused = await _pushes(http, company, batch_id)
+    if subscriber.transport is not None:
+        subscriber.transport.close()
+    span = (pushes[-1] - pushes[0]).total_seconds()
+    achieved = (len(pushes) - 1) / span * 60 if span > 0 else float("inf")
+    return Limited(per_minute, concurrent, items, ended - started, achieved, refused)
+
+
+async def _pushes(
+    http: httpx.AsyncClient, company: Company, batch_id: str
+) -> tuple[list[datetime], int]:
+    """When each successful push started, in order, and how many pushes were refused (429)."""
+    starts: list[datetime] = []
+    refused = 0
+    after = None
+    while True:
+        response = await http.post(
+            "/graphql",
+            json={"query": ATTEMPTS, "variables": {"b": batch_id, "after": after}},
+            headers=company.headers,
+        )
+        page = response.json()["data"]["syncBatch"]["items"]
+        for edge in page["edges"]:
+            for attempt in edge["node"]["pushAttempts"]:
+                if attempt["error"] is None:
+                    starts.append(datetime.fromisoformat(attempt["startedAt"]))
+                elif attempt["error"]["code"] == "RATE_LIMIT_EXCEEDED":
+                    refused += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    return sorted(starts), refused
