@@ -125,7 +125,9 @@ class _Link:
 
 async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncItem) -> ItemMove:
     """Push the item, retrying transient failures with backoff, up to `max_push_attempts`.
-    A refused access token is refreshed once and the push tried again at once."""
+    A refused access token is refreshed once and the push tried again at once. An outage of
+    our own Redis or database spends no attempt: with a chunk's pushes in flight together, it
+    would otherwise fail whichever of them ran out of attempts before it ended."""
     settings = deps.services.settings
     record = load_record(item.payload)
     attempts: list[Attempt] = []
@@ -140,6 +142,10 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
                 external_id = await ledger.push(record, idempotency_key=item.id)
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
+        except (DBAPIError, RedisError) as exc:  # our own database or Redis: not the ledger's
+            log.warning("push of item %s: %r; again in %ss", item.id, exc, OUTAGE_RETRY_SECONDS)
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the key makes a
+            continue  # post that did happen a no-op); the job's timeout bounds the wait
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
             log.exception("push of item %s failed unexpectedly", item.id)
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
