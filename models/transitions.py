@@ -109,8 +109,8 @@ async def open_batch(
         }
         for position, (item_id, payload) in enumerate(zip(item_ids, payloads, strict=True))
     ]
-    events = [_event(batch, None, None, BatchStatus.PENDING, now)]
-    events += [_event(batch, item_id, None, ItemStatus.PENDING, now) for item_id in item_ids]
+    events = [_event(batch, None, None, BatchStatus.PENDING)]
+    events += [_event(batch, item_id, None, ItemStatus.PENDING) for item_id in item_ids]
     async with db.transaction() as session:
         session.add(batch)
         await session.flush()
@@ -144,10 +144,10 @@ async def transition(
         closing: list[SyncEvent] = []
         if target is not None:
             await _move_batch(session, batch, target, fail_batch, now)
-            event = _event(batch, None, batch.status, target, now, fail_batch)
+            event = _event(batch, None, batch.status, target, fail_batch)
             (closing if target in TERMINAL_BATCH_STATUSES else opening).append(event)
         item_events = [
-            _event(batch, move.item_id, before, move.to, now, move.error)
+            _event(batch, move.item_id, before, move.to, move.error)
             for move, before in applied
         ]
         logged = await _log_events(session, [*opening, *item_events, *closing])
@@ -302,7 +302,6 @@ def _event(
     item_id: str | None,
     before: str | None,
     after: str,
-    now: datetime,
     error: SyncError | None = None,
 ) -> SyncEvent:
     return SyncEvent(
@@ -313,7 +312,6 @@ def _event(
         to_status=after,
         error_code=error.code if error else None,
         error_message=error.message if error else None,
-        occurred_at=now,
     )
 
 
@@ -321,7 +319,8 @@ async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[Sy
     """Number the events in their company's sequence, then insert them, last in the transaction.
 
     Taking the numbers locks the company row until the commit: a company's events are numbered,
-    given ids and committed in one order, so listeners can detect a gap by number alone.
+    given ids and committed in one order, so listeners can detect a gap by number alone. They
+    are stamped once the lock is held, as close to their commit as the transaction allows.
     """
     if not events:
         return []
@@ -333,8 +332,9 @@ async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[Sy
         .returning(_companies.c.last_event_seq)
     )
     assert last is not None
+    stamp = utcnow()
     for seq, event in enumerate(events, start=last - len(events) + 1):
-        event.company_seq = seq
+        event.company_seq, event.occurred_at = seq, stamp
     rows = [event.model_dump(exclude={"id"}) for event in events]
     ids = await session.execute(
         insert(_events).returning(_events.c.id, sort_by_parameter_order=True), rows
