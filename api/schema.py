@@ -1,12 +1,17 @@
 """The Strawberry schema: root types plus the extensions that guard every operation."""
 
+from collections.abc import Iterator
+from contextlib import suppress
+from functools import lru_cache
+
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, parse
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 
@@ -23,6 +28,23 @@ class Schema(strawberry.Schema):
         """Silence Strawberry's own logging: `ErrorCodes` logs what is unexpected, once."""
 
 
+_parse = lru_cache(maxsize=256)(parse)
+
+
+class ParseOnce(SchemaExtension):
+    """Clients send the same few documents: parse each once, so that `ValidationCache` (keyed
+    by the document object) validates each once too. A document that fails to parse is left
+    to Strawberry's own parse, which reports the error where `ErrorCodes` gives it its code
+    (Strawberry's ParserCache raises it outside that step)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None:
+            with suppress(GraphQLError):
+                context.graphql_document = _parse(context.query, **context.parse_options)
+        yield
+
+
 def build_schema(*, introspection: bool = True) -> Schema:
     """The schema; production may refuse introspection (`INTROSPECTION=false`)."""
     return Schema(
@@ -36,8 +58,7 @@ def build_schema(*, introspection: bool = True) -> Schema:
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             *([] if introspection else [DisableIntrospection]),
-            # Clients send the same few documents: validate each once. (Strawberry's ParserCache
-            # would raise syntax errors outside the step that gives them their code.)
+            ParseOnce,
             ValidationCache,
         ],
     )
