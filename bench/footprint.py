@@ -7,6 +7,8 @@ same run with nobody subscribed, per delivery.
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,42 +62,55 @@ def cpu_seconds(pid: int) -> float:
 async def measure(
     service: Service, *, counts: list[int], fan_out_at: int, creates: int
 ) -> tuple[list[Footprint], FanOut]:
-    (company,) = await service.create_companies("footprint", 1)
-    count = _Count()
-    payload: dict[str, object] = {"query": SUBSCRIPTION, "variables": {"c": company.id}}
-    async with httpx.AsyncClient(
-        base_url=f"http://{service.address}", headers=company.headers, timeout=60
-    ) as http:
-        idle_cpu = await _cpu_for_events(service, http, company, creates)
+    """Memory first, as subscribers join one company; then fan-out, on another company's
+    subscribers. Each company starts with no events: a subscription without afterEventId
+    starts with its company's whole log, which would weigh on the joins."""
+    quiet, idle, busy = await service.create_companies("footprint", 3)
+    async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=60) as http:
+        idle_cpu = await _cpu_for_events(service, http, quiet, creates)
         await asyncio.sleep(1)
         before = rss_kib(service.api_pid)
-        subscribers: list[wsclient.Subscriber] = []
-        footprints: list[Footprint] = []
-        fan_out: FanOut | None = None
-        for target in sorted({*counts, fan_out_at}):
-            while len(subscribers) < target:
-                joining = min(JOIN_AT_ONCE, target - len(subscribers))
-                subscribers += await asyncio.gather(
+        footprints = []
+        async with _subscribers(service, idle) as join:
+            for target in sorted(counts):
+                await join(target)
+                rss = rss_kib(service.api_pid)
+                footprints.append(Footprint(target, rss / 1024, (rss - before) / target))
+        count = _Count()
+        async with _subscribers(service, busy, count) as join:
+            await join(fan_out_at)
+            busy_cpu = await _cpu_for_events(service, http, busy, creates)
+    per_delivery = (busy_cpu - idle_cpu) / max(1, count.received) * 1e6
+    return footprints, FanOut(fan_out_at, creates * EVENTS_PER_CREATE, count.received, per_delivery)
+
+
+@asynccontextmanager
+async def _subscribers(
+    service: Service, company: Company, inbox: Callable[[bytes, float], None] = lambda *_: None
+) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """`join(n)` brings the company's subscribers up to n, settled; all leave on exit."""
+    payload: dict[str, object] = {"query": SUBSCRIPTION, "variables": {"c": company.id}}
+    joined: list[wsclient.Subscriber] = []
+
+    async def join(target: int) -> None:
+        while len(joined) < target:
+            joining = min(JOIN_AT_ONCE, target - len(joined))
+            joined.extend(
+                await asyncio.gather(
                     *(
-                        wsclient.subscribe(service.address, company.headers, payload, count)
+                        wsclient.subscribe(service.address, company.headers, payload, inbox)
                         for _ in range(joining)
                     )
                 )
-            await asyncio.sleep(2)  # every subscription settled in its feed
-            rss = rss_kib(service.api_pid)
-            if target in counts:
-                footprints.append(Footprint(target, rss / 1024, (rss - before) / target))
-            if target == fan_out_at:
-                count.received = 0
-                busy_cpu = await _cpu_for_events(service, http, company, creates)
-                deliveries = count.received
-                per_delivery = (busy_cpu - idle_cpu) / max(1, deliveries) * 1e6
-                fan_out = FanOut(target, creates * EVENTS_PER_CREATE, deliveries, per_delivery)
-        for subscriber in subscribers:
+            )
+        await asyncio.sleep(2)  # every subscription settled in its feed
+
+    try:
+        yield join
+    finally:
+        for subscriber in joined:
             if subscriber.transport is not None:
                 subscriber.transport.close()
-    assert fan_out is not None
-    return footprints, fan_out
 
 
 async def _cpu_for_events(

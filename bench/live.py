@@ -11,13 +11,14 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 
 from bench import wsclient
-from bench.service import Service
+from bench.service import Company, Service
 
 EVENTS_PER_CREATE = 6  # batch and item created (2); batch and item moved (4)
 SUBSCRIPTION = """subscription($c: ID!) {
@@ -41,8 +42,6 @@ class Figures:
     p99_ms: float
     max_ms: float
     pickup_p50_ms: float  # create request sent → the batch's PROCESSING event
-    poll_staleness_s: float  # a poller's mean delay in seeing COMPLETED
-    polls_per_batch: float
 
 
 class _Inbox:
@@ -79,24 +78,7 @@ async def measure(service: Service, *, subscribers: int, rate: float, seconds: f
         for inbox in crowd
     ]
     await asyncio.sleep(1)  # every subscription has joined the live feed
-    async with httpx.AsyncClient(
-        base_url=f"http://{service.address}", headers=company.headers, timeout=30
-    ) as http:
-        interval = EVENTS_PER_CREATE / rate
-        next_at = time.monotonic()
-        deadline = next_at + seconds
-        created: dict[str, float] = {}
-        pollers = []
-        while next_at < deadline:
-            variables = {"c": company.id, "e": [EXPENSE]}
-            sent = time.time()
-            response = await http.post("/graphql", json={"query": CREATE, "variables": variables})
-            batch_id = response.json()["data"]["createExpenses"]["syncBatchId"]
-            created[batch_id] = sent
-            pollers.append(asyncio.create_task(_poll(http, batch_id)))
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        polls = await asyncio.gather(*pollers)
+    created = await _create_at_rate(service, company, rate=rate, seconds=seconds)
     await asyncio.sleep(2)  # the last events arrive
     for connection in connections:
         if connection.transport is not None:
@@ -121,9 +103,66 @@ async def measure(service: Service, *, subscribers: int, rate: float, seconds: f
         p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)],
         max_ms=latencies[-1],
         pickup_p50_ms=pickups[len(pickups) // 2],
-        poll_staleness_s=sum(stale for stale, _ in polls) / len(polls),
-        polls_per_batch=sum(count for _, count in polls) / len(polls),
     )
+
+
+@dataclass
+class Polling:
+    batches: int
+    staleness_s: float  # mean delay in seeing COMPLETED
+    requests_per_batch: float
+
+
+async def polling(service: Service, *, rate: float, seconds: float) -> Polling:
+    """The same load with no subscriber: a client polls each batch it created, as the seed
+    advises, in a run of its own so its requests do not weigh on the live figures."""
+    company = await service.create_company("polling")
+    async with httpx.AsyncClient(
+        base_url=f"http://{service.address}", headers=company.headers, timeout=30
+    ) as http:
+        pollers: list[asyncio.Task[tuple[float, int]]] = []
+        await _create_at_rate(
+            service,
+            company,
+            rate=rate,
+            seconds=seconds,
+            then=lambda batch_id: pollers.append(asyncio.create_task(_poll(http, batch_id))),
+        )
+        polls = await asyncio.gather(*pollers)
+    return Polling(
+        batches=len(polls),
+        staleness_s=sum(stale for stale, _ in polls) / len(polls),
+        requests_per_batch=sum(count for _, count in polls) / len(polls),
+    )
+
+
+async def _create_at_rate(
+    service: Service,
+    company: Company,
+    *,
+    rate: float,
+    seconds: float,
+    then: Callable[[str], None] = lambda _: None,
+) -> dict[str, float]:
+    """One-expense batches at the pace that yields `rate` events a second, `then` called with
+    each; each batch id with when its create request was sent."""
+    created: dict[str, float] = {}
+    async with httpx.AsyncClient(
+        base_url=f"http://{service.address}", headers=company.headers, timeout=30
+    ) as http:
+        interval = EVENTS_PER_CREATE / rate
+        next_at = time.monotonic()
+        deadline = next_at + seconds
+        while next_at < deadline:
+            variables = {"c": company.id, "e": [EXPENSE]}
+            sent = time.time()
+            response = await http.post("/graphql", json={"query": CREATE, "variables": variables})
+            batch_id = response.json()["data"]["createExpenses"]["syncBatchId"]
+            created[batch_id] = sent
+            then(batch_id)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    return created
 
 
 async def _poll(http: httpx.AsyncClient, batch_id: str) -> tuple[float, int]:

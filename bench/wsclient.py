@@ -95,8 +95,8 @@ async def subscribe(
     assert protocol.transport is not None
     key = base64.b64encode(os.urandom(16)).decode()
     protocol.transport.write(_HANDSHAKE.format(host=address, key=key).encode())
-    await asyncio.wait_for(protocol.switched, 10)  # frames sent earlier could be lost
+    await asyncio.wait_for(protocol.switched, 30)  # frames sent earlier could be lost
     protocol.send_json({"type": "connection_init", "payload": headers})
-    await asyncio.wait_for(protocol.acked, 10)
+    await asyncio.wait_for(protocol.acked, 30)
     protocol.send_json({"id": "1", "type": "subscribe", "payload": payload})
     return protocol
