@@ -6,10 +6,12 @@ database from being the bottleneck. The job is idempotent: it only ever claims P
 (a conditional move, so two jobs for one batch never push an item twice), and each push
 carries the item's id as idempotency key.
 
-Pushes wait their turn in the connection's `Limiter`, so the ledger's limits hold across all
-workers. A job works for one slice (`JOB_SLICE_SECONDS`), in chunks sized to fit it at the
-ledger's rate, then queues the rest of its batch behind the other jobs: a company with a
-large, slow backlog takes turns with the others instead of holding every worker.
+A chunk's pushes run at once, each waiting its turn in the connection's `Limiter`, so the
+ledger's rate and concurrency limits hold across all workers (and `WORKER_MAX_PUSHES` bounds
+a process's pushes in flight). A job works for one slice (`JOB_SLICE_SECONDS`), in chunks
+sized to fit it at the ledger's rate, then queues the rest of its batch behind the other
+jobs: a company with a large, slow backlog takes turns with the others instead of holding
+every worker.
 """
 
 import asyncio

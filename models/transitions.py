@@ -147,8 +147,7 @@ async def transition(
             event = _event(batch, None, batch.status, target, fail_batch)
             (closing if target in TERMINAL_BATCH_STATUSES else opening).append(event)
         item_events = [
-            _event(batch, move.item_id, before, move.to, move.error)
-            for move, before in applied
+            _event(batch, move.item_id, before, move.to, move.error) for move, before in applied
         ]
         logged = await _log_events(session, [*opening, *item_events, *closing])
     await bus.publish(logged)
