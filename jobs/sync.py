@@ -139,7 +139,7 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
         started_at, start = utcnow(), time.perf_counter()
         connection, ledger = link.connection, link.ledger
         try:
-            async with deps.pushes, limiter.call():
+            async with limiter.call(), deps.pushes:  # a slot of the process's only for the call
                 started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
                 external_id = await ledger.push(record, idempotency_key=item.id)
         except LedgerError as exc:
