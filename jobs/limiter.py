@@ -7,6 +7,7 @@ Calls at once: a lease per call in a sorted set, expiring by itself if its worke
 """
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 
 from models.ledger import Limits
+from models.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute
 POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks again
@@ -45,11 +47,18 @@ class Limiter:
     """One connection's limits, shared through Redis by every process that pushes to it."""
 
     def __init__(
-        self, redis: Redis, *, connection_id: str, limits: Limits, lease_seconds: float
+        self,
+        redis: Redis,
+        *,
+        connection_id: str,
+        provider: str,
+        limits: Limits,
+        lease_seconds: float,
     ) -> None:
         """`lease_seconds`: how long a call may hold its concurrency slot should its worker die
         mid-call (no call outlives its job's timeout)."""
         self.redis = redis
+        self.provider = provider
         self.limits = limits
         self.lease_seconds = lease_seconds
         self.interval = 60 / limits.per_minute * MARGIN
@@ -78,12 +87,16 @@ class Limiter:
         Callers in this process queue locally first, so only the calls that could run now
         reserve a slot or ask Redis for a lease."""
         async with self._here:
-            await asyncio.sleep(
-                float(await self._reserve(keys=[self._slots], args=[self.interval]))
-            )
+            start = time.perf_counter()
+            wait = float(await self._reserve(keys=[self._slots], args=[self.interval]))
+            await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
-            while not await self._lease(lease):  # noqa: ASYNC110 - held by other processes
+            while not await self._lease(lease):
+                wait = POLL_SECONDS
                 await asyncio.sleep(POLL_SECONDS)
+            if wait > 0:
+                RATE_LIMIT_WAITS.labels(self.provider).inc()
+                RATE_LIMIT_WAIT_SECONDS.labels(self.provider).observe(time.perf_counter() - start)
             try:
                 yield
             finally:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 from arq import Retry
@@ -31,6 +32,7 @@ from models.company import get_connection
 from models.connections import usable_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
+from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
 from models.queue import enqueue_sync
 from models.records import load_record
 from models.settings import Settings
@@ -51,7 +53,12 @@ async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
     try:
         await run_sync(from_ctx(ctx), batch_id=batch_id)
     except (DBAPIError, RedisError, OSError) as exc:
-        log.warning("batch %s: %r; its job runs again in %ss", batch_id, exc, OUTAGE_RETRY_SECONDS)
+        log.warning(
+            "batch job interrupted: %r; it runs again in %ss",
+            exc,
+            OUTAGE_RETRY_SECONDS,
+            extra={"batch_id": batch_id},
+        )
         raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
 
 
@@ -60,17 +67,18 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     async with db.sessions() as session:
         batch = await session.get(SyncBatch, batch_id)
         if batch is None:
-            log.warning("batch %s vanished before its job ran", batch_id)
+            log.warning("batch vanished before its job ran", extra={"batch_id": batch_id})
             return
         connection = await get_connection(session, company_id=batch.company_id)
     await _recover(deps, batch_id=batch_id)
     link = None if connection is None else _Link(deps, connection)
     if link is None or not await link.usable():
-        await _fail_batch(deps, batch_id=batch_id)
+        await _fail_batch(deps, batch, connection)
         return
     limiter = Limiter(
         deps.services.redis,
         connection_id=link.connection.id,
+        provider=link.connection.provider,
         limits=await link.ledger.limits(),
         lease_seconds=settings.job_timeout_seconds,
     )
@@ -83,7 +91,9 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         backlog = await limiter.backlog()
         if time.monotonic() > ends or backlog > slice_seconds:
             log.info(
-                "batch %s: slice over, the rest runs in %.1fs at the earliest", batch_id, backlog
+                "slice over, the rest of the batch runs in %.1fs at the earliest",
+                backlog,
+                extra={"batch_id": batch_id},
             )
             raise Retry(defer=backlog)  # the same job (one per batch), behind the others
         claimed = await transition(
@@ -98,10 +108,11 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             *(_push(deps, link, limiter, item) for item in chunk if item.id in mine)
         )
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
+        _report(link.connection.provider, batch, results)
         if not await link.usable():
-            await _fail_batch(deps, batch_id=batch_id)
+            await _fail_batch(deps, batch, link.connection)
             return
-    log.info("batch %s synced", batch_id)
+    log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
 
 
 class _Link:
@@ -141,15 +152,25 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
         try:
             async with limiter.call(), deps.pushes:  # a slot of the process's only for the call
                 started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
-                external_id = await ledger.push(record, idempotency_key=item.id)
+                try:
+                    external_id = await ledger.push(record, idempotency_key=item.id)
+                finally:
+                    PUSH_SECONDS.labels(connection.provider).observe(time.perf_counter() - start)
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
         except (DBAPIError, RedisError) as exc:  # our own database or Redis: not the ledger's
-            log.warning("push of item %s: %r; again in %ss", item.id, exc, OUTAGE_RETRY_SECONDS)
+            log.warning(
+                "push interrupted by our own outage: %r; again in %ss",
+                exc,
+                OUTAGE_RETRY_SECONDS,
+                extra={"batch_id": item.batch_id, "item_id": item.id},
+            )
             await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the key makes a
             continue  # post that did happen a no-op); the job's timeout bounds the wait
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
-            log.exception("push of item %s failed unexpectedly", item.id)
+            log.exception(
+                "push failed unexpectedly", extra={"batch_id": item.batch_id, "item_id": item.id}
+            )
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
             error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
         else:
@@ -163,6 +184,27 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
         if error.code not in TRANSIENT or len(attempts) >= settings.max_push_attempts:
             return ItemMove(item.id, ItemStatus.FAILED, error=error, attempts=attempts)
         await asyncio.sleep(backoff(len(attempts), retry_after, settings))
+
+
+def _report(provider: str, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
+    """Count the items' outcomes, and log each failure with what identifies it."""
+    for move in moves:
+        PUSH_ATTEMPTS.labels(provider).observe(len(move.attempts))
+        if move.error is None:
+            continue
+        ITEM_FAILURES.labels(provider, move.error.code).inc()
+        log.warning(
+            "item failed: %s",
+            move.error.message,
+            extra={
+                "company_id": batch.company_id,
+                "batch_id": batch.id,
+                "item_id": move.item_id,
+                "provider": provider,
+                "code": move.error.code,
+                "attempts": len(move.attempts),
+            },
+        )
 
 
 def backoff(failures: int, retry_after: float | None, settings: Settings) -> float:
@@ -190,25 +232,27 @@ async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
     if stranded:
         moves = [ItemMove(item.id, ItemStatus.PENDING) for item in stranded]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=moves, strict=False)
-        log.warning("batch %s: %d items left mid-push were put back", batch_id, len(stranded))
+        log.warning(
+            "%d items left mid-push were put back", len(stranded), extra={"batch_id": batch_id}
+        )
 
 
-async def _fail_batch(deps: WorkerContext, *, batch_id: str) -> None:
+async def _fail_batch(deps: WorkerContext, batch: SyncBatch, connection: Connection | None) -> None:
     """No usable connection: nothing can be pushed, so the batch and its unfinished items fail."""
     error = SyncError(
         SyncErrorCode.CONNECTION_EXPIRED,
         "The accounting system connection is expired or missing.",
     )
     db = deps.services.db
-    items = await items_in(db, batch_id=batch_id, status=ItemStatus.PENDING, limit=None)
-    await transition(
-        db,
-        bus=deps.services.bus,
-        batch_id=batch_id,
-        moves=[ItemMove(item.id, ItemStatus.FAILED, error=error) for item in items],
-        fail_batch=error,
+    items = await items_in(db, batch_id=batch.id, status=ItemStatus.PENDING, limit=None)
+    moves = [ItemMove(item.id, ItemStatus.FAILED, error=error) for item in items]
+    await transition(db, bus=deps.services.bus, batch_id=batch.id, moves=moves, fail_batch=error)
+    provider = connection.provider if connection else "none"
+    ITEM_FAILURES.labels(provider, error.code).inc(len(moves))
+    log.warning(
+        "batch failed: no usable ledger connection",
+        extra={"company_id": batch.company_id, "batch_id": batch.id, "items": len(moves)},
     )
-    log.info("batch %s failed: no usable ledger connection", batch_id)
 
 
 async def requeue_unfinished(ctx: dict[str, object]) -> None:
@@ -217,4 +261,4 @@ async def requeue_unfinished(ctx: dict[str, object]) -> None:
     deps = from_ctx(ctx)
     for batch_id in await unfinished_batches(deps.services.db):
         if await enqueue_sync(deps.services.queue, batch_id=batch_id):
-            log.warning("batch %s was unfinished with no job: queued", batch_id)
+            log.warning("unfinished batch had no job: queued", extra={"batch_id": batch_id})

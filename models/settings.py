@@ -1,6 +1,7 @@
 """The one settings object: every knob comes from the environment, nothing else reads it."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log
+    worker_metrics_port: int | None = None  # a worker's own /metrics, for workers on hosts
+    # with no API process (where one is, PROMETHEUS_MULTIPROC_DIR lets it report the host's)
+    log_format: Literal["json", "text"] = "json"  # JSON lines; text for a terminal
+    log_level: str = "INFO"
 
     @property
     def async_database_url(self) -> str:

@@ -25,6 +25,7 @@ from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
+from models.metrics import count_events
 from models.tables import Company, PushAttempt, SyncBatch, SyncEvent, SyncItem, new_id, utcnow
 
 # For each target status, the statuses it may be reached from.
@@ -117,6 +118,7 @@ async def open_batch(
         await session.execute(insert(_items), rows)
         logged = await _log_events(session, events)
     await bus.publish(logged)
+    count_events(record_type, logged)
     return batch, item_ids
 
 
@@ -151,6 +153,7 @@ async def transition(
         ]
         logged = await _log_events(session, [*opening, *item_events, *closing])
     await bus.publish(logged)
+    count_events(batch.record_type, logged)
     return logged
 
 

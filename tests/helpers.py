@@ -70,3 +70,12 @@ def error(response: dict[str, Any]) -> dict[str, Any]:
     assert len(response["errors"]) == 1, response["errors"]
     first: dict[str, Any] = response["errors"][0]
     return first
+
+
+def metric_figures(text: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }

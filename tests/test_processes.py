@@ -18,7 +18,7 @@ from models.batch import get_batch
 from models.events import batch_events
 from models.services import Services
 from models.settings import Settings
-from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.helpers import CREATE_EXPENSES, data, expense, metric_figures
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
@@ -68,7 +68,13 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
 async def test_production_runs_api_and_worker_as_separate_processes(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = env_without_config(DATABASE_URL=settings.database_url, REDIS_URL=services.redis_url)
+    """…and the API's /metrics adds up both processes' counters; both log JSON lines."""
+    (tmp_path / "metrics").mkdir()
+    env = env_without_config(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=services.redis_url,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     company = json.loads(cli("create-company", "--name", "Split Ltd", cwd=tmp_path, env=env))
     port = free_port()
     with (
@@ -77,8 +83,31 @@ async def test_production_runs_api_and_worker_as_separate_processes(
     ):
         async with ready_client(port, company["apiKey"]) as client:
             batch = await _sync_one_batch(client, company["companyId"])
+            scraped = (await client.get("/metrics")).text
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
     assert not (tmp_path / ".sync2books-redis").exists()  # production starts no redis of its own
+
+    figures = metric_figures(scraped)
+    assert figures['sync2books_items_total{record_type="EXPENSE",status="PENDING"}'] == 2  # API
+    assert figures['sync2books_items_total{record_type="EXPENSE",status="SUCCESS"}'] == 1  # worker
+    assert figures['sync2books_batches_total{record_type="EXPENSE",status="COMPLETED"}'] == 1
+    failures = 'sync2books_item_failures_total{code="INVALID_ACCOUNT_ID",provider="sandbox"}'
+    assert figures[failures] == 1
+    assert figures['sync2books_push_duration_seconds_count{provider="sandbox"}'] == 2
+    assert figures['sync2books_push_attempts_count{provider="sandbox"}'] == 2
+    assert figures["sync2books_queue_depth"] >= 0
+    assert figures["sync2books_oldest_pending_seconds"] == 0
+
+    lines = [
+        json.loads(line)
+        for name in ("serve", "worker")
+        for line in (tmp_path / f"{name}.log").read_text().splitlines()
+    ]
+    (failure,) = [line for line in lines if line["message"].startswith("item failed")]
+    assert failure["company_id"] == company["companyId"] and failure["batch_id"] == batch["id"]
+    assert failure["code"] == "INVALID_ACCOUNT_ID" and failure["level"] == "WARNING"
+    assert failure["item_id"].startswith("itm_")
+    assert company["apiKey"] not in json.dumps(lines)
 
 
 @contextmanager

@@ -1,0 +1,53 @@
+"""/metrics reads the service's state from the database and Redis; logs never hold secrets."""
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from api.logs import REDACTED, configure_logging
+from models.company import NewCompany
+from models.settings import Settings
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, expense, metric_figures
+
+
+async def test_metrics_show_unfinished_work_and_its_age(
+    api: Api, company: NewCompany, run_jobs: Any
+) -> None:
+    variables = {"companyId": company.company.id, "expenses": [expense(), expense()]}
+    await api.gql(CREATE_EXPENSES, variables)
+    before = metric_figures((await api.http.get("/metrics")).text)
+    assert before['sync2books_unfinished_batches{record_type="EXPENSE",status="PENDING"}'] == 1
+    assert before['sync2books_unfinished_items{record_type="EXPENSE",status="PENDING"}'] == 2
+    assert before["sync2books_queue_depth"] == 1
+    assert before["sync2books_oldest_pending_seconds"] > 0
+
+    await run_jobs()
+    after = metric_figures((await api.http.get("/metrics")).text)
+    assert 'sync2books_unfinished_batches{record_type="EXPENSE",status="PENDING"}' not in after
+    assert after["sync2books_queue_depth"] == 0
+    assert after["sync2books_oldest_pending_seconds"] == 0
+    success = 'sync2books_items_total{record_type="EXPENSE",status="SUCCESS"}'
+    assert after[success] - before.get(success, 0) == 2
+
+
+def test_json_logs_carry_ids_and_blank_secrets(
+    capsys: pytest.CaptureFixture[str], settings: Settings
+) -> None:
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        configure_logging(settings.model_copy(update={"log_format": "json"}))
+        logging.getLogger("sync2books.test").warning(
+            "item failed",
+            extra={"batch_id": "bat_1", "access_token": "s3cret", "api_key": "k3y"},
+        )
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["message"] == "item failed" and line["level"] == "WARNING"
+    assert line["batch_id"] == "bat_1"
+    assert line["access_token"] == line["api_key"] == REDACTED
