@@ -29,7 +29,7 @@ from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from models.errors import Unauthenticated
 from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from models.metrics import exposition, service_state
+from models.metrics import exposition, process_exited, service_state
 from models.services import Services
 from models.settings import Settings
 
@@ -156,6 +156,19 @@ def _refused(status: int, code: str, message: str, *, retry_after: float | None 
     return Response(json.dumps(body), status, headers, media_type="application/json")
 
 
+MONITOR_POLICY = (  # the page runs only its own files, and talks only to this service
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+async def monitor(_: Request) -> Response:
+    """The live monitor page; it asks for the company key itself (see static/monitor)."""
+    return FileResponse(
+        STATIC / "monitor" / "index.html", headers={"content-security-policy": MONITOR_POLICY}
+    )
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus text: every process's counters, and the service's state read just now."""
     services = _services(request)
@@ -211,12 +224,14 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             ) as hub,
         ):
             yield {"services": services, "ledgers": ledgers, "hub": hub}
+        process_exited()
 
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Route("/monitor", monitor),
             Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -16,7 +16,8 @@ from models.errors import NotFound, Unauthenticated
 from models.ledger import LedgerFactory
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, PushAttempt
+from models.tables import Company, PushAttempt, WebhookAttempt
+from models.webhooks import attempts_of
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
@@ -45,6 +46,11 @@ class Context:
         """One query for the attempts of every item a response shows."""
         db = self.services.db
         return DataLoader(lambda ids: push_attempts(db, item_ids=ids))
+
+    @cached_property
+    def webhook_attempts(self) -> DataLoader[str, list[WebhookAttempt]]:
+        db = self.services.db
+        return DataLoader(lambda ids: attempts_of(db, delivery_ids=ids))
 
     def own(self, company_id: str) -> str:
         """The caller's company id, if that is the one asked for; any other is not found."""

@@ -47,6 +47,7 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "arq"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("arq").setLevel(logging.WARNING)  # a line per job, every second: noise
 
 
 def _plain(value: Any) -> str:  # Any: whatever a caller put in `extra`

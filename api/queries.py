@@ -22,11 +22,30 @@ from models.batch import BatchFilter, get_batch, list_batches
 from models.company import connection_of as ledger_connection
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import NotFound
+from models.events import last_event_id
 from models.pagination import PageRequest
+
+
+@strawberry.type(description="The company an API key belongs to.")
+class Company:
+    id: strawberry.ID
+    name: str
+
+    @strawberry.field(
+        description="Its newest event's id: subscribe after it to hear only what comes next."
+    )
+    async def last_event_id(self, info: Info) -> strawberry.ID | None:
+        event_id = await last_event_id(info.context.services.db, company_id=self.id)
+        return None if event_id is None else strawberry.ID(str(event_id))
 
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="The caller's own company: who the API key belongs to.")
+    def company(self, info: Info) -> Company:
+        caller = info.context.company
+        return Company(id=strawberry.ID(caller.id), name=caller.name)
+
     @strawberry.field(description="A batch of the caller's company, or null.")
     async def sync_batch(self, info: Info, id: strawberry.ID) -> SyncBatch | None:
         ctx = info.context

@@ -14,13 +14,16 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.tools import merge_types
 
+from api.alerts import AlertQuery, AlertSubscription
 from api.errors import ErrorCodes
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule
 from api.mutations import Mutation
 from api.queries import Query
 from api.scalars import SCALARS
 from api.subscriptions import Subscription
+from api.webhooks import WebhookMutation, WebhookQuery
 
 
 class Schema(strawberry.Schema):
@@ -48,9 +51,9 @@ class ParseOnce(SchemaExtension):
 def build_schema(*, introspection: bool = True) -> Schema:
     """The schema; production may refuse introspection (`INTROSPECTION=false`)."""
     return Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
+        query=merge_types("Query", (Query, AlertQuery, WebhookQuery)),
+        mutation=merge_types("Mutation", (Mutation, WebhookMutation)),
+        subscription=merge_types("Subscription", (Subscription, AlertSubscription)),
         scalar_overrides=SCALARS,
         extensions=[
             ErrorCodes,

@@ -232,7 +232,7 @@ async def items_of(
     rows = await list_items(
         ctx.services.db, company_id=ctx.company.id, batch_id=batch_id, status=status, page=page
     )
-    return _connection(rows, SyncItem.from_row)
+    return relay_connection(rows, SyncItem.from_row)
 
 
 @strawberry.type(description="Records queued together for one company's ledger.")
@@ -287,13 +287,13 @@ class SyncBatch:
 
 
 def batch_connection_of(page: Page[SyncBatchRow]) -> RelayConnection[SyncBatch]:
-    return _connection(page, SyncBatch.from_row)
+    return relay_connection(page, SyncBatch.from_row)
 
 
 R = TypeVar("R")
 
 
-def _connection(page: Page[R], build: Callable[[R], N]) -> RelayConnection[N]:
+def relay_connection(page: Page[R], build: Callable[[R], N]) -> RelayConnection[N]:
     edges = [Edge(cursor=cursor, node=build(row)) for cursor, row in page.rows]
     return RelayConnection(
         edges=edges,

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from jobs.context import WorkerContext, from_ctx
 from jobs.limiter import Limiter
+from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
 from models.connections import usable_connection
@@ -109,6 +110,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         )
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
         _report(link.connection.provider, batch, results)
+        await _judge(deps, batch, results)
         if not await link.usable():
             await _fail_batch(deps, batch, link.connection)
             return
@@ -205,6 +207,23 @@ def _report(provider: str, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
                 "attempts": len(move.attempts),
             },
         )
+
+
+async def _judge(deps: WorkerContext, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
+    """Add the chunk's outcomes to the company's failure-rate window, and raise or clear its
+    alert. Alerts advise: an outage here is logged and never stops the sync."""
+    failed = sum(move.to is ItemStatus.FAILED for move in moves)
+    try:
+        window = await record_outcomes(
+            deps.services.redis,
+            deps.services.settings,
+            company_id=batch.company_id,
+            succeeded=len(moves) - failed,
+            failed=failed,
+        )
+        await judge_failure_rate(deps.services, company_id=batch.company_id, window=window)
+    except (DBAPIError, RedisError) as exc:
+        log.warning("failure-rate alert not judged: %r", exc, extra={"batch_id": batch.id})
 
 
 def backoff(failures: int, retry_after: float | None, settings: Settings) -> float:

@@ -8,6 +8,7 @@ from arq.worker import Worker, func
 from jobs import providers
 from jobs.context import WorkerContext, attach
 from jobs.sync import requeue_unfinished, sync_batch
+from jobs.webhooks import pump_webhooks
 from models.ledger import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
@@ -39,7 +40,9 @@ def build_worker(
                 second=set(range(0, 60, settings.recovery_seconds)),
                 run_at_startup=True,
                 unique=True,
-            )
+            ),
+            # Each second, one worker sends webhooks; a burst (tests) runs only what is queued.
+            *([] if burst else [cron(pump_webhooks, second=set(range(60)), unique=True)]),
         ],
         job_timeout=settings.job_timeout_seconds,  # for every function: a killed worker's job
         # runs again once its in-progress lease (the longest timeout + 10 s) expires

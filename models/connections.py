@@ -10,14 +10,15 @@ from datetime import timedelta
 
 from sqlmodel import select
 
+from models.alerts import clear_alert, raise_alert
 from models.company import get_connection
 from models.db import Database
-from models.enums import ConnectionStatus
+from models.enums import AlertKind, ConnectionStatus
 from models.errors import LedgerError, SyncErrorCode
 from models.ledger import LedgerFactory, Tokens
 from models.secrets import Vault, seal_tokens
 from models.services import Services
-from models.tables import Connection, utcnow
+from models.tables import Alert, Connection, utcnow
 
 REFRESH_BEFORE = timedelta(minutes=2)  # a token this close to expiry is refreshed first
 LOCK_SECONDS = 30
@@ -48,7 +49,10 @@ async def usable_connection(
             if exc.error.code is not SyncErrorCode.CONNECTION_EXPIRED:
                 raise
             current.status = ConnectionStatus.EXPIRED
-        return await _save(services, current)
+        saved = await _save(services, current)
+        if saved.status is ConnectionStatus.EXPIRED:
+            await raise_alert(services, expired_alert(saved))
+        return saved
 
 
 async def _save(services: Services, connection: Connection) -> Connection:
@@ -78,4 +82,17 @@ async def reconnected(services: Services, *, company_id: str, tokens: Tokens) ->
     assert connection is not None
     connection.status = ConnectionStatus.ACTIVE
     seal_tokens(services.vault, connection, tokens)
-    return await _save(services, connection)
+    saved = await _save(services, connection)
+    await clear_alert(services, company_id=company_id, kind=AlertKind.CONNECTION_EXPIRED)
+    return saved
+
+
+def expired_alert(connection: Connection) -> Alert:
+    return Alert(
+        company_id=connection.company_id,
+        kind=AlertKind.CONNECTION_EXPIRED,
+        message=(
+            f"The {connection.provider} connection expired and could not be refreshed: "
+            "reconnect it, then retry the failed items."
+        ),
+    )

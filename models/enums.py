@@ -61,3 +61,30 @@ EXPENSE_ACCOUNT_TYPES = frozenset(
 
 TERMINAL_ITEM_STATUSES = frozenset({ItemStatus.SUCCESS, ItemStatus.FAILED})
 TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED})
+
+
+class AlertKind(StrEnum):
+    FAILURE_RATE = "FAILURE_RATE"
+    CONNECTION_EXPIRED = "CONNECTION_EXPIRED"
+
+
+class AlertStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    CLEARED = "CLEARED"
+
+
+class WebhookEventType(StrEnum):
+    """What an endpoint may subscribe to; the value is the payload's `type`."""
+
+    BATCH_COMPLETED = "batch.completed"
+    BATCH_FAILED = "batch.failed"
+    ITEM_FAILED = "item.failed"
+    ALERT_RAISED = "alert.raised"
+    ALERT_CLEARED = "alert.cleared"
+    CONNECTION_EXPIRED = "connection.expired"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"  # due at `next_attempt_at`
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # every scheduled attempt failed (a replay tries once more)

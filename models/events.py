@@ -141,3 +141,14 @@ async def batch_events(db: Database, *, batch_id: str) -> list[SyncEvent]:
             select(SyncEvent).where(col(SyncEvent.batch_id) == batch_id).order_by(col(SyncEvent.id))
         )
         return list(rows)
+
+
+async def last_event_id(db: Database, *, company_id: str) -> int | None:
+    """The id of the company's newest event, if it has any."""
+    async with db.sessions() as session:
+        return await session.scalar(
+            select(col(SyncEvent.id))
+            .where(col(SyncEvent.company_id) == company_id)
+            .order_by(col(SyncEvent.company_seq).desc())
+            .limit(1)
+        )

@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -142,17 +142,12 @@ class _StateCollector(Collector):
             self.state.queue_depth,
         )
         oldest = self.state.oldest_pending
-        age = 0.0 if oldest is None else max(0.0, (utcnow() - _aware(oldest)).total_seconds())
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
         yield GaugeMetricFamily(
             "sync2books_oldest_pending_seconds",
             "Age of the oldest batch with items still PENDING (0 when none).",
             age,
         )
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive UTC datetimes."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def process_registry() -> CollectorRegistry:
@@ -162,6 +157,13 @@ def process_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
+
+
+def process_exited() -> None:
+    """Drop this process's live gauges from the shared directory (its counters stay: they
+    still count what happened)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def exposition(state: ServiceState | None) -> bytes:

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log
+    alert_window_seconds: int = 300  # failure-rate alerts judge this sliding window
+    alert_failure_rate: float = 0.5  # raised at or above this share of failed items…
+    alert_min_items: int = 10  # …once the window holds this many outcomes
+    webhook_retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]  # seconds
+    # between attempts after the first (immediate) one; then the delivery FAILED
+    webhook_disable_after_seconds: float = 5 * 86400  # an endpoint failing this long is disabled
+    webhook_timeout_seconds: float = 15.0
+    webhook_allow_private_networks: bool = False  # endpoints on loopback/private addresses
     worker_metrics_port: int | None = None  # a worker's own /metrics, for workers on hosts
     # with no API process (where one is, PROMETHEUS_MULTIPROC_DIR lets it report the host's)
     log_format: Literal["json", "text"] = "json"  # JSON lines; text for a terminal

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
-from models.enums import BatchStatus, ConnectionStatus, ItemStatus, RecordType
+from models.enums import (
+    AlertKind,
+    AlertStatus,
+    BatchStatus,
+    ConnectionStatus,
+    DeliveryStatus,
+    ItemStatus,
+    RecordType,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -28,7 +36,8 @@ def utcnow() -> datetime:
 
 def enum_type(enum: type[StrEnum]) -> Enum:
     """A VARCHAR that reads back as the enum: new values need no database type change."""
-    return Enum(enum, native_enum=False, create_constraint=False, length=16)
+    longest = max(len(member.value) for member in enum)
+    return Enum(enum, native_enum=False, create_constraint=False, length=max(16, longest))
 
 
 class Company(SQLModel, table=True):
@@ -149,3 +158,86 @@ class PushAttempt(SQLModel, table=True):
     duration_ms: float
     error_code: str | None = Field(default=None, max_length=32)  # None: it succeeded
     error_message: str | None = None
+
+
+class Alert(SQLModel, table=True):
+    """A condition of a company's syncing worth a person's attention, from raised to cleared.
+
+    `active_key` is set only while it is ACTIVE and is unique: a company has at most one
+    active alert of each kind, however many workers find the condition at once."""
+
+    __table_args__ = (Index("ix_alert_company_raised", "company_id", "raised_at", "id"),)
+
+    id: str = Field(default_factory=lambda: new_id("alr"), primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=40)
+    kind: AlertKind = Field(sa_type=enum_type(AlertKind))
+    status: AlertStatus = Field(default=AlertStatus.ACTIVE, sa_type=enum_type(AlertStatus))
+    active_key: str | None = Field(default=None, unique=True, max_length=64)
+    message: str
+    failure_rate: float | None = None  # FAILURE_RATE: the window's, when raised
+    failed_count: int | None = None
+    total_count: int | None = None
+    window_seconds: int | None = None
+    raised_at: datetime = Field(default_factory=utcnow)
+    cleared_at: datetime | None = None
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a company wants events sent. `event_seq` is how far into the company's event log
+    deliveries have been made for it: it starts at the log's end when the endpoint is made."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(default_factory=lambda: new_id("whe"), primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=40)
+    url: str = Field(max_length=2048)
+    description: str | None = Field(default=None, max_length=255)
+    event_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    sealed_secret: str = Field(sa_type=Text)  # see models.secrets
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=255)
+    event_seq: int = 0
+    failing_since: datetime | None = None  # the first failure since its last success
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One message for one endpoint, and where its attempts stand. `message_id` is the
+    Standard Webhooks `webhook-id`: the same across endpoints and attempts of one message."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_endpoint_message", "endpoint_id", "message_id", unique=True),
+        Index("ix_webhook_delivery_endpoint_created", "endpoint_id", "created_at", "id"),
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("whd"), primary_key=True, max_length=40)
+    endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=40)
+    company_id: str = Field(max_length=40)
+    message_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING, sa_type=enum_type(DeliveryStatus)
+    )
+    attempt_count: int = 0
+    retries_left: int = 0  # further attempts after a failure, by the retry schedule
+    next_attempt_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    __tablename__ = "webhook_attempt"
+    __table_args__ = (Index("ix_webhook_attempt_delivery", "delivery_id", "number", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="webhook_delivery.id", max_length=40)
+    number: int
+    attempted_at: datetime
+    duration_ms: float
+    status_code: int | None = None  # None: no answer (refused, timed out, …)
+    error: str | None = Field(default=None, max_length=500)
+    response_body: str | None = Field(default=None, max_length=1000)  # its start

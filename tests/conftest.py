@@ -8,6 +8,7 @@ from empty tables and a flushed Redis database.
 
 import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
         max_push_attempts=10,  # flaky-free odds for tests whose ledger fails at random
         sandbox_rate_limit_per_minute=1_000_000,  # tests that need a limit set their own
         sandbox_max_concurrent=1_000,
+        webhook_allow_private_networks=True,  # the tests' receivers listen on loopback
     )
 
 
@@ -219,3 +221,24 @@ async def live_server(services: Services, settings: Settings) -> AsyncIterator[s
     )
     async with serving(create_app(fast, runtime=runtime_of(services))) as address:
         yield address
+
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("SYNC2BOOKS_REQUIRE_BROWSER"):
+            pytest.fail("chromium must be installed here: browser tests are required")
+        pytest.skip("no chromium on PATH: browser tests skipped")
+    return path

@@ -34,9 +34,11 @@ subscription Company($companyId: ID!, $after: ID) {
 
 
 @asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve the app with uvicorn on a free loopback port; yields "host:port"."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **server_options())
+async def serving(app: Starlette, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve the app with uvicorn on a loopback port (0: a free one); yields "host:port"."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", **server_options()
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -14,6 +14,8 @@ from models.services import Services
 from tests.conftest import Api
 from tests.helpers import data, expense
 from tests.live import GraphQLWebSocket
+from tests.processes import free_port
+from tests.receiver import pump
 
 SECRET = "A-only-7f3c"  # in A's references and ledger, so a leak is easy to spot
 LINE = {"description": "Paper", "amount": "1.00", "accountId": "453"}
@@ -101,6 +103,42 @@ OPERATIONS: dict[str, Operation] = {
         "mutation($c: ID!, $i: TaxRateInput!) { createTaxRate(companyId: $c, input: $i) { code } }",
         lambda a: {"c": a["company"], "i": TAX_RATE},
     ),
+    "company": (  # the caller's own company, whoever asks: checked below
+        "query { company { id name lastEventId } }",
+        lambda a: {},
+    ),
+    "alerts": (
+        "query($c: ID!) { alerts(companyId: $c) { id message } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "webhookEndpoints": (
+        "query($c: ID!) { webhookEndpoints(companyId: $c) { id url description } }",
+        lambda a: {"c": a["company"]},
+    ),
+    "webhookDeliveries": (
+        "query($e: ID!) { webhookDeliveries(endpointId: $e) { totalCount edges { node { id } } } }",
+        lambda a: {"e": a["endpoint"]},
+    ),
+    "createWebhookEndpoint": (
+        "mutation($c: ID!, $i: WebhookEndpointInput!) "
+        "{ createWebhookEndpoint(companyId: $c, input: $i) { secret } }",
+        lambda a: {
+            "c": a["company"],
+            "i": {"url": "https://b.test/", "eventTypes": ["ITEM_FAILED"]},
+        },
+    ),
+    "updateWebhookEndpoint": (
+        "mutation($e: ID!) { updateWebhookEndpoint(id: $e, input: {enabled: false}) { url } }",
+        lambda a: {"e": a["endpoint"]},
+    ),
+    "deleteWebhookEndpoint": (
+        "mutation($e: ID!) { deleteWebhookEndpoint(id: $e) }",
+        lambda a: {"e": a["endpoint"]},
+    ),
+    "replayWebhookDelivery": (
+        "mutation($d: ID!) { replayWebhookDelivery(id: $d) { payload } }",
+        lambda a: {"d": a["delivery"]},
+    ),
     "syncBatchEvents": (
         "subscription($b: ID!) { syncBatchEvents(batchId: $b) { eventId itemId } }",
         lambda a: {"b": a["batch"]},
@@ -109,14 +147,20 @@ OPERATIONS: dict[str, Operation] = {
         "subscription($c: ID!) { companySyncEvents(companyId: $c) { eventId itemId } }",
         lambda a: {"c": a["company"]},
     ),
+    "companyAlerts": (
+        "subscription($c: ID!) { companyAlerts(companyId: $c) { id message } }",
+        lambda a: {"c": a["company"]},
+    ),
 }
 OWNED = "company_id = :c"
 TABLES = {  # each table, and which of its rows are A's
     "company": "id = :c",
     "push_attempt": "item_id IN (SELECT id FROM sync_item WHERE company_id = :c)",
+    "webhook_attempt": "delivery_id IN (SELECT id FROM webhook_delivery WHERE company_id = :c)",
     **dict.fromkeys(
         ["connection", "sync_batch", "sync_item", "sync_event", "sandbox_account",
-         "sandbox_tax_rate", "sandbox_record", "sandbox_behaviour"],
+         "sandbox_tax_rate", "sandbox_record", "sandbox_behaviour", "alert",
+         "webhook_endpoint", "webhook_delivery"],
         OWNED,
     ),
 }  # fmt: skip
@@ -140,6 +184,17 @@ async def _rows_of(services: Services, company_id: str) -> dict[str, list[str]]:
     return snapshot
 
 
+async def _webhook_ids(api: Api, company_id: str) -> dict[str, str]:
+    """A's endpoint and its delivery, asked with A's key."""
+    found = data(await api.gql(OPERATIONS["webhookEndpoints"][0], {"c": company_id}))
+    endpoint_id = found["webhookEndpoints"][0]["id"]
+    found = data(await api.gql(OPERATIONS["webhookDeliveries"][0], {"e": endpoint_id}))
+    return {
+        "endpoint": endpoint_id,
+        "delivery": found["webhookDeliveries"]["edges"][0]["node"]["id"],
+    }
+
+
 def _empty(value: Any) -> bool:
     """Null, or a connection/list with nothing in it."""
     if value is None or value == []:
@@ -155,6 +210,14 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
     live_server: str,
     run_jobs: Any,
 ) -> None:
+    hook = {"url": f"http://127.0.0.1:{free_port()}/", "eventTypes": ["ITEM_FAILED"]}
+    created_hook = data(
+        await api.gql(
+            OPERATIONS["createWebhookEndpoint"][0],
+            {"c": company.company.id, "i": {**hook, "description": SECRET}},
+        )
+    )
+    assert created_hook["createWebhookEndpoint"]["secret"]
     account = {"code": "A9", "name": SECRET, "type": "EXPENSE"}
     mutation = OPERATIONS["createAccount"][0]
     data(await api.gql(mutation, {"c": company.company.id, "i": account}))
@@ -163,6 +226,7 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
         await api.gql(OPERATIONS["createExpenses"][0], {"c": company.company.id, "r": expenses})
     )
     await run_jobs()
+    await pump(services)  # A's delivery, and its (failed) attempt
     batch_id = created["createExpenses"]["syncBatchId"]
     items = data(await api.gql(OPERATIONS["syncItems"][0], {"b": batch_id}))
     assert len(items["syncItems"]["edges"]) == 2
@@ -171,6 +235,7 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
         "company": company.company.id,
         "batch": batch_id,
         "failed": failed["failedItems"]["edges"][0]["node"]["id"],
+        **await _webhook_ids(api, company.company.id),
     }
     before = await _rows_of(services, company.company.id)
 
@@ -185,7 +250,11 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
         else:
             response = await api.gql(document, variables(ids), key=other_company.api_key)
             codes = {e["extensions"]["code"] for e in response.get("errors", [])}
-            assert all(_empty(v) for v in (response.get("data") or {}).values()), (name, response)
+            answers = (response.get("data") or {}).values()
+            if name == "company":  # B's own, not A's
+                assert response["data"]["company"]["id"] == other_company.company.id
+            else:
+                assert all(_empty(v) for v in answers), (name, response)
             body = json.dumps(response)
         assert codes <= {"NOT_FOUND"}, (name, body)
         assert SECRET not in body, (name, body)

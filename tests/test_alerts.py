@@ -1,0 +1,108 @@
+"""Alerts: raised on a high failure rate or an expired connection, queried, streamed, sent by
+webhook, and cleared when the rate recovers or the company reconnects."""
+
+import asyncio
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from models import sandbox
+from models.alerts import alerts_channel
+from models.company import NewCompany
+from models.services import Services
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, RETRY, data, expense
+from tests.live import GraphQLWebSocket
+from tests.receiver import Receiver, create_endpoint, pump, receiving
+
+ALERTS = """
+query($c: ID!, $status: AlertStatus) {
+  alerts(companyId: $c, status: $status) {
+    id kind status failureRate failedCount totalCount message clearedAt
+  }
+}
+"""
+COMPANY_ALERTS = "subscription($c: ID!) { companyAlerts(companyId: $c) { id kind status } }"
+CREATE_ACCOUNT = """
+mutation($c: ID!) { createAccount(companyId: $c, input: {code: "999", name: "Misc", type: EXPENSE})
+{ code } }
+"""
+
+
+async def _subscribed(services: Services, company: NewCompany) -> None:
+    """Until the subscription listens: only then can it hear what is published."""
+    for _ in range(100):
+        counts = await services.redis.pubsub_numsub(alerts_channel(company.company.id))
+        if counts and counts[0][1]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the subscription never listened")
+
+
+async def test_a_high_failure_rate_raises_an_alert_that_clears_when_it_recovers(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any, live_server: str
+) -> None:
+    services.settings.alert_min_items = 4
+    services.settings.alert_failure_rate = 0.5
+    receiver = Receiver()
+    cid = company.company.id
+    async with (
+        receiving(receiver) as url,
+        GraphQLWebSocket.connect(live_server, company.api_key) as client,
+    ):
+        _, secret = await create_endpoint(api, company, url, "ALERT_RAISED", "ALERT_CLEARED")
+        await client.subscribe("a", COMPANY_ALERTS, {"c": cid})
+        await _subscribed(services, company)
+
+        records = [expense(), *(expense(accountId="999") for _ in range(3))]
+        created = data(await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": records}))
+        await run_jobs()
+        (raised,) = data(await api.gql(ALERTS, {"c": cid, "status": "ACTIVE"}))["alerts"]
+        assert raised["kind"] == "FAILURE_RATE" and raised["failureRate"] == 0.75
+        assert (raised["failedCount"], raised["totalCount"]) == (3, 4)
+        assert (await client.events("a", count=1))[0] == {
+            "id": raised["id"],
+            "kind": "FAILURE_RATE",
+            "status": "ACTIVE",
+        }
+
+        await api.gql(CREATE_ACCOUNT, {"c": cid})
+        batch_id = created["createExpenses"]["syncBatchId"]
+        data(await api.gql(RETRY, {"batchId": batch_id}))
+        await run_jobs()  # 3 of 7 failed now: below the threshold
+        (cleared,) = data(await api.gql(ALERTS, {"c": cid}))["alerts"]
+        assert cleared["status"] == "CLEARED" and cleared["clearedAt"]
+        assert (await client.events("a", count=1))[0]["status"] == "CLEARED"
+        await pump(services)
+
+    sent = [Webhook(secret).verify(body, headers) for headers, body in receiver.received]
+    assert [(p["type"], p["data"]["alertId"]) for p in sent] == [
+        ("alert.raised", raised["id"]),
+        ("alert.cleared", raised["id"]),
+    ]
+
+
+async def test_an_expired_connection_raises_an_alert_until_reconnected(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    receiver = Receiver()
+    cid = company.company.id
+    async with receiving(receiver) as url:
+        await create_endpoint(api, company, url, "CONNECTION_EXPIRED")
+        async with services.db.transaction() as session:
+            await sandbox.expire_access_token(session, company_id=cid)
+            await sandbox.revoke(session, company_id=cid)
+        for _ in range(2):  # a second batch's failure raises no second alert
+            await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": [expense()]})
+            await run_jobs()
+        (alert,) = data(await api.gql(ALERTS, {"c": cid}))["alerts"]
+        assert alert["kind"] == "CONNECTION_EXPIRED" and alert["status"] == "ACTIVE"
+        assert "reconnect" in alert["message"]
+        await pump(services)
+
+        reconnect = "mutation($c: ID!) { reconnect(companyId: $c) { status } }"
+        data(await api.gql(reconnect, {"c": cid}))
+        (alert,) = data(await api.gql(ALERTS, {"c": cid}))["alerts"]
+        assert alert["status"] == "CLEARED"
+    ((_, body),) = receiver.received
+    assert b'"type":"connection.expired"' in body
