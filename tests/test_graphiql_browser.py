@@ -1,37 +1,16 @@
 """GraphiQL in a real headless Chromium: it runs a subscription and shows events arriving."""
 
 import json
-import os
-import shutil
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, async_playwright
 
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import CHROMIUM_FLAGS, Api
 from tests.helpers import CREATE_EXPENSES, data, expense
 
 pytestmark = pytest.mark.slow
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("SYNC2BOOKS_REQUIRE_BROWSER"):
-            pytest.fail("chromium must be installed here: browser tests are required")
-        pytest.skip("no chromium on PATH: browser tests skipped")
-    return path
 
 
 async def _set_editor(page: Page, selector: str, text: str) -> None:

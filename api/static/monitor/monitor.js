@@ -1,0 +1,284 @@
+// The live monitor: one company's batches, updated by its event subscription as they sync.
+// No build step and no framework: GraphQL over fetch, graphql-transport-ws over WebSocket.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "sync2books.apiKey";
+const SHOWN = 50; // batches in the table
+const FEED = 12; // transitions in the live list
+
+const BATCH_FIELDS = `id recordType status itemCount pendingCount processingCount successCount
+  failedCount createdAt`;
+const COMPANY = "{ company { id name lastEventId } }";
+const BATCHES = `query($c: ID!) { syncBatches(companyId: $c, first: ${SHOWN}) {
+  edges { node { ${BATCH_FIELDS} } } } }`;
+const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
+const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
+  edges { node { id reference attempts error { code message hint } } } } }`;
+const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
+const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
+const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
+  afterEventId: $after) { eventId batchId itemId fromStatus toStatus error { code } } }`;
+const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
+  id kind status message } }`;
+
+const state = {
+  key: null,
+  company: null,
+  batches: new Map(), // id -> batch, as last fetched
+  refreshing: new Map(), // id -> "busy" | "again": one fetch per batch at a time
+  alerts: new Map(),
+  open: null, // the batch whose failed items are shown
+  lastEventId: null, // where the live stream resumes after a reconnect
+  socket: null,
+};
+
+async function gql(query, variables = {}) {
+  const response = await fetch("/graphql", {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${state.key}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json().catch(() => ({}));
+  const error = body.errors && body.errors[0];
+  if (!response.ok || error) {
+    const failure = new Error(error ? error.message : `HTTP ${response.status}`);
+    failure.code = error && error.extensions && error.extensions.code;
+    throw failure;
+  }
+  return body.data;
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function rate(batch) {
+  const done = batch.successCount + batch.failedCount;
+  return done ? batch.failedCount / done : 0;
+}
+
+function render() {
+  const body = $("batches").tBodies[0];
+  const rows = [...state.batches.values()]
+    .sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1))
+    .slice(0, SHOWN);
+  body.replaceChildren(
+    ...rows.map((batch) => {
+      const row = document.createElement("tr");
+      row.dataset.batchId = batch.id;
+      row.tabIndex = 0;
+      row.setAttribute("aria-selected", String(batch.id === state.open));
+      const id = document.createElement("code");
+      id.textContent = batch.id;
+      row.insertCell().append(id);
+      cell(row, batch.recordType);
+      cell(row, batch.status, `status ${batch.status}`);
+      cell(row, batch.itemCount, "num");
+      cell(row, batch.successCount, "num");
+      cell(row, batch.failedCount, batch.failedCount ? "num failing" : "num");
+      cell(row, batch.pendingCount + batch.processingCount, "num");
+      cell(row, `${Math.round(rate(batch) * 100)}%`, rate(batch) ? "num failing" : "num");
+      cell(row, new Date(batch.createdAt).toLocaleString());
+      return row;
+    }),
+  );
+  $("no-batches").hidden = state.batches.size > 0;
+}
+
+function announce(text) {
+  $("announce").textContent = text;
+}
+
+async function refresh(batchId) {
+  // Coalesced: events that arrive while a fetch is out ask for one more fetch after it.
+  if (state.refreshing.has(batchId)) {
+    state.refreshing.set(batchId, "again");
+    return;
+  }
+  state.refreshing.set(batchId, "busy");
+  try {
+    do {
+      state.refreshing.set(batchId, "busy");
+      const { syncBatch } = await gql(BATCH, { id: batchId });
+      const before = state.batches.get(batchId);
+      if (syncBatch) state.batches.set(batchId, syncBatch);
+      if (syncBatch && before && before.status !== syncBatch.status) {
+        announce(`Batch ${batchId} is ${syncBatch.status}`);
+      }
+    } while (state.refreshing.get(batchId) === "again");
+  } finally {
+    state.refreshing.delete(batchId);
+  }
+  render();
+  if (batchId === state.open) showFailed(batchId);
+}
+
+function onEvent(event) {
+  state.lastEventId = event.eventId;
+  const feed = $("feed");
+  const line = document.createElement("li");
+  const what = event.itemId ? `item ${event.itemId}` : `batch ${event.batchId}`;
+  const error = event.error ? ` (${event.error.code})` : "";
+  line.textContent = `${what}: ${event.fromStatus || "new"} → ${event.toStatus}${error}`;
+  feed.prepend(line);
+  while (feed.children.length > FEED) feed.lastChild.remove();
+  refresh(event.batchId);
+}
+
+function renderAlerts() {
+  $("alerts").replaceChildren(
+    ...[...state.alerts.values()].map((alert) => {
+      const box = document.createElement("p");
+      box.className = "alert";
+      box.textContent = `${alert.kind.replace("_", " ").toLowerCase()}: ${alert.message}`;
+      return box;
+    }),
+  );
+}
+
+function onAlert(alert) {
+  if (alert.status === "ACTIVE") state.alerts.set(alert.id, alert);
+  else state.alerts.delete(alert.id);
+  renderAlerts();
+}
+
+async function showFailed(batchId) {
+  state.open = batchId;
+  const batch = state.batches.get(batchId);
+  $("batch").hidden = false;
+  $("batch-title").textContent = `Failed items of ${batchId}`;
+  $("batch-summary").textContent = batch
+    ? `${batch.status}: ${batch.successCount} synced, ${batch.failedCount} failed, ` +
+      `${batch.pendingCount + batch.processingCount} waiting.`
+    : "";
+  const { failedItems } = await gql(FAILED, { id: batchId });
+  if (state.open !== batchId) return;
+  $("failed").tBodies[0].replaceChildren(
+    ...failedItems.edges.map(({ node }) => {
+      const row = document.createElement("tr");
+      cell(row, node.reference || node.id);
+      cell(row, node.error ? node.error.code : "");
+      cell(row, node.error ? node.error.message : "");
+      cell(row, node.error ? node.error.hint : "");
+      cell(row, node.attempts, "num");
+      return row;
+    }),
+  );
+  $("no-failed").hidden = failedItems.totalCount > 0;
+  $("retry").disabled = failedItems.totalCount === 0;
+  render();
+}
+
+function setLive(on) {
+  $("live").textContent = on ? "live" : "reconnecting…";
+  $("live").classList.toggle("on", on);
+}
+
+function connectLive() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/graphql`, "graphql-transport-ws");
+  state.socket = socket;
+  const send = (message) => socket.send(JSON.stringify(message));
+  socket.onopen = () =>
+    send({ type: "connection_init", payload: { Authorization: `Bearer ${state.key}` } });
+  socket.onmessage = ({ data }) => {
+    const message = JSON.parse(data);
+    if (message.type === "connection_ack") {
+      const c = state.company.id;
+      send({ id: "events", type: "subscribe",
+        payload: { query: EVENTS, variables: { c, after: state.lastEventId } } });
+      send({ id: "alerts", type: "subscribe", payload: { query: ALERT_STREAM, variables: { c } } });
+      setLive(true);
+    } else if (message.type === "ping") {
+      send({ type: "pong" });
+    } else if (message.type === "next" && message.id === "events") {
+      onEvent(message.payload.data.companySyncEvents);
+    } else if (message.type === "next" && message.id === "alerts") {
+      onAlert(message.payload.data.companyAlerts);
+    }
+  };
+  socket.onclose = (closed) => {
+    if (state.socket !== socket) return; // signed out
+    setLive(false);
+    if (closed.code === 4401 || closed.code === 4403) signOut("The key is no longer valid.");
+    else setTimeout(connectLive, 1000);
+  };
+}
+
+async function signIn(key) {
+  state.key = key;
+  const { company } = await gql(COMPANY);
+  state.company = company;
+  state.lastEventId = company.lastEventId; // the stream starts from now: the list is loaded
+  const [{ syncBatches }, { alerts }] = await Promise.all([
+    gql(BATCHES, { c: company.id }),
+    gql(ALERTS, { c: company.id }),
+  ]);
+  for (const { node } of syncBatches.edges) state.batches.set(node.id, node);
+  for (const alert of alerts) state.alerts.set(alert.id, alert);
+  sessionStorage.setItem(KEY, key);
+  $("company-name").textContent = company.name;
+  $("sign-in").hidden = true;
+  $("who").hidden = false;
+  $("dashboard").hidden = false;
+  render();
+  renderAlerts();
+  connectLive();
+}
+
+function signOut(why = "") {
+  sessionStorage.removeItem(KEY);
+  const socket = state.socket;
+  Object.assign(state, { key: null, company: null, open: null, socket: null, lastEventId: null });
+  state.batches.clear();
+  state.alerts.clear();
+  if (socket) socket.close();
+  $("dashboard").hidden = true;
+  $("batch").hidden = true;
+  $("who").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = why;
+}
+
+function openRow(target) {
+  const row = target.closest("tr[data-batch-id]");
+  if (row) showFailed(row.dataset.batchId);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in").addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    $("sign-in-error").textContent = "";
+    try {
+      await signIn($("api-key").value.trim());
+      $("api-key").value = "";
+    } catch (error) {
+      signOut(error.code === "UNAUTHENTICATED" ? "That key is not valid." : error.message);
+    }
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  $("batches").addEventListener("click", (clicked) => openRow(clicked.target));
+  $("batches").addEventListener("keydown", (pressed) => {
+    if (pressed.key === "Enter" || pressed.key === " ") {
+      pressed.preventDefault();
+      openRow(pressed.target);
+    }
+  });
+  $("retry").addEventListener("click", async () => {
+    const batchId = state.open;
+    $("retry").disabled = true;
+    try {
+      const { retryFailedItems } = await gql(RETRY, { id: batchId });
+      announce(`Retrying ${retryFailedItems.items.length} items of ${batchId}`);
+    } catch (error) {
+      announce(error.message);
+    }
+    refresh(batchId);
+  });
+  const kept = sessionStorage.getItem(KEY);
+  if (kept) signIn(kept).catch(() => signOut());
+});
