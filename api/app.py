@@ -1,5 +1,6 @@
 """The Starlette application: GraphQL (HTTP, WebSocket, GraphiQL), health and readiness."""
 
+import html
 import json
 import logging
 import math
@@ -12,7 +13,13 @@ from typing import Any
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -28,6 +35,7 @@ from api.live_ws import LiveTransportWSHandler
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from models.errors import Unauthenticated
+from models.link import LinkFailed, finish_link
 from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from models.metrics import exposition, process_exited, service_state
 from models.services import Services
@@ -169,6 +177,33 @@ async def monitor(_: Request) -> Response:
     )
 
 
+async def link_callback(request: Request) -> Response:
+    """Where a ledger sends its user back after the Link flow: connect the company, or say
+    plainly why not. No API key here: the single-use `state` names the company."""
+    params = request.query_params
+    if "error" in params:
+        reason = params.get("error_description") or params["error"]
+        return _page(400, "Not connected", f"The ledger did not grant access: {reason}.")
+    try:
+        connection = await finish_link(
+            _services(request),
+            state=params.get("state", ""),
+            code=params.get("code", ""),
+            realm_id=params.get("realmId"),
+        )
+    except LinkFailed as exc:
+        return _page(400, "Not connected", str(exc))
+    return _page(200, "Connected", f"Connected to {connection.provider}. You can close this page.")
+
+
+def _page(status: int, title: str, message: str) -> Response:
+    body = (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></html>"
+    )
+    return HTMLResponse(body, status)
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus text: every process's counters, and the service's state read just now."""
     services = _services(request)
@@ -232,6 +267,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/monitor", monitor),
+            Route("/link/callback", link_callback),
             Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

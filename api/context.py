@@ -12,11 +12,13 @@ from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
 from models.batch import push_attempts
+from models.company import connection_of
+from models.connections import usable_connection
 from models.errors import NotFound, Unauthenticated
-from models.ledger import LedgerFactory
+from models.ledger import Ledger, LedgerFactory
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, PushAttempt, WebhookAttempt
+from models.tables import Company, Connection, PushAttempt, WebhookAttempt
 from models.webhooks import attempts_of
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
@@ -51,6 +53,13 @@ class Context:
     def webhook_attempts(self) -> DataLoader[str, list[WebhookAttempt]]:
         db = self.services.db
         return DataLoader(lambda ids: attempts_of(db, delivery_ids=ids))
+
+    async def ledger(self, company_id: str) -> tuple[Connection, Ledger]:
+        """The company's connection, its access token refreshed first if it is about to
+        expire (as the worker does), and an adapter holding it."""
+        connection = await connection_of(self.services.db, company_id=company_id)
+        connection = await usable_connection(self.services, self.ledger_for, connection)
+        return connection, self.ledger_for(connection)
 
     def own(self, company_id: str) -> str:
         """The caller's company id, if that is the one asked for; any other is not found."""

@@ -23,6 +23,7 @@ from api.types import (
     Expense,
     Invoice,
     LedgerConnection,
+    LedgerLink,
     SyncBatch,
     SyncItem,
     TaxRate,
@@ -31,7 +32,8 @@ from api.types import (
 from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
 from models.connections import reconnected
-from models.enums import RecordType
+from models.enums import Provider, RecordType
+from models.link import start_link
 from models.preflight import forget_chart
 from models.queue import enqueue_sync
 
@@ -144,17 +146,33 @@ class Mutation:
         ctx = info.context
         owner = ctx.own(company_id)
         connection = await ledger_connection(ctx.services.db, company_id=owner)
+        provider = Provider(connection.provider)
+        if provider is not Provider.SANDBOX:
+            link = await start_link(ctx.services, company_id=owner, provider=provider)
+            return LedgerConnection.from_row(connection, link.authorization_url)
         tokens = await ctx.ledger_for(connection).reconnect()
         fresh = await reconnected(ctx.services, company_id=owner, tokens=tokens)
         return LedgerConnection.from_row(fresh)
+
+    @strawberry.mutation(
+        description="Start connecting the company to a real ledger (its Link flow): send the "
+        "user to `authorizationUrl`; the ledger sends them back to this service, which "
+        "connects the company. The URL works once, until `expiresAt`."
+    )
+    async def link_ledger(
+        self, info: Info, company_id: strawberry.ID, provider: Provider
+    ) -> LedgerLink:
+        ctx = info.context
+        link = await start_link(ctx.services, company_id=ctx.own(company_id), provider=provider)
+        return LedgerLink(authorization_url=link.authorization_url, expires_at=link.expires_at)
 
     @strawberry.mutation(description="Create an account in the company's ledger.")
     async def create_account(
         self, info: Info, company_id: strawberry.ID, input: AccountInput
     ) -> Account:
         ctx = info.context
-        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
-        created = await ctx.ledger_for(connection).create_account(to_account(input))
+        connection, ledger = await ctx.ledger(ctx.own(company_id))
+        created = await ledger.create_account(to_account(input))
         await forget_chart(ctx.services.redis, connection_id=connection.id)
         return Account.from_row(created)
 
@@ -163,8 +181,8 @@ class Mutation:
         self, info: Info, company_id: strawberry.ID, input: TaxRateInput
     ) -> TaxRate:
         ctx = info.context
-        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
-        created = await ctx.ledger_for(connection).create_tax_rate(to_tax_rate(input))
+        connection, ledger = await ctx.ledger(ctx.own(company_id))
+        created = await ledger.create_tax_rate(to_tax_rate(input))
         await forget_chart(ctx.services.redis, connection_id=connection.id)
         return TaxRate.from_row(created)
 

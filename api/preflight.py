@@ -5,7 +5,6 @@ from collections.abc import Sequence
 import strawberry
 
 from api.context import Context
-from models.company import connection_of
 from models.errors import InvalidInput, SyncErrorCode
 from models.preflight import Problem, chart, problems
 from models.records import Bill, Expense, Invoice
@@ -34,8 +33,7 @@ async def ledger_problems(
     ctx: Context, company_id: str, records: Sequence[Expense | Bill | Invoice], *, field: str
 ) -> list[Problem]:
     """What the company's ledger would refuse in the records, checked against its chart."""
-    connection = await connection_of(ctx.services.db, company_id=company_id)
-    ledger = ctx.ledger_for(connection)
+    connection, ledger = await ctx.ledger(company_id)
     known = await chart(ctx.services.redis, ledger, connection_id=connection.id)
     return problems(records, known, field=field)
 

@@ -98,14 +98,14 @@ class Query:
     @strawberry.field(description="The chart of accounts of the company's ledger.")
     async def accounts(self, info: Info, company_id: strawberry.ID) -> list[Account]:
         ctx = info.context
-        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
-        return [Account.from_row(a) for a in await ctx.ledger_for(connection).accounts()]
+        _, ledger = await ctx.ledger(ctx.own(company_id))
+        return [Account.from_row(a) for a in await ledger.accounts()]
 
     @strawberry.field(description="The tax rates of the company's ledger.")
     async def tax_rates(self, info: Info, company_id: strawberry.ID) -> list[TaxRate]:
         ctx = info.context
-        connection = await ledger_connection(ctx.services.db, company_id=ctx.own(company_id))
-        return [TaxRate.from_row(t) for t in await ctx.ledger_for(connection).tax_rates()]
+        _, ledger = await ctx.ledger(ctx.own(company_id))
+        return [TaxRate.from_row(t) for t in await ledger.tax_rates()]
 
     @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
     async def validate_expenses(

@@ -9,7 +9,14 @@ import strawberry
 
 from api.context import Info
 from models.batch import list_items
-from models.enums import AccountType, BatchStatus, ConnectionStatus, ItemStatus, RecordType
+from models.enums import (
+    AccountType,
+    BatchStatus,
+    ConnectionStatus,
+    ItemStatus,
+    Provider,
+    RecordType,
+)
 from models.errors import SyncError as SyncErrorRow
 from models.errors import SyncErrorCode
 from models.ledger import Account as AccountRow
@@ -31,6 +38,7 @@ strawberry.enum(RecordType, name="RecordType")
 strawberry.enum(ConnectionStatus, name="ConnectionStatus")
 strawberry.enum(AccountType, name="AccountType")
 strawberry.enum(SyncErrorCode, name="SyncErrorCode")
+strawberry.enum(Provider, name="LedgerProvider")
 
 N = TypeVar("N")
 
@@ -334,7 +342,27 @@ class LedgerConnection:
     provider: str
     status: ConnectionStatus
     expires_at: datetime | None
+    tenant_id: str | None = strawberry.field(
+        description="The organisation in the ledger: Xero's tenant id, QuickBooks' realm id."
+    )
+    authorization_url: str | None = strawberry.field(
+        default=None,
+        description="Set by `reconnect` for a ledger that connects through its Link flow: "
+        "send the user there to connect again.",
+    )
 
     @classmethod
-    def from_row(cls, row: Connection) -> "LedgerConnection":
-        return cls(provider=row.provider, status=row.status, expires_at=row.expires_at)
+    def from_row(cls, row: Connection, authorization_url: str | None = None) -> "LedgerConnection":
+        return cls(
+            provider=row.provider,
+            status=row.status,
+            expires_at=row.expires_at,
+            tenant_id=row.tenant_id,
+            authorization_url=authorization_url,
+        )
+
+
+@strawberry.type(description="A Link flow started: where to send the user, and until when.")
+class LedgerLink:
+    authorization_url: str
+    expires_at: datetime

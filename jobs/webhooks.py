@@ -57,29 +57,22 @@ async def dispatch_new_events(services: Services) -> None:
 
 
 async def send_due(services: Services) -> None:
-    settings = services.settings
-    lease = timedelta(seconds=settings.webhook_timeout_seconds * 2 + 10)
+    lease = timedelta(seconds=services.settings.webhook_timeout_seconds * 2 + 10)
     due = await claim_due(services.db, limit=SENDS_PER_RUN, lease=lease)
     if not due:
         return
     endpoints = await endpoints_by_id(services.db, [delivery.endpoint_id for delivery in due])
-    async with httpx.AsyncClient(
-        timeout=settings.webhook_timeout_seconds,
-        follow_redirects=False,
-        headers={"user-agent": USER_AGENT},
-    ) as client:
-        await asyncio.gather(
-            *(
-                _send(services, client, delivery, endpoints[delivery.endpoint_id])
-                for delivery in due
-                if delivery.endpoint_id in endpoints
-            )
+    await asyncio.gather(
+        *(
+            _send(services, delivery, endpoints[delivery.endpoint_id])
+            for delivery in due
+            if delivery.endpoint_id in endpoints
         )
+    )
 
 
 async def _send(
     services: Services,
-    client: httpx.AsyncClient,
     delivery: WebhookDelivery,
     endpoint: WebhookEndpoint,
 ) -> None:
@@ -94,6 +87,7 @@ async def _send(
         "webhook-id": delivery.message_id,
         "webhook-timestamp": str(int(attempted_at.timestamp())),
         "webhook-signature": signature,
+        "user-agent": USER_AGENT,
     }
     start = time.perf_counter()
     status_code: int | None = None
@@ -102,7 +96,9 @@ async def _send(
     try:
         if not settings.webhook_allow_private_networks:
             await _refuse_private(endpoint.url)
-        response = await client.post(endpoint.url, content=body, headers=headers)
+        response = await services.http.post(
+            endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
+        )
         status_code, answer = response.status_code, response.text
         if not response.is_success:
             error = f"The endpoint answered HTTP {status_code}."

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 
 from models import sandbox
 from models.db import Database
-from models.enums import Provider
+from models.enums import ConnectionStatus, Provider
 from models.errors import InvalidInput, NotFound
 from models.secrets import Vault, seal_tokens
 from models.tables import Company, Connection
@@ -50,7 +50,9 @@ async def create_company(
         session.add(company)
         await session.flush()
         connection = Connection(company_id=company.id, provider=provider.value)
-        if provider is Provider.SANDBOX:
+        if provider is not Provider.SANDBOX:
+            connection.status = ConnectionStatus.DISCONNECTED  # until its Link flow completes
+        else:
             seal_tokens(vault, connection, await sandbox.grant(session, company_id=company.id))
             sandbox.seed(session, company_id=company.id)
         session.add(connection)

@@ -13,7 +13,7 @@ from sqlmodel import select
 from models.alerts import clear_alert, raise_alert
 from models.company import get_connection
 from models.db import Database
-from models.enums import AlertKind, ConnectionStatus
+from models.enums import AlertKind, ConnectionStatus, Provider
 from models.errors import LedgerError, SyncErrorCode
 from models.ledger import LedgerFactory, Tokens
 from models.secrets import Vault, seal_tokens
@@ -75,12 +75,22 @@ async def reseal_tokens(db: Database, vault: Vault) -> int:
     return len(rows)
 
 
-async def reconnected(services: Services, *, company_id: str, tokens: Tokens) -> Connection:
-    """Record a fresh connection (after Link, or the sandbox's `reconnect`): ACTIVE again."""
+async def reconnected(
+    services: Services,
+    *,
+    company_id: str,
+    tokens: Tokens,
+    provider: Provider | None = None,
+    tenant_id: str | None = None,
+) -> Connection:
+    """Record a fresh connection (after Link, or the sandbox's `reconnect`): ACTIVE again.
+    Link names the ledger and the organisation in it (a company may change ledgers)."""
     async with services.db.sessions() as session:
         connection = await get_connection(session, company_id=company_id)
     assert connection is not None
     connection.status = ConnectionStatus.ACTIVE
+    if provider is not None:
+        connection.provider, connection.tenant_id = provider, tenant_id
     seal_tokens(services.vault, connection, tokens)
     saved = await _save(services, connection)
     await clear_alert(services, company_id=company_id, kind=AlertKind.CONNECTION_EXPIRED)

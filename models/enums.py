@@ -41,6 +41,8 @@ class ConnectionStatus(StrEnum):
 
 class Provider(StrEnum):
     SANDBOX = "sandbox"
+    QUICKBOOKS = "quickbooks"
+    XERO = "xero"
 
 
 class AccountType(StrEnum):

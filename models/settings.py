@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: float = 5 * 86400  # an endpoint failing this long is disabled
     webhook_timeout_seconds: float = 15.0
     webhook_allow_private_networks: bool = False  # endpoints on loopback/private addresses
+    public_url: str = "http://127.0.0.1:8000"  # where browsers reach this service: the Link
+    # flow's redirect URI is <public_url>/link/callback, registered with each ledger's app
+    quickbooks_client_id: str | None = None
+    quickbooks_client_secret: SecretStr | None = None
+    quickbooks_auth_url: str = "https://appcenter.intuit.com/connect/oauth2"
+    quickbooks_token_url: str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+    quickbooks_api_url: str = "https://quickbooks.api.intuit.com"  # or sandbox-quickbooks.…
+    xero_client_id: str | None = None
+    xero_client_secret: SecretStr | None = None
+    xero_auth_url: str = "https://login.xero.com/identity/connect/authorize"
+    xero_token_url: str = "https://identity.xero.com/connect/token"
+    xero_api_url: str = "https://api.xero.com"
+    xero_rate_limit_per_minute: int = 60  # Xero's per-tenant limits; lower them to leave room
+    xero_max_concurrent: int = 5  # for other apps of the same organisation
+    quickbooks_rate_limit_per_minute: int = 500  # Intuit's per-realm limits
+    quickbooks_max_concurrent: int = 10
     worker_metrics_port: int | None = None  # a worker's own /metrics, for workers on hosts
     # with no API process (where one is, PROMETHEUS_MULTIPROC_DIR lets it report the host's)
     log_format: Literal["json", "text"] = "json"  # JSON lines; text for a terminal

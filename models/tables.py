@@ -58,6 +58,7 @@ class Connection(SQLModel, table=True):
         default=ConnectionStatus.ACTIVE, sa_type=enum_type(ConnectionStatus)
     )
     expires_at: datetime | None = None  # the access token's
+    tenant_id: str | None = Field(default=None, max_length=64)  # Xero's tenant, QBO's realm
     sealed_access_token: str | None = Field(default=None, sa_type=Text)  # see models.secrets
     sealed_refresh_token: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow)

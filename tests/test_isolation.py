@@ -95,6 +95,10 @@ OPERATIONS: dict[str, Operation] = {
         "mutation($c: ID!) { reconnect(companyId: $c) { status } }",
         lambda a: {"c": a["company"]},
     ),
+    "linkLedger": (
+        "mutation($c: ID!) { linkLedger(companyId: $c, provider: XERO) { authorizationUrl } }",
+        lambda a: {"c": a["company"]},
+    ),
     "createAccount": (
         "mutation($c: ID!, $i: AccountInput!) { createAccount(companyId: $c, input: $i) { code } }",
         lambda a: {"c": a["company"], "i": ACCOUNT},

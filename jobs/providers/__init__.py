@@ -1,6 +1,8 @@
 """Ledger adapters, one module per vendor, chosen by a connection's provider."""
 
+from jobs.providers.quickbooks import QuickBooksLedger
 from jobs.providers.sandbox import SandboxLedger
+from jobs.providers.xero import XeroLedger
 from models.enums import Provider
 from models.errors import NotFound
 from models.ledger import Ledger
@@ -10,7 +12,11 @@ from models.tables import Connection
 
 
 def ledger_for(connection: Connection, *, services: Services) -> Ledger:
+    tokens = open_tokens(services.vault, connection)
     if connection.provider == Provider.SANDBOX:
-        tokens = open_tokens(services.vault, connection)
         return SandboxLedger(services, company_id=connection.company_id, tokens=tokens)
+    if connection.provider == Provider.XERO:
+        return XeroLedger(services, tenant_id=connection.tenant_id or "", tokens=tokens)
+    if connection.provider == Provider.QUICKBOOKS:
+        return QuickBooksLedger(services, realm_id=connection.tenant_id or "", tokens=tokens)
     raise NotFound(f"no adapter for provider {connection.provider!r}")

@@ -1,0 +1,89 @@
+"""What every real ledger's adapter does over HTTP: send the bearer token, turn answers into
+JSON and failures into `LedgerError`s (each vendor classifies its own error bodies)."""
+
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from models.errors import LedgerError, SyncErrorCode
+from models.ledger import Tokens
+
+MEMO_SECONDS = 86400
+
+
+class Memo:
+    """Ids a ledger gave that rarely change (its bank account, vendors, items), kept in Redis
+    for a day so that each push costs one call of the ledger's rate limit, not several."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def get(self, name: str, find: Callable[[], Awaitable[str]]) -> str:
+        key = f"{self.prefix}:{name}"
+        cached = await self.redis.get(key)
+        if cached is not None:
+            return str(cached.decode())
+        found = await find()
+        await self.redis.set(key, found, ex=MEMO_SECONDS)
+        return found
+
+
+def money(amount: Decimal) -> float:
+    """An amount as a JSON number. Records allow 18 digits; a float keeps 15 exactly, so an
+    amount it cannot hold is refused rather than rounded."""
+    value = float(amount)
+    if Decimal(repr(value)) != amount:
+        raise LedgerError(
+            SyncErrorCode.VALIDATION_ERROR, f"The amount {amount} has too many digits to post."
+        )
+    return value
+
+
+class LedgerHttp:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        tokens: Tokens | None,
+        classify: Callable[[httpx.Response], LedgerError],
+    ) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.headers = dict(headers)
+        self.tokens = tokens
+        self.classify = classify
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:  # Any: the ledger's JSON
+        if self.tokens is None:
+            raise LedgerError(SyncErrorCode.CONNECTION_EXPIRED, "The connection holds no tokens.")
+        sent = {**self.headers, "authorization": f"Bearer {self.tokens.access_token}"}
+        try:
+            response = await self.client.request(
+                method,
+                self.base_url + path,
+                json=json,
+                params=params,
+                headers={**sent, **(headers or {})},
+            )
+        except httpx.TimeoutException as exc:
+            raise LedgerError(SyncErrorCode.PROVIDER_ERROR, "The ledger did not answer.") from exc
+        except httpx.HTTPError as exc:
+            message = f"The ledger could not be reached ({type(exc).__name__})."
+            raise LedgerError(SyncErrorCode.PROVIDER_ERROR, message) from exc
+        if not response.is_success:
+            raise self.classify(response)
+        return response.json()

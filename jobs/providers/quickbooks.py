@@ -1,0 +1,295 @@
+"""QuickBooks Online's Accounting API (v3): expenses as Purchases, bills as Bills, invoices as
+Invoices, each created once per `requestid` (QuickBooks answers a repeated id with the first
+answer).
+
+Limits per realm: 500 calls a minute and 10 at once (429, fault code 3001). Faults are mapped
+by their code and the element at fault: 2500 "Invalid Reference Id" and 610 "Object Not
+Found" on an account or tax code are INVALID_ACCOUNT_ID / INVALID_TAX_RATE_ID, 6000 business
+validation is VALIDATION_ERROR, 401 (3200) expires the access token (refreshed once, then
+CONNECTION_EXPIRED), 5xx is PROVIDER_ERROR.
+
+QuickBooks refers to everything by id: accounts' and tax codes' codes here are their ids.
+Bills need a vendor and invoices a customer by reference, found by display name or created;
+an invoice line sells a service item, one per income account ("Sync2Books <account id>"),
+found or created the same way; a purchase is paid from the realm's first bank account.
+Those ids are kept in Redis for a day.
+"""
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from jobs.providers.http import LedgerHttp, Memo, money
+from models.enums import AccountType, Provider
+from models.errors import Conflict, LedgerError, SyncErrorCode
+from models.ledger import Account, Limits, TaxRate, Tokens
+from models.link import refresh_grant
+from models.records import Bill, Expense, Invoice, Line
+from models.services import Services
+
+MINOR_VERSION = "75"
+ACCOUNT_TYPES = {
+    "Expense": AccountType.EXPENSE,
+    "Other Expense": AccountType.OVERHEADS,
+    "Cost of Goods Sold": AccountType.DIRECTCOSTS,
+    "Income": AccountType.REVENUE,
+    "Other Income": AccountType.OTHERINCOME,
+}
+QUICKBOOKS_TYPES = {ours: theirs for theirs, ours in ACCOUNT_TYPES.items()} | {
+    AccountType.SALES: "Income"
+}
+
+
+class QuickBooksLedger:
+    def __init__(self, services: Services, *, realm_id: str, tokens: Tokens | None) -> None:
+        self.services = services
+        self.realm_id = realm_id
+        self.tokens = tokens
+        self.http = LedgerHttp(
+            services.http,
+            base_url=f"{services.settings.quickbooks_api_url.rstrip('/')}/v3/company/{realm_id}",
+            headers={"accept": "application/json"},
+            tokens=tokens,
+            classify=_classify,
+        )
+        self.memo = Memo(services.redis, f"quickbooks:{realm_id}")
+
+    async def limits(self) -> Limits:
+        settings = self.services.settings
+        return Limits(settings.quickbooks_rate_limit_per_minute, settings.quickbooks_max_concurrent)
+
+    async def refresh(self) -> Tokens:
+        return await refresh_grant(self.services.settings, Provider.QUICKBOOKS, self.tokens)
+
+    async def reconnect(self) -> Tokens:
+        raise Conflict("QuickBooks connects through its Link flow: start it with `reconnect`.")
+
+    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        if isinstance(record, Expense):
+            entity, document = "Purchase", await self._purchase(record)
+        elif isinstance(record, Bill):
+            entity, document = "Bill", await self._bill(record)
+        else:
+            entity, document = "Invoice", await self._invoice(record)
+        answer = await self._create(entity, document, request_id=idempotency_key)
+        return str(answer["Id"])
+
+    async def _purchase(self, expense: Expense) -> dict[str, Any]:  # Any: QuickBooks' JSON
+        document = {
+            "PaymentType": "Cash",
+            "AccountRef": {"value": await self._bank_account()},
+            "EntityRef": {
+                "value": await self._named("Vendor", expense.vendor_name),
+                "type": "Vendor",
+            },
+            "TxnDate": expense.date.isoformat(),
+            "CurrencyRef": {"value": expense.currency},
+            "PrivateNote": expense.description[:4000],
+            "Line": [_expense_line(line, expense.description) for line in expense.lines],
+        }
+        return _numbered(document, expense.reference)
+
+    async def _bill(self, bill: Bill) -> dict[str, Any]:  # Any: QuickBooks' JSON
+        document = {
+            "VendorRef": {"value": await self._named("Vendor", bill.vendor_name)},
+            "TxnDate": bill.issue_date.isoformat(),
+            "DueDate": bill.due_date.isoformat(),
+            "CurrencyRef": {"value": bill.currency},
+            "Line": [_expense_line(line) for line in bill.lines],
+        }
+        return _numbered(document, bill.reference)
+
+    async def _invoice(self, invoice: Invoice) -> dict[str, Any]:  # Any: QuickBooks' JSON
+        lines = []
+        for line in invoice.lines:
+            detail: dict[str, Any] = {"ItemRef": {"value": await self._item(line.account_id)}}
+            if line.tax_rate_id is not None:
+                detail["TaxCodeRef"] = {"value": line.tax_rate_id}
+            lines.append(
+                {
+                    "Amount": money(line.amount),
+                    "Description": line.description,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": detail,
+                }
+            )
+        document = {
+            "CustomerRef": {"value": await self._named("Customer", invoice.customer_name)},
+            "TxnDate": invoice.issue_date.isoformat(),
+            "DueDate": invoice.due_date.isoformat(),
+            "CurrencyRef": {"value": invoice.currency},
+            "Line": lines,
+        }
+        return _numbered(document, invoice.reference)
+
+    async def _create(
+        self, entity: str, document: dict[str, Any], *, request_id: str | None = None
+    ) -> dict[str, Any]:  # Any: QuickBooks' JSON
+        params = {"minorversion": MINOR_VERSION}
+        if request_id is not None:
+            params["requestid"] = request_id
+        answer = await self.http.call("POST", f"/{entity.lower()}", json=document, params=params)
+        created: dict[str, Any] = answer[entity]
+        return created
+
+    async def _query(self, entity: str, statement: str) -> list[dict[str, Any]]:  # Any: JSON
+        params = {"query": statement, "minorversion": MINOR_VERSION}
+        answer = await self.http.call("GET", "/query", params=params)
+        found: list[dict[str, Any]] = answer.get("QueryResponse", {}).get(entity, [])
+        return found
+
+    async def _named(self, entity: str, display_name: str) -> str:
+        """The vendor's or customer's id, created if the realm has none of that name."""
+
+        async def find() -> str:
+            statement = f"select Id from {entity} where DisplayName = '{_quoted(display_name)}'"
+            found = await self._query(entity, statement)
+            if not found:
+                found = [await self._create(entity, {"DisplayName": display_name})]
+            return str(found[0]["Id"])
+
+        return await self.memo.get(f"{entity}:{display_name}", find)
+
+    async def _item(self, account_id: str) -> str:
+        """The service item that posts an invoice line to this income account."""
+        name = f"Sync2Books {account_id}"
+
+        async def find() -> str:
+            found = await self._query("Item", f"select Id from Item where Name = '{_quoted(name)}'")
+            if not found:
+                item = {"Name": name, "Type": "Service", "IncomeAccountRef": {"value": account_id}}
+                found = [await self._create("Item", item)]
+            return str(found[0]["Id"])
+
+        return await self.memo.get(f"Item:{name}", find)
+
+    async def _bank_account(self) -> str:
+        async def find() -> str:
+            statement = "select Id from Account where AccountType = 'Bank' and Active = true"
+            banks = await self._query("Account", statement)
+            if not banks:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR, "The company has no bank account to pay from."
+                )
+            return str(banks[0]["Id"])
+
+        return await self.memo.get("bank", find)
+
+    async def accounts(self) -> list[Account]:
+        found = await self._query(
+            "Account", "select * from Account where Active = true maxresults 1000"
+        )
+        return [
+            Account(code=str(a["Id"]), name=a["Name"], type=ACCOUNT_TYPES[a["AccountType"]])
+            for a in found
+            if a.get("AccountType") in ACCOUNT_TYPES
+        ]
+
+    async def tax_rates(self) -> list[TaxRate]:
+        """Tax codes, each at the rate of its first component (QuickBooks' codes group rates)."""
+        codes = await self._query("TaxCode", "select * from TaxCode where Active = true")
+        rates = {
+            str(r["Id"]): Decimal(str(r.get("RateValue", 0)))
+            for r in await self._query("TaxRate", "select * from TaxRate")
+        }
+        return [
+            TaxRate(code=str(c["Id"]), name=c["Name"], rate=_first_rate(c, rates)) for c in codes
+        ]
+
+    async def create_account(self, account: Account) -> Account:
+        """QuickBooks gives the account its id, which is its code here; ours is its number."""
+        document = {
+            "Name": account.name,
+            "AcctNum": account.code,
+            "AccountType": QUICKBOOKS_TYPES[account.type],
+        }
+        made = await self._create("Account", document)
+        return Account(code=str(made["Id"]), name=made["Name"], type=account.type)
+
+    async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
+        """Through QuickBooks' tax service: a code with one rate; the code is the id it gives."""
+        detail = {
+            "TaxRateName": tax_rate.name,
+            "RateValue": str(tax_rate.rate),
+            "TaxAgencyId": "1",
+            "TaxApplicableOn": "Sales",
+        }
+        body = {"TaxCode": tax_rate.name, "TaxRateDetails": [detail]}
+        made = await self.http.call(
+            "POST", "/taxservice/taxcode", json=body, params={"minorversion": MINOR_VERSION}
+        )
+        return TaxRate(code=str(made["TaxCodeId"]), name=made["TaxCode"], rate=tax_rate.rate)
+
+
+def _quoted(text: str) -> str:
+    """A string inside a query's quotes: Intuit escapes with backslashes."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _expense_line(line: Line, description: str = "") -> dict[str, Any]:  # Any: JSON
+    detail: dict[str, Any] = {"AccountRef": {"value": line.account_id}}
+    if line.tax_rate_id is not None:
+        detail["TaxCodeRef"] = {"value": line.tax_rate_id}
+    return {
+        "Amount": money(line.amount),
+        "Description": line.description or description,
+        "DetailType": "AccountBasedExpenseLineDetail",
+        "AccountBasedExpenseLineDetail": detail,
+    }
+
+
+def _numbered(document: dict[str, Any], reference: str | None) -> dict[str, Any]:  # Any: JSON
+    """The client's reference as the document number (QuickBooks keeps 21 characters)."""
+    if reference:
+        document["DocNumber"] = reference[:21]
+    return document
+
+
+def _first_rate(code: dict[str, Any], rates: dict[str, Decimal]) -> Decimal:  # Any: JSON
+    for kind in ("PurchaseTaxRateList", "SalesTaxRateList"):
+        for detail in code.get(kind, {}).get("TaxRateDetail", []):
+            rate_id = str(detail.get("TaxRateRef", {}).get("value"))
+            if rate_id in rates:
+                return rates[rate_id]
+    return Decimal(0)
+
+
+def _faults(response: httpx.Response) -> list[dict[str, Any]]:  # Any: JSON
+    """The fault's errors: QuickBooks capitalises its keys, except on 401s."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    fault = body.get("Fault") or body.get("fault") or {}
+    errors: list[dict[str, Any]] = fault.get("Error") or fault.get("error") or []
+    return [{key.lower(): value for key, value in error.items()} for error in errors]
+
+
+def _classify(response: httpx.Response) -> LedgerError:
+    status = response.status_code
+    faults = _faults(response)
+    codes = {str(fault.get("code", "")).lstrip("0") for fault in faults}
+    text = (
+        " ".join(str(fault.get("detail") or fault.get("message") or "") for fault in faults).strip()
+        or f"QuickBooks answered HTTP {status}."
+    )
+    if status == 429 or "3001" in codes:
+        retry = response.headers.get("retry-after")  # Intuit documents none: then backoff
+        return LedgerError(
+            SyncErrorCode.RATE_LIMIT_EXCEEDED,
+            text,
+            retry_after=float(retry) if retry and retry.isdecimal() else None,
+        )
+    if status == 401 or codes & {"3200", "3100"}:
+        return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, text)
+    if status >= 500:
+        return LedgerError(SyncErrorCode.PROVIDER_ERROR, text)
+    for fault in faults:
+        if str(fault.get("code")) in ("2500", "610"):
+            at_fault = f"{fault.get('element', '')} {fault.get('detail', '')}"
+            if "Tax" in at_fault:
+                return LedgerError(SyncErrorCode.INVALID_TAX_RATE_ID, text)
+            if "Account" in at_fault:
+                return LedgerError(SyncErrorCode.INVALID_ACCOUNT_ID, text)
+    return LedgerError(SyncErrorCode.VALIDATION_ERROR, text)

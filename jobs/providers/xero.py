@@ -1,0 +1,198 @@
+"""Xero's Accounting API: expenses as spend money (BankTransaction SPEND), bills as ACCPAY
+invoices, invoices as ACCREC invoices, each created with PUT and an `Idempotency-Key`.
+
+Limits per tenant: 60 calls a minute, 5 at once, 5,000 a day. A 429 carries `Retry-After`
+and `X-Rate-Limit-Problem` (minute, concurrent, day); the push is retried after it. Validation
+failures are 400 `ValidationException`s whose messages name the field: "Account code '…' is
+not a valid code for this document.", "The TaxType code '…' does not exist or cannot be used
+for this type of transaction." Access tokens last 30 minutes; refresh tokens rotate on use.
+A spend needs a bank account to pay from: the organisation's first active BANK account.
+"""
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from jobs.providers.http import LedgerHttp, Memo, money
+from models.enums import AccountType, Provider
+from models.errors import Conflict, LedgerError, SyncErrorCode
+from models.ledger import Account, Limits, TaxRate, Tokens
+from models.link import refresh_grant
+from models.records import Bill, Expense, Invoice, Line
+from models.services import Services
+
+API = "/api.xro/2.0"
+_TYPES = {t.value for t in AccountType}
+
+
+class XeroLedger:
+    def __init__(self, services: Services, *, tenant_id: str, tokens: Tokens | None) -> None:
+        self.services = services
+        self.tokens = tokens
+        self.http = LedgerHttp(
+            services.http,
+            base_url=services.settings.xero_api_url.rstrip("/") + API,
+            headers={"xero-tenant-id": tenant_id, "accept": "application/json"},
+            tokens=tokens,
+            classify=_classify,
+        )
+        self.memo = Memo(services.redis, f"xero:{tenant_id}")
+
+    async def limits(self) -> Limits:
+        settings = self.services.settings
+        return Limits(settings.xero_rate_limit_per_minute, settings.xero_max_concurrent)
+
+    async def refresh(self) -> Tokens:
+        return await refresh_grant(self.services.settings, Provider.XERO, self.tokens)
+
+    async def reconnect(self) -> Tokens:
+        raise Conflict("Xero connects through its Link flow: start it with `reconnect`.")
+
+    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+        if isinstance(record, Expense):
+            path, key, id_field = "/BankTransactions", "BankTransactions", "BankTransactionID"
+            document = await self._spend(record)
+        else:
+            path, key, id_field = "/Invoices", "Invoices", "InvoiceID"
+            document = _invoice(record)
+        answer = await self.http.call(
+            "PUT", path, json={key: [document]}, headers={"idempotency-key": idempotency_key}
+        )
+        return str(answer[key][0][id_field])
+
+    async def _spend(self, expense: Expense) -> dict[str, Any]:  # Any: Xero's JSON
+        return {
+            "Type": "SPEND",
+            "Contact": {"Name": expense.vendor_name},
+            "BankAccount": {"Code": await self._bank_account()},
+            "Date": expense.date.isoformat(),
+            "CurrencyCode": expense.currency,
+            "Reference": expense.reference,
+            "LineAmountTypes": "Exclusive",
+            "LineItems": [_line(line, expense.description) for line in expense.lines],
+        }
+
+    async def _bank_account(self) -> str:
+        async def find() -> str:
+            answer = await self.http.call("GET", "/Accounts", params={"where": 'Type=="BANK"'})
+            banks = [a for a in answer["Accounts"] if a.get("Status", "ACTIVE") == "ACTIVE"]
+            if not banks:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    "The organisation has no bank account to record spending from.",
+                )
+            return str(banks[0]["Code"])
+
+        return await self.memo.get("bank", find)
+
+    async def accounts(self) -> list[Account]:
+        answer = await self.http.call("GET", "/Accounts")
+        return [
+            Account(code=a["Code"], name=a["Name"], type=AccountType(a["Type"]))
+            for a in answer["Accounts"]
+            if a.get("Type") in _TYPES and a.get("Code") and a.get("Status") == "ACTIVE"
+        ]
+
+    async def tax_rates(self) -> list[TaxRate]:
+        answer = await self.http.call("GET", "/TaxRates")
+        return [
+            TaxRate(code=t["TaxType"], name=t["Name"], rate=Decimal(str(t["EffectiveRate"])))
+            for t in answer["TaxRates"]
+            if t.get("Status") == "ACTIVE"
+        ]
+
+    async def create_account(self, account: Account) -> Account:
+        body = {"Code": account.code, "Name": account.name, "Type": account.type.value}
+        answer = await self.http.call("PUT", "/Accounts", json=body)
+        made = answer["Accounts"][0]
+        return Account(code=made["Code"], name=made["Name"], type=AccountType(made["Type"]))
+
+    async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
+        """Xero names the tax type itself (`TAX001`, …): the rate's code is the one it gives."""
+        component = {"Name": tax_rate.name, "Rate": money(tax_rate.rate)}
+        body = {"TaxRates": [{"Name": tax_rate.name, "TaxComponents": [component]}]}
+        answer = await self.http.call("PUT", "/TaxRates", json=body)
+        made = answer["TaxRates"][0]
+        rate = Decimal(str(made.get("EffectiveRate", tax_rate.rate)))
+        return TaxRate(code=made["TaxType"], name=made["Name"], rate=rate)
+
+
+def _line(line: Line, description: str = "") -> dict[str, Any]:  # Any: Xero's JSON
+    item: dict[str, Any] = {
+        "Description": line.description or description or "—",
+        "Quantity": 1,
+        "UnitAmount": money(line.amount),
+        "AccountCode": line.account_id,
+    }
+    if line.tax_rate_id is not None:
+        item["TaxType"] = line.tax_rate_id
+    return item
+
+
+def _invoice(record: Bill | Invoice) -> dict[str, Any]:  # Any: Xero's JSON
+    contact = record.vendor_name if isinstance(record, Bill) else record.customer_name
+    document: dict[str, Any] = {
+        "Type": "ACCPAY" if isinstance(record, Bill) else "ACCREC",
+        "Contact": {"Name": contact},
+        "Date": record.issue_date.isoformat(),
+        "DueDate": record.due_date.isoformat(),
+        "CurrencyCode": record.currency,
+        "LineAmountTypes": "Exclusive",
+        "Status": "AUTHORISED",
+        "LineItems": [_line(line) for line in record.lines],
+    }
+    if record.reference:  # a bill's number is the supplier's; an invoice's reference is free
+        document["InvoiceNumber" if isinstance(record, Bill) else "Reference"] = record.reference
+    return document
+
+
+def _classify(response: httpx.Response) -> LedgerError:
+    """Xero's failure as our error code, in Xero's own words."""
+    status = response.status_code
+    if status == 429:
+        problem = response.headers.get("x-rate-limit-problem", "minute")
+        return LedgerError(
+            SyncErrorCode.RATE_LIMIT_EXCEEDED,
+            f"Xero's {problem} rate limit was reached.",
+            retry_after=_seconds(response.headers.get("retry-after")),
+        )
+    if status in (401, 403):
+        return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, _detail(response))
+    if status == 400:
+        messages = _validation_messages(response)
+        text = " ".join(messages) or _detail(response)
+        if any("Account code" in m for m in messages):
+            return LedgerError(SyncErrorCode.INVALID_ACCOUNT_ID, text)
+        if any("TaxType code" in m for m in messages):
+            return LedgerError(SyncErrorCode.INVALID_TAX_RATE_ID, text)
+        return LedgerError(SyncErrorCode.VALIDATION_ERROR, text)
+    return LedgerError(SyncErrorCode.PROVIDER_ERROR, f"Xero answered HTTP {status}.")
+
+
+def _validation_messages(response: httpx.Response) -> list[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    return [
+        error["Message"]
+        for element in body.get("Elements", [])
+        for error in element.get("ValidationErrors", [])
+        if error.get("Message")
+    ]
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"Xero answered HTTP {response.status_code}."
+    return str(body.get("Detail") or body.get("Message") or body.get("Title") or body)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

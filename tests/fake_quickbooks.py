@@ -1,0 +1,229 @@
+"""A local QuickBooks Online: Intuit's OAuth2 (the realm id comes back in the redirect) and the
+v3 Accounting API endpoints the adapter uses, with Intuit's documented fault shapes.
+
+- Every call needs a live bearer token: 401 with fault code 3200 otherwise.
+- Limits per realm: `per_minute` and `concurrent`, else 429 with fault code 3001;
+  `throttle(n)` makes the next n calls 429.
+- A create with a `requestid` already seen gets the first answer again.
+- Faults: 2500 "Invalid Reference Id" and 610 "Object Not Found" name the element at fault;
+  6000 is business validation (here: a date before `closed_before`, the books' closing date).
+- Queries: the small subset of Intuit's query language the adapter sends.
+"""
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fake_oauth import FakeAuthorizationServer
+
+_QUERY = re.compile(
+    r"select (?P<fields>\*|Id) from (?P<entity>\w+)(?: where (?P<where>.+?))?"
+    r"(?: maxresults \d+)?$",
+    re.IGNORECASE,
+)
+_CONDITION = re.compile(r"(\w+) = (?:'((?:[^'\\]|\\.)*)'|(true|false))")
+
+
+def _row(entity_id: str, **fields: Any) -> dict[str, Any]:
+    return {"Id": entity_id, "Active": True, "SyncToken": "0", **fields}
+
+
+@dataclass
+class FakeQuickBooks:
+    realm_id: str = "9130357766900456"
+    auth: FakeAuthorizationServer = field(default_factory=FakeAuthorizationServer)
+    per_minute: int = 500
+    concurrent: int = 10
+    closed_before: date | None = None
+    tables: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=lambda: {
+            "Account": {
+                "35": _row("35", Name="Checking", AccountType="Bank"),
+                "79": _row("79", Name="Sales of Product Income", AccountType="Income"),
+                "7": _row("7", Name="Advertising", AccountType="Expense"),
+                "13": _row("13", Name="Meals and Entertainment", AccountType="Expense"),
+            },
+            "TaxRate": {"3": _row("3", Name="VAT 20%", RateValue=20)},
+            "TaxCode": {
+                "2": _row(
+                    "2",
+                    Name="20.0% S",
+                    PurchaseTaxRateList={"TaxRateDetail": [{"TaxRateRef": {"value": "3"}}]},
+                ),
+            },
+            "Vendor": {},
+            "Customer": {},
+            "Item": {},
+        }
+    )
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: document
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)  # requestid: answer
+    calls: list[float] = field(default_factory=list)
+    throttled: int = 0
+    next_id: int = 100
+
+    def __post_init__(self) -> None:
+        self.auth.extra = {"realmId": self.realm_id}
+
+    def app(self) -> Starlette:
+        base = f"/v3/company/{self.realm_id}"
+        return Starlette(
+            routes=[
+                *self.auth.routes(),
+                Route(base + "/query", self.query),
+                Route(base + "/taxservice/taxcode", self.create_tax_code, methods=["POST"]),
+                Route(base + "/{entity}", self.create, methods=["POST"]),
+            ]
+        )
+
+    def throttle(self, calls: int) -> None:
+        self.throttled = calls
+
+    def _new_id(self) -> str:
+        self.next_id += 1
+        return str(self.next_id)
+
+    def _gate(self, request: Request) -> Response | None:
+        if not self.auth.authorized(request):
+            error = {
+                "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                "detail": "Token expired",
+                "code": "3200",
+            }
+            return JSONResponse({"fault": {"error": [error], "type": "AUTHENTICATION"}}, 401)
+        now = time.time()
+        self.calls = [t for t in self.calls if t > now - 60]
+        if self.throttled or len(self.calls) >= self.per_minute:
+            self.throttled = max(0, self.throttled - 1)
+            return _fault(
+                429,
+                "3001",
+                "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                "The request limit was reached.",
+                kind="SERVICE",
+            )
+        self.calls.append(now)
+        return None
+
+    async def query(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        match = _QUERY.match(request.query_params.get("query", "").strip())
+        if match is None or match["entity"] not in self.tables:
+            return _fault(400, "4000", "Error parsing query", "QueryParserError")
+        rows = list(self.tables[match["entity"]].values())
+        for name, text, flag in _CONDITION.findall(match["where"] or ""):
+            wanted: Any = (flag == "true") if flag else re.sub(r"\\(.)", r"\1", text)
+            rows = [row for row in rows if row.get(name) == wanted]
+        if match["fields"] == "Id":
+            rows = [{"Id": row["Id"]} for row in rows]
+        answer = {match["entity"]: rows, "startPosition": 1, "maxResults": len(rows)}
+        return JSONResponse({"QueryResponse": answer if rows else {}, "time": _now()})
+
+    async def create(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        request_id = request.query_params.get("requestid")
+        if request_id is not None and request_id in self.answers:
+            status, body = self.answers[request_id]
+            return JSONResponse(body, status)
+        entity = {
+            "purchase": "Purchase",
+            "bill": "Bill",
+            "invoice": "Invoice",
+            "vendor": "Vendor",
+            "customer": "Customer",
+            "item": "Item",
+            "account": "Account",
+        }.get(request.path_params["entity"])
+        if entity is None:
+            return _fault(400, "4000", "Unsupported operation", "ValidationFault")
+        document = await request.json()
+        refusal = self._refusal(entity, document)
+        if refusal is not None:
+            return refusal
+        stored = {**document, "Id": self._new_id(), "SyncToken": "0"}
+        if entity in self.tables:
+            self.tables[entity][stored["Id"]] = {"Active": True, **stored}
+        else:
+            self.documents[stored["Id"]] = {"type": entity, **stored}
+        body = {entity: stored, "time": _now()}
+        if request_id is not None:
+            self.answers[request_id] = (200, body)
+        return JSONResponse(body)
+
+    def _refusal(self, entity: str, document: dict[str, Any]) -> Response | None:
+        references = [("AccountRef", "Account", document.get("AccountRef"))]
+        references.append(("IncomeAccountRef", "Account", document.get("IncomeAccountRef")))
+        for line in document.get("Line", []):
+            detail = line.get(line.get("DetailType", ""), {})
+            references.append(("AccountRef", "Account", detail.get("AccountRef")))
+            references.append(("TaxCodeRef", "TaxCode", detail.get("TaxCodeRef")))
+            references.append(("ItemRef", "Item", detail.get("ItemRef")))
+        for element, table, ref in references:
+            if ref is None:
+                continue
+            row = self.tables[table].get(str(ref.get("value")))
+            if row is None:
+                name = "Accounts" if table == "Account" else table
+                detail = f"Invalid Reference Id : {name} element id {ref.get('value')} not found"
+                return _fault(400, "2500", "Invalid Reference Id", detail, element=element)
+            if not row.get("Active", True):
+                detail = (
+                    "Object Not Found : Something you're trying to use has been made "
+                    "inactive. Check the fields with accounts, customers, items, vendors "
+                    "or employees."
+                )
+                return _fault(400, "610", "Object Not Found", detail, element=element)
+        txn_date = document.get("TxnDate")
+        if self.closed_before and txn_date and date.fromisoformat(txn_date) < self.closed_before:
+            return _fault(
+                400,
+                "6000",
+                "A business validation error has occurred while processing your request",
+                "Business Validation Error: The transaction date is in a closed period.",
+            )
+        if entity in ("Vendor", "Customer") and any(
+            row.get("DisplayName") == document.get("DisplayName")
+            for row in self.tables[entity].values()
+        ):
+            return _fault(400, "6240", "Duplicate Name Exists Error", "The name is in use.")
+        return None
+
+    async def create_tax_code(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        wanted = await request.json()
+        rate_id, code_id = self._new_id(), self._new_id()
+        details = []
+        for detail in wanted["TaxRateDetails"]:
+            self.tables["TaxRate"][rate_id] = _row(
+                rate_id, Name=detail["TaxRateName"], RateValue=float(detail["RateValue"])
+            )
+            details.append({**detail, "TaxRateId": rate_id})
+        rates = {"TaxRateDetail": [{"TaxRateRef": {"value": rate_id}}]}
+        self.tables["TaxCode"][code_id] = _row(
+            code_id, Name=wanted["TaxCode"], SalesTaxRateList=rates
+        )
+        return JSONResponse(
+            {"TaxCode": wanted["TaxCode"], "TaxCodeId": code_id, "TaxRateDetails": details}
+        )
+
+
+def _fault(
+    status: int, code: str, message: str, detail: str, *, element: str = "", kind: str = ""
+) -> Response:
+    error = {"Message": message, "Detail": detail, "code": code, "element": element}
+    fault = {"Error": [error], "type": kind or "ValidationFault"}
+    return JSONResponse({"Fault": fault, "time": _now()}, status)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000-08:00")

@@ -1,0 +1,230 @@
+"""A local Xero: identity (authorize, token), `/connections` and the Accounting API endpoints
+the adapter uses, answering with the documented shapes, status codes and headers.
+
+- Every API call needs a live bearer token (401 `TokenExpired` otherwise) and the tenant's
+  `Xero-tenant-id` (403 otherwise).
+- Limits per tenant: `per_minute` calls a minute and `concurrent` at once, else 429 with
+  `Retry-After` and `X-Rate-Limit-Problem`; `throttle(n)` makes the next n calls 429.
+- A document PUT with an `Idempotency-Key` already seen gets the first answer again.
+- Validation failures are 400 `ValidationException`s with Xero's messages.
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fake_oauth import FakeAuthorizationServer
+
+API = "/api.xro/2.0"
+
+
+def _account(code: str, name: str, kind: str, status: str = "ACTIVE") -> dict[str, str]:
+    return {
+        "AccountID": str(uuid.uuid4()),
+        "Code": code,
+        "Name": name,
+        "Type": kind,
+        "Status": status,
+    }
+
+
+@dataclass
+class FakeXero:
+    tenant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    auth: FakeAuthorizationServer = field(default_factory=FakeAuthorizationServer)
+    per_minute: int = 60
+    concurrent: int = 5
+    accounts: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {
+            a["Code"]: a
+            for a in (
+                _account("090", "Business Bank Account", "BANK"),
+                _account("200", "Sales", "REVENUE"),
+                _account("429", "General Expenses", "EXPENSE"),
+                _account("453", "Office Expenses", "EXPENSE"),
+            )
+        }
+    )
+    tax_rates: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "NONE": {"Name": "No GST", "TaxType": "NONE", "EffectiveRate": 0, "Status": "ACTIVE"},
+            "INPUT": {
+                "Name": "GST on Expenses",
+                "TaxType": "INPUT",
+                "EffectiveRate": 15,
+                "Status": "ACTIVE",
+            },
+            "OUTPUT": {
+                "Name": "GST on Income",
+                "TaxType": "OUTPUT",
+                "EffectiveRate": 15,
+                "Status": "ACTIVE",
+            },
+        }
+    )
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: document
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)  # idempotency key: answer
+    calls: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    throttled: int = 0
+    latency: float = 0.0
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                *self.auth.routes(),
+                Route("/connections", self.connections),
+                Route(API + "/Accounts", self.accounts_endpoint, methods=["GET", "PUT"]),
+                Route(API + "/TaxRates", self.tax_rates_endpoint, methods=["GET", "PUT"]),
+                Route(API + "/BankTransactions", self.post_document, methods=["PUT", "POST"]),
+                Route(API + "/Invoices", self.post_document, methods=["PUT", "POST"]),
+            ]
+        )
+
+    def throttle(self, calls: int) -> None:
+        self.throttled = calls
+
+    async def connections(self, request: Request) -> Response:
+        if not self.auth.authorized(request):
+            return _unauthorized()
+        tenant = {
+            "id": str(uuid.uuid4()),
+            "tenantId": self.tenant_id,
+            "tenantType": "ORGANISATION",
+            "tenantName": "Demo Company (NZ)",
+            "createdDateUtc": "2026-11-26T00:00:00.0000000",
+        }
+        return JSONResponse([tenant])
+
+    async def _gate(self, request: Request) -> Response | None:
+        """Authorisation, tenant, then limits, in Xero's order."""
+        if not self.auth.authorized(request):
+            return _unauthorized()
+        if request.headers.get("xero-tenant-id") != self.tenant_id:
+            body = {
+                "Type": None,
+                "Title": "Forbidden",
+                "Status": 403,
+                "Detail": "AuthenticationUnsuccessful",
+            }
+            return JSONResponse(body, 403)
+        now = time.time()
+        self.calls = [t for t in self.calls if t > now - 60]
+        problem = None
+        if self.throttled:
+            self.throttled -= 1
+            problem = "minute"
+        elif len(self.calls) >= self.per_minute:
+            problem = "minute"
+        elif self.in_flight >= self.concurrent:
+            problem = "concurrent"
+        if problem is not None:
+            headers = {
+                "Retry-After": "1",
+                "X-Rate-Limit-Problem": problem,
+                "X-MinLimit-Remaining": "0",
+                "X-DayLimit-Remaining": "4000",
+            }
+            return Response("", 429, headers=headers)
+        self.calls.append(now)
+        return None
+
+    async def accounts_endpoint(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        if request.method == "GET":
+            found = list(self.accounts.values())
+            if request.query_params.get("where") == 'Type=="BANK"':
+                found = [a for a in found if a["Type"] == "BANK"]
+            return JSONResponse({"Accounts": found})
+        wanted = await request.json()
+        if wanted.get("Code") in self.accounts:
+            return _invalid(["Please enter a unique Code."])
+        made = _account(wanted["Code"], wanted["Name"], wanted["Type"])
+        self.accounts[made["Code"]] = made
+        return JSONResponse({"Accounts": [made]})
+
+    async def tax_rates_endpoint(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        if request.method == "GET":
+            return JSONResponse({"TaxRates": list(self.tax_rates.values())})
+        (wanted,) = (await request.json())["TaxRates"]
+        tax_type = f"TAX{len(self.tax_rates):03d}"
+        rate = sum(Decimal(str(c["Rate"])) for c in wanted["TaxComponents"])
+        made = {
+            "Name": wanted["Name"],
+            "TaxType": tax_type,
+            "EffectiveRate": float(rate),
+            "Status": "ACTIVE",
+        }
+        self.tax_rates[tax_type] = made
+        return JSONResponse({"TaxRates": [made]})
+
+    async def post_document(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        key = request.headers.get("idempotency-key")
+        if key is not None and key in self.answers:
+            status, body = self.answers[key]
+            return JSONResponse(body, status)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.latency)
+            collection = request.url.path.rsplit("/", 1)[-1]
+            (document,) = (await request.json())[collection]
+            problems = self._problems(document)
+            if problems:
+                return _invalid(problems)
+            id_field = "BankTransactionID" if collection == "BankTransactions" else "InvoiceID"
+            stored = {**document, id_field: str(uuid.uuid4()), "Status": "AUTHORISED"}
+            self.documents[stored[id_field]] = stored
+            body = {collection: [stored]}
+            if key is not None:
+                self.answers[key] = (200, body)
+            return JSONResponse(body)
+        finally:
+            self.in_flight -= 1
+
+    def _problems(self, document: dict[str, Any]) -> list[str]:
+        problems = []
+        if document.get("Type") == "SPEND":
+            bank = self.accounts.get(document.get("BankAccount", {}).get("Code", ""))
+            if bank is None or bank["Type"] != "BANK":
+                problems.append("The BankAccount field is mandatory and must be a bank account.")
+        for line in document.get("LineItems", []):
+            account = self.accounts.get(line.get("AccountCode", ""))
+            if account is None or account["Status"] != "ACTIVE":
+                code = line.get("AccountCode")
+                problems.append(f"Account code '{code}' is not a valid code for this document.")
+            tax_type = line.get("TaxType")
+            if tax_type is not None and tax_type not in self.tax_rates:
+                problems.append(
+                    f"The TaxType code '{tax_type}' does not exist or cannot be used for this "
+                    "type of transaction."
+                )
+        return problems
+
+
+def _unauthorized() -> Response:
+    body = {"Type": None, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired"}
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return JSONResponse(body, 401, headers=headers)
+
+
+def _invalid(messages: list[str]) -> Response:
+    body = {
+        "ErrorNumber": 10,
+        "Type": "ValidationException",
+        "Message": "A validation exception occurred",
+        "Elements": [{"ValidationErrors": [{"Message": message} for message in messages]}],
+    }
+    return JSONResponse(body, 400)

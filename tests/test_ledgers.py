@@ -1,0 +1,248 @@
+"""Xero and QuickBooks Online through their real adapters, against local fakes of both that
+speak their documented HTTP: the Link flow, the seed scenario (invalid account, invalid tax
+rate, fix, retry), token expiry, rate limits and idempotency."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from jobs.providers import ledger_for
+from models.company import NewCompany, connection_of, create_company
+from models.enums import Provider
+from models.records import Expense
+from models.services import Services
+from models.settings import Settings
+from tests.conftest import Api, asgi_api
+from tests.fake_oauth import CLIENT_ID, CLIENT_SECRET
+from tests.fake_quickbooks import FakeQuickBooks
+from tests.fake_xero import FakeXero
+from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
+from tests.live import serving
+
+LINK = """mutation($c: ID!, $p: LedgerProvider!) {
+  linkLedger(companyId: $c, provider: $p) { authorizationUrl expiresAt } }"""
+CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"
+RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
+ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
+CREATE_ACCOUNT = """mutation($c: ID!) {
+  createAccount(companyId: $c, input: {code: "999", name: "Misc", type: EXPENSE}) { code } }"""
+
+
+@dataclass
+class Ledger:
+    """A fake ledger being served, a company of ours set to connect to it, and its API."""
+
+    provider: Provider
+    fake: FakeXero | FakeQuickBooks
+    company: NewCompany
+    api: Api
+    expense_account: str  # one the fake's chart has
+    tax_rate: str  # and one of its tax rates
+    tenant_id: str
+
+    @property
+    def cid(self) -> str:
+        return self.company.company.id
+
+    def expense(self, **overrides: Any) -> dict[str, Any]:
+        """An expense this ledger takes, unless `overrides` say otherwise."""
+        return expense(
+            **{"accountId": self.expense_account, "taxRateId": self.tax_rate} | overrides
+        )
+
+
+@pytest.fixture(params=[Provider.XERO, Provider.QUICKBOOKS])
+async def ledger(
+    request: pytest.FixtureRequest, settings: Settings, services: Services, live_server: str
+) -> AsyncIterator[Ledger]:
+    provider: Provider = request.param
+    fake = FakeXero() if provider is Provider.XERO else FakeQuickBooks()
+    async with serving(fake.app()) as address:
+        base = f"http://{address}"
+        settings.public_url = f"http://{live_server}"
+        if isinstance(fake, FakeXero):
+            settings.xero_client_id, settings.xero_api_url = CLIENT_ID, base
+            settings.xero_auth_url, settings.xero_token_url = f"{base}/authorize", f"{base}/token"
+            settings.xero_client_secret = SecretStr(CLIENT_SECRET)
+            settings.xero_rate_limit_per_minute = 6000
+            account, tax_rate, tenant = "429", "INPUT", fake.tenant_id
+        else:
+            settings.quickbooks_client_id, settings.quickbooks_api_url = CLIENT_ID, base
+            settings.quickbooks_auth_url = f"{base}/authorize"
+            settings.quickbooks_token_url = f"{base}/token"
+            settings.quickbooks_client_secret = SecretStr(CLIENT_SECRET)
+            settings.quickbooks_rate_limit_per_minute = 6000
+            account, tax_rate, tenant = "7", "2", fake.realm_id
+        company = await create_company(
+            services.db, services.vault, name="Ledger Ltd", provider=provider
+        )
+        async with asgi_api(services, settings, company.api_key) as api:
+            yield Ledger(provider, fake, company, api, account, tax_rate, tenant)
+
+
+async def _follow(authorization_url: str) -> httpx.Response:
+    """What a browser does: the ledger's consent page redirects back to our callback."""
+    async with httpx.AsyncClient() as browser:
+        consent = await browser.get(authorization_url)
+        assert consent.status_code == 302, consent.text
+        return await browser.get(consent.headers["location"])
+
+
+async def _link(ledger: Ledger) -> str:
+    variables = {"c": ledger.cid, "p": ledger.provider.name}
+    start = data(await ledger.api.gql(LINK, variables))["linkLedger"]
+    back = await _follow(start["authorizationUrl"])
+    assert back.status_code == 200 and "Connected" in back.text, back.text
+    return str(back.url)
+
+
+async def _sync(ledger: Ledger, run_jobs: Any, *records: dict[str, Any]) -> dict[str, Any]:
+    variables = {"companyId": ledger.cid, "expenses": list(records)}
+    created = data(await ledger.api.gql(CREATE_EXPENSES, variables))["createExpenses"]
+    await run_jobs()
+    batch: dict[str, Any] = data(await ledger.api.gql(BATCH, {"id": created["syncBatchId"]}))[
+        "syncBatch"
+    ]
+    return batch
+
+
+def _codes(batch: dict[str, Any]) -> list[str | None]:
+    items = [edge["node"] for edge in batch["items"]["edges"]]
+    return [item["error"]["code"] if item["error"] else item["status"] for item in items]
+
+
+async def test_link_connects_the_company_once_per_authorization(ledger: Ledger) -> None:
+    before = data(await ledger.api.gql(CONNECTION, {"c": ledger.cid}))["connection"]
+    assert before["status"] == "DISCONNECTED"
+    callback = await _link(ledger)
+    after = data(await ledger.api.gql(CONNECTION, {"c": ledger.cid}))["connection"]
+    assert after["status"] == "ACTIVE" and after["tenantId"] == ledger.tenant_id
+    (challenge,) = ledger.fake.auth.challenges
+    assert (challenge is not None) == (ledger.provider is Provider.XERO)  # PKCE where supported
+    async with httpx.AsyncClient() as browser:
+        again = await browser.get(callback)  # the same code and state, replayed
+    assert again.status_code == 400 and "used or expired" in again.text
+    accounts = data(await ledger.api.gql(ACCOUNTS, {"c": ledger.cid}))["accounts"]
+    assert ledger.expense_account in {account["code"] for account in accounts}
+
+
+async def test_the_seed_scenario_invalid_references_fixed_then_retried(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    good = ledger.expense(reference="good")
+    bad_account = ledger.expense(accountId="999", reference="bad-account")
+    bad_tax = ledger.expense(taxRateId="BADTAX", reference="bad-tax")
+    batch = await _sync(ledger, run_jobs, good, bad_account, bad_tax)
+    assert _codes(batch) == ["SUCCESS", "INVALID_ACCOUNT_ID", "INVALID_TAX_RATE_ID"]
+
+    fake = ledger.fake  # the company fixes its ledger, as a person would in its web app
+    if isinstance(fake, FakeXero):
+        data(await ledger.api.gql(CREATE_ACCOUNT, {"c": ledger.cid}))  # Xero takes our code
+        zero = {"Name": "Zero", "TaxType": "BADTAX", "EffectiveRate": 0, "Status": "ACTIVE"}
+        fake.tax_rates["BADTAX"] = zero
+    else:  # QuickBooks gives its own ids: the person adds them in its web app
+        misc = {"Id": "999", "Name": "Misc", "AccountType": "Expense", "Active": True}
+        fake.tables["Account"]["999"] = misc
+        fake.tables["TaxCode"]["BADTAX"] = {"Id": "BADTAX", "Name": "Zero", "Active": True}
+    data(await ledger.api.gql(RETRY, {"batchId": batch["id"]}))
+    await run_jobs()
+    batch = data(await ledger.api.gql(BATCH, {"id": batch["id"]}))["syncBatch"]
+    assert _codes(batch) == ["SUCCESS"] * 3
+    external = {edge["node"]["externalId"] for edge in batch["items"]["edges"]}
+    assert external == set(fake.documents)  # each posted once, under the ledger's own id
+
+
+async def test_an_expired_access_token_is_refreshed_once_and_a_revoked_grant_relinked(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    ledger.fake.auth.expire_access_tokens()
+    records = [ledger.expense() for _ in range(4)]
+    assert _codes(await _sync(ledger, run_jobs, *records)) == ["SUCCESS"] * 4
+    assert ledger.fake.auth.refreshes == 1  # the pushes that met the 401 shared one refresh
+
+    ledger.fake.auth.revoke()
+    assert _codes(await _sync(ledger, run_jobs, records[0])) == ["CONNECTION_EXPIRED"]
+    reconnect = data(await ledger.api.gql(RECONNECT, {"c": ledger.cid}))["reconnect"]
+    assert reconnect["status"] == "EXPIRED"
+    back = await _follow(reconnect["authorizationUrl"])
+    assert back.status_code == 200
+    status = data(await ledger.api.gql(CONNECTION, {"c": ledger.cid}))["connection"]["status"]
+    assert status == "ACTIVE"
+
+
+async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
+    ledger: Ledger, services: Services, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    ledger.fake.throttle(1)
+    batch = await _sync(ledger, run_jobs, ledger.expense())
+    (item,) = [edge["node"] for edge in batch["items"]["edges"]]
+    assert item["status"] == "SUCCESS" and item["attempts"] == 2
+
+    connection = await connection_of(services.db, company_id=ledger.cid)
+    adapter = ledger_for(connection, services=services)
+    record = Expense.model_validate(ledger.expense())
+    first = await adapter.push(record, idempotency_key="itm_same")
+    second = await adapter.push(record, idempotency_key="itm_same")
+    assert first == second and len(ledger.fake.documents) == 2
+
+
+async def test_bills_and_invoices_become_the_ledgers_documents(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    income = "200" if ledger.provider is Provider.XERO else "79"
+    dates = {"issueDate": "2026-11-01", "dueDate": "2026-12-01", "currency": "USD"}
+    line = {"description": "Work", "amount": "40.00", "taxRateId": ledger.tax_rate}
+    bill = {
+        "vendorName": "Paper Co",
+        **dates,
+        "reference": "B-1",
+        "lines": [{**line, "accountId": ledger.expense_account}],
+    }
+    invoice_lines = [{**line, "accountId": income}, {**line, "accountId": income}]
+    invoice = {"customerName": "Client Ltd", **dates, "lines": invoice_lines}
+    for field, records in (("Bills", [bill]), ("Invoices", [invoice, invoice])):
+        mutation = (
+            f"mutation($c: ID!, $r: [{field[:-1]}Input!]!) "
+            f"{{ create{field}(companyId: $c, {field.lower()}: $r) {{ syncBatchId }} }}"
+        )
+        data(await ledger.api.gql(mutation, {"c": ledger.cid, "r": records}))
+    await run_jobs()
+    documents = list(ledger.fake.documents.values())
+    assert len(documents) == 3
+    if isinstance(ledger.fake, FakeXero):
+        assert sorted(d["Type"] for d in documents) == ["ACCPAY", "ACCREC", "ACCREC"]
+        assert {d["Contact"]["Name"] for d in documents} == {"Paper Co", "Client Ltd"}
+    else:
+        assert sorted(d["type"] for d in documents) == ["Bill", "Invoice", "Invoice"]
+        assert len(ledger.fake.tables["Item"]) == 1  # one service item for the income account
+        assert len(ledger.fake.tables["Customer"]) == len(ledger.fake.tables["Vendor"]) == 1
+
+
+@pytest.mark.parametrize("ledger", [Provider.QUICKBOOKS], indirect=True)
+async def test_quickbooks_faults_map_by_code_and_field(ledger: Ledger, run_jobs: Any) -> None:
+    await _link(ledger)
+    fake = ledger.fake
+    assert isinstance(fake, FakeQuickBooks)
+    fake.tables["Account"]["13"]["Active"] = False  # 610 Object Not Found
+    fake.closed_before = date(2030, 1, 1)  # 6000: every test expense is dated before it
+    inactive = ledger.expense(accountId="13")
+    batch = await _sync(ledger, run_jobs, inactive, ledger.expense())
+    assert _codes(batch) == ["INVALID_ACCOUNT_ID", "VALIDATION_ERROR"]
+
+
+async def test_linking_needs_the_ledgers_app_configured(
+    api: Api, company: NewCompany, settings: Settings
+) -> None:
+    settings.xero_client_id = None
+    refused = await api.gql(LINK, {"c": company.company.id, "p": "XERO"})
+    assert error(refused)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "XERO_CLIENT_ID" in error(refused)["message"]
