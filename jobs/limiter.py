@@ -30,6 +30,13 @@ redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now
 return tostring(slot - now)
 """
 )
+_HOLD = (
+    _NOW
+    + """
+local held = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], tostring(held), 'PX', math.ceil((held - now) * 1000) + 1000)
+"""
+)
 _BACKLOG = _NOW + "return tostring(math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0') - now))"
 _ACQUIRE = (
     _NOW
@@ -66,12 +73,18 @@ class Limiter:
         self._calls = f"sync2books:limit:{connection_id}:calls"
         self._reserve = redis.register_script(_RESERVE)
         self._backlog = redis.register_script(_BACKLOG)
+        self._hold = redis.register_script(_HOLD)
         self._acquire = redis.register_script(_ACQUIRE)
         self._here = asyncio.Semaphore(limits.concurrent)
 
     async def backlog(self) -> float:
         """Seconds until the connection's next free slot (others may be queued before us)."""
         return float(await self._backlog(keys=[self._slots]))
+
+    async def hold(self, seconds: float) -> None:
+        """No call before `seconds` from now, in any process: the ledger said so (a 429's
+        Retry-After)."""
+        await self._hold(keys=[self._slots], args=[seconds])
 
     def calls_within(self, seconds: float) -> int:
         """How many calls the rate allows in `seconds` (at least one)."""

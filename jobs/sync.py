@@ -140,9 +140,13 @@ class _Link:
 
 async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncItem) -> ItemMove:
     """Push the item, retrying transient failures with backoff, up to `max_push_attempts`.
-    A refused access token is refreshed once and the push tried again at once. An outage of
-    our own Redis or database spends no attempt: with a chunk's pushes in flight together, it
-    would otherwise fail whichever of them ran out of attempts before it ended."""
+
+    A refused access token is refreshed once and the push tried again at once. A 429's
+    Retry-After holds every push to the ledger (the limiter) for that long; when it is longer
+    than `retry_max_seconds` (a daily limit), the item goes back to PENDING and the batch's
+    job is deferred until then, holding no worker meanwhile. An outage of our own Redis or
+    database spends no attempt: with a chunk's pushes in flight together, it would otherwise
+    fail whichever of them ran out of attempts before it ended."""
     settings = deps.services.settings
     record = load_record(item.payload)
     attempts: list[Attempt] = []
@@ -179,6 +183,10 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
             attempts.append(Attempt(started_at, _ms_since(start)))
             return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id, attempts=attempts)
         attempts.append(Attempt(started_at, _ms_since(start), error))
+        if error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED and retry_after:
+            await limiter.hold(retry_after)  # every push to this ledger waits, not just this one
+            if retry_after > settings.retry_max_seconds:  # e.g. a daily limit: back to PENDING,
+                return ItemMove(item.id, ItemStatus.PENDING, attempts=attempts)  # job deferred
         if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
             refreshed = True
             if await link.usable(refused=connection):
@@ -191,6 +199,8 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
 def _report(provider: str, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
     """Count the items' outcomes, and log each failure with what identifies it."""
     for move in moves:
+        if move.to is ItemStatus.PENDING:  # put back until the ledger allows: no outcome yet
+            continue
         PUSH_ATTEMPTS.labels(provider).observe(len(move.attempts))
         if move.error is None:
             continue
@@ -213,12 +223,13 @@ async def _judge(deps: WorkerContext, batch: SyncBatch, moves: Sequence[ItemMove
     """Add the chunk's outcomes to the company's failure-rate window, and raise or clear its
     alert. Alerts advise: an outage here is logged and never stops the sync."""
     failed = sum(move.to is ItemStatus.FAILED for move in moves)
+    succeeded = sum(move.to is ItemStatus.SUCCESS for move in moves)
     try:
         window = await record_outcomes(
             deps.services.redis,
             deps.services.settings,
             company_id=batch.company_id,
-            succeeded=len(moves) - failed,
+            succeeded=succeeded,
             failed=failed,
         )
         await judge_failure_rate(deps.services, company_id=batch.company_id, window=window)

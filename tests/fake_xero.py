@@ -75,6 +75,7 @@ class FakeXero:
     calls: list[float] = field(default_factory=list)
     in_flight: int = 0
     throttled: int = 0
+    throttled_as: tuple[str, int] = ("minute", 1)  # the problem and Retry-After of throttle()
     latency: float = 0.0
 
     def app(self) -> Starlette:
@@ -89,8 +90,8 @@ class FakeXero:
             ]
         )
 
-    def throttle(self, calls: int) -> None:
-        self.throttled = calls
+    def throttle(self, calls: int, *, problem: str = "minute", retry_after: int = 1) -> None:
+        self.throttled, self.throttled_as = calls, (problem, retry_after)
 
     async def connections(self, request: Request) -> Response:
         if not self.auth.authorized(request):
@@ -118,17 +119,17 @@ class FakeXero:
             return JSONResponse(body, 403)
         now = time.time()
         self.calls = [t for t in self.calls if t > now - 60]
-        problem = None
+        problem, retry_after = None, 1
         if self.throttled:
             self.throttled -= 1
-            problem = "minute"
+            problem, retry_after = self.throttled_as
         elif len(self.calls) >= self.per_minute:
             problem = "minute"
         elif self.in_flight >= self.concurrent:
             problem = "concurrent"
         if problem is not None:
             headers = {
-                "Retry-After": "1",
+                "Retry-After": str(retry_after),
                 "X-Rate-Limit-Problem": problem,
                 "X-MinLimit-Remaining": "0",
                 "X-DayLimit-Remaining": "4000",

@@ -9,9 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from arq import Retry
 from pydantic import SecretStr
 
+from jobs.context import WorkerContext
 from jobs.providers import ledger_for
+from jobs.sync import run_sync
 from models.company import NewCompany, connection_of, create_company
 from models.enums import Provider
 from models.records import Expense
@@ -225,6 +228,23 @@ async def test_bills_and_invoices_become_the_ledgers_documents(
         assert sorted(d["type"] for d in documents) == ["Bill", "Invoice", "Invoice"]
         assert len(ledger.fake.tables["Item"]) == 1  # one service item for the income account
         assert len(ledger.fake.tables["Customer"]) == len(ledger.fake.tables["Vendor"]) == 1
+
+
+@pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)
+async def test_xeros_daily_limit_defers_the_batch_instead_of_holding_a_worker(
+    ledger: Ledger, worker_context: WorkerContext
+) -> None:
+    await _link(ledger)
+    assert isinstance(ledger.fake, FakeXero)
+    ledger.fake.throttle(1, problem="day", retry_after=3600)
+    variables = {"companyId": ledger.cid, "expenses": [ledger.expense()]}
+    created = data(await ledger.api.gql(CREATE_EXPENSES, variables))["createExpenses"]
+    with pytest.raises(Retry) as deferred:
+        await run_sync(worker_context, batch_id=created["syncBatchId"])
+    assert 3500_000 < (deferred.value.defer_score or 0) <= 3600_000
+    batch = data(await ledger.api.gql(BATCH, {"id": created["syncBatchId"]}))["syncBatch"]
+    (item,) = [edge["node"] for edge in batch["items"]["edges"]]
+    assert (batch["status"], item["status"], item["attempts"]) == ("PROCESSING", "PENDING", 1)
 
 
 @pytest.mark.parametrize("ledger", [Provider.QUICKBOOKS], indirect=True)
