@@ -47,7 +47,8 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "arq"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("arq").setLevel(logging.WARNING)  # a line per job, every second: noise
+    for noisy in ("arq", "alembic"):  # a line per job each second; each migration step
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _plain(value: Any) -> str:  # Any: whatever a caller put in `extra`

@@ -106,7 +106,9 @@ def _counts(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenario", nargs="*", choices=list(SCENARIOS))
+    parser.add_argument(  # no `choices`: Python 3.11's argparse checks the empty default
+        "scenario", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--items", type=int, default=10_000, help="pipeline: items in all")
     parser.add_argument("--companies", type=int, default=50, help="pipeline: spread over")
     parser.add_argument("--batch", type=int, default=100, help="pipeline: items per batch")
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
+    if unknown := set(args.scenario) - set(SCENARIOS):
+        parser.error(f"unknown scenario: {', '.join(sorted(unknown))}")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # a socket per client
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}")
