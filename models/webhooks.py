@@ -29,6 +29,7 @@ from models.tables import (
     Company,
     SyncBatch,
     SyncEvent,
+    SyncItem,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -251,9 +252,16 @@ async def dispatch(db: Database, endpoint: WebhookEndpoint, *, upto_seq: int) ->
         if (event_type := _event_type(event)) is not None and event_type in endpoint.event_types
     ]
     batches = await _batches_of([event.batch_id for event, _ in wanted], db)
+    references = await _references_of([event.item_id for event, _ in wanted if event.item_id], db)
     now = utcnow()
     rows = [
-        _delivery_row(endpoint, f"msg_{event.id}", event_type, _event_data(event, batches), now)
+        _delivery_row(
+            endpoint,
+            f"msg_{event.id}",
+            event_type,
+            _event_data(event, batches, references),
+            now,
+        )
         for event, event_type in wanted
     ]
     async with db.transaction() as session:
@@ -281,10 +289,28 @@ async def _batches_of(batch_ids: Sequence[str], db: Database) -> dict[str, SyncB
         return {batch.id: batch for batch in rows}
 
 
-def _event_data(event: SyncEvent, batches: dict[str, SyncBatch]) -> dict[str, Any]:  # Any: JSON
-    """The event as the live stream shows it, with the batch's counts as they stand now."""
+async def _references_of(item_ids: Sequence[str], db: Database) -> dict[str, str | None]:
+    """The clients' own references of these items, by item id."""
+    if not item_ids:
+        return {}
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(col(SyncItem.id), col(SyncItem.reference)).where(
+                col(SyncItem.id).in_(set(item_ids))
+            )
+        )
+        return {item_id: reference for item_id, reference in rows}
+
+
+def _event_data(
+    event: SyncEvent, batches: dict[str, SyncBatch], references: dict[str, str | None]
+) -> dict[str, Any]:  # Any: JSON
+    """The event as the live stream shows it, with the item's reference (the client's own)
+    and the batch's counts as they stand now."""
     data = event_payload(event)
     del data["seq"]
+    if event.item_id is not None:
+        data["reference"] = references.get(event.item_id)
     batch = batches.get(event.batch_id)
     if batch is not None:
         data["batch"] = {

@@ -31,7 +31,10 @@ ENDPOINTS = "query($c: ID!) { webhookEndpoints(companyId: $c) { id enabled disab
 
 
 async def _sync(api: Api, company: NewCompany, run_jobs: Any) -> str:
-    variables = {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]}
+    variables = {
+        "companyId": company.company.id,
+        "expenses": [expense(), expense(accountId="999", reference="bad-1")],
+    }
     batch_id: str = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
     await run_jobs()
     return batch_id
@@ -60,6 +63,7 @@ async def test_events_are_delivered_signed_once_each(
     assert completed["batch"]["successCount"] == completed["batch"]["failedCount"] == 1
     failed = next(p for p in payloads if p["type"] == "item.failed")["data"]
     assert failed["error"]["code"] == "INVALID_ACCOUNT_ID" and failed["error"]["hint"]
+    assert failed["reference"] == "bad-1" and failed["itemId"].startswith("itm_")
     headers, body = receiver.received[0]
     with pytest.raises(WebhookVerificationError):  # another secret, or a changed body, fails
         Webhook("whsec_" + "A" * 32).verify(body, headers)
