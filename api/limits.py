@@ -19,6 +19,7 @@ from graphql import (
     Visitor,
     visit,
 )
+from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
 
 MAX_DEPTH = 10
 MAX_ALIASES = 20
@@ -80,3 +81,8 @@ def alias_count(document: DocumentNode) -> int:
 
     visit(document, Counter())
     return count
+
+
+# Strawberry's MaxAliasesLimiter makes a new rule class per instance, and so per request:
+# `ValidationCache`, keyed by the rules, never hit. One class, made once, lets it.
+MaxAliasesRule = create_aliases_rule(MAX_ALIASES)

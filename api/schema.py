@@ -9,7 +9,6 @@ from graphql import GraphQLError, parse
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     SchemaExtension,
     ValidationCache,
@@ -18,7 +17,7 @@ from strawberry.tools import merge_types
 
 from api.alerts import AlertQuery, AlertSubscription
 from api.errors import ErrorCodes
-from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule
+from api.limits import MAX_TOKENS, MaxAliasesRule, MaxDepthRule
 from api.mutations import Mutation
 from api.queries import Query
 from api.scalars import SCALARS
@@ -57,8 +56,7 @@ def build_schema(*, introspection: bool = True) -> Schema:
         scalar_overrides=SCALARS,
         extensions=[
             ErrorCodes,
-            lambda: AddValidationRules([MaxDepthRule]),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: AddValidationRules([MaxDepthRule, MaxAliasesRule]),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             *([] if introspection else [DisableIntrospection]),
             ParseOnce,

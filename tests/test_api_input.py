@@ -148,6 +148,15 @@ async def test_operations_beyond_the_depth_limit_are_refused(api: Api) -> None:
     assert error(await api.gql(fragments))["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
+async def test_operations_beyond_the_alias_limit_are_refused_every_time(api: Api) -> None:
+    def aliased(count: int) -> str:
+        return "{ " + " ".join(f"a{i}: __typename" for i in range(count)) + " }"
+
+    assert "errors" not in await api.gql(aliased(20))
+    for _ in range(2):  # the second time from the validation cache
+        assert error(await api.gql(aliased(21)))["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+
+
 async def test_syntax_errors_and_unknown_fields_have_codes(api: Api) -> None:
     assert error(await api.gql("{ syncBatch("))["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
     unknown = error(await api.gql("{ nothingHere }"))
