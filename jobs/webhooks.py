@@ -28,7 +28,6 @@ from models.webhooks import (
     Outcome,
     claim_due,
     dispatch,
-    endpoints_by_id,
     lagging_endpoints,
     record_attempt,
     webhook_secret,
@@ -59,16 +58,7 @@ async def dispatch_new_events(services: Services) -> None:
 async def send_due(services: Services) -> None:
     lease = timedelta(seconds=services.settings.webhook_timeout_seconds * 2 + 10)
     due = await claim_due(services.db, limit=SENDS_PER_RUN, lease=lease)
-    if not due:
-        return
-    endpoints = await endpoints_by_id(services.db, [delivery.endpoint_id for delivery in due])
-    await asyncio.gather(
-        *(
-            _send(services, delivery, endpoints[delivery.endpoint_id])
-            for delivery in due
-            if delivery.endpoint_id in endpoints
-        )
-    )
+    await asyncio.gather(*(_send(services, delivery, endpoint) for delivery, endpoint in due))
 
 
 async def _send(

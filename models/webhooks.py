@@ -323,14 +323,16 @@ def _event_data(
     return data
 
 
-async def claim_due(db: Database, *, limit: int, lease: timedelta) -> list[WebhookDelivery]:
-    """Due deliveries of enabled endpoints, each leased to this caller for `lease` (a
-    conditional move of its due time: a delivery is attempted by one worker at a time)."""
+async def claim_due(
+    db: Database, *, limit: int, lease: timedelta
+) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+    """Due deliveries of enabled endpoints, with their endpoint, each leased to this caller for
+    `lease` (a conditional move of its due time: one worker at a time attempts a delivery)."""
     now = utcnow()
     async with db.sessions() as session:
         due = list(
-            await session.scalars(
-                select(WebhookDelivery)
+            await session.execute(
+                select(WebhookDelivery, WebhookEndpoint)
                 .join(WebhookEndpoint, col(WebhookEndpoint.id) == col(WebhookDelivery.endpoint_id))
                 .where(
                     col(WebhookDelivery.status) == DeliveryStatus.PENDING,
@@ -343,7 +345,7 @@ async def claim_due(db: Database, *, limit: int, lease: timedelta) -> list[Webho
         )
     claimed = []
     async with db.transaction() as session:
-        for delivery in due:
+        for delivery, endpoint in due:
             moved = await session.execute(
                 update(_deliveries)
                 .where(
@@ -353,16 +355,8 @@ async def claim_due(db: Database, *, limit: int, lease: timedelta) -> list[Webho
                 .values(next_attempt_at=now + lease)
             )
             if moved.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(delivery)
+                claimed.append((delivery, endpoint))
     return claimed
-
-
-async def endpoints_by_id(db: Database, ids: Sequence[str]) -> dict[str, WebhookEndpoint]:
-    async with db.sessions() as session:
-        rows = await session.scalars(
-            select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(set(ids)))
-        )
-        return {endpoint.id: endpoint for endpoint in rows}
 
 
 @dataclass(frozen=True)
