@@ -11,15 +11,14 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
-from models.batch import push_attempts
 from models.company import connection_of
 from models.connections import usable_connection
+from models.db import rows_by_parent
 from models.errors import NotFound, Unauthenticated
 from models.ledger import Ledger, LedgerFactory
 from models.services import Services
 from models.settings import Settings
 from models.tables import Company, Connection, PushAttempt, WebhookAttempt
-from models.webhooks import attempts_of
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
@@ -47,12 +46,17 @@ class Context:
     def push_attempts(self) -> DataLoader[str, list[PushAttempt]]:
         """One query for the attempts of every item a response shows."""
         db = self.services.db
-        return DataLoader(lambda ids: push_attempts(db, item_ids=ids))
+        return DataLoader(
+            lambda ids: rows_by_parent(db, PushAttempt, "item_id", ids, order="number")
+        )
 
     @cached_property
     def webhook_attempts(self) -> DataLoader[str, list[WebhookAttempt]]:
+        """One query for the attempts of every delivery a response shows."""
         db = self.services.db
-        return DataLoader(lambda ids: attempts_of(db, delivery_ids=ids))
+        return DataLoader(
+            lambda ids: rows_by_parent(db, WebhookAttempt, "delivery_id", ids, order="number")
+        )
 
     async def ledger(self, company_id: str) -> tuple[Connection, Ledger]:
         """The company's connection, its access token refreshed first if it is about to

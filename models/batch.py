@@ -13,7 +13,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
 from models.pagination import Key, Page, PageRequest, paginate
 from models.records import Bill, Expense, Invoice, dump_record
-from models.tables import PushAttempt, SyncBatch, SyncItem, is_id
+from models.tables import SyncBatch, SyncItem, is_id
 from models.transitions import ItemMove, open_batch, transition
 
 BATCH_KEYS = [
@@ -106,20 +106,6 @@ async def list_items(
             request=page,
             key_of=lambda i: (i.position,),
         )
-
-
-async def push_attempts(db: Database, *, item_ids: Sequence[str]) -> list[list[PushAttempt]]:
-    """Each item's pushes, oldest first, in the order of `item_ids`."""
-    found: dict[str, list[PushAttempt]] = {item_id: [] for item_id in item_ids}
-    async with db.sessions() as session:
-        rows = await session.scalars(
-            select(PushAttempt)
-            .where(col(PushAttempt.item_id).in_(item_ids))
-            .order_by(col(PushAttempt.item_id), col(PushAttempt.number))
-        )
-        for row in rows:
-            found[row.item_id].append(row)
-    return [found[item_id] for item_id in item_ids]
 
 
 async def items_by_id(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> list[SyncItem]:

@@ -1,21 +1,22 @@
 """The database handle: one async engine and its sessions, for PostgreSQL or the embedded SQLite."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlmodel import SQLModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 STATEMENT_TIMEOUT_MS = 30_000
@@ -64,6 +65,27 @@ def connect(url: str, *, pool_size: int = 20, max_overflow: int = 10) -> Databas
             },
         )
     return Database(engine, async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def rows_by_parent(
+    db: Database, model: type[M], parent: str, parent_ids: Sequence[str], *, order: str
+) -> list[list[M]]:
+    """The `model` rows under each parent id (a log's entries under their item or delivery),
+    by the `order` column, in the order of `parent_ids`: one query for a DataLoader's batch."""
+    columns = model.__table__.c  # type: ignore[attr-defined]
+    found: dict[str, list[M]] = {parent_id: [] for parent_id in parent_ids}
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(model)
+            .where(columns[parent].in_(parent_ids))
+            .order_by(columns[parent], columns[order])
+        )
+        for row in rows:
+            found[getattr(row, parent)].append(row)
+    return [found[parent_id] for parent_id in parent_ids]
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:  # Any: DB-API objects

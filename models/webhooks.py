@@ -455,20 +455,6 @@ async def list_deliveries(
         )
 
 
-async def attempts_of(db: Database, *, delivery_ids: Sequence[str]) -> list[list[WebhookAttempt]]:
-    """Each delivery's attempts in order (for a DataLoader)."""
-    async with db.sessions() as session:
-        rows = await session.scalars(
-            select(WebhookAttempt)
-            .where(col(WebhookAttempt.delivery_id).in_(delivery_ids))
-            .order_by(col(WebhookAttempt.number))
-        )
-        found: dict[str, list[WebhookAttempt]] = {}
-        for row in rows:
-            found.setdefault(row.delivery_id, []).append(row)
-    return [found.get(delivery_id, []) for delivery_id in delivery_ids]
-
-
 async def replay_delivery(db: Database, *, company_id: str, delivery_id: str) -> WebhookDelivery:
     """Send a delivery once more, now, whatever became of it (one attempt, no retries)."""
     async with db.transaction() as session:
