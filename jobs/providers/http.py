@@ -32,6 +32,14 @@ class Memo:
         return found
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429's `Retry-After` asks for, when it gives a number."""
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
 def money(amount: Decimal) -> float:
     """An amount as a JSON number. Records allow 18 digits; a float keeps 15 exactly, so an
     amount it cannot hold is refused rather than rounded."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from jobs.providers.http import LedgerHttp, Memo, money
+from jobs.providers.http import LedgerHttp, Memo, money, retry_after
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate, Tokens
@@ -275,11 +275,10 @@ def _classify(response: httpx.Response) -> LedgerError:
         or f"QuickBooks answered HTTP {status}."
     )
     if status == 429 or "3001" in codes:
-        retry = response.headers.get("retry-after")  # Intuit documents none: then backoff
         return LedgerError(
             SyncErrorCode.RATE_LIMIT_EXCEEDED,
             text,
-            retry_after=float(retry) if retry and retry.isdecimal() else None,
+            retry_after=retry_after(response),  # Intuit documents none: then our backoff
         )
     if status == 401 or codes & {"3200", "3100"}:
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, text)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from jobs.providers.http import LedgerHttp, Memo, money
+from jobs.providers.http import LedgerHttp, Memo, money, retry_after
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate, Tokens
@@ -155,7 +155,7 @@ def _classify(response: httpx.Response) -> LedgerError:
         return LedgerError(
             SyncErrorCode.RATE_LIMIT_EXCEEDED,
             f"Xero's {problem} rate limit was reached.",
-            retry_after=_seconds(response.headers.get("retry-after")),
+            retry_after=retry_after(response),
         )
     if status in (401, 403):
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, _detail(response))
@@ -189,10 +189,3 @@ def _detail(response: httpx.Response) -> str:
     except ValueError:
         return f"Xero answered HTTP {response.status_code}."
     return str(body.get("Detail") or body.get("Message") or body.get("Title") or body)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
