@@ -14,8 +14,7 @@ import strawberry
 from api.context import Context, Info
 from models.alerts import alerts_channel, get_alert, list_alerts
 from models.enums import AlertKind, AlertStatus
-from models.errors import InvalidInput
-from models.pagination import MAX_PAGE_SIZE
+from models.pagination import PageRequest, page_size
 from models.tables import Alert as AlertRow
 
 strawberry.enum(AlertKind, name="AlertKind")
@@ -69,9 +68,8 @@ class AlertQuery:
     ) -> list[Alert]:
         ctx = info.context
         owner = ctx.own(company_id)
-        if not 0 <= first <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"first: must be between 0 and {MAX_PAGE_SIZE}", field="first")
-        rows = await list_alerts(ctx.services.db, company_id=owner, status=status, limit=first)
+        limit = page_size(PageRequest(first=first))
+        rows = await list_alerts(ctx.services.db, company_id=owner, status=status, limit=limit)
         return [Alert.from_row(row) for row in rows]
 
 

@@ -61,7 +61,8 @@ def _decode_cursor(cursor: str, keys: Sequence[Key], field: str) -> tuple[Any, .
         raise InvalidInput(f"{field}: not a cursor of this list", field=field) from None
 
 
-def _size(request: PageRequest) -> int:
+def page_size(request: PageRequest) -> int:
+    """The page's size: the default, or what was asked within the bounds (else BAD_USER_INPUT)."""
     if (request.first is not None or request.after is not None) and request.backward:
         raise InvalidInput("page with first/after or with last/before, not both", field="last")
     field, size = ("last", request.last) if request.backward else ("first", request.first)
@@ -82,7 +83,7 @@ async def paginate(
     key_of: Callable[[T], Sequence[Any]],  # Any: keyset column values
 ) -> Page[T]:
     """One page of `query` (already filtered) ordered by `keys`, newest first when `descending`."""
-    size = _size(request)
+    size = page_size(request)
     columns = tuple_(*(key.column for key in keys))
     backward = request.backward
     cursor_field = "before" if backward else "after"

@@ -11,7 +11,7 @@ from models.alerts import alerts_channel
 from models.company import NewCompany
 from models.services import Services
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, RETRY, data, expense
+from tests.helpers import CREATE_EXPENSES, RETRY, data, error, expense
 from tests.live import GraphQLWebSocket
 from tests.receiver import Receiver, create_endpoint, pump, receiving
 
@@ -106,3 +106,10 @@ async def test_an_expired_connection_raises_an_alert_until_reconnected(
         assert alert["status"] == "CLEARED"
     ((_, body),) = receiver.received
     assert b'"type":"connection.expired"' in body
+
+
+async def test_alerts_are_listed_at_most_a_page_at_a_time(api: Api, company: NewCompany) -> None:
+    query = "query($c: ID!, $n: Int!) { alerts(companyId: $c, first: $n) { id } }"
+    refused = await api.gql(query, {"c": company.company.id, "n": 101})
+    assert error(refused)["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
+    assert data(await api.gql(query, {"c": company.company.id, "n": 100}))["alerts"] == []
