@@ -101,9 +101,19 @@ async def create_endpoint(
 
 
 async def get_endpoint(db: Database, *, company_id: str, endpoint_id: str) -> WebhookEndpoint:
-    """The company's endpoint; another company's, or none, is not found."""
     async with db.sessions() as session:
-        endpoint = await session.get(WebhookEndpoint, endpoint_id) if is_id(endpoint_id) else None
+        return await _owned_endpoint(session, company_id, endpoint_id)
+
+
+async def _owned_endpoint(
+    session: AsyncSession, company_id: str, endpoint_id: str, *, lock: bool = False
+) -> WebhookEndpoint:
+    """The company's endpoint; another company's, or none, is not found."""
+    endpoint = (
+        await session.get(WebhookEndpoint, endpoint_id, with_for_update=lock)
+        if is_id(endpoint_id)
+        else None
+    )
     if endpoint is None or endpoint.company_id != company_id:
         raise NotFound(f"webhook endpoint {endpoint_id} not found")
     return endpoint
@@ -132,13 +142,12 @@ async def update_endpoint(
 ) -> WebhookEndpoint:
     """Change an endpoint. Enabling a disabled one starts it afresh: from the log's end, with
     no failure streak (what happened while it was disabled is not sent)."""
-    await get_endpoint(db, company_id=company_id, endpoint_id=endpoint_id)
     async with db.transaction() as session:
         company = await session.scalar(
             select(Company).where(col(Company.id) == company_id).with_for_update()
         )
-        endpoint = await session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
-        assert company is not None and endpoint is not None
+        endpoint = await _owned_endpoint(session, company_id, endpoint_id, lock=True)
+        assert company is not None
         if change.url is not None:
             endpoint.url = check_url(change.url)
         if change.event_types is not None:
@@ -157,9 +166,9 @@ async def update_endpoint(
 
 async def delete_endpoint(db: Database, *, company_id: str, endpoint_id: str) -> None:
     """The endpoint, its deliveries and their attempts."""
-    await get_endpoint(db, company_id=company_id, endpoint_id=endpoint_id)
     deliveries = select(_deliveries.c.id).where(_deliveries.c.endpoint_id == endpoint_id)
     async with db.transaction() as session:
+        await _owned_endpoint(session, company_id, endpoint_id, lock=True)
         attempts = WebhookAttempt.__table__  # type: ignore[attr-defined]
         await session.execute(attempts.delete().where(attempts.c.delivery_id.in_(deliveries)))
         await session.execute(_deliveries.delete().where(_deliveries.c.endpoint_id == endpoint_id))
