@@ -141,28 +141,29 @@ class QuickBooksLedger:
 
     async def _named(self, entity: str, display_name: str) -> str:
         """The vendor's or customer's id, created if the realm has none of that name."""
-
-        async def find() -> str:
-            statement = f"select Id from {entity} where DisplayName = '{_quoted(display_name)}'"
-            found = await self._query(entity, statement)
-            if not found:
-                found = [await self._create(entity, {"DisplayName": display_name})]
-            return str(found[0]["Id"])
-
-        return await self.memo.get(f"{entity}:{display_name}", find)
+        return await self._found_or_made(
+            entity, "DisplayName", display_name, {"DisplayName": display_name}
+        )
 
     async def _item(self, account_id: str) -> str:
         """The service item that posts an invoice line to this income account."""
         name = f"Sync2Books {account_id}"
+        item = {"Name": name, "Type": "Service", "IncomeAccountRef": {"value": account_id}}
+        return await self._found_or_made("Item", "Name", name, item)
+
+    async def _found_or_made(
+        self, entity: str, field: str, value: str, document: dict[str, Any]
+    ) -> str:  # Any: QuickBooks' JSON
+        """The id of the `entity` whose `field` is `value`, made from `document` if none is."""
 
         async def find() -> str:
-            found = await self._query("Item", f"select Id from Item where Name = '{_quoted(name)}'")
+            statement = f"select Id from {entity} where {field} = '{_quoted(value)}'"
+            found = await self._query(entity, statement)
             if not found:
-                item = {"Name": name, "Type": "Service", "IncomeAccountRef": {"value": account_id}}
-                found = [await self._create("Item", item)]
+                found = [await self._create(entity, document)]
             return str(found[0]["Id"])
 
-        return await self.memo.get(f"Item:{name}", find)
+        return await self.memo.get(f"{entity}:{value}", find)
 
     async def _bank_account(self) -> str:
         async def find() -> str:
