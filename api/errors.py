@@ -3,8 +3,9 @@
 - AppError → its own code and extras (`field` for bad input);
 - a GraphQL value that fails its scalar, enum or input type → BAD_USER_INPUT with the path
   of the offending field in `extensions.field` (e.g. `expenses.0.amount`);
-- other parse and validation errors → GRAPHQL_PARSE_FAILED / GRAPHQL_VALIDATION_FAILED, and
-  the query-cost limits → QUERY_TOO_COMPLEX;
+- the size limits (depth, introspection, aliases, tokens) → QUERY_TOO_COMPLEX, with a message
+  that names the limit and its value; other parse and validation errors →
+  GRAPHQL_PARSE_FAILED / GRAPHQL_VALIDATION_FAILED;
 - anything else is logged and answered as INTERNAL, without its message.
 """
 
@@ -27,6 +28,7 @@ from graphql import (
 from graphql.language import Visitor
 from strawberry.extensions import SchemaExtension
 
+from api.limits import TOO_COMPLEX
 from models.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ _BAD_VALUE = (
     "cannot represent",
     "does not exist in",
 )
-_TOO_COMPLEX = ("exceeds maximum operation depth", "aliases found", "Token limit")
+_ALIASES = re.compile(r"^(\d+) aliases found\. Allowed: (\d+)$")  # Strawberry's words
+_TOKENS = re.compile(r"^Syntax Error: Document contains more than (\d+) tokens")  # graphql-core's
 
 
 class ErrorCodes(SchemaExtension):
@@ -61,8 +64,8 @@ def coded(error: GraphQLError, document: DocumentNode | None) -> GraphQLError:
     if original is not None and error.path is not None:  # raised while resolving a field
         log.error("unexpected error at %s", error.path, exc_info=original)
         return _with(error, "Internal server error.", {"code": "INTERNAL"})
-    if any(marker in error.message for marker in _TOO_COMPLEX):
-        return _with(error, error.message, {"code": "QUERY_TOO_COMPLEX"})
+    if too_complex := _too_complex(error):
+        return _with(error, too_complex, {"code": TOO_COMPLEX})
     if any(marker in error.message for marker in _BAD_VALUE):
         return _with(
             error, error.message, {"code": "BAD_USER_INPUT", "field": _field(error, document)}
@@ -70,6 +73,17 @@ def coded(error: GraphQLError, document: DocumentNode | None) -> GraphQLError:
     if error.message.startswith("Syntax Error"):
         return _with(error, error.message, {"code": "GRAPHQL_PARSE_FAILED"})
     return _with(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
+
+
+def _too_complex(error: GraphQLError) -> str | None:
+    """The message of an error that is a size limit, naming the limit; else None."""
+    if (error.extensions or {}).get("code") == TOO_COMPLEX:  # our own rules name theirs
+        return error.message
+    if match := _ALIASES.match(error.message):
+        return f"The operation has {match[1]} aliases: the alias limit is {match[2]}."
+    if match := _TOKENS.match(error.message):
+        return f"The document has more than {match[1]} tokens: the token limit is {match[1]}."
+    return None
 
 
 def _with(error: GraphQLError, message: str, extensions: dict[str, object]) -> GraphQLError:

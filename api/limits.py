@@ -1,10 +1,16 @@
-"""Limits on an operation's size: depth (counted here), aliases and tokens (Strawberry's).
+"""Limits on an operation's size: depth and introspection (counted here), aliases and tokens
+(Strawberry's and graphql-core's).
 
-Depth is counted through every field and fragment, introspection included.
-
-Strawberry's QueryDepthLimiter skips introspection fields (`__schema { types { … } }` nests
-without bound), so this rule counts every field level instead; root fields are level 0.
+Depth counts data fields through every fragment; root fields are level 0. Introspection
+(`__schema`, `__type`) is measured on a budget of its own: the queries that standard tools
+send (graphql-js `getIntrospectionQuery`, graphql-core's, gql's) nest `ofType` 7 to 9 levels
+below `fields { args { type } }`, 14 in all. Depth alone would still let a 20-level
+`fields { type { fields { … } } }` multiply the schema by itself at every level, so, as
+graphql-java's "good faith introspection" does, a list of the schema (`types`, `fields`,
+`args`, …) may appear only once on any path.
 """
+
+from dataclasses import dataclass
 
 from graphql import (
     DocumentNode,
@@ -22,8 +28,34 @@ from graphql import (
 from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
 
 MAX_DEPTH = 10
+MAX_INTROSPECTION_DEPTH = 20
 MAX_ALIASES = 20
 MAX_TOKENS = 5000
+
+TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+_INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+_SCHEMA_LISTS = frozenset(
+    {"types", "directives", "fields", "args", "inputFields", "interfaces", "possibleTypes"}
+)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a selection set holds below it: its data depth, its introspection depth, the
+    schema lists on some path through it, and whether a path repeats one."""
+
+    depth: int = 0
+    introspection_depth: int = 0
+    lists: frozenset[str] = frozenset()
+    repeats: str | None = None
+
+    def __or__(self, other: "_Shape") -> "_Shape":
+        return _Shape(
+            max(self.depth, other.depth),
+            max(self.introspection_depth, other.introspection_depth),
+            self.lists | other.lists,
+            self.repeats or other.repeats,
+        )
 
 
 class MaxDepthRule(ValidationRule):
@@ -33,40 +65,63 @@ class MaxDepthRule(ValidationRule):
             for d in self.context.document.definitions
             if isinstance(d, FragmentDefinitionNode)
         }
-        depth = _Depth(fragments).of(node.selection_set, 0)
-        if depth > MAX_DEPTH:
-            name = node.name.value if node.name else "anonymous"
-            self.report_error(
-                GraphQLError(f"'{name}' exceeds maximum operation depth of {MAX_DEPTH}", node)
+        shape = _Measure(fragments).of(node.selection_set, introspection=False)
+        name = node.name.value if node.name else "anonymous"
+        if shape.depth > MAX_DEPTH:
+            self._refuse(f"'{name}' exceeds the maximum operation depth of {MAX_DEPTH}", node)
+        if shape.introspection_depth > MAX_INTROSPECTION_DEPTH:
+            limit = MAX_INTROSPECTION_DEPTH
+            self._refuse(f"'{name}' exceeds the maximum introspection depth of {limit}", node)
+        if shape.repeats:
+            message = (
+                f"'{name}' nests the introspection list '{shape.repeats}' inside itself: "
+                "each of the schema's lists may appear once on a path"
             )
+            self._refuse(message, node)
+
+    def _refuse(self, message: str, node: OperationDefinitionNode) -> None:
+        self.report_error(GraphQLError(message, node, extensions={"code": TOO_COMPLEX}))
 
 
-class _Depth:
+class _Measure:
+    """Measures selection sets bottom up, each fragment once (cycles count as empty: another
+    rule refuses them), so a document's cost to measure is its own size."""
+
     def __init__(self, fragments: dict[str, FragmentDefinitionNode]) -> None:
         self.fragments = fragments
-        self.seen: dict[tuple[str, int], int] = {}  # each fragment measured once per level
+        self.seen: dict[tuple[str, bool], _Shape] = {}
 
-    def of(self, selections: SelectionSetNode, level: int) -> int:
-        deepest = level
+    def of(self, selections: SelectionSetNode, *, introspection: bool) -> _Shape:
+        shape = _Shape()
         for selection in selections.selections:
-            if deepest > MAX_DEPTH:
-                break  # already too deep: the exact figure does not matter
             if isinstance(selection, FieldNode):
-                if selection.selection_set is not None:
-                    deepest = max(deepest, self.of(selection.selection_set, level + 1))
+                shape |= self._field(selection, introspection)
             elif isinstance(selection, InlineFragmentNode):
-                deepest = max(deepest, self.of(selection.selection_set, level))
+                shape |= self.of(selection.selection_set, introspection=introspection)
             elif isinstance(selection, FragmentSpreadNode):
-                deepest = max(deepest, self._spread(selection.name.value, level))
-        return deepest
+                shape |= self._spread(selection.name.value, introspection)
+        return shape
 
-    def _spread(self, name: str, level: int) -> int:
-        key = (name, level)
+    def _field(self, field: FieldNode, introspection: bool) -> _Shape:
+        if field.selection_set is None:
+            return _Shape()
+        name = field.name.value
+        inner = introspection or name in _INTROSPECTION_ROOTS
+        below = self.of(field.selection_set, introspection=inner)
+        if not inner:
+            return _Shape(below.depth + 1, below.introspection_depth, repeats=below.repeats)
+        listed = name in _SCHEMA_LISTS
+        repeats = below.repeats or (name if listed and name in below.lists else None)
+        lists = below.lists | {name} if listed else below.lists
+        return _Shape(0, below.introspection_depth + 1, lists, repeats)
+
+    def _spread(self, name: str, introspection: bool) -> _Shape:
+        key = (name, introspection)
         if key not in self.seen:
-            self.seen[key] = level  # a cycle counts no deeper (another rule refuses cycles)
+            self.seen[key] = _Shape()  # a cycle counts as empty while it is measured
             fragment = self.fragments.get(name)
             if fragment is not None:
-                self.seen[key] = self.of(fragment.selection_set, level)
+                self.seen[key] = self.of(fragment.selection_set, introspection=introspection)
         return self.seen[key]
 
 
