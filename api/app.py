@@ -1,7 +1,6 @@
 """The Starlette application: GraphQL (HTTP, WebSocket, GraphiQL), health and readiness."""
 
 import html
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable
@@ -10,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -26,10 +25,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.base import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
 from api.auth import authenticate
 from api.context import Context, Runtime
+from api.http import GRAPHQL_RESPONSE, decode_body, is_request_error, refusal, response_type
 from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler
 from api.schema import build_schema, schema
@@ -57,34 +60,76 @@ class GraphQLApp(GraphQL[Context, None]):
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope, receive)
-            if not _is_operation(request):
-                page = await self.render_graphql_ide(request) if self.graphql_ide else None
-                await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
-                return
-            refusal = await _admit(request, self.settings)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if not _is_operation(request):
+            page = await self.render_graphql_ide(request) if self.graphql_ide else None
+            await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
+            return
+        response = await _admit(request, self.settings)
+        if response is None:
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:  # Strawberry's answer would be plain text
+                allow = {"Allow": "POST"} if exc.status_code == 405 else None
+                media_type = response_type(request.headers)
+                response = refusal(
+                    exc.status_code, exc.reason, media_type=media_type, headers=allow
+                )
+        await response(scope, receive, send)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page, whose assets the service serves itself (no CDN)."""
         return FileResponse(STATIC / "graphiql" / "index.html")
 
     def parse_json(self, data: str | bytes) -> object:
-        """A JSON object, or a client error: never a crash on a bare string or deep nesting."""
-        try:
-            parsed = super().parse_json(data)
-            has_nul = _has_nul(parsed)  # recursive too: within the guard
-        except RecursionError:
-            raise HTTPException(400, "The request body is nested too deeply.") from None
-        if not isinstance(parsed, dict):
-            raise HTTPException(400, "The request body must be a JSON object.")
-        if has_nul:  # no text column (PostgreSQL's least of all) can hold one
-            raise HTTPException(400, "The request contains a NUL character.")
+        return decode_body(data)
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
+        parsed = await super().parse_http_body(request)
+        if isinstance(parsed, list):  # batching is off: Strawberry refuses lists first
+            raise HTTPException(400, "Batching is not enabled")
+        if not isinstance(parsed.operation_name, str | None):
+            message = "The GraphQL operation's `operationName` must be a string or null."
+            raise HTTPException(400, message)
         return parsed
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """A mutation sent by GET is 405 (with `Allow: POST`), as GraphQL over HTTP says."""
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError):
+                raise HTTPException(405, exc.reason) from exc
+            raise
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_type(request.headers)
+        return sub_response
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        body = await super().process_result(request, result)
+        if response_type(request.headers) == GRAPHQL_RESPONSE and is_request_error(result):
+            del body["data"]  # the spec's sign that the operation never ran
+        return body
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        """JSON in the type the client asked for; 400 for a request error when that type is
+        `application/graphql-response+json` (only then is `data` missing)."""
+        failed = isinstance(response_data, dict) and "data" not in response_data
+        return Response(
+            self.encode_json(response_data),
+            sub_response.status_code or (400 if failed else 200),
+            {k: v for k, v in sub_response.headers.items() if k != "content-type"},
+            media_type=sub_response.media_type,
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(
@@ -110,16 +155,6 @@ class GraphQLApp(GraphQL[Context, None]):
         return {"companyId": context.caller.id}
 
 
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
 def _is_operation(request: Request) -> bool:
     """Every POST is one; a GET is one only when it carries a query (else it asks for GraphiQL)."""
     return request.method != "GET" or "query" in request.query_params
@@ -131,21 +166,22 @@ async def _admit(request: Request, settings: Settings) -> Response | None:
     services = _services(request)
     length = request.headers.get("content-length", "")
     if request.method == "POST" and not length.isdecimal():
-        return _refused(411, "LENGTH_REQUIRED", "Send the body with a Content-Length.")
+        return _refused(request, 411, "LENGTH_REQUIRED", "Send the body with a Content-Length.")
     if length.isdecimal() and int(length) > settings.max_body_bytes:
         message = f"The request body is over {settings.max_body_bytes} bytes."
-        return _refused(413, "PAYLOAD_TOO_LARGE", message)
+        return _refused(request, 413, "PAYLOAD_TOO_LARGE", message)
     try:
         company = await authenticate(services.db, request.headers)
     except Unauthenticated as exc:
-        return _refused(401, exc.code, exc.message)
+        return _refused(request, 401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"})
     per_minute = settings.api_rate_limit_per_minute
     wait = await seconds_until_allowed(
         services.redis, key_hash=company.api_key_hash, per_minute=per_minute
     )
     if wait:
         message = f"This key made over {per_minute} requests this minute."
-        return _refused(429, "RATE_LIMITED", message, retry_after=wait)
+        retry_after = str(math.ceil(wait))
+        return _refused(request, 429, "RATE_LIMITED", message, {"Retry-After": retry_after})
     request.scope[_COMPANY] = company
     return None
 
@@ -155,13 +191,12 @@ def _services(request: Request | WebSocket) -> Services:
     return services
 
 
-def _refused(status: int, code: str, message: str, *, retry_after: float | None = None) -> Response:
+def _refused(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     """A GraphQL-shaped error answered before any operation runs."""
-    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(math.ceil(retry_after))
-    return Response(json.dumps(body), status, headers, media_type="application/json")
+    media_type = response_type(request.headers)
+    return refusal(status, message, media_type=media_type, code=code, headers=headers)
 
 
 MONITOR_POLICY = (  # the page runs only its own files, and talks only to this service

@@ -79,3 +79,26 @@ def metric_figures(text: str) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
+
+
+_TYPENAME = '{"query": "{ __typename }"}'
+MALFORMED_BODIES = [  # each answered 400 BAD_REQUEST
+    b"\xff\xfe not utf-8",
+    b'{"query": "{ __typename \xff\xfe }"}',  # invalid UTF-8 inside a string
+    _TYPENAME.encode("utf-16"),  # with a BOM: JSON on the wire is UTF-8
+    _TYPENAME.encode("utf-16-le"),  # without one
+    b'{"query": "{ __typename',  # ends mid-string
+    b'{"query": "{ __typename }", "variables": {"n": ' + b"9" * 5000 + b"}}",  # over int's limit
+    b'{"query": "{ __typename }", "operationName": 7}',
+    b"[1, 2, 3]",
+    b'"a string"',
+    b"{not json",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"variables": ' + b"[" * 600 + b"]" * 600 + b"}",  # deep, yet within what json parses
+    b'{"query": 42}',
+    b'{"query": "{ __typename }", "variables": [1]}',
+]
+ODD_BODIES = [  # well-formed JSON, never a 5xx
+    b'{"query": "query($b: ID!) { syncBatch(id: $b) { id } }", "variables": {"b": "\\ud800"}}',
+    b'{"query": "{ syncBatch(id: 1) { id } }", "query": "{ __typename }"}',  # the last wins
+]

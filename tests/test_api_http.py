@@ -1,29 +1,44 @@
 """Malformed HTTP requests get a 4xx with a GraphQL-shaped error, never a 5xx."""
 
+import json
+
 import pytest
 
 from tests.conftest import Api
-
-BODIES = [
-    b"\xff\xfe not utf-8",
-    b"[1, 2, 3]",
-    b'"a string"',
-    b"{not json",
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"variables": ' + b"[" * 600 + b"]" * 600 + b"}",  # deep, yet within what json parses
-    b'{"query": 42}',
-    b'{"query": "{ __typename }", "variables": [1]}',
-]
+from tests.helpers import MALFORMED_BODIES, ODD_BODIES
 
 
-@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+@pytest.mark.parametrize("body", MALFORMED_BODIES, ids=range(len(MALFORMED_BODIES)))
 async def test_malformed_bodies_are_client_errors(api: Api, body: bytes) -> None:
     response = await api.http.post(
         "/graphql",
         content=body,
         headers={"Authorization": f"Bearer {api.key}", "Content-Type": "application/json"},
     )
-    assert 400 <= response.status_code < 500, response.text
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("body", ODD_BODIES, ids=["lone-surrogate", "duplicate-keys"])
+async def test_odd_but_well_formed_json_is_no_server_error(api: Api, body: bytes) -> None:
+    response = await api.http.post(
+        "/graphql",
+        content=body,
+        headers={"Authorization": f"Bearer {api.key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code < 500, response.text
+    assert json.loads(response.text)
+
+
+async def test_a_utf8_body_with_any_text_is_read(api: Api) -> None:
+    query = {"query": "{ __typename } # café, 東京, 🧾"}
+    response = await api.http.post(
+        "/graphql",
+        content=json.dumps(query, ensure_ascii=False).encode(),
+        headers={"Authorization": f"Bearer {api.key}", "Content-Type": "application/json"},
+    )
+    assert response.json() == {"data": {"__typename": "Query"}}
 
 
 async def test_nul_characters_never_reach_the_database(api: Api) -> None:

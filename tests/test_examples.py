@@ -1,7 +1,6 @@
 """The client examples, run as a newcomer would: against `sync2books serve`, embedded default."""
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.node import node, npm_project
 from tests.processes import cli, env_without_config, free_port, running, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -54,24 +54,7 @@ def test_the_python_example_follows_a_batch_to_completion(service: list[str]) ->
     _check_output(done.stdout.splitlines())
 
 
-def test_the_javascript_example_follows_a_batch_to_completion(service: list[str]) -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("Node.js is not installed: the JavaScript example is not run")
-    installed = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--silent"],
-        cwd=EXAMPLES,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stderr
-    done = subprocess.run(
-        [node, "follow-batch.mjs", *service],
-        cwd=EXAMPLES,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    _check_output(done.stdout.splitlines())
+async def test_the_javascript_example_follows_a_batch_to_completion(service: list[str]) -> None:
+    folder = npm_project(EXAMPLES)
+    output = await node(folder, "node", "follow-batch.mjs", *service, seconds=60)
+    _check_output(output.splitlines())

@@ -1,5 +1,6 @@
-"""Operations generated from the schema, valid and invalid, against a running server:
-never a 5xx, never an INTERNAL error, never a traceback in its log."""
+"""Operations generated from the schema, valid and invalid, and hostile bodies, against a
+running server: never a 5xx, never an INTERNAL error, never a traceback in its log. The
+schema is the one the server gives the standard introspection query, as a client loads it."""
 
 import json
 from collections.abc import Callable, Iterator
@@ -8,14 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from graphql import StringValueNode
+from graphql import StringValueNode, build_client_schema, get_introspection_query, print_schema
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, queries
 
-from api.schema import sdl
 from models.settings import Settings
+from tests.helpers import MALFORMED_BODIES, ODD_BODIES
 from tests.processes import cli, env_without_config, free_port, running, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,22 @@ def server(
             yield client, home / "serve.log"
 
 
+@pytest.fixture(scope="module")
+def served_schema(server: tuple[httpx.Client, Path]) -> str:
+    """The server's schema as graphql-core's standard introspection query reads it."""
+    client, _ = server
+    query = get_introspection_query(
+        descriptions=True,
+        specified_by_url=True,
+        directive_is_repeatable=True,
+        schema_description=True,
+        input_value_deprecation=True,
+        one_of=True,
+    )
+    response = client.post("/graphql", json={"query": query}, timeout=30)
+    return print_schema(build_client_schema(response.json()["data"]))
+
+
 def _answered_cleanly(client: httpx.Client, body: object) -> None:
     response = client.post("/graphql", json=body, timeout=30)
     assert response.status_code < 500, (body, response.text)
@@ -69,14 +86,31 @@ def _answered_cleanly(client: httpx.Client, body: object) -> None:
 @pytest.mark.parametrize("mode", [Mode.POSITIVE, Mode.NEGATIVE], ids=["valid", "invalid"])
 @pytest.mark.parametrize("operations", [queries, mutations], ids=["queries", "mutations"])
 def test_generated_operations_never_break_the_server(
-    server: tuple[httpx.Client, Path], operations: Operations, mode: Mode
+    server: tuple[httpx.Client, Path], served_schema: str, operations: Operations, mode: Mode
 ) -> None:
     client, log = server
 
     @FUZZ
-    @given(document=operations(sdl(), custom_scalars=SCALARS, mode=mode))
+    @given(document=operations(served_schema, custom_scalars=SCALARS, mode=mode))
     def fuzz(document: str) -> None:
         _answered_cleanly(client, {"query": document})
 
     fuzz()
+    assert "Traceback" not in log.read_text()
+
+
+HOSTILE = [*MALFORMED_BODIES, *ODD_BODIES]
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_bodies_never_break_the_server(
+    server: tuple[httpx.Client, Path], body: bytes
+) -> None:
+    client, log = server
+    response = client.post(
+        "/graphql", content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert response.status_code < 500, response.text
+    codes = [e["extensions"]["code"] for e in response.json().get("errors", [])]
+    assert "INTERNAL" not in codes, response.text
     assert "Traceback" not in log.read_text()
