@@ -11,16 +11,20 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
+from models.batch import item_pages
 from models.company import connection_of
 from models.connections import usable_connection
 from models.db import rows_by_parent
+from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
 from models.ledger import Ledger, LedgerFactory
+from models.pagination import Page, PageRequest
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, Connection, PushAttempt, WebhookAttempt
+from models.tables import Company, Connection, PushAttempt, SyncItem, WebhookAttempt
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
+ItemPageKey = tuple[str, ItemStatus | None, PageRequest]  # batch id, status, page
 Runtime = Callable[[Settings], AbstractAsyncContextManager[tuple[Services, LedgerFactory]]]
 
 
@@ -49,6 +53,27 @@ class Context:
         return DataLoader(
             lambda ids: rows_by_parent(db, PushAttempt, "item_id", ids, order="number")
         )
+
+    @cached_property
+    def item_pages(self) -> DataLoader[ItemPageKey, Page[SyncItem]]:
+        """One query for the same page of every batch's items a response shows."""
+        return DataLoader(self._item_pages)
+
+    async def _item_pages(self, keys: list[ItemPageKey]) -> list[Page[SyncItem]]:
+        asked: dict[tuple[ItemStatus | None, PageRequest], list[str]] = {}
+        for batch_id, status, page in keys:
+            asked.setdefault((status, page), []).append(batch_id)
+        found: dict[ItemPageKey, Page[SyncItem]] = {}
+        for (status, page), batch_ids in asked.items():
+            pages = await item_pages(
+                self.services.db,
+                company_id=self.company.id,
+                batch_ids=batch_ids,
+                status=status,
+                page=page,
+            )
+            found.update(((b, status, page), p) for b, p in zip(batch_ids, pages, strict=True))
+        return [found[key] for key in keys]
 
     @cached_property
     def webhook_attempts(self) -> DataLoader[str, list[WebhookAttempt]]:

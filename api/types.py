@@ -21,7 +21,7 @@ from models.errors import SyncError as SyncErrorRow
 from models.errors import SyncErrorCode
 from models.ledger import Account as AccountRow
 from models.ledger import TaxRate as TaxRateRow
-from models.pagination import Page, PageRequest
+from models.pagination import Page, PageRequest, page_size
 from models.records import Bill as BillRecord
 from models.records import Expense as ExpenseRecord
 from models.records import Invoice as InvoiceRecord
@@ -272,7 +272,12 @@ class SyncBatch:
         last: int | None = None,
         before: str | None = None,
     ) -> RelayConnection[SyncItem]:
-        return await items_of(info, self.id, status, PageRequest(first, after, last, before))
+        page = PageRequest(first, after, last, before)
+        if page.has_cursor:  # a place in this batch's list: a page of its own
+            return await items_of(info, self.id, status, page)
+        page_size(page)  # a bad size is refused here, not for every batch loaded with it
+        rows = await info.context.item_pages.load((self.id, status, page))
+        return relay_connection(rows, SyncItem.from_row)
 
     @classmethod
     def from_row(cls, row: SyncBatchRow) -> "SyncBatch":

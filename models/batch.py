@@ -11,7 +11,7 @@ from models.db import Database
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
-from models.pagination import Key, Page, PageRequest, paginate
+from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
 from models.tables import SyncBatch, SyncItem, is_id
 from models.transitions import ItemMove, open_batch, transition
@@ -21,6 +21,7 @@ BATCH_KEYS = [
     Key(col(SyncBatch.id), str),
 ]
 ITEM_KEYS = [Key(col(SyncItem.position), int)]
+_NO_ITEMS: Page[SyncItem] = Page(rows=[], has_next=False, has_previous=False, total=0)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ async def list_items(
 ) -> Page[SyncItem]:
     """Items in the order they were given; a batch that is not this company's has none."""
     if not is_id(batch_id):
-        return Page(rows=[], has_next=False, has_previous=False, total=0)
+        return _NO_ITEMS
     conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.company_id) == company_id]
     if status is not None:
         conditions.append(col(SyncItem.status) == status)
@@ -106,6 +107,36 @@ async def list_items(
             request=page,
             key_of=lambda i: (i.position,),
         )
+
+
+async def item_pages(
+    db: Database,
+    *,
+    company_id: str,
+    batch_ids: Sequence[str],
+    status: ItemStatus | None,
+    page: PageRequest,
+) -> list[Page[SyncItem]]:
+    """The same page (first or last N, no cursor) of each batch's items, in one query; a
+    batch that is not this company's has none."""
+    ids = [batch_id for batch_id in batch_ids if is_id(batch_id)]
+    conditions = [col(SyncItem.company_id) == company_id]
+    if status is not None:
+        conditions.append(col(SyncItem.status) == status)
+    async with db.sessions() as session:
+        pages = await end_pages(
+            session,
+            SyncItem,
+            where=conditions,
+            group="batch_id",
+            groups=ids,
+            keys=ITEM_KEYS,
+            descending=False,
+            request=page,
+            key_of=lambda i: (i.position,),
+        )
+    found = dict(zip(ids, pages, strict=True))
+    return [found.get(batch_id) or _NO_ITEMS for batch_id in batch_ids]
 
 
 async def items_by_id(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> list[SyncItem]:

@@ -6,9 +6,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, asc, desc, exists, func, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    asc,
+    desc,
+    exists,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import Mapped, aliased
+from sqlmodel import SQLModel
 
 from models.errors import InvalidInput
 
@@ -16,6 +26,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 T = TypeVar("T")
+M = TypeVar("M", bound=SQLModel)
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,10 @@ class PageRequest:
     @property
     def backward(self) -> bool:
         return self.last is not None or self.before is not None
+
+    @property
+    def has_cursor(self) -> bool:
+        return self.after is not None or self.before is not None
 
 
 @dataclass(frozen=True)
@@ -118,3 +133,59 @@ async def paginate(
         has_previous=more if backward else seen_before,
         total=total or 0,
     )
+
+
+async def end_pages(
+    session: AsyncSession,
+    model: type[M],
+    *,
+    where: Sequence[ColumnElement[bool]],
+    group: str,
+    groups: Sequence[Any],  # Any: the group column's own type
+    keys: Sequence[Key],
+    descending: bool,
+    request: PageRequest,
+    key_of: Callable[[M], Sequence[Any]],  # Any: keyset column values
+) -> list[Page[M]]:
+    """The first page (or, with `last`, the last) of `model`'s rows in each of `groups` (values
+    of its column `group`), in
+    one query however many groups: rows are ranked and counted within their group by window
+    functions. A nested connection (`syncBatches { items(first: 10) }`) costs one query, not
+    one per parent. Pages after a cursor belong to one group: `paginate` serves those."""
+    assert not request.has_cursor, "a cursor names a place in one group's list"
+    size = page_size(request)
+    ascending = descending == request.backward  # as in `paginate`
+    order = [key.column.asc() if ascending else key.column.desc() for key in keys]
+    column = model.__table__.c[group]  # type: ignore[attr-defined]
+    ranked = (
+        select(
+            model,
+            func.row_number().over(partition_by=column, order_by=order).label("rank"),
+            func.count().over(partition_by=column).label("total"),
+        )
+        .where(column.in_(groups), *where)
+        .subquery()
+    )
+    row = aliased(model, ranked)
+    result = await session.execute(
+        select(row, ranked.c.total).where(ranked.c.rank <= size + 1).order_by(ranked.c.rank)
+    )
+    found: dict[Any, tuple[list[M], int]] = {}
+    for item, total in result:
+        found.setdefault(getattr(item, group), ([], total))[0].append(item)
+    pages = []
+    for parent in groups:
+        rows, total = found.get(parent, ([], 0))
+        more = len(rows) > size
+        rows = rows[:size]
+        if request.backward:
+            rows.reverse()
+        pages.append(
+            Page(
+                rows=[(encode_cursor(key_of(r)), r) for r in rows],
+                has_next=False if request.backward else more,
+                has_previous=more if request.backward else False,
+                total=total,
+            )
+        )
+    return pages

@@ -1,8 +1,14 @@
 """Listing batches and items: newest first, keyset cursors both ways, filters, totals."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from sqlalchemy import event
+
 from models.company import NewCompany
+from models.services import Services
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, data, error, expense
 
@@ -133,3 +139,82 @@ async def test_items_page_in_the_order_given(api: Api, company: NewCompany) -> N
     }"""
     last = data(await api.gql(nested, {"b": batch_id}))["syncBatch"]["items"]["edges"]
     assert [edge["node"]["reference"] for edge in last] == ["r4"]
+
+
+NESTED = """
+query Dashboard($c: ID!, $first: Int, $last: Int, $status: SyncItemStatus) {
+  syncBatches(companyId: $c, first: 100) {
+    edges { node { id items(first: $first, last: $last, status: $status) {
+      totalCount
+      pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+      edges { cursor node { id status reference error { code message hint } } }
+    } } }
+  }
+}
+"""
+ONE_BATCH = """
+query One($b: ID!, $first: Int, $last: Int, $status: SyncItemStatus) {
+  syncBatch(id: $b) { items(first: $first, last: $last, status: $status) {
+    totalCount
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id status reference error { code message hint } } }
+  } }
+}
+"""
+
+
+@contextmanager
+def counted_statements(services: Services) -> Iterator[list[str]]:
+    """Every SQL statement the engine runs meanwhile."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:  # Any: SQLAlchemy's cursor event arguments
+        statements.append(args[2])
+
+    event.listen(services.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(services.db.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def _batches_of_items(api: Api, company: NewCompany, count: int) -> None:
+    for index in range(count):
+        records = [
+            expense(reference=f"{index}-{n}", accountId="999" if n % 2 else "429") for n in range(5)
+        ]
+        data(await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": records}))
+
+
+@pytest.mark.parametrize(
+    "page", [{"first": 2}, {"last": 2}, {"first": 10, "status": "FAILED"}, {}], ids=str
+)
+async def test_nested_item_pages_cost_the_same_queries_for_any_number_of_batches(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any, page: dict[str, Any]
+) -> None:
+    await _batches_of_items(api, company, 2)
+    await run_jobs()
+    variables = {"c": company.company.id, **page}
+    with counted_statements(services) as few:
+        await api.gql(NESTED, variables)
+    await _batches_of_items(api, company, 6)
+    await run_jobs()
+    with counted_statements(services) as many:
+        nested = data(await api.gql(NESTED, variables))["syncBatches"]["edges"]
+    queries = [statement for statement in many if statement.startswith("SELECT")]
+    assert len(nested) == 8 and len(many) == len(few), many
+    assert len(queries) == 4, queries  # the key, the page of batches, its count, the items
+    for edge in nested:  # each batch's page is what asking for that batch alone gives
+        alone = data(await api.gql(ONE_BATCH, {"b": edge["node"]["id"], **page}))
+        assert edge["node"]["items"] == alone["syncBatch"]["items"]
+        assert edge["node"]["items"]["edges"]
+
+
+async def test_nested_item_pages_refuse_a_bad_size_and_show_no_one_elses_items(
+    api: Api, company: NewCompany, other_company: NewCompany
+) -> None:
+    await _batches_of_items(api, company, 1)
+    refused = await api.gql(NESTED, {"c": company.company.id, "first": 101})
+    assert error(refused)["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
+    other = await api.gql(NESTED, {"c": other_company.company.id}, key=other_company.api_key)
+    assert data(other)["syncBatches"]["edges"] == []
