@@ -58,3 +58,15 @@ async def test_the_javascript_example_follows_a_batch_to_completion(service: lis
     folder = npm_project(EXAMPLES)
     output = await node(folder, "node", "follow-batch.mjs", *service, seconds=60)
     _check_output(output.splitlines())
+
+
+async def test_the_typescript_example_is_typed_from_the_schema_and_follows_a_batch(
+    service: list[str],
+) -> None:
+    folder = npm_project(EXAMPLES / "web")
+    await node(folder, "npm", "run", "--silent", "codegen")
+    generated = (folder / "src" / "gql" / "graphql.ts").read_text()
+    assert "export type FollowBatchSubscription" in generated  # its documents, typed
+    await node(folder, "npm", "run", "--silent", "typecheck")
+    output = await node(folder, "npm", "run", "--silent", "start", "--", *service, seconds=60)
+    _check_output(output.splitlines())
