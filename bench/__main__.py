@@ -63,11 +63,15 @@ async def _queries(args: argparse.Namespace) -> None:
           f"items; {args.samples} requests each, one at a time, pages of 100")  # fmt: skip
     async with running() as service:
         timings = await queries.measure(
-            service, batches=args.batches, items=args.batch_items, samples=args.samples
+            service,
+            batches=args.batches,
+            items=args.batch_items,
+            dashboard_items=args.dashboard_items,
+            samples=args.samples,
         )
-    print(f"{'query':<36} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'query':<40} {'p50 ms':>7} {'p99 ms':>7}")
     for t in timings:
-        print(f"{t.name:<36} {t.p50_ms:>7.1f} {t.p99_ms:>7.1f}")
+        print(f"{t.name:<40} {t.p50_ms:>7.1f} {t.p99_ms:>7.1f}")
 
 
 async def _footprint(args: argparse.Namespace) -> None:
@@ -118,6 +122,9 @@ def main() -> None:
     parser.add_argument("--limited-items", type=int, default=300)
     parser.add_argument("--batches", type=int, default=100_000, help="queries: of one company")
     parser.add_argument("--batch-items", type=int, default=10_000, help="queries: failedItems'")
+    parser.add_argument(
+        "--dashboard-items", type=int, default=10, help="queries: items of each dashboard batch"
+    )
     parser.add_argument("--samples", type=int, default=200, help="queries: per figure")
     parser.add_argument("--idle", type=_counts, default=[1000, 10000], help="footprint")
     parser.add_argument("--fan-out-at", type=int, default=1000, help="footprint: subscribers")

@@ -1,5 +1,6 @@
 """Query cost against depth: pages of `syncBatches` near the start and far into 100,000 batches,
-and `failedItems` of a 10,000-item batch.
+`failedItems` of a 10,000-item batch, and a dashboard's nested page: 100 batches with the
+first 10 items of each.
 
 The rows are seeded straight into the database: the API takes at most 1,000 records a batch,
 and 100,000 create calls (each synced by the worker) would be most of the run. Every figure
@@ -29,6 +30,14 @@ FAILED_ITEMS = """query($b: ID!, $after: String) {
   }
 }"""
 
+DASHBOARD = """query($c: ID!) {
+  syncBatches(companyId: $c, first: 100) {
+    edges { node { id status items(first: 10) {
+      edges { node { id status reference error { code message hint } } }
+    } } }
+  }
+}"""
+
 _SEED_BATCHES = """
 INSERT INTO sync_batch (id, company_id, record_type, status, item_count, pending_count,
     processing_count, success_count, failed_count, created_at, started_at, completed_at,
@@ -51,6 +60,29 @@ FROM generate_series(1, $4) g
 """
 
 
+_SEED_BATCH_ITEMS = """
+INSERT INTO sync_item (id, batch_id, company_id, position, record_type, status, attempts,
+    payload, reference, error_code, error_message, created_at, updated_at)
+SELECT 'itm_' || md5(random()::text || b.id || g), b.id, b.company_id, g, 'EXPENSE',
+       CASE WHEN g % 5 = 0 THEN 'FAILED' ELSE 'SUCCESS' END, 1, $2::json, b.id || '-' || g,
+       CASE WHEN g % 5 = 0 THEN 'INVALID_ACCOUNT_ID' END,
+       CASE WHEN g % 5 = 0 THEN 'Account code ''999'' is not a valid code for this document.' END,
+       b.created_at, b.completed_at
+FROM sync_batch b, generate_series(1, $3) g
+WHERE b.company_id = $1
+"""
+
+
+_RECOUNT = """
+UPDATE company SET
+    completed_batches = (SELECT count(*) FROM sync_batch b
+                         WHERE b.company_id = company.id AND b.status = 'COMPLETED'),
+    failed_batches = (SELECT count(*) FROM sync_batch b
+                      WHERE b.company_id = company.id AND b.status = 'FAILED')
+WHERE id = $1
+"""  # seeded rows skip the transition function, which keeps these counts
+
+
 @dataclass
 class Timing:
     name: str
@@ -58,8 +90,10 @@ class Timing:
     p99_ms: float
 
 
-async def measure(service: Service, *, batches: int, items: int, samples: int) -> list[Timing]:
-    (company,) = await service.create_companies("queries", 1)
+async def measure(
+    service: Service, *, batches: int, items: int, dashboard_items: int, samples: int
+) -> list[Timing]:
+    company, dashboard = await service.create_companies("queries", 2)
     async with httpx.AsyncClient(
         base_url=f"http://{service.address}", headers=company.headers, timeout=60
     ) as http:
@@ -76,6 +110,7 @@ async def measure(service: Service, *, batches: int, items: int, samples: int) -
         if subscriber.transport is not None:
             subscriber.transport.close()
         await _seed(company, big_batch, batches=batches, items=items)
+        await _seed_dashboard(dashboard, items=dashboard_items, payload_of=big_batch)
 
         async def timed(name: str, query: str, variables: dict[str, Any]) -> Timing:
             await page(query, variables)  # warm
@@ -100,7 +135,17 @@ async def measure(service: Service, *, batches: int, items: int, samples: int) -
         deep = batches - 1_000
         deep_completed = batches * 19 // 20 - 1_000
         b = {"b": big_batch}
+
+        async def timed_dashboard() -> Timing:
+            http.headers.update(dashboard.headers)
+            try:
+                name = f"100 batches x first 10 of {dashboard_items:,} items"
+                return await timed(name, DASHBOARD, {"c": dashboard.id})
+            finally:
+                http.headers.update(company.headers)
+
         return [
+            await timed_dashboard(),
             await timed("syncBatches first page", BATCHES, c),
             await timed(
                 f"syncBatches {deep:,} deep",
@@ -122,6 +167,27 @@ async def measure(service: Service, *, batches: int, items: int, samples: int) -
         ]
 
 
+async def _seed_dashboard(company: Company, *, items: int, payload_of: str) -> None:
+    """100 finished batches of `items` items each (one in 5 FAILED)."""
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        payload = await conn.fetchval(
+            "SELECT payload::text FROM sync_item WHERE batch_id = $1", payload_of
+        )
+        await conn.execute(_SEED_BATCHES, company.id, 100)
+        await conn.execute(_RECOUNT, company.id)
+        await conn.execute(_SEED_BATCH_ITEMS, company.id, payload, items)
+        await conn.execute(
+            "UPDATE sync_batch SET item_count = $2, success_count = $2 - $2 / 5,"
+            " failed_count = $2 / 5 WHERE company_id = $1",
+            company.id,
+            items,
+        )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
 async def _seed(company: Company, big_batch: str, *, batches: int, items: int) -> None:
     """`batches` finished batches (one in 20 FAILED), and `items` more in `big_batch` (half
     FAILED); then VACUUM ANALYZE, as autovacuum would do after such a load."""
@@ -131,6 +197,7 @@ async def _seed(company: Company, big_batch: str, *, batches: int, items: int) -
             "SELECT payload::text FROM sync_item WHERE batch_id = $1", big_batch
         )
         await conn.execute(_SEED_BATCHES, company.id, batches)
+        await conn.execute(_RECOUNT, company.id)
         await conn.execute(_SEED_ITEMS, big_batch, company.id, payload, items)
         await conn.execute(
             "UPDATE sync_batch SET item_count = item_count + $2, success_count = success_count"

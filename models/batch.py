@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.db import Database
@@ -13,7 +14,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
-from models.tables import SyncBatch, SyncItem, is_id
+from models.tables import Company, SyncBatch, SyncItem, batches_in, is_id
 from models.transitions import ItemMove, open_batch, transition
 
 BATCH_KEYS = [
@@ -74,6 +75,7 @@ async def list_batches(
     if where.end is not None:
         conditions.append(col(SyncBatch.created_at) <= where.end)
     async with db.sessions() as session:
+        dated = where.start is not None or where.end is not None
         return await paginate(
             session,
             select(SyncBatch).where(*conditions),
@@ -81,7 +83,18 @@ async def list_batches(
             descending=True,
             request=page,
             key_of=lambda b: (b.created_at, b.id),
+            total=None if dated else await _batch_total(session, company_id, where.status),
         )
+
+
+async def _batch_total(session: AsyncSession, company_id: str, status: BatchStatus | None) -> int:
+    """The company's batches (in `status`), from its counts: one row, not 100,000 counted."""
+    statuses = list(BatchStatus) if status is None else [status]
+    columns = [getattr(Company, batches_in(s)) for s in statuses]
+    total = await session.scalar(
+        select(sum(columns[1:], columns[0])).where(col(Company.id) == company_id)
+    )
+    return total or 0
 
 
 async def list_items(

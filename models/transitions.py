@@ -26,7 +26,16 @@ from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, Recor
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
 from models.metrics import count_events
-from models.tables import Company, PushAttempt, SyncBatch, SyncEvent, SyncItem, new_id, utcnow
+from models.tables import (
+    Company,
+    PushAttempt,
+    SyncBatch,
+    SyncEvent,
+    SyncItem,
+    batches_in,
+    new_id,
+    utcnow,
+)
 
 # For each target status, the statuses it may be reached from.
 ITEM_MOVES: dict[ItemStatus, frozenset[ItemStatus]] = {
@@ -327,10 +336,17 @@ async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[Sy
     if not events:
         return []
     (company_id,) = {event.company_id for event in events}
+    moved: Counter[str] = Counter()  # the company's batches in each status, by their moves
+    for event in events:
+        if event.item_id is None:  # a batch's own move
+            moved[batches_in(BatchStatus(event.to_status))] += 1
+            if event.from_status is not None:
+                moved[batches_in(BatchStatus(event.from_status))] -= 1
+    counts = {column: _companies.c[column] + delta for column, delta in moved.items() if delta}
     last = await session.scalar(
         update(_companies)
         .where(_companies.c.id == company_id)
-        .values(last_event_seq=_companies.c.last_event_seq + len(events))
+        .values(last_event_seq=_companies.c.last_event_seq + len(events), **counts)
         .returning(_companies.c.last_event_seq)
     )
     assert last is not None

@@ -17,7 +17,7 @@ from models.errors import Conflict, SyncError, SyncErrorCode
 from models.events import batch_events
 from models.queue import enqueue_sync
 from models.services import Services
-from models.tables import SyncBatch, SyncEvent
+from models.tables import Company, SyncBatch, SyncEvent, batches_in
 from models.transitions import ItemMove, transition
 from tests.helpers import expense_record
 
@@ -191,3 +191,36 @@ async def test_money_stays_exact_through_the_database_and_the_ledger(
     async with services.db.sessions() as session:
         (posted,) = await sandbox.records(session, company_id=company.company.id)
     assert posted.amount == "123456789012345.67"
+
+
+async def test_the_company_counts_its_batches_in_each_status_as_they_move(
+    services: Services, company: NewCompany
+) -> None:
+    await _new_batch(services, company, 1)  # stays PENDING
+    done, (item,) = await _new_batch(services, company, 1)
+    broken, _ = await _new_batch(services, company, 2)
+    bus = services.bus
+    await transition(
+        services.db, bus=bus, batch_id=done, moves=[ItemMove(item, ItemStatus.PROCESSING)]
+    )
+    failure = SyncError(SyncErrorCode.VALIDATION_ERROR, "no")
+    await transition(
+        services.db, bus=bus, batch_id=done, moves=[ItemMove(item, ItemStatus.FAILED, failure)]
+    )
+    expired = SyncError(SyncErrorCode.CONNECTION_EXPIRED, "gone")
+    await transition(services.db, bus=bus, batch_id=broken, moves=[], fail_batch=expired)
+    await retry_failed_items(  # COMPLETED reopens: PROCESSING
+        services.db, bus=bus, company_id=company.company.id, batch_id=done, item_ids=None
+    )
+    async with services.db.sessions() as session:
+        rows = await session.execute(
+            select(col(SyncBatch.status), func.count())
+            .where(col(SyncBatch.company_id) == company.company.id)
+            .group_by(col(SyncBatch.status))
+        )
+        counted: dict[BatchStatus, int] = {status: n for status, n in rows}
+        row = await session.get(Company, company.company.id)
+    assert row is not None
+    kept = {status: getattr(row, batches_in(status)) for status in BatchStatus}
+    assert kept == {status: counted.get(status, 0) for status in BatchStatus}
+    assert kept[BatchStatus.PENDING] == 1 and sum(kept.values()) == 3
