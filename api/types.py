@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
 
@@ -21,7 +21,7 @@ from models.errors import SyncError as SyncErrorRow
 from models.errors import SyncErrorCode
 from models.ledger import Account as AccountRow
 from models.ledger import TaxRate as TaxRateRow
-from models.pagination import Page, PageRequest, page_size
+from models.pagination import Keyset, Page, PageRequest, encode_cursor, page_size
 from models.records import Bill as BillRecord
 from models.records import Expense as ExpenseRecord
 from models.records import Invoice as InvoiceRecord
@@ -51,9 +51,15 @@ class PageInfo:
     end_cursor: str | None
 
 
+def _cursor(root: "Edge[Any]") -> str:
+    """Encoded when asked for: a page of 1,000 nodes seldom shows their cursors."""
+    return encode_cursor(root.key)
+
+
 @strawberry.type
 class Edge(Generic[N]):
-    cursor: str
+    key: strawberry.Private[Keyset]
+    cursor: str = strawberry.field(resolver=_cursor)
     node: N
 
 
@@ -208,7 +214,12 @@ class SyncItem:
     error: SyncError | None
     created_at: datetime
     updated_at: datetime
-    record: SyncRecord
+    payload: strawberry.Private[dict[str, Any]]  # Any: the record's JSON
+
+    @strawberry.field
+    def record(self) -> SyncRecord:
+        """Read from the row's JSON only when asked: most item pages never show it."""
+        return record_of(self.id, load_record(self.payload))
 
     @classmethod
     def from_row(cls, row: SyncItemRow) -> "SyncItem":
@@ -223,7 +234,7 @@ class SyncItem:
             error=SyncError.from_parts(row.error_code, row.error_message),
             created_at=row.created_at,
             updated_at=row.updated_at,
-            record=record_of(row.id, load_record(row.payload)),
+            payload=row.payload,
         )
 
     @strawberry.field(description="Every push to the ledger, oldest first, retries included.")
@@ -307,14 +318,14 @@ R = TypeVar("R")
 
 
 def relay_connection(page: Page[R], build: Callable[[R], N]) -> RelayConnection[N]:
-    edges = [Edge(cursor=cursor, node=build(row)) for cursor, row in page.rows]
+    edges = [Edge(key=key, node=build(row)) for key, row in page.rows]
     return RelayConnection(
         edges=edges,
         page_info=PageInfo(
             has_next_page=page.has_next,
             has_previous_page=page.has_previous,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+            start_cursor=encode_cursor(page.rows[0][0]) if page.rows else None,
+            end_cursor=encode_cursor(page.rows[-1][0]) if page.rows else None,
         ),
         total_count=page.total,
     )

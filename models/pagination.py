@@ -53,15 +53,18 @@ class Key:
     parse: Callable[[str], Any]  # Any: the column's own type
 
 
+Keyset = tuple[Any, ...]  # Any: a row's values of the ordering columns, which its cursor encodes
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    rows: list[tuple[str, T]]  # (cursor, row)
+    rows: list[tuple[Keyset, T]]  # encoded only if a client asks for the row's cursor
     has_next: bool
     has_previous: bool
     total: int
 
 
-def encode_cursor(values: Sequence[Any]) -> str:  # Any: keyset column values
+def encode_cursor(values: Keyset) -> str:
     raw = json.dumps([str(v.isoformat() if hasattr(v, "isoformat") else v) for v in values])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -95,9 +98,11 @@ async def paginate(
     keys: Sequence[Key],
     descending: bool,
     request: PageRequest,
-    key_of: Callable[[T], Sequence[Any]],  # Any: keyset column values
+    key_of: Callable[[T], Keyset],
+    total: int | None = None,
 ) -> Page[T]:
-    """One page of `query` (already filtered) ordered by `keys`, newest first when `descending`."""
+    """One page of `query` (already filtered) ordered by `keys`, newest first when `descending`;
+    its rows are counted for the page's total unless the caller knows it."""
     size = page_size(request)
     columns = tuple_(*(key.column for key in keys))
     backward = request.backward
@@ -126,9 +131,10 @@ async def paginate(
     rows = rows[:size]
     if backward:
         rows.reverse()
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    if total is None:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
     return Page(
-        rows=[(encode_cursor(key_of(row)), row) for row in rows],
+        rows=[(key_of(row), row) for row in rows],
         has_next=seen_before if backward else more,
         has_previous=more if backward else seen_before,
         total=total or 0,
@@ -145,7 +151,7 @@ async def end_pages(
     keys: Sequence[Key],
     descending: bool,
     request: PageRequest,
-    key_of: Callable[[M], Sequence[Any]],  # Any: keyset column values
+    key_of: Callable[[M], Keyset],
 ) -> list[Page[M]]:
     """The first page (or, with `last`, the last) of `model`'s rows in each of `groups` (values
     of its column `group`), in
@@ -182,7 +188,7 @@ async def end_pages(
             rows.reverse()
         pages.append(
             Page(
-                rows=[(encode_cursor(key_of(r)), r) for r in rows],
+                rows=[(key_of(r), r) for r in rows],
                 has_next=False if request.backward else more,
                 has_previous=more if request.backward else False,
                 total=total,
