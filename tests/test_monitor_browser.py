@@ -70,7 +70,8 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         await page.get_by_role("button", name="Retry failed items").click()
         await _row(page, batch_id).locator(".status.PROCESSING").wait_for()
         await run_jobs()
-        await page.locator("#no-failed:not([hidden])").wait_for()
+        await page.locator("#no-failed:not([hidden])").wait_for()  # once retried, not done
+        await _row(page, batch_id).locator(".status.COMPLETED").wait_for()
         row = await _row(page, batch_id).inner_text()
         assert "COMPLETED" in row and "0%" in row
         await browser.close()
