@@ -14,7 +14,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
-from models.tables import Company, SyncBatch, SyncItem, batches_in, is_id
+from models.tables import ITEM_COUNTERS, Company, SyncBatch, SyncItem, batches_in, is_id
 from models.transitions import ItemMove, open_batch, transition
 
 BATCH_KEYS = [
@@ -105,13 +105,17 @@ async def list_items(
     status: ItemStatus | None,
     page: PageRequest,
 ) -> Page[SyncItem]:
-    """Items in the order they were given; a batch that is not this company's has none."""
+    """Items in the order they were given; a batch that is not this company's has none. The
+    total is the batch's own count of its items (in `status`), kept with every move."""
     if not is_id(batch_id):
         return _NO_ITEMS
     conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.company_id) == company_id]
     if status is not None:
         conditions.append(col(SyncItem.status) == status)
     async with db.sessions() as session:
+        batch = await session.get(SyncBatch, batch_id)
+        if batch is None or batch.company_id != company_id:
+            return _NO_ITEMS
         return await paginate(
             session,
             select(SyncItem).where(*conditions),
@@ -119,6 +123,7 @@ async def list_items(
             descending=False,
             request=page,
             key_of=lambda i: (i.position,),
+            total=batch.item_count if status is None else getattr(batch, ITEM_COUNTERS[status]),
         )
 
 

@@ -76,6 +76,14 @@ class Connection(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+ITEM_COUNTERS = {  # the SyncBatch column that counts its items in each status
+    ItemStatus.PENDING: "pending_count",
+    ItemStatus.PROCESSING: "processing_count",
+    ItemStatus.SUCCESS: "success_count",
+    ItemStatus.FAILED: "failed_count",
+}
+
+
 class SyncBatch(SQLModel, table=True):
     __tablename__ = "sync_batch"
     __table_args__ = (

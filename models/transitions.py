@@ -27,6 +27,7 @@ from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
 from models.metrics import count_events
 from models.tables import (
+    ITEM_COUNTERS,
     Company,
     PushAttempt,
     SyncBatch,
@@ -49,12 +50,6 @@ BATCH_MOVES: dict[BatchStatus, frozenset[BatchStatus]] = {
     BatchStatus.PROCESSING: frozenset({BatchStatus.PENDING, *TERMINAL_BATCH_STATUSES}),
     BatchStatus.COMPLETED: frozenset({BatchStatus.PROCESSING}),
     BatchStatus.FAILED: frozenset({BatchStatus.PENDING, BatchStatus.PROCESSING}),
-}
-_COUNTERS = {
-    ItemStatus.PENDING: "pending_count",
-    ItemStatus.PROCESSING: "processing_count",
-    ItemStatus.SUCCESS: "success_count",
-    ItemStatus.FAILED: "failed_count",
 }
 _items = SyncItem.__table__  # type: ignore[attr-defined]
 _batches = SyncBatch.__table__  # type: ignore[attr-defined]
@@ -252,9 +247,9 @@ async def _count(
     """Increment the batch's counters in SQL and return them as they now stand."""
     deltas: Counter[str] = Counter()
     for move, before in applied:
-        deltas[_COUNTERS[before]] -= 1
-        deltas[_COUNTERS[move.to]] += 1
-    columns = list(_COUNTERS.values())
+        deltas[ITEM_COUNTERS[before]] -= 1
+        deltas[ITEM_COUNTERS[move.to]] += 1
+    columns = list(ITEM_COUNTERS.values())
     result = await session.execute(
         update(_batches)
         .where(_batches.c.id == batch_id)
