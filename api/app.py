@@ -88,11 +88,12 @@ class GraphQLApp(GraphQL[Context, None]):
     def parse_json(self, data: str | bytes) -> object:
         return decode_body(data)
 
-    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry checks `query`, `variables` and `extensions`; `operationName` too here."""
         parsed = await super().parse_http_body(request)
-        if isinstance(parsed, list):  # batching is off: Strawberry refuses lists first
-            raise HTTPException(400, "Batching is not enabled")
-        if not isinstance(parsed.operation_name, str | None):
+        if not isinstance(parsed, list) and not isinstance(parsed.operation_name, str | None):
             message = "The GraphQL operation's `operationName` must be a string or null."
             raise HTTPException(400, message)
         return parsed

@@ -92,7 +92,7 @@ async def _batch_total(session: AsyncSession, company_id: str, status: BatchStat
     statuses = list(BatchStatus) if status is None else [status]
     columns = [getattr(Company, batches_in(s)) for s in statuses]
     total = await session.scalar(
-        select(sum(columns[1:], columns[0])).where(col(Company.id) == company_id)
+        select(sum(columns[1:], start=columns[0])).where(col(Company.id) == company_id)
     )
     return total or 0
 

@@ -154,10 +154,10 @@ async def end_pages(
     key_of: Callable[[M], Keyset],
 ) -> list[Page[M]]:
     """The first page (or, with `last`, the last) of `model`'s rows in each of `groups` (values
-    of its column `group`), in
-    one query however many groups: rows are ranked and counted within their group by window
-    functions. A nested connection (`syncBatches { items(first: 10) }`) costs one query, not
-    one per parent. Pages after a cursor belong to one group: `paginate` serves those."""
+    of its column `group`), in one query however many groups: rows are ranked and counted
+    within their group by window functions. A nested connection (`syncBatches { items(first:
+    10) }`) costs one query, not one per parent. Pages after a cursor belong to one group:
+    `paginate` serves those."""
     assert not request.has_cursor, "a cursor names a place in one group's list"
     size = page_size(request)
     ascending = descending == request.backward  # as in `paginate`
