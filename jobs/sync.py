@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from jobs.context import WorkerContext, from_ctx
-from jobs.limiter import Limiter
+from ledgers.limiter import Limiter
 from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection

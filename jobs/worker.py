@@ -5,7 +5,7 @@ from functools import partial
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from jobs import providers
+import ledgers
 from jobs.context import WorkerContext, attach
 from jobs.sync import requeue_unfinished, sync_batch
 from jobs.webhooks import pump_webhooks
@@ -25,9 +25,7 @@ def build_worker(
 ) -> Worker:
     """A worker over already-open services; `in_process` leaves signals to the host (the API)."""
     settings = services.settings
-    context = WorkerContext(
-        services, ledger_for or partial(providers.ledger_for, services=services)
-    )
+    context = WorkerContext(services, ledger_for or partial(ledgers.ledger_for, services=services))
 
     async def on_startup(ctx: dict[str, object]) -> None:
         attach(ctx, context)

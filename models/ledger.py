@@ -1,6 +1,6 @@
 """What a ledger (accounting system) offers us, whatever the vendor: plain shapes and a Protocol.
 
-Adapters in `jobs/providers/` implement `Ledger` and turn vendor failures into `LedgerError`.
+Adapters in `ledgers/` implement `Ledger` and turn vendor failures into `LedgerError`.
 """
 
 from collections.abc import Callable
@@ -74,4 +74,4 @@ class Ledger(Protocol):
 
 
 LedgerFactory = Callable[[Connection], Ledger]
-"""The adapter for a connection: `jobs.providers.ledger_for` in production, fakes in tests."""
+"""The adapter for a connection: `ledgers.ledger_for` in production, fakes in tests."""

@@ -1,6 +1,6 @@
 """The sandbox ledger's own books: a built-in accounting system that lives in our database.
 
-It plays a third party, so it is reached only through `jobs.providers.sandbox` (and the
+It plays a third party, so it is reached only through `ledgers.sandbox` (and the
 `sandbox records` CLI that shows what was posted). Its chart is seeded like Xero's demo company.
 """
 

@@ -25,9 +25,9 @@ from starlette.types import Receive, Scope, Send
 
 from api.app import create_app
 from jobs.context import WorkerContext
-from jobs.providers import ledger_for
-from jobs.providers.sandbox import SandboxLedger
 from jobs.worker import build_worker
+from ledgers import ledger_for
+from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany, connection_of, create_company
 from models.db import migrate
 from models.enums import Provider

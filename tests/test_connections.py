@@ -4,7 +4,7 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from jobs.providers import ledger_for
+from ledgers import ledger_for
 from models import sandbox
 from models.company import NewCompany, connection_of
 from models.connections import usable_connection

@@ -13,8 +13,8 @@ from arq import Retry
 from pydantic import SecretStr
 
 from jobs.context import WorkerContext
-from jobs.providers import ledger_for
 from jobs.sync import run_sync
+from ledgers import ledger_for
 from models.company import NewCompany, connection_of, create_company
 from models.enums import Provider
 from models.records import Expense

@@ -16,8 +16,8 @@ from api.context import Context
 from api.hub import Hub, LiveEvent
 from api.subscriptions import Interest, follow
 from jobs.context import WorkerContext
-from jobs.providers import ledger_for
 from jobs.sync import run_sync
+from ledgers import ledger_for
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType

@@ -33,7 +33,7 @@ def test_schema_graphql_is_what_the_code_exports() -> None:
     [
         ("ruff", "format", "--check", "."),
         ("ruff", "check", "."),
-        ("mypy", "api", "jobs", "models", "tests"),
+        ("mypy", "api", "jobs", "ledgers", "models", "tests"),
     ],
     ids=["ruff-format", "ruff-check", "mypy-strict"],
 )

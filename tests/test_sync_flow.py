@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from jobs.providers.sandbox import SandboxLedger
+from ledgers.sandbox import SandboxLedger
 from models import sandbox
 from models.company import NewCompany
 from models.events import batch_events, company_channel

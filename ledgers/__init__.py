@@ -1,8 +1,8 @@
 """Ledger adapters, one module per vendor, chosen by a connection's provider."""
 
-from jobs.providers.quickbooks import QuickBooksLedger
-from jobs.providers.sandbox import SandboxLedger
-from jobs.providers.xero import XeroLedger
+from ledgers.quickbooks import QuickBooksLedger
+from ledgers.sandbox import SandboxLedger
+from ledgers.xero import XeroLedger
 from models.enums import Provider
 from models.errors import NotFound
 from models.ledger import Ledger

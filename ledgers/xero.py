@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from jobs.providers.http import LedgerHttp, Memo, money, retry_after
+from ledgers.http import LedgerHttp, Memo, money, retry_after
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.ledger import Account, Limits, TaxRate, Tokens
