@@ -160,7 +160,12 @@ class QuickBooksLedger:
             statement = f"select Id from {entity} where {field} = '{_quoted(value)}'"
             found = await self._query(entity, statement)
             if not found:
-                found = [await self._create(entity, document)]
+                try:
+                    found = [await self._create(entity, document)]
+                except LedgerError:  # a push beside this one made it first ("name in use")
+                    found = await self._query(entity, statement)
+                    if not found:
+                        raise
             return str(found[0]["Id"])
 
         return await self.memo.get(f"{entity}:{value}", find)
