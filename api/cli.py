@@ -15,9 +15,9 @@ from api.logs import configure_logging
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.wire import server_options
-from models import sandbox
+from ledgers import books as sandbox
 from models.company import create_company, replace_key
-from models.connections import reseal_tokens
+from ledgers.refresh import reseal_tokens
 from models.db import connect, migrate
 from models.enums import Provider
 from models.errors import NotFound

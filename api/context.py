@@ -13,11 +13,11 @@ from strawberry.types import Info as StrawberryInfo
 from api.hub import Hub
 from models.batch import item_pages
 from models.company import connection_of
-from models.connections import usable_connection
+from ledgers.refresh import usable_connection
 from models.db import rows_by_parent
 from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
-from models.ledger import Ledger, LedgerFactory
+from ledgers.protocol import Ledger, LedgerFactory
 from models.pagination import Page, PageRequest
 from models.services import Services
 from models.settings import Settings

@@ -9,7 +9,7 @@ import strawberry
 
 from models.enums import AccountType, RecordType
 from models.errors import InvalidInput
-from models.ledger import Account, TaxRate
+from ledgers.protocol import Account, TaxRate
 from models.records import Bill, Expense, Invoice, parse_records
 
 

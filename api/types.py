@@ -19,8 +19,8 @@ from models.enums import (
 )
 from models.errors import SyncError as SyncErrorRow
 from models.errors import SyncErrorCode
-from models.ledger import Account as AccountRow
-from models.ledger import TaxRate as TaxRateRow
+from ledgers.protocol import Account as AccountRow
+from ledgers.protocol import TaxRate as TaxRateRow
 from models.pagination import Keyset, Page, PageRequest, encode_cursor, page_size
 from models.records import Bill as BillRecord
 from models.records import Expense as ExpenseRecord

@@ -4,7 +4,7 @@ import asyncio
 from dataclasses import dataclass
 from functools import cached_property
 
-from models.ledger import LedgerFactory
+from ledgers.protocol import LedgerFactory
 from models.services import Services
 
 _KEY = "sync2books"

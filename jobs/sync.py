@@ -30,7 +30,7 @@ from ledgers.limiter import Limiter
 from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
-from models.connections import usable_connection
+from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS

@@ -9,7 +9,7 @@ import ledgers
 from jobs.context import WorkerContext, attach
 from jobs.sync import requeue_unfinished, sync_batch
 from jobs.webhooks import pump_webhooks
-from models.ledger import LedgerFactory
+from ledgers.protocol import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
 

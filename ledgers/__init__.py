@@ -5,7 +5,7 @@ from ledgers.sandbox import SandboxLedger
 from ledgers.xero import XeroLedger
 from models.enums import Provider
 from models.errors import NotFound
-from models.ledger import Ledger
+from ledgers.protocol import Ledger
 from models.secrets import open_tokens
 from models.services import Services
 from models.tables import Connection

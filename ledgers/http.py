@@ -9,7 +9,7 @@ import httpx
 from redis.asyncio import Redis
 
 from models.errors import LedgerError, SyncErrorCode
-from models.ledger import Tokens
+from ledgers.protocol import Tokens
 
 MEMO_SECONDS = 86400
 

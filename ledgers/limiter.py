@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
-from models.ledger import Limits
+from ledgers.protocol import Limits
 from models.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute

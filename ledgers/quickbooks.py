@@ -23,8 +23,8 @@ import httpx
 from ledgers.http import LedgerHttp, Memo, money, retry_after
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from models.ledger import Account, Limits, TaxRate, Tokens
-from models.link import refresh_grant
+from ledgers.protocol import Account, Limits, TaxRate, Tokens
+from ledgers.link import refresh_grant
 from models.records import Bill, Expense, Invoice, Line
 from models.services import Services
 

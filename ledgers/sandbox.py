@@ -1,11 +1,11 @@
 """The sandbox ledger's adapter: validates and posts records the way a real ledger does.
 
-Its books live in our database (`models.sandbox`) and its call counters in Redis, so the API
+Its books live in our database (`ledgers.books`) and its call counters in Redis, so the API
 process and every worker see the same ledger. It answers with Xero's wording, which the
 classification maps from, and misbehaves as configured per company (`sandbox configure`):
 a per-minute rate limit and a concurrency limit (429 with Retry-After, as Xero's), 503s,
 latency, posts recorded yet answered with a timeout, and revoked tokens. Its tokens are
-real: random, expiring, the refresh token single-use (`models.sandbox.SandboxGrant`).
+real: random, expiring, the refresh token single-use (`ledgers.books.SandboxGrant`).
 """
 
 import asyncio
@@ -18,10 +18,10 @@ from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 
-from models import sandbox
+from ledgers import books as sandbox
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from models.ledger import Account, Limits, TaxRate, Tokens
+from ledgers.protocol import Account, Limits, TaxRate, Tokens
 from models.records import Bill, Expense, Invoice
 from models.services import Services
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from models.ledger import Tokens
+from ledgers.protocol import Tokens
 from models.settings import Settings
 from models.tables import Connection
 

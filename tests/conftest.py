@@ -31,7 +31,7 @@ from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany, connection_of, create_company
 from models.db import migrate
 from models.enums import Provider
-from models.ledger import LedgerFactory
+from ledgers.protocol import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense

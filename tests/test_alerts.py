@@ -6,7 +6,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from models import sandbox
+from ledgers import books as sandbox
 from models.alerts import alerts_channel
 from models.company import NewCompany
 from models.services import Services

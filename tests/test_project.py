@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import models.sandbox  # noqa: F401  (its tables join the metadata)
+import ledgers.books  # noqa: F401  (its tables join the metadata)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

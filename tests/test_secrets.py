@@ -11,9 +11,9 @@ from pydantic import SecretStr
 from sqlalchemy import text, update
 from sqlmodel import col
 
-from models import sandbox
+from ledgers import books as sandbox
 from models.company import NewCompany, connection_of
-from models.connections import reseal_tokens
+from ledgers.refresh import reseal_tokens
 from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
 from models.services import Services
 from models.settings import Settings

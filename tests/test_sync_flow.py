@@ -6,10 +6,10 @@ from typing import Any
 from sqlalchemy import text
 
 from ledgers.sandbox import SandboxLedger
-from models import sandbox
+from ledgers import books as sandbox
 from models.company import NewCompany
 from models.events import batch_events, company_channel
-from models.ledger import Ledger
+from ledgers.protocol import Ledger
 from models.records import Bill, Expense, Invoice
 from models.secrets import open_tokens
 from models.services import Services

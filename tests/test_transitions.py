@@ -9,7 +9,7 @@ from sqlmodel import col
 
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
-from models import sandbox
+from ledgers import books as sandbox
 from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import NewCompany
 from models.enums import BatchStatus, ItemStatus, RecordType

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from models.enums import AccountType
 from models.errors import HINTS, SyncErrorCode
-from models.ledger import Ledger
+from ledgers.protocol import Ledger
 from models.records import Bill, Expense, Invoice, Line
 
 CHART_SECONDS = 300

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from models.enums import AccountType
-from models.ledger import Account, TaxRate, Tokens
+from ledgers.protocol import Account, TaxRate, Tokens
 from models.records import Bill, Expense, Invoice, dump_record
 from models.tables import Connection, enum_type, new_id, utcnow
 

@@ -15,7 +15,7 @@ from models.company import get_connection
 from models.db import Database
 from models.enums import AlertKind, ConnectionStatus, Provider
 from models.errors import LedgerError, SyncErrorCode
-from models.ledger import LedgerFactory, Tokens
+from ledgers.protocol import LedgerFactory, Tokens
 from models.secrets import Vault, seal_tokens
 from models.services import Services
 from models.tables import Alert, Connection, utcnow
