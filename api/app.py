@@ -38,8 +38,8 @@ from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
-from models.errors import Unauthenticated
 from ledgers.link import LinkFailed, finish_link
+from models.errors import Unauthenticated
 from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from models.metrics import exposition, process_exited, service_state
 from models.services import Services

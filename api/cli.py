@@ -16,8 +16,9 @@ from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.wire import server_options
 from ledgers import books as sandbox
-from models.company import create_company, replace_key
-from ledgers.refresh import reseal_tokens
+from ledgers import create_company
+from models.company import replace_key
+from models.connections import reseal_tokens
 from models.db import connect, migrate
 from models.enums import Provider
 from models.errors import NotFound
@@ -83,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         "configure", help="change how a company's sandbox behaves from now on; print it"
     )
     configure.add_argument("--company-id", required=True)
-    configure.add_argument("--rate-limit-per-minute", type=int, metavar="N")
-    configure.add_argument("--max-concurrent", type=int, metavar="N")
+    configure.add_argument("--rate-limit-per-minute", type=_positive, metavar="N")
+    configure.add_argument("--max-concurrent", type=_positive, metavar="N")
+    configure.add_argument(
+        "--documents-per-call", type=_positive, metavar="N", help="records a push carries (50)"
+    )
     configure.add_argument("--transient-error-rate", type=_share, metavar="F")
     configure.add_argument("--latency-ms", type=int, metavar="MS")
     configure.add_argument(
@@ -98,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     configure.set_defaults(handler=lambda a, s: _run(_sandbox_configure(a, s)))
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return value
 
 
 def _share(text: str) -> float:
@@ -166,7 +177,13 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
 
 
 async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> None:
-    names = ("rate_limit_per_minute", "max_concurrent", "transient_error_rate", "latency_ms")
+    names = (
+        "rate_limit_per_minute",
+        "max_concurrent",
+        "documents_per_call",
+        "transient_error_rate",
+        "latency_ms",
+    )
     changes = {
         name: value
         for name in (*names, "timeout_rate")

@@ -1,8 +1,10 @@
 """What every resolver gets: the process's services and the company the key belongs to."""
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -11,17 +13,17 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
-from models.batch import item_pages
+from ledgers.gateway import Gateway, Pace, pace
+from ledgers.protocol import LedgerFactory
+from models.batch import documents_ahead, item_pages, progress_completion
 from models.company import connection_of
-from ledgers.refresh import usable_connection
 from models.db import rows_by_parent
 from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
-from ledgers.protocol import Ledger, LedgerFactory
 from models.pagination import Page, PageRequest
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, Connection, PushAttempt, SyncItem, WebhookAttempt
+from models.tables import Company, PushAttempt, SyncBatch, SyncItem, WebhookAttempt, utcnow
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 ItemPageKey = tuple[str, ItemStatus | None, PageRequest]  # batch id, status, page
@@ -83,12 +85,41 @@ class Context:
             lambda ids: rows_by_parent(db, WebhookAttempt, "delivery_id", ids, order="number")
         )
 
-    async def ledger(self, company_id: str) -> tuple[Connection, Ledger]:
-        """The company's connection, its access token refreshed first if it is about to
-        expire (as the worker does), and an adapter holding it."""
+    @cached_property
+    def documents_ahead(self) -> DataLoader[str, dict[str, int]]:
+        """One query for the backlog of every company whose batches a response shows."""
+        db = self.services.db
+        return DataLoader(
+            lambda ids: asyncio.gather(*(documents_ahead(db, company_id=c) for c in ids))
+        )
+
+    @cached_property
+    def paces(self) -> DataLoader[str, Pace | None]:
+        """Each company's connection's pace, read once per response."""
+        return DataLoader(lambda ids: asyncio.gather(*(self._pace(c) for c in ids)))
+
+    async def _pace(self, company_id: str) -> Pace | None:
+        try:
+            connection = await connection_of(self.services.db, company_id=company_id)
+        except NotFound:
+            return None
+        return await pace(self.services, self.ledger_for, connection)
+
+    async def estimated_completion(self, batch: SyncBatch) -> datetime | None:
+        """When an unfinished batch should be done: at the connection's pace, once what is
+        queued before it has gone, or at the pace it has gone so far, whichever is later."""
+        now = utcnow()
+        ahead = (await self.documents_ahead.load(batch.company_id)).get(batch.id)
+        found = await self.paces.load(batch.company_id)
+        by_rate = None if ahead is None or found is None else found.done_at(ahead, now)
+        by_progress = progress_completion(batch, now)
+        estimates = [e for e in (by_rate, by_progress) if e is not None]
+        return max(estimates, default=None)
+
+    async def ledger(self, company_id: str) -> Gateway:
+        """The company's ledger, through the gateway that paces every call to it."""
         connection = await connection_of(self.services.db, company_id=company_id)
-        connection = await usable_connection(self.services, self.ledger_for, connection)
-        return connection, self.ledger_for(connection)
+        return await Gateway.open(self.services, self.ledger_for, connection)
 
     def own(self, company_id: str) -> str:
         """The caller's company id, if that is the one asked for; any other is not found."""

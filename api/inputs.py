@@ -7,9 +7,9 @@ from typing import Any
 
 import strawberry
 
+from ledgers.protocol import Account, TaxRate
 from models.enums import AccountType, RecordType
 from models.errors import InvalidInput
-from ledgers.protocol import Account, TaxRate
 from models.records import Bill, Expense, Invoice, parse_records
 
 

@@ -29,12 +29,11 @@ from api.types import (
     TaxRate,
     record_of,
 )
+from ledgers.link import start_link
 from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
-from ledgers.refresh import reconnected
+from models.connections import reconnected
 from models.enums import Provider, RecordType
-from ledgers.link import start_link
-from ledgers.chart import forget_chart
 from models.queue import enqueue_sync
 
 PREFLIGHT = Annotated[
@@ -171,9 +170,8 @@ class Mutation:
         self, info: Info, company_id: strawberry.ID, input: AccountInput
     ) -> Account:
         ctx = info.context
-        connection, ledger = await ctx.ledger(ctx.own(company_id))
-        created = await ledger.create_account(to_account(input))
-        await forget_chart(ctx.services.redis, connection_id=connection.id)
+        gateway = await ctx.ledger(ctx.own(company_id))
+        created = await gateway.create_account(to_account(input))
         return Account.from_row(created)
 
     @strawberry.mutation(description="Create a tax rate in the company's ledger.")
@@ -181,9 +179,8 @@ class Mutation:
         self, info: Info, company_id: strawberry.ID, input: TaxRateInput
     ) -> TaxRate:
         ctx = info.context
-        connection, ledger = await ctx.ledger(ctx.own(company_id))
-        created = await ledger.create_tax_rate(to_tax_rate(input))
-        await forget_chart(ctx.services.redis, connection_id=connection.id)
+        gateway = await ctx.ledger(ctx.own(company_id))
+        created = await gateway.create_tax_rate(to_tax_rate(input))
         return TaxRate.from_row(created)
 
 

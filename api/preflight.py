@@ -5,8 +5,8 @@ from collections.abc import Sequence
 import strawberry
 
 from api.context import Context
+from ledgers.chart import Problem, problems
 from models.errors import InvalidInput, SyncErrorCode
-from ledgers.chart import Problem, chart, problems
 from models.records import Bill, Expense, Invoice
 
 
@@ -33,9 +33,8 @@ async def ledger_problems(
     ctx: Context, company_id: str, records: Sequence[Expense | Bill | Invoice], *, field: str
 ) -> list[Problem]:
     """What the company's ledger would refuse in the records, checked against its chart."""
-    connection, ledger = await ctx.ledger(company_id)
-    known = await chart(ctx.services.redis, ledger, connection_id=connection.id)
-    return problems(records, known, field=field)
+    gateway = await ctx.ledger(company_id)
+    return problems(records, await gateway.chart(), field=field)
 
 
 def refusal(found: Sequence[Problem]) -> InvalidInput:

@@ -98,14 +98,14 @@ class Query:
     @strawberry.field(description="The chart of accounts of the company's ledger.")
     async def accounts(self, info: Info, company_id: strawberry.ID) -> list[Account]:
         ctx = info.context
-        _, ledger = await ctx.ledger(ctx.own(company_id))
-        return [Account.from_row(a) for a in await ledger.accounts()]
+        gateway = await ctx.ledger(ctx.own(company_id))
+        return [Account.from_row(a) for a in await gateway.accounts()]
 
     @strawberry.field(description="The tax rates of the company's ledger.")
     async def tax_rates(self, info: Info, company_id: strawberry.ID) -> list[TaxRate]:
         ctx = info.context
-        _, ledger = await ctx.ledger(ctx.own(company_id))
-        return [TaxRate.from_row(t) for t in await ledger.tax_rates()]
+        gateway = await ctx.ledger(ctx.own(company_id))
+        return [TaxRate.from_row(t) for t in await gateway.tax_rates()]
 
     @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
     async def validate_expenses(

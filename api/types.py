@@ -8,8 +8,12 @@ from typing import Annotated, Any, Generic, TypeVar
 import strawberry
 
 from api.context import Info
+from ledgers.gateway import Budget, budget
+from ledgers.protocol import Account as AccountRow
+from ledgers.protocol import TaxRate as TaxRateRow
 from models.batch import list_items
 from models.enums import (
+    TERMINAL_BATCH_STATUSES,
     AccountType,
     BatchStatus,
     ConnectionStatus,
@@ -19,8 +23,6 @@ from models.enums import (
 )
 from models.errors import SyncError as SyncErrorRow
 from models.errors import SyncErrorCode
-from ledgers.protocol import Account as AccountRow
-from ledgers.protocol import TaxRate as TaxRateRow
 from models.pagination import Keyset, Page, PageRequest, encode_cursor, page_size
 from models.records import Bill as BillRecord
 from models.records import Expense as ExpenseRecord
@@ -272,6 +274,16 @@ class SyncBatch:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    row: strawberry.Private[SyncBatchRow]
+
+    @strawberry.field(
+        description="When the batch should be done, from its connection's backlog and pace "
+        "(and its own pace so far); null once it has ended."
+    )
+    async def estimated_completion_at(self, info: Info) -> datetime | None:
+        if self.status in TERMINAL_BATCH_STATUSES:
+            return None
+        return await info.context.estimated_completion(self.row)
 
     @strawberry.field(description="The batch's items in the order they were given.")
     async def items(
@@ -307,6 +319,7 @@ class SyncBatch:
             started_at=row.started_at,
             completed_at=row.completed_at,
             updated_at=row.updated_at,
+            row=row,
         )
 
 
@@ -353,6 +366,31 @@ class TaxRate:
         return cls(code=row.code, name=row.name, rate=row.rate)
 
 
+@strawberry.type(description="What the ledger allows the connection, and what is left of it.")
+class RateLimit:
+    calls_per_minute: int
+    concurrent: int = strawberry.field(description="Calls at once.")
+    documents_per_call: int = strawberry.field(
+        description="Records one call carries: a push of 1,000 takes 1,000 / this calls."
+    )
+    remaining_this_minute: int = strawberry.field(
+        description="As the ledger last said where it says (Xero), else by our count."
+    )
+    daily_limit: int | None = strawberry.field(description="Calls a day; null: none.")
+    daily_remaining: int | None
+
+    @classmethod
+    def from_budget(cls, found: Budget) -> "RateLimit":
+        return cls(
+            calls_per_minute=found.limits.per_minute,
+            concurrent=found.limits.concurrent,
+            documents_per_call=found.limits.documents_per_call,
+            remaining_this_minute=found.remaining_this_minute,
+            daily_limit=found.limits.per_day,
+            daily_remaining=found.remaining_today,
+        )
+
+
 @strawberry.type(name="Connection", description="A company's link to its accounting system.")
 class LedgerConnection:
     provider: str
@@ -366,6 +404,12 @@ class LedgerConnection:
         description="Set by `reconnect` for a ledger that connects through its Link flow: "
         "send the user there to connect again.",
     )
+    row: strawberry.Private[Connection]
+
+    @strawberry.field(description="The ledger's limits for this connection, and what is left.")
+    async def rate_limit(self, info: Info) -> RateLimit:
+        ctx = info.context
+        return RateLimit.from_budget(await budget(ctx.services, ctx.ledger_for, self.row))
 
     @classmethod
     def from_row(cls, row: Connection, authorization_url: str | None = None) -> "LedgerConnection":
@@ -375,6 +419,7 @@ class LedgerConnection:
             expires_at=row.expires_at,
             tenant_id=row.tenant_id,
             authorization_url=authorization_url,
+            row=row,
         )
 
 

@@ -1,17 +1,18 @@
-"""The sync job: push a batch's PENDING items to the company's ledger, in chunks.
+"""The sync job: push a batch's PENDING items to the company's ledger, in chunks of calls.
 
 One arq job per batch, not per item: the batch's terminal event must follow all its items',
-and writing transitions a chunk at a time (two transactions per 50 items) is what keeps the
+and writing transitions a chunk at a time (two transactions per chunk) is what keeps the
 database from being the bottleneck. The job is idempotent: it only ever claims PENDING items
-(a conditional move, so two jobs for one batch never push an item twice), and each push
-carries the item's id as idempotency key.
+(a conditional move, so two jobs for one batch never push an item twice), each item's id is
+its document's key at the ledger, and an item pushed before is looked for before it is
+pushed again.
 
-A chunk's pushes run at once, each waiting its turn in the connection's `Limiter`, so the
-ledger's rate and concurrency limits hold across all workers (and `WORKER_MAX_PUSHES` bounds
-a process's pushes in flight). A job works for one slice (`JOB_SLICE_SECONDS`), in chunks
-sized to fit it at the ledger's rate, then queues the rest of its batch behind the other
-jobs: a company with a large, slow backlog takes turns with the others instead of holding
-every worker.
+A chunk is as many calls as the ledger allows at once, each carrying up to the ledger's
+documents per call (Xero 50, QuickBooks 30); the calls run together, each waiting its turn
+in the connection's gateway, so the ledger's limits hold across all workers (and
+`WORKER_MAX_PUSHES` bounds a process's calls in flight). A job works for one slice
+(`JOB_SLICE_SECONDS`), then queues the rest of its batch behind the other jobs: a company
+with a large, slow backlog takes turns with the others instead of holding every worker.
 """
 
 import asyncio
@@ -26,11 +27,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from jobs.context import WorkerContext, from_ctx
-from ledgers.limiter import Limiter
+from ledgers.gateway import Gateway
+from ledgers.protocol import Entry
 from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
-from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
@@ -42,8 +43,11 @@ from models.transitions import Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 50
+MAX_CHUNK = 500  # items claimed and settled in one transition each way
 OUTAGE_RETRY_SECONDS = 1
+STRANDED = SyncError(
+    SyncErrorCode.PROVIDER_ERROR, "The worker stopped mid-push: the outcome is looked up."
+)
 
 
 async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
@@ -72,24 +76,23 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             return
         connection = await get_connection(session, company_id=batch.company_id)
     await _recover(deps, batch_id=batch_id)
-    link = None if connection is None else _Link(deps, connection)
-    if link is None or not await link.usable():
+    gateway = (
+        None
+        if connection is None
+        else await Gateway.open(deps.services, deps.ledger_for, connection)
+    )
+    if gateway is None or gateway.connection.status is not ConnectionStatus.ACTIVE:
         await _fail_batch(deps, batch, connection)
         return
-    limiter = Limiter(
-        deps.services.redis,
-        connection_id=link.connection.id,
-        provider=link.connection.provider,
-        limits=await link.ledger.limits(),
-        lease_seconds=settings.job_timeout_seconds,
-    )
+    limits = gateway.limiter.limits
     slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
-    chunk_size = min(CHUNK_SIZE, limiter.calls_within(slice_seconds))
+    calls = min(limits.concurrent, gateway.limiter.calls_within(slice_seconds))
+    chunk_size = min(MAX_CHUNK, calls * limits.documents_per_call)
     ends = time.monotonic() + slice_seconds
     while chunk := await items_in(
         db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
     ):
-        backlog = await limiter.backlog()
+        backlog = await gateway.limiter.backlog()
         if time.monotonic() > ends or backlog > slice_seconds:
             log.info(
                 "slice over, the rest of the batch runs in %.1fs at the earliest",
@@ -105,61 +108,58 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-        results = await asyncio.gather(
-            *(_push(deps, link, limiter, item) for item in chunk if item.id in mine)
+        items = [item for item in chunk if item.id in mine]
+        per_call = limits.documents_per_call
+        calls_made = await asyncio.gather(
+            *(_push(deps, gateway, items[n : n + per_call]) for n in range(0, len(items), per_call))
         )
+        results = [move for moves in calls_made for move in moves]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
-        _report(link.connection.provider, batch, results)
+        _report(gateway.connection.provider, batch, results)
         await _judge(deps, batch, results)
-        if not await link.usable():
-            await _fail_batch(deps, batch, link.connection)
+        if not await gateway.usable():
+            await _fail_batch(deps, batch, gateway.connection)
             return
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
 
 
-class _Link:
-    """The batch's connection and an adapter holding its current tokens, renewed together."""
+async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]) -> list[ItemMove]:
+    """Push the items in one call (again, for those a transient failure left), retrying with
+    backoff up to `max_push_attempts`, and return each one's move.
 
-    def __init__(self, deps: WorkerContext, connection: Connection) -> None:
-        self.deps = deps
-        self.connection = connection
-        self.ledger = deps.ledger_for(connection)
+    Items pushed before, by an earlier job or attempt whose outcome is unknown, are first
+    looked for in the ledger: the ones found succeeded. A call that fails as a whole after
+    the ledger may have written (a timeout, a dropped connection, a 5xx) is repeated
+    identically, with the same idempotency key, so the ledger answers what it did.
 
-    async def usable(self, *, refused: Connection | None = None) -> bool:
-        """Whether the connection still works, its token refreshed first if it is expiring,
-        or if the ledger `refused` the tokens of that copy (unless another push has already
-        renewed them since: pushes run at once)."""
-        seen = refused or self.connection
-        fresh = await usable_connection(
-            self.deps.services, self.deps.ledger_for, seen, force=refused is not None
-        )
-        if fresh is not seen:  # read under the refresh lock: the newest there is
-            self.connection, self.ledger = fresh, self.deps.ledger_for(fresh)
-        return fresh.status is ConnectionStatus.ACTIVE
-
-
-async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncItem) -> ItemMove:
-    """Push the item, retrying transient failures with backoff, up to `max_push_attempts`.
-
-    A refused access token is refreshed once and the push tried again at once. A 429's
-    Retry-After holds every push to the ledger (the limiter) for that long; when it is longer
-    than `retry_max_seconds` (a daily limit), the item goes back to PENDING and the batch's
+    A refused access token is refreshed once and the call made again at once. A 429's
+    Retry-After holds every call to the ledger (the limiter) for that long; when it is longer
+    than `retry_max_seconds` (a daily limit), the items go back to PENDING and the batch's
     job is deferred until then, holding no worker meanwhile. An outage of our own Redis or
-    database spends no attempt: with a chunk's pushes in flight together, it would otherwise
-    fail whichever of them ran out of attempts before it ended."""
+    database spends no attempt."""
     settings = deps.services.settings
-    record = load_record(item.payload)
-    attempts: list[Attempt] = []
+    entries = {item.id: Entry(item.id, load_record(item.payload)) for item in items}
+    attempts: dict[str, list[Attempt]] = {key: [] for key in entries}
+    moves: dict[str, ItemMove] = {}
+    pending = [entries[item.id] for item in items]
+    unknown = [entries[item.id] for item in items if item.attempts]
     refreshed = False
-    while True:
+    while pending:
         retry_after: float | None = None
+        connection = gateway.connection
         started_at, start = utcnow(), time.perf_counter()
-        connection, ledger = link.connection, link.ledger
         try:
-            async with limiter.call(), deps.pushes:  # a slot of the process's only for the call
-                started_at, start = utcnow(), time.perf_counter()  # the push, not the wait
+            if unknown:
+                found = await gateway.find(unknown)
+                for key, external_id in found.items():
+                    moves[key] = _moved(key, ItemStatus.SUCCESS, attempts, external_id)
+                pending, unknown = [entry for entry in pending if entry.key not in found], []
+                if not pending:
+                    break
+            async with gateway.turn() as ledger, deps.pushes:  # our turn, then a process slot
+                started_at, start = utcnow(), time.perf_counter()  # the call, not the wait
                 try:
-                    external_id = await ledger.push(record, idempotency_key=item.id)
+                    outcomes = await ledger.push(pending)
                 finally:
                     PUSH_SECONDS.labels(connection.provider).observe(time.perf_counter() - start)
         except LedgerError as exc:
@@ -169,31 +169,71 @@ async def _push(deps: WorkerContext, link: _Link, limiter: Limiter, item: SyncIt
                 "push interrupted by our own outage: %r; again in %ss",
                 exc,
                 OUTAGE_RETRY_SECONDS,
-                extra={"batch_id": item.batch_id, "item_id": item.id},
+                extra={"batch_id": items[0].batch_id},
             )
-            await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the key makes a
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the keys make a
             continue  # post that did happen a no-op); the job's timeout bounds the wait
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
-            log.exception(
-                "push failed unexpectedly", extra={"batch_id": item.batch_id, "item_id": item.id}
-            )
+            log.exception("push failed unexpectedly", extra={"batch_id": items[0].batch_id})
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
             error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
         else:
-            attempts.append(Attempt(started_at, _ms_since(start)))
-            return ItemMove(item.id, ItemStatus.SUCCESS, external_id=external_id, attempts=attempts)
-        attempts.append(Attempt(started_at, _ms_since(start), error))
+            took = _ms_since(start)
+            again = []
+            for entry, outcome in zip(pending, outcomes, strict=True):
+                failure = outcome.error if isinstance(outcome, LedgerError) else None
+                attempts[entry.key].append(Attempt(started_at, took, failure))
+                if failure is None:
+                    moves[entry.key] = _moved(entry.key, ItemStatus.SUCCESS, attempts, str(outcome))
+                elif (
+                    failure.code in TRANSIENT
+                    and len(attempts[entry.key]) < settings.max_push_attempts
+                ):
+                    again.append(entry)
+                else:
+                    moves[entry.key] = _moved(entry.key, ItemStatus.FAILED, attempts, error=failure)
+            pending = again
+            if pending:
+                await asyncio.sleep(backoff(len(attempts[pending[0].key]), None, settings))
+            continue
+        took = _ms_since(start)
+        for entry in pending:
+            attempts[entry.key].append(Attempt(started_at, took, error))
+        tries = len(attempts[pending[0].key])
         if error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED and retry_after:
-            await limiter.hold(retry_after)  # every push to this ledger waits, not just this one
+            await gateway.limiter.hold(retry_after)  # every call to this ledger waits
             if retry_after > settings.retry_max_seconds:  # e.g. a daily limit: back to PENDING,
-                return ItemMove(item.id, ItemStatus.PENDING, attempts=attempts)  # job deferred
+                return _all(moves, pending, ItemStatus.PENDING, attempts)  # the job deferred
         if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
             refreshed = True
-            if await link.usable(refused=connection):
+            if await gateway.usable(refused=connection):
                 continue
-        if error.code not in TRANSIENT or len(attempts) >= settings.max_push_attempts:
-            return ItemMove(item.id, ItemStatus.FAILED, error=error, attempts=attempts)
-        await asyncio.sleep(backoff(len(attempts), retry_after, settings))
+        if error.code not in TRANSIENT or tries >= settings.max_push_attempts:
+            return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
+        await asyncio.sleep(backoff(tries, retry_after, settings))
+    return [moves[item.id] for item in items]
+
+
+def _moved(
+    key: str,
+    to: ItemStatus,
+    attempts: dict[str, list[Attempt]],
+    external_id: str | None = None,
+    error: SyncError | None = None,
+) -> ItemMove:
+    return ItemMove(key, to, error=error, external_id=external_id, attempts=attempts[key])
+
+
+def _all(
+    moves: dict[str, ItemMove],
+    pending: Sequence[Entry],
+    to: ItemStatus,
+    attempts: dict[str, list[Attempt]],
+    error: SyncError | None = None,
+) -> list[ItemMove]:
+    """Every item's move: the ones settled, and the rest moved `to`."""
+    rest = {e.key: _moved(e.key, to, attempts, error=error) for e in pending}
+    return list({**moves, **rest}.values())
 
 
 def _report(provider: str, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
@@ -248,9 +288,10 @@ def _ms_since(start: float) -> float:
 
 
 async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
-    """Put back the items a dead worker left PROCESSING, to be pushed again (safe: the item id
-    is the idempotency key). An item claimed longer ago than the job timeout has no living job:
-    arq cancels a job at its timeout, and reruns a killed worker's job only after it."""
+    """Put back the items a dead worker left PROCESSING, with an attempt whose outcome is
+    unknown: before they are pushed again, they are looked for in the ledger. An item
+    claimed longer ago than the job timeout has no living job: arq cancels a job at its
+    timeout, and reruns a killed worker's job only after it."""
     db, timeout = deps.services.db, deps.services.settings.job_timeout_seconds
     stranded = await items_in(
         db,
@@ -260,7 +301,8 @@ async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
         unchanged_since=utcnow() - timedelta(seconds=timeout),
     )
     if stranded:
-        moves = [ItemMove(item.id, ItemStatus.PENDING) for item in stranded]
+        lost = [Attempt(utcnow(), 0.0, STRANDED)]
+        moves = [ItemMove(item.id, ItemStatus.PENDING, attempts=lost) for item in stranded]
         await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=moves, strict=False)
         log.warning(
             "%d items left mid-push were put back", len(stranded), extra={"batch_id": batch_id}

@@ -1,13 +1,14 @@
 """The sandbox ledger's own books: a built-in accounting system that lives in our database.
 
-It plays a third party, so it is reached only through `ledgers.sandbox` (and the
-`sandbox records` CLI that shows what was posted). Its chart is seeded like Xero's demo company.
+It plays a third party, so only `ledgers.sandbox` posts to it, through `Books`, each method
+one transaction of its own; the session functions serve company creation and the `sandbox`
+CLI (what was posted, how it misbehaves). Its chart is seeded like Xero's demo company.
 """
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,12 +24,16 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
+from ledgers.protocol import Account, Entry, Outcome, TaxRate
+from models.db import Database
 from models.enums import AccountType
-from ledgers.protocol import Account, TaxRate, Tokens
+from models.errors import Conflict, LedgerError
 from models.records import Bill, Expense, Invoice, dump_record
+from models.secrets import Tokens
 from models.tables import Connection, enum_type, new_id, utcnow
 
 TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
@@ -116,6 +121,7 @@ class SandboxBehaviour(SQLModel, table=True):
     company_id: str = Field(primary_key=True, max_length=40)
     rate_limit_per_minute: int | None = None
     max_concurrent: int | None = None
+    documents_per_call: int | None = None
     transient_error_rate: float = 0.0  # share of calls answered 503
     latency_ms: int = 0
     timeout_rate: float = 0.0  # share of posts recorded, yet answered with a timeout
@@ -208,6 +214,13 @@ async def expire_access_token(session: AsyncSession, *, company_id: str) -> None
     )
 
 
+async def open_books(session: AsyncSession, company_id: str) -> Tokens:
+    """A new company's books, with the standard chart of accounts and tax rates, and its
+    first grant (`models.company.Connect`)."""
+    seed(session, company_id=company_id)
+    return await grant(session, company_id=company_id)
+
+
 def seed(session: AsyncSession, *, company_id: str) -> None:
     """Give a newly connected company the standard chart of accounts and tax rates."""
     session.add_all(
@@ -260,9 +273,9 @@ _GATE = (
     .outerjoin(_behaviours, _behaviours.c.company_id == _asked.c.company_id)
     .outerjoin(_grants, _grants.c.company_id == _asked.c.company_id)
 )
-_POSTED = select(_records.c.external_id).where(
+_POSTED = select(_records.c.idempotency_key, _records.c.external_id).where(
     _records.c.company_id == bindparam("company_id"),
-    _records.c.idempotency_key == bindparam("idempotency_key"),
+    _records.c.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
 _CHART = union_all(
     select(_accounts.c.code, _accounts.c.type).where(
@@ -296,45 +309,134 @@ async def gate(
     return knobs, allowed
 
 
+Check = Callable[[Expense | Bill | Invoice, dict[str, AccountType], set[str]], None]
+"""Refuses a record, given which of its accounts (with their class) and tax rates exist."""
+
+
 async def post(
-    conn: AsyncConnection,
-    *,
-    company_id: str,
-    idempotency_key: str,
-    record: Expense | Bill | Invoice,
-    check: Callable[[dict[str, AccountType], set[str]], None],
-) -> str:
-    """Record the post once per key and return its external id; `check` refuses it first,
-    given which of its accounts (with their class) and tax rates the chart has."""
-    keyed = {"company_id": company_id, "idempotency_key": idempotency_key}
-    posted: str | None = await conn.scalar(_POSTED, keyed)
-    if posted is not None:
-        return posted
+    conn: AsyncConnection, *, company_id: str, entries: Sequence[Entry], check: Check
+) -> list[Outcome]:
+    """Record each entry once per key, in one statement, and return its external id (the first
+    one's, for a key posted before) or what `check` refused it for."""
+    keys = [entry.key for entry in entries]
+    posted = await found(conn, company_id=company_id, keys=keys)
+    records = [entry.record for entry in entries]
     chart = await conn.execute(
         _CHART,
         {
             "company_id": company_id,
-            "account_codes": sorted({line.account_id for line in record.lines}),
-            "tax_codes": sorted({line.tax_rate_id for line in record.lines if line.tax_rate_id}),
+            "account_codes": sorted({line.account_id for r in records for line in r.lines}),
+            "tax_codes": sorted(
+                {line.tax_rate_id for r in records for line in r.lines if line.tax_rate_id}
+            ),
         },
     )
     rows = chart.all()
-    check(
-        {code: AccountType(kind) for code, kind in rows if kind is not None},
-        {code for code, kind in rows if kind is None},
-    )
-    external_id = new_id("sbx")
-    await conn.execute(
-        _records.insert(),
-        {
-            **keyed,
-            "external_id": external_id,
-            "record_type": record.record_type,
-            "amount": str(record.total),
-            "currency": record.currency,
-            "reference": record.reference,
-            "payload": dump_record(record),
-            "created_at": utcnow(),
-        },
-    )
-    return external_id
+    accounts = {code: AccountType(kind) for code, kind in rows if kind is not None}
+    tax_rates = {code for code, kind in rows if kind is None}
+    outcomes: list[Outcome] = []
+    new_rows = []
+    for entry in entries:
+        if entry.key in posted:
+            outcomes.append(posted[entry.key])
+            continue
+        try:
+            check(entry.record, accounts, tax_rates)
+        except LedgerError as refused:
+            outcomes.append(refused)
+            continue
+        external_id = posted[entry.key] = new_id("sbx")  # a key twice in one call: one post
+        outcomes.append(external_id)
+        record = entry.record
+        new_rows.append(
+            {
+                "company_id": company_id,
+                "idempotency_key": entry.key,
+                "external_id": external_id,
+                "record_type": record.record_type,
+                "amount": str(record.total),
+                "currency": record.currency,
+                "reference": record.reference,
+                "payload": dump_record(record),
+                "created_at": utcnow(),
+            }
+        )
+    if new_rows:
+        await conn.execute(_records.insert(), new_rows)
+    return outcomes
+
+
+async def found(conn: AsyncConnection, *, company_id: str, keys: Sequence[str]) -> dict[str, str]:
+    """The external ids of the keys posted before, by key."""
+    rows = await conn.execute(_POSTED, {"company_id": company_id, "keys": list(keys)})
+    return {key: external_id for key, external_id in rows}
+
+
+class Books:
+    """One company's books as its adapter uses them: each method its own transaction."""
+
+    def __init__(self, db: Database, *, company_id: str) -> None:
+        self.db = db
+        self.company_id = company_id
+
+    async def gate(self, access_token: str | None) -> tuple[SandboxBehaviour, bool]:
+        async with self.db.engine.connect() as conn:
+            return await gate(conn, company_id=self.company_id, access_token=access_token)
+
+    async def behaviour(self) -> SandboxBehaviour:
+        async with self.db.sessions() as session:
+            return await behaviour(session, company_id=self.company_id)
+
+    async def refresh(self, refresh_token: str) -> Tokens | None:
+        async with self.db.transaction() as session:
+            return await refresh(session, company_id=self.company_id, refresh_token=refresh_token)
+
+    async def grant(self) -> Tokens:
+        async with self.db.transaction() as session:
+            return await grant(session, company_id=self.company_id)
+
+    async def post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
+        """Post in one transaction. Two calls racing with one key: the loser's whole call
+        fails on the key's uniqueness and runs again, finding the winner's post."""
+        try:
+            return await self._post(entries, check)
+        except IntegrityError:
+            return await self._post(entries, check)
+
+    async def _post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
+        async with self.db.engine.begin() as conn:
+            return await post(conn, company_id=self.company_id, entries=entries, check=check)
+
+    async def found(self, keys: Sequence[str]) -> dict[str, str]:
+        async with self.db.engine.connect() as conn:
+            return await found(conn, company_id=self.company_id, keys=keys)
+
+    async def accounts(self) -> list[Account]:
+        async with self.db.sessions() as session:
+            return await accounts(session, company_id=self.company_id)
+
+    async def tax_rates(self) -> list[TaxRate]:
+        async with self.db.sessions() as session:
+            return await tax_rates(session, company_id=self.company_id)
+
+    async def add_account(self, account: Account) -> None:
+        row = SandboxAccount(
+            company_id=self.company_id, code=account.code, name=account.name, type=account.type
+        )
+        await self._insert(row, f"account code '{account.code}' already exists")
+
+    async def add_tax_rate(self, tax_rate: TaxRate) -> None:
+        row = SandboxTaxRate(
+            company_id=self.company_id,
+            code=tax_rate.code,
+            name=tax_rate.name,
+            rate=str(tax_rate.rate),
+        )
+        await self._insert(row, f"tax rate code '{tax_rate.code}' already exists")
+
+    async def _insert(self, row: SandboxAccount | SandboxTaxRate, taken: str) -> None:
+        try:
+            async with self.db.transaction() as session:
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(taken, field="input.code") from None

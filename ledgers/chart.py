@@ -1,20 +1,20 @@
 """Preflight: find the records a ledger would refuse before anything is queued.
 
 Checks every line's account (known, and of a class the record may post to) and tax rate
-against the ledger's chart. The chart is read through the ledger once per `CHART_SECONDS` and
-connection, and kept in Redis so every API process shares it; creating an account or a tax
-rate through us forgets it at once.
+against the ledger's chart. The chart is read through the gateway once per `CHART_SECONDS`
+and connection, and kept in Redis so every API process shares it; creating an account or a
+tax rate through the gateway forgets it at once.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from ledgers.protocol import Account, TaxRate
 from models.enums import AccountType
 from models.errors import HINTS, SyncErrorCode
-from ledgers.protocol import Ledger
 from models.records import Bill, Expense, Invoice, Line
 
 CHART_SECONDS = 300
@@ -44,21 +44,27 @@ def _key(connection_id: str) -> str:
     return f"sync2books:chart:{connection_id}"
 
 
-async def chart(redis: Redis, ledger: Ledger, *, connection_id: str) -> Chart:
-    cached = await redis.get(_key(connection_id))
-    if cached is not None:
-        stored = json.loads(cached)
+async def cached(
+    redis: Redis,
+    connection_id: str,
+    accounts: Callable[[], Awaitable[list[Account]]],
+    tax_rates: Callable[[], Awaitable[list[TaxRate]]],
+) -> Chart:
+    """The connection's chart from the cache, else read with `accounts` and `tax_rates`."""
+    stored_chart = await redis.get(_key(connection_id))
+    if stored_chart is not None:
+        stored = json.loads(stored_chart)
         return Chart(stored["accounts"], frozenset(stored["taxRates"]))
     found = Chart(
-        {account.code: account.type for account in await ledger.accounts()},
-        frozenset(rate.code for rate in await ledger.tax_rates()),
+        {account.code: account.type for account in await accounts()},
+        frozenset(rate.code for rate in await tax_rates()),
     )
     stored = {"accounts": found.accounts, "taxRates": sorted(found.tax_rates)}
     await redis.set(_key(connection_id), json.dumps(stored), ex=CHART_SECONDS)
     return found
 
 
-async def forget_chart(redis: Redis, *, connection_id: str) -> None:
+async def forget(redis: Redis, *, connection_id: str) -> None:
     await redis.delete(_key(connection_id))
 
 

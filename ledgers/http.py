@@ -9,7 +9,7 @@ import httpx
 from redis.asyncio import Redis
 
 from models.errors import LedgerError, SyncErrorCode
-from ledgers.protocol import Tokens
+from models.secrets import Tokens
 
 MEMO_SECONDS = 86400
 
@@ -60,12 +60,15 @@ class LedgerHttp:
         headers: Mapping[str, str],
         tokens: Tokens | None,
         classify: Callable[[httpx.Response], LedgerError],
+        observe: Callable[[httpx.Response], Awaitable[None]] | None = None,
     ) -> None:
+        """`observe` sees every answer (Xero's remaining limits are in its headers)."""
         self.client = client
         self.base_url = base_url
         self.headers = dict(headers)
         self.tokens = tokens
         self.classify = classify
+        self.observe = observe
 
     async def call(
         self,
@@ -92,6 +95,8 @@ class LedgerHttp:
         except httpx.HTTPError as exc:
             message = f"The ledger could not be reached ({type(exc).__name__})."
             raise LedgerError(SyncErrorCode.PROVIDER_ERROR, message) from exc
+        if self.observe is not None:
+            await self.observe(response)
         if not response.is_success:
             raise self.classify(response)
         return response.json()

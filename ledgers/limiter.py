@@ -4,6 +4,7 @@ Calls per minute: each push reserves the connection's next free slot in Redis (G
 `60 / per_minute` seconds apart, on Redis's clock so workers on other hosts agree) and waits
 for it, so a large batch runs at the allowed rate instead of discovering it through 429s.
 Calls at once: a lease per call in a sorted set, expiring by itself if its worker dies.
+Each call is counted in its minute and its day, for what is left of the budget (`used`).
 """
 
 import asyncio
@@ -27,6 +28,12 @@ _RESERVE = (
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
 local next_slot = slot + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
+local minute = KEYS[2] .. ':' .. math.floor(slot / 60)
+redis.call('INCR', minute)
+redis.call('EXPIRE', minute, 120)
+local day = KEYS[3] .. ':' .. math.floor(slot / 86400)
+redis.call('INCR', day)
+redis.call('EXPIRE', day, 172800)
 return tostring(slot - now)
 """
 )
@@ -71,6 +78,8 @@ class Limiter:
         self.interval = 60 / limits.per_minute * MARGIN
         self._slots = f"sync2books:limit:{connection_id}:slots"
         self._calls = f"sync2books:limit:{connection_id}:calls"
+        self._minute = f"sync2books:limit:{connection_id}:minute"
+        self._day = f"sync2books:limit:{connection_id}:day"
         self._reserve = redis.register_script(_RESERVE)
         self._backlog = redis.register_script(_BACKLOG)
         self._hold = redis.register_script(_HOLD)
@@ -85,6 +94,14 @@ class Limiter:
         """No call before `seconds` from now, in any process: the ledger said so (a 429's
         Retry-After)."""
         await self._hold(keys=[self._slots], args=[seconds])
+
+    async def used(self) -> tuple[int, int]:
+        """The calls made (or given their slot) this minute and today, in every process."""
+        now = time.time()
+        minute, day = await self.redis.mget(
+            f"{self._minute}:{int(now // 60)}", f"{self._day}:{int(now // 86400)}"
+        )
+        return int(minute or 0), int(day or 0)
 
     def calls_within(self, seconds: float) -> int:
         """How many calls the rate allows in `seconds` (at least one)."""
@@ -101,7 +118,8 @@ class Limiter:
         reserve a slot or ask Redis for a lease."""
         async with self._here:
             start = time.perf_counter()
-            wait = float(await self._reserve(keys=[self._slots], args=[self.interval]))
+            keys = [self._slots, self._minute, self._day]
+            wait = float(await self._reserve(keys=keys, args=[self.interval]))
             await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
             while not await self._lease(lease):

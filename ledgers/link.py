@@ -20,10 +20,10 @@ import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from ledgers.refresh import reconnected
+from models.connections import reconnected
 from models.enums import Provider
 from models.errors import InvalidInput, LedgerError, SyncErrorCode
-from ledgers.protocol import Tokens
+from models.secrets import Tokens
 from models.services import Services
 from models.settings import Settings
 from models.tables import Connection

@@ -1,16 +1,19 @@
 """What a ledger (accounting system) offers us, whatever the vendor: plain shapes and a Protocol.
 
-Adapters in `ledgers/` implement `Ledger` and turn vendor failures into `LedgerError`.
+Adapters (`ledgers.xero`, `ledgers.quickbooks`, `ledgers.sandbox`) implement `Ledger` and turn
+vendor failures into `LedgerError`. Nothing outside `ledgers/` calls an adapter directly: the
+API and the worker go through `ledgers.gateway`, which paces every call.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from models.enums import AccountType
+from models.errors import LedgerError
 from models.records import Bill, Expense, Invoice
+from models.secrets import Tokens
 from models.tables import Connection
 
 
@@ -30,19 +33,35 @@ class TaxRate:
 
 @dataclass(frozen=True)
 class Limits:
-    """What the ledger allows one connection: calls per minute, and calls at once."""
+    """What the ledger allows one connection: calls per minute, calls at once, documents per
+    call, and calls per day (None: no daily limit)."""
 
     per_minute: int
     concurrent: int
+    documents_per_call: int = 1
+    per_day: int | None = None
 
 
 @dataclass(frozen=True)
-class Tokens:
-    """An OAuth2 grant's tokens: stored only sealed (`models.secrets`), never shown or logged."""
+class Remaining:
+    """What is left of the limits, as the ledger last said (Xero's `X-MinLimit-Remaining` and
+    `X-DayLimit-Remaining`); None where it does not say."""
 
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    expires_at: datetime  # the access token's
+    this_minute: int | None = None
+    today: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A record to post, with its key: our item id, which the ledger keeps (an idempotency key
+    or a reference) so a repeated post is found rather than made twice."""
+
+    key: str
+    record: Expense | Bill | Invoice
+
+
+Outcome = str | LedgerError
+"""One record's outcome in a batch push: the ledger's id for it, or why it was refused."""
 
 
 class Ledger(Protocol):
@@ -50,6 +69,10 @@ class Ledger(Protocol):
     connection's next adapter holds the new ones."""
 
     async def limits(self) -> Limits: ...
+
+    async def remaining(self) -> Remaining:
+        """What the ledger last said is left, without a call of its own."""
+        ...
 
     async def refresh(self) -> Tokens:
         """Renew the grant with the refresh token (single-use at real ledgers: the old one
@@ -60,8 +83,16 @@ class Ledger(Protocol):
         """Connect afresh (the sandbox at once; a real ledger through its Link flow)."""
         ...
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        """Post the record once per key and return the ledger's id for it; raises LedgerError."""
+    async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        """Post up to `documents_per_call` records in one call, each once per key, and return
+        one outcome per entry, in order: one bad record fails alone. Raises LedgerError when
+        the call as a whole failed; after a timeout or a 5xx some records may be written, and
+        `find` tells which."""
+        ...
+
+    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+        """The ledger's ids of the entries it already holds, by key: how a push whose outcome
+        is unknown is settled before anything is pushed again."""
         ...
 
     async def accounts(self) -> list[Account]: ...

@@ -1,12 +1,15 @@
 """QuickBooks Online's Accounting API (v3): expenses as Purchases, bills as Bills, invoices as
-Invoices, each created once per `requestid` (QuickBooks answers a repeated id with the first
-answer).
+Invoices, up to 30 created by one `/batch` call, each operation answered on its own (the
+entity, or its `Fault`). A call carries a `requestid` made from its documents' keys
+(QuickBooks answers a repeated id with the first answer), and documents are read back by
+their `DocNumber` (the client's reference) when an earlier call's outcome is unknown.
 
-Limits per realm: 500 calls a minute and 10 at once (429, fault code 3001). Faults are mapped
-by their code and the element at fault: 2500 "Invalid Reference Id" and 610 "Object Not
-Found" on an account or tax code are INVALID_ACCOUNT_ID / INVALID_TAX_RATE_ID, 6000 business
-validation is VALIDATION_ERROR, 401 (3200) expires the access token (refreshed once, then
-CONNECTION_EXPIRED), 5xx is PROVIDER_ERROR.
+Limits per realm: 500 calls a minute and 10 at once (429, fault code 3001), of which 40
+batch calls a minute: the batch calls are what we pace, the lookups below go beside them.
+Faults are mapped by their code and the element at fault: 2500 "Invalid Reference Id" and
+610 "Object Not Found" on an account or tax code are INVALID_ACCOUNT_ID /
+INVALID_TAX_RATE_ID, 6000 business validation is VALIDATION_ERROR, 401 (3200) expires the
+access token (refreshed once, then CONNECTION_EXPIRED), 5xx is PROVIDER_ERROR.
 
 QuickBooks refers to everything by id: accounts' and tax codes' codes here are their ids.
 Bills need a vendor and invoices a customer by reference, found by display name or created;
@@ -15,20 +18,25 @@ found or created the same way; a purchase is paid from the realm's first bank ac
 Those ids are kept in Redis for a day.
 """
 
+import hashlib
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from ledgers.http import LedgerHttp, Memo, money, retry_after
+from ledgers.link import refresh_grant
+from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from ledgers.protocol import Account, Limits, TaxRate, Tokens
-from ledgers.link import refresh_grant
 from models.records import Bill, Expense, Invoice, Line
+from models.secrets import Tokens
 from models.services import Services
 
 MINOR_VERSION = "75"
+OPERATIONS_PER_BATCH = 30
+BATCH_CALLS_PER_MINUTE = 40
 ACCOUNT_TYPES = {
     "Expense": AccountType.EXPENSE,
     "Other Expense": AccountType.OVERHEADS,
@@ -57,7 +65,14 @@ class QuickBooksLedger:
 
     async def limits(self) -> Limits:
         settings = self.services.settings
-        return Limits(settings.quickbooks_rate_limit_per_minute, settings.quickbooks_max_concurrent)
+        return Limits(
+            min(settings.quickbooks_rate_limit_per_minute, BATCH_CALLS_PER_MINUTE),
+            settings.quickbooks_max_concurrent,
+            documents_per_call=OPERATIONS_PER_BATCH,
+        )
+
+    async def remaining(self) -> Remaining:
+        return Remaining()  # Intuit's answers do not say
 
     async def refresh(self) -> Tokens:
         return await refresh_grant(self.services.settings, Provider.QUICKBOOKS, self.tokens)
@@ -65,15 +80,57 @@ class QuickBooksLedger:
     async def reconnect(self) -> Tokens:
         raise Conflict("QuickBooks connects through its Link flow: start it with `reconnect`.")
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
+    async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        operations = [
+            {
+                "bId": str(n),
+                "operation": "create",
+                _entity(entry.record): await self._document(entry.record),
+            }
+            for n, entry in enumerate(entries)
+        ]
+        key = hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()
+        answer = await self.http.call(
+            "POST",
+            "/batch",
+            json={"BatchItemRequest": operations},
+            params={"minorversion": MINOR_VERSION, "requestid": key},
+        )
+        answered = {str(a["bId"]): a for a in answer.get("BatchItemResponse", [])}
+        outcomes: list[Outcome] = []
+        for n, entry in enumerate(entries):
+            one = answered.get(str(n), {})
+            made = one.get(_entity(entry.record))
+            if made is not None:
+                outcomes.append(str(made["Id"]))
+            else:
+                faults = _lowered(one.get("Fault", {}).get("Error", []))
+                outcomes.append(_classified(400, faults))
+        return outcomes
+
+    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+        """Documents with the entries' `DocNumber`s, one query per entity. An entry without a
+        reference cannot be read back, and is taken as not written."""
+        by_entity: dict[str, dict[str, Entry]] = {}
+        for entry in entries:
+            if entry.record.reference:
+                number = entry.record.reference[:21]
+                by_entity.setdefault(_entity(entry.record), {})[number] = entry
+        found: dict[str, str] = {}
+        for entity, numbered in by_entity.items():
+            listed = ", ".join(f"'{_quoted(number)}'" for number in numbered)
+            statement = f"select Id, DocNumber from {entity} where DocNumber in ({listed})"
+            for document in await self._query(entity, statement):
+                if (match := numbered.get(document.get("DocNumber", ""))) is not None:
+                    found[match.key] = str(document["Id"])
+        return found
+
+    async def _document(self, record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: JSON
         if isinstance(record, Expense):
-            entity, document = "Purchase", await self._purchase(record)
-        elif isinstance(record, Bill):
-            entity, document = "Bill", await self._bill(record)
-        else:
-            entity, document = "Invoice", await self._invoice(record)
-        answer = await self._create(entity, document, request_id=idempotency_key)
-        return str(answer["Id"])
+            return await self._purchase(record)
+        if isinstance(record, Bill):
+            return await self._bill(record)
+        return await self._invoice(record)
 
     async def _purchase(self, expense: Expense) -> dict[str, Any]:  # Any: QuickBooks' JSON
         document = {
@@ -124,11 +181,9 @@ class QuickBooksLedger:
         return _numbered(document, invoice.reference)
 
     async def _create(
-        self, entity: str, document: dict[str, Any], *, request_id: str | None = None
+        self, entity: str, document: dict[str, Any]
     ) -> dict[str, Any]:  # Any: QuickBooks' JSON
         params = {"minorversion": MINOR_VERSION}
-        if request_id is not None:
-            params["requestid"] = request_id
         answer = await self.http.call("POST", f"/{entity.lower()}", json=document, params=params)
         created: dict[str, Any] = answer[entity]
         return created
@@ -261,6 +316,12 @@ def _first_rate(code: dict[str, Any], rates: dict[str, Decimal]) -> Decimal:  # 
     return Decimal(0)
 
 
+def _entity(record: Expense | Bill | Invoice) -> str:
+    if isinstance(record, Expense):
+        return "Purchase"
+    return "Bill" if isinstance(record, Bill) else "Invoice"
+
+
 def _faults(response: httpx.Response) -> list[dict[str, Any]]:  # Any: JSON
     """The fault's errors: QuickBooks capitalises its keys, except on 401s."""
     try:
@@ -268,24 +329,29 @@ def _faults(response: httpx.Response) -> list[dict[str, Any]]:  # Any: JSON
     except ValueError:
         return []
     fault = body.get("Fault") or body.get("fault") or {}
-    errors: list[dict[str, Any]] = fault.get("Error") or fault.get("error") or []
+    return _lowered(fault.get("Error") or fault.get("error") or [])
+
+
+def _lowered(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:  # Any: JSON
     return [{key.lower(): value for key, value in error.items()} for error in errors]
 
 
 def _classify(response: httpx.Response) -> LedgerError:
-    status = response.status_code
-    faults = _faults(response)
+    error = _classified(response.status_code, _faults(response))
+    if error.error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED:
+        error.retry_after = retry_after(response)  # Intuit documents none: then our backoff
+    return error
+
+
+def _classified(status: int, faults: list[dict[str, Any]]) -> LedgerError:  # Any: JSON
+    """A call's or one batch operation's faults as our error code, in Intuit's words."""
     codes = {str(fault.get("code", "")).lstrip("0") for fault in faults}
     text = (
         " ".join(str(fault.get("detail") or fault.get("message") or "") for fault in faults).strip()
         or f"QuickBooks answered HTTP {status}."
     )
     if status == 429 or "3001" in codes:
-        return LedgerError(
-            SyncErrorCode.RATE_LIMIT_EXCEEDED,
-            text,
-            retry_after=retry_after(response),  # Intuit documents none: then our backoff
-        )
+        return LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, text)
     if status == 401 or codes & {"3200", "3100"}:
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, text)
     if status >= 500:

@@ -8,15 +8,13 @@ the connection becomes EXPIRED and stays so until the company reconnects.
 
 from datetime import timedelta
 
-from sqlmodel import select
-
-from models.alerts import clear_alert, raise_alert
+from ledgers.protocol import LedgerFactory
+from models.alerts import raise_alert
 from models.company import get_connection
-from models.db import Database
-from models.enums import AlertKind, ConnectionStatus, Provider
+from models.connections import save_connection
+from models.enums import AlertKind, ConnectionStatus
 from models.errors import LedgerError, SyncErrorCode
-from ledgers.protocol import LedgerFactory, Tokens
-from models.secrets import Vault, seal_tokens
+from models.secrets import seal_tokens
 from models.services import Services
 from models.tables import Alert, Connection, utcnow
 
@@ -49,52 +47,10 @@ async def usable_connection(
             if exc.error.code is not SyncErrorCode.CONNECTION_EXPIRED:
                 raise
             current.status = ConnectionStatus.EXPIRED
-        saved = await _save(services, current)
+        saved = await save_connection(services.db, current)
         if saved.status is ConnectionStatus.EXPIRED:
             await raise_alert(services, expired_alert(saved))
         return saved
-
-
-async def _save(services: Services, connection: Connection) -> Connection:
-    connection.updated_at = utcnow()
-    async with services.db.transaction() as session:
-        session.add(connection)
-    return connection
-
-
-async def reseal_tokens(db: Database, vault: Vault) -> int:
-    """Seal every connection's tokens with the vault's first key; how many connections."""
-    async with db.transaction() as session:
-        rows = list(await session.scalars(select(Connection).with_for_update()))
-        for row in rows:
-            if row.sealed_access_token is not None:
-                row.sealed_access_token = vault.reseal(row.sealed_access_token)
-            if row.sealed_refresh_token is not None:
-                row.sealed_refresh_token = vault.reseal(row.sealed_refresh_token)
-            session.add(row)
-    return len(rows)
-
-
-async def reconnected(
-    services: Services,
-    *,
-    company_id: str,
-    tokens: Tokens,
-    provider: Provider | None = None,
-    tenant_id: str | None = None,
-) -> Connection:
-    """Record a fresh connection (after Link, or the sandbox's `reconnect`): ACTIVE again.
-    Link names the ledger and the organisation in it (a company may change ledgers)."""
-    async with services.db.sessions() as session:
-        connection = await get_connection(session, company_id=company_id)
-    assert connection is not None
-    connection.status = ConnectionStatus.ACTIVE
-    if provider is not None:
-        connection.provider, connection.tenant_id = provider, tenant_id
-    seal_tokens(services.vault, connection, tokens)
-    saved = await _save(services, connection)
-    await clear_alert(services, company_id=company_id, kind=AlertKind.CONNECTION_EXPIRED)
-    return saved
 
 
 def expired_alert(connection: Connection) -> Alert:

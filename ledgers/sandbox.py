@@ -1,36 +1,37 @@
 """The sandbox ledger's adapter: validates and posts records the way a real ledger does.
 
-Its books live in our database (`ledgers.books`) and its call counters in Redis, so the API
-process and every worker see the same ledger. It answers with Xero's wording, which the
-classification maps from, and misbehaves as configured per company (`sandbox configure`):
-a per-minute rate limit and a concurrency limit (429 with Retry-After, as Xero's), 503s,
-latency, posts recorded yet answered with a timeout, and revoked tokens. Its tokens are
-real: random, expiring, the refresh token single-use (`ledgers.books.SandboxGrant`).
+Its books live in our database (`ledgers.books`, reached through its `Books`) and its call
+counters in Redis, so the API process and every worker see the same ledger. A push posts up
+to `DOCUMENTS_PER_CALL` records in one transaction, each checked on its own, as Xero's
+`summarizeErrors=false` does. It answers with Xero's wording, which the classification maps
+from, and misbehaves as configured per company (`sandbox configure`): a per-minute rate limit
+and a concurrency limit (429 with Retry-After, as Xero's), 503s, latency, posts recorded yet
+answered with a timeout, and revoked tokens. Its tokens are real: random, expiring, the
+refresh token single-use (`ledgers.books.SandboxGrant`).
 """
 
 import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 
-from sqlalchemy.exc import IntegrityError
-
-from ledgers import books as sandbox
+from ledgers.books import Books, SandboxBehaviour
+from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType
-from models.errors import Conflict, LedgerError, SyncErrorCode
-from ledgers.protocol import Account, Limits, TaxRate, Tokens
+from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
+from models.secrets import Tokens
 from models.services import Services
 
 CALL_SECONDS = 30.0  # the longest a call counts as in flight
+DOCUMENTS_PER_CALL = 50  # as Xero, unless configured
 
 
 class SandboxLedger:
     def __init__(self, services: Services, *, company_id: str, tokens: Tokens | None) -> None:
-        self.db = services.db
+        self.books = Books(services.db, company_id=company_id)
         self.redis = services.redis
         self.settings = services.settings
         self.company_id = company_id
@@ -38,21 +39,26 @@ class SandboxLedger:
         self._refreshes = f"sandbox:{company_id}:refreshes"
 
     async def limits(self) -> Limits:
-        return self._limits(await self._behaviour())
+        return self._limits(await self.books.behaviour())
 
-    def _limits(self, knobs: sandbox.SandboxBehaviour) -> Limits:
+    def _limits(self, knobs: SandboxBehaviour) -> Limits:
         return Limits(
             per_minute=knobs.rate_limit_per_minute or self.settings.sandbox_rate_limit_per_minute,
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
+            documents_per_call=knobs.documents_per_call or DOCUMENTS_PER_CALL,
         )
 
+    async def remaining(self) -> Remaining:
+        """As Xero's headers say: what is left of the company's minute."""
+        limits = await self.limits()
+        calls = await self.redis.get(self._minute(time.time()))
+        return Remaining(this_minute=max(0, limits.per_minute - int(calls or 0)))
+
+    def _minute(self, now: float) -> str:
+        return f"sandbox:{self.company_id}:minute:{int(now // 60)}"
+
     async def refresh(self) -> Tokens:
-        fresh = None
-        if self.tokens is not None:
-            async with self.db.transaction() as session:
-                fresh = await sandbox.refresh(
-                    session, company_id=self.company_id, refresh_token=self.tokens.refresh_token
-                )
+        fresh = None if self.tokens is None else await self.books.refresh(self.tokens.refresh_token)
         if fresh is None:
             raise LedgerError(
                 SyncErrorCode.CONNECTION_EXPIRED,
@@ -66,39 +72,44 @@ class SandboxLedger:
         return int(await self.redis.get(self._refreshes) or 0)
 
     async def reconnect(self) -> Tokens:
-        async with self.db.transaction() as session:
-            return await sandbox.grant(session, company_id=self.company_id)
+        return await self.books.grant()
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        async with self.db.engine.connect() as conn:
-            knobs, allowed = await sandbox.gate(
-                conn,
-                company_id=self.company_id,
-                access_token=self.tokens.access_token if self.tokens else None,
-            )
-        if not allowed:
+    async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        knobs = await self._gate()
+        limits = self._limits(knobs)
+        if len(entries) > limits.documents_per_call:
             raise LedgerError(
-                SyncErrorCode.CONNECTION_EXPIRED,
-                "401 Unauthorized: the access token has expired or was revoked.",
+                SyncErrorCode.VALIDATION_ERROR,
+                f"400 Bad Request: at most {limits.documents_per_call} documents per call.",
             )
-        async with self._call(self._limits(knobs)):
+        async with self._call(limits):
             if knobs.latency_ms:
                 await asyncio.sleep(knobs.latency_ms / 1000)
             if random.random() < knobs.transient_error_rate:
                 raise LedgerError(
                     SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
                 )
-            external_id = await self._post(record, idempotency_key)
+            outcomes = await self.books.post(entries, _validate)
             if random.random() < knobs.timeout_rate:
                 raise LedgerError(
                     SyncErrorCode.PROVIDER_ERROR,
                     "The request timed out; the ledger may or may not have recorded it.",
                 )
-            return external_id
+            return outcomes
 
-    async def _behaviour(self) -> sandbox.SandboxBehaviour:
-        async with self.db.sessions() as session:
-            return await sandbox.behaviour(session, company_id=self.company_id)
+    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+        """The sandbox keeps each post's key: the records are looked up by it."""
+        async with self._call(self._limits(await self._gate())):
+            return await self.books.found([entry.key for entry in entries])
+
+    async def _gate(self) -> SandboxBehaviour:
+        knobs, allowed = await self.books.gate(self.tokens.access_token if self.tokens else None)
+        if not allowed:
+            raise LedgerError(
+                SyncErrorCode.CONNECTION_EXPIRED,
+                "401 Unauthorized: the access token has expired or was revoked.",
+            )
+        return knobs
 
     @asynccontextmanager
     async def _call(self, limits: Limits) -> AsyncIterator[None]:
@@ -107,7 +118,7 @@ class SandboxLedger:
         A call in flight is a member of a sorted set scored by when it began, and counts for
         at most `CALL_SECONDS`: a caller that died mid-call does not hold its place forever."""
         now = time.time()
-        minute = f"sandbox:{self.company_id}:minute:{int(now // 60)}"
+        minute = self._minute(now)
         in_flight = f"sandbox:{self.company_id}:in-flight"
         call = uuid.uuid4().hex
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -137,49 +148,19 @@ class SandboxLedger:
         finally:
             await self.redis.zrem(in_flight, call)
 
-    async def _post(self, record: Expense | Bill | Invoice, idempotency_key: str) -> str:
-        async with self.db.engine.begin() as conn:
-            return await sandbox.post(
-                conn,
-                company_id=self.company_id,
-                idempotency_key=idempotency_key,
-                record=record,
-                check=partial(_validate, record),
-            )
-
     async def accounts(self) -> list[Account]:
-        async with self.db.sessions() as session:
-            return await sandbox.accounts(session, company_id=self.company_id)
+        return await self.books.accounts()
 
     async def tax_rates(self) -> list[TaxRate]:
-        async with self.db.sessions() as session:
-            return await sandbox.tax_rates(session, company_id=self.company_id)
+        return await self.books.tax_rates()
 
     async def create_account(self, account: Account) -> Account:
-        row = sandbox.SandboxAccount(
-            company_id=self.company_id, code=account.code, name=account.name, type=account.type
-        )
-        await self._insert(row, f"account code '{account.code}' already exists")
+        await self.books.add_account(account)
         return account
 
     async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
-        row = sandbox.SandboxTaxRate(
-            company_id=self.company_id,
-            code=tax_rate.code,
-            name=tax_rate.name,
-            rate=str(tax_rate.rate),
-        )
-        await self._insert(row, f"tax rate code '{tax_rate.code}' already exists")
+        await self.books.add_tax_rate(tax_rate)
         return tax_rate
-
-    async def _insert(
-        self, row: sandbox.SandboxAccount | sandbox.SandboxTaxRate, taken: str
-    ) -> None:
-        try:
-            async with self.db.transaction() as session:
-                session.add(row)
-        except IntegrityError:
-            raise Conflict(taken, field="input.code") from None
 
 
 def _validate(

@@ -1,5 +1,9 @@
 """Xero's Accounting API: expenses as spend money (BankTransaction SPEND), bills as ACCPAY
-invoices, invoices as ACCREC invoices, each created with PUT and an `Idempotency-Key`.
+invoices, invoices as ACCREC invoices, up to 50 created by one PUT with `summarizeErrors=false`
+(each document answered on its own: `StatusAttributeString` OK or ERROR with its
+`ValidationErrors`) and an `Idempotency-Key` made from the documents' keys, so the identical
+call repeated after a timeout gets the first answer. Documents are read back by their
+reference (`Reference`, or a bill's `InvoiceNumber`) when an earlier call's outcome is unknown.
 
 Limits per tenant: 60 calls a minute, 5 at once, 5,000 a day. A 429 carries `Retry-After`
 and `X-Rate-Limit-Problem` (minute, concurrent, day); the push is retried after it. Validation
@@ -9,20 +13,25 @@ for this type of transaction." Access tokens last 30 minutes; refresh tokens rot
 A spend needs a bank account to pay from: the organisation's first active BANK account.
 """
 
+import hashlib
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from ledgers.http import LedgerHttp, Memo, money, retry_after
+from ledgers.link import refresh_grant
+from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
-from ledgers.protocol import Account, Limits, TaxRate, Tokens
-from ledgers.link import refresh_grant
 from models.records import Bill, Expense, Invoice, Line
+from models.secrets import Tokens
 from models.services import Services
 
 API = "/api.xro/2.0"
+DOCUMENTS_PER_CALL = 50
+DAILY_CALLS = 5000
 _TYPES = {t.value for t in AccountType}
 
 
@@ -36,12 +45,43 @@ class XeroLedger:
             headers={"xero-tenant-id": tenant_id, "accept": "application/json"},
             tokens=tokens,
             classify=_classify,
+            observe=self._observe,
         )
         self.memo = Memo(services.redis, f"xero:{tenant_id}")
+        self._remaining = f"xero:{tenant_id}:remaining:minute"
+        self._remaining_today = f"xero:{tenant_id}:remaining:day"
 
     async def limits(self) -> Limits:
         settings = self.services.settings
-        return Limits(settings.xero_rate_limit_per_minute, settings.xero_max_concurrent)
+        return Limits(
+            settings.xero_rate_limit_per_minute,
+            settings.xero_max_concurrent,
+            documents_per_call=DOCUMENTS_PER_CALL,
+            per_day=DAILY_CALLS,
+        )
+
+    async def remaining(self) -> Remaining:
+        minute, day = await self.services.redis.mget(self._remaining, self._remaining_today)
+        return Remaining(
+            this_minute=None if minute is None else int(minute),
+            today=None if day is None else int(day),
+        )
+
+    async def _observe(self, response: httpx.Response) -> None:
+        """Keep what Xero says is left of the tenant's minute (for a minute) and day (a day)."""
+        told = [
+            (key, int(response.headers[header]), seconds)
+            for key, header, seconds in (
+                (self._remaining, "x-minlimit-remaining", 60),
+                (self._remaining_today, "x-daylimit-remaining", 86400),
+            )
+            if response.headers.get(header, "").isdigit()
+        ]
+        if told:
+            async with self.services.redis.pipeline(transaction=False) as pipe:
+                for key, value, seconds in told:
+                    pipe.set(key, value, ex=seconds)
+                await pipe.execute()
 
     async def refresh(self) -> Tokens:
         return await refresh_grant(self.services.settings, Provider.XERO, self.tokens)
@@ -49,17 +89,49 @@ class XeroLedger:
     async def reconnect(self) -> Tokens:
         raise Conflict("Xero connects through its Link flow: start it with `reconnect`.")
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        if isinstance(record, Expense):
-            path, key, id_field = "/BankTransactions", "BankTransactions", "BankTransactionID"
-            document = await self._spend(record)
-        else:
-            path, key, id_field = "/Invoices", "Invoices", "InvoiceID"
-            document = _invoice(record)
-        answer = await self.http.call(
-            "PUT", path, json={key: [document]}, headers={"idempotency-key": idempotency_key}
-        )
-        return str(answer[key][0][id_field])
+    async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        for collection, group in _collections(entries).items():
+            documents = [await self._document(entry.record) for entry in group]
+            answer = await self.http.call(
+                "PUT",
+                f"/{collection}",
+                json={collection: documents},
+                params={"summarizeErrors": "false"},
+                headers={"idempotency-key": _call_key(group)},
+            )
+            id_field = _ID_FIELDS[collection]
+            for entry, made in zip(group, answer[collection], strict=True):
+                if made.get("StatusAttributeString", "OK") == "OK":
+                    outcomes[entry.key] = str(made[id_field])
+                else:
+                    messages = [e["Message"] for e in made.get("ValidationErrors", [])]
+                    outcomes[entry.key] = _refusal(messages)
+        return [outcomes[entry.key] for entry in entries]
+
+    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+        """Documents with the entries' references: one GET per collection. An entry without
+        a reference cannot be read back, and is taken as not written."""
+        found: dict[str, str] = {}
+        for collection, group in _collections(entries).items():
+            referenced = {
+                (_reference_field(e.record), e.record.reference): e
+                for e in group
+                if e.record.reference
+            }
+            if not referenced:
+                continue
+            where = " || ".join(f'{name}=="{_quoted(value)}"' for name, value in referenced)
+            answer = await self.http.call("GET", f"/{collection}", params={"where": where})
+            for document in answer[collection]:
+                for name in ("Reference", "InvoiceNumber"):
+                    entry = referenced.get((name, document.get(name)))
+                    if entry is not None and document.get("Status") != "DELETED":
+                        found[entry.key] = str(document[_ID_FIELDS[collection]])
+        return found
+
+    async def _document(self, record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: JSON
+        return await self._spend(record) if isinstance(record, Expense) else _invoice(record)
 
     async def _spend(self, expense: Expense) -> dict[str, Any]:  # Any: Xero's JSON
         return {
@@ -118,6 +190,32 @@ class XeroLedger:
         return TaxRate(code=made["TaxType"], name=made["Name"], rate=rate)
 
 
+_ID_FIELDS = {"BankTransactions": "BankTransactionID", "Invoices": "InvoiceID"}
+
+
+def _collections(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
+    """The entries by the collection that takes them: spends, or invoices and bills."""
+    grouped: dict[str, list[Entry]] = {}
+    for entry in entries:
+        collection = "BankTransactions" if isinstance(entry.record, Expense) else "Invoices"
+        grouped.setdefault(collection, []).append(entry)
+    return grouped
+
+
+def _call_key(entries: Sequence[Entry]) -> str:
+    """The call's idempotency key: the same documents make the same key."""
+    return hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()
+
+
+def _reference_field(record: Expense | Bill | Invoice) -> str:
+    return "InvoiceNumber" if isinstance(record, Bill) else "Reference"
+
+
+def _quoted(text: str) -> str:
+    """A string inside a `where` filter's double quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _line(line: Line, description: str = "") -> dict[str, Any]:  # Any: Xero's JSON
     item: dict[str, Any] = {
         "Description": line.description or description or "—",
@@ -160,14 +258,18 @@ def _classify(response: httpx.Response) -> LedgerError:
     if status in (401, 403):
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, _detail(response))
     if status == 400:
-        messages = _validation_messages(response)
-        text = " ".join(messages) or _detail(response)
-        if any("Account code" in m for m in messages):
-            return LedgerError(SyncErrorCode.INVALID_ACCOUNT_ID, text)
-        if any("TaxType code" in m for m in messages):
-            return LedgerError(SyncErrorCode.INVALID_TAX_RATE_ID, text)
-        return LedgerError(SyncErrorCode.VALIDATION_ERROR, text)
+        return _refusal(_validation_messages(response) or [_detail(response)])
     return LedgerError(SyncErrorCode.PROVIDER_ERROR, f"Xero answered HTTP {status}.")
+
+
+def _refusal(messages: list[str]) -> LedgerError:
+    """A document's validation errors as our error code, in Xero's words."""
+    text = " ".join(messages) or "Xero refused the document."
+    if any("Account code" in m for m in messages):
+        return LedgerError(SyncErrorCode.INVALID_ACCOUNT_ID, text)
+    if any("TaxType code" in m for m in messages):
+        return LedgerError(SyncErrorCode.INVALID_TAX_RATE_ID, text)
+    return LedgerError(SyncErrorCode.VALIDATION_ERROR, text)
 
 
 def _validation_messages(response: httpx.Response) -> list[str]:

@@ -180,6 +180,33 @@ async def unfinished_batches(db: Database) -> list[str]:
         return list(rows)
 
 
+async def documents_ahead(db: Database, *, company_id: str) -> dict[str, int]:
+    """For each of the company's unfinished batches, the items still to push in it and in the
+    ones queued before it: what its connection must take before the batch is done."""
+    unfinished = [BatchStatus.PENDING, BatchStatus.PROCESSING]
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(
+                col(SyncBatch.id), col(SyncBatch.pending_count) + col(SyncBatch.processing_count)
+            )
+            .where(col(SyncBatch.company_id) == company_id, col(SyncBatch.status).in_(unfinished))
+            .order_by(col(SyncBatch.created_at), col(SyncBatch.id))
+        )
+    ahead, total = {}, 0
+    for batch_id, left in rows:
+        total += left
+        ahead[batch_id] = total
+    return ahead
+
+
+def progress_completion(batch: SyncBatch, now: datetime) -> datetime | None:
+    """When the batch ends at the pace it has gone so far (None before its first outcome)."""
+    done = batch.success_count + batch.failed_count
+    if batch.started_at is None or done == 0:
+        return None
+    return batch.started_at + (now - batch.started_at) * batch.item_count / done
+
+
 async def items_in(
     db: Database,
     *,

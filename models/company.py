@@ -3,22 +3,25 @@
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from ledgers import books as sandbox
 from models.db import Database
 from models.enums import ConnectionStatus, Provider
 from models.errors import InvalidInput, NotFound
-from models.secrets import Vault, seal_tokens
+from models.secrets import Tokens, Vault, seal_tokens
 from models.tables import Company, Connection
 
 KEY_PREFIX = "s2b_"
 KEYS_CHANNEL = "sync2books:keys"  # API processes hear of replaced keys here, to close sockets
+
+
+Connect = Callable[[AsyncSession, str], Awaitable[Tokens]]
+"""Connects a new company at once, in the transaction that creates it (the sandbox does)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,10 @@ def new_key() -> str:
 
 
 async def create_company(
-    db: Database, vault: Vault, *, name: str, provider: Provider
+    db: Database, vault: Vault, *, name: str, provider: Provider, connect: Connect | None = None
 ) -> NewCompany:
-    """The company, its key and its connection: the sandbox connects at once, a real ledger
-    once the company completes its Link flow."""
+    """The company, its key and its connection: ACTIVE at once through `connect`, else
+    DISCONNECTED until the company completes its ledger's Link flow."""
     name = name.strip()
     if not 0 < len(name) <= 255:
         raise InvalidInput("name: 1 to 255 characters", field="name")
@@ -50,11 +53,10 @@ async def create_company(
         session.add(company)
         await session.flush()
         connection = Connection(company_id=company.id, provider=provider.value)
-        if provider is not Provider.SANDBOX:
-            connection.status = ConnectionStatus.DISCONNECTED  # until its Link flow completes
+        if connect is None:
+            connection.status = ConnectionStatus.DISCONNECTED
         else:
-            seal_tokens(vault, connection, await sandbox.grant(session, company_id=company.id))
-            sandbox.seed(session, company_id=company.id)
+            seal_tokens(vault, connection, await connect(session, company.id))
         session.add(connection)
     return NewCompany(company, api_key)
 

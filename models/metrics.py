@@ -45,7 +45,7 @@ ITEM_FAILURES = Counter(
 )
 PUSH_SECONDS = Histogram(
     "sync2books_push_duration_seconds",
-    "One push to a ledger, from the call to its answer.",
+    "One push to a ledger (a call, however many records it carries), to its answer.",
     ["provider"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

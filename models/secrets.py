@@ -8,16 +8,26 @@ only); a shared database needs the key from configuration, the same in every pro
 """
 
 import os
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from ledgers.protocol import Tokens
 from models.settings import Settings
 from models.tables import Connection
 
 KEY_FILE = ".sync2books-secret.key"
 UNOPENABLE = "a ledger token was sealed with a key that is not in SECRET_KEY (or was altered)"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """An OAuth2 grant's tokens: stored only sealed, never shown or logged."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: datetime  # the access token's
 
 
 class SecretKeyError(RuntimeError):

@@ -26,12 +26,12 @@ from starlette.types import Receive, Scope, Send
 from api.app import create_app
 from jobs.context import WorkerContext
 from jobs.worker import build_worker
-from ledgers import ledger_for
+from ledgers import create_company, ledger_for
+from ledgers.protocol import LedgerFactory
 from ledgers.sandbox import SandboxLedger
-from models.company import NewCompany, connection_of, create_company
+from models.company import NewCompany, connection_of
 from models.db import migrate
 from models.enums import Provider
-from ledgers.protocol import LedgerFactory
 from models.services import Services, open_services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense

@@ -5,11 +5,14 @@ v3 Accounting API endpoints the adapter uses, with Intuit's documented fault sha
 - Limits per realm: `per_minute` and `concurrent`, else 429 with fault code 3001;
   `throttle(n)` makes the next n calls 429.
 - A create with a `requestid` already seen gets the first answer again.
+- `/batch` takes up to 30 create operations, each answered on its own by `bId` (the entity,
+  or its `Fault`); `lose_answers(n)`: the next n batches are written, then answered 504.
 - Faults: 2500 "Invalid Reference Id" and 610 "Object Not Found" name the element at fault;
   6000 is business validation (here: a date before `closed_before`, the books' closing date).
 - Queries: the small subset of Intuit's query language the adapter sends.
 """
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,11 +27,13 @@ from starlette.routing import Route
 from tests.fake_oauth import FakeAuthorizationServer
 
 _QUERY = re.compile(
-    r"select (?P<fields>\*|Id) from (?P<entity>\w+)(?: where (?P<where>.+?))?"
+    r"select (?P<fields>\*|\w+(?:, \w+)*) from (?P<entity>\w+)(?: where (?P<where>.+?))?"
     r"(?: maxresults \d+)?$",
     re.IGNORECASE,
 )
 _CONDITION = re.compile(r"(\w+) = (?:'((?:[^'\\]|\\.)*)'|(true|false))")
+_IN = re.compile(r"(\w+) in \((.*)\)", re.IGNORECASE)
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
 
 def _row(entity_id: str, **fields: Any) -> dict[str, Any]:
@@ -68,6 +73,8 @@ class FakeQuickBooks:
     calls: list[float] = field(default_factory=list)
     throttled: int = 0
     next_id: int = 100
+    lost_answers: int = 0
+    document_calls: list[int] = field(default_factory=list)  # the operations each batch carried
 
     def __post_init__(self) -> None:
         self.auth.extra = {"realmId": self.realm_id}
@@ -79,9 +86,13 @@ class FakeQuickBooks:
                 *self.auth.routes(),
                 Route(base + "/query", self.query),
                 Route(base + "/taxservice/taxcode", self.create_tax_code, methods=["POST"]),
+                Route(base + "/batch", self.batch, methods=["POST"]),
                 Route(base + "/{entity}", self.create, methods=["POST"]),
             ]
         )
+
+    def lose_answers(self, calls: int) -> None:
+        self.lost_answers = calls
 
     def throttle(self, calls: int) -> None:
         self.throttled = calls
@@ -116,16 +127,59 @@ class FakeQuickBooks:
         if (refused := self._gate(request)) is not None:
             return refused
         match = _QUERY.match(request.query_params.get("query", "").strip())
-        if match is None or match["entity"] not in self.tables:
+        if match is None or match["entity"] not in {*self.tables, "Purchase", "Bill", "Invoice"}:
             return _fault(400, "4000", "Error parsing query", "QueryParserError")
-        rows = list(self.tables[match["entity"]].values())
+        rows = list(self.tables.get(match["entity"], {}).values()) + [
+            d for d in self.documents.values() if d["type"] == match["entity"]
+        ]
         for name, text, flag in _CONDITION.findall(match["where"] or ""):
-            wanted: Any = (flag == "true") if flag else re.sub(r"\\(.)", r"\1", text)
+            wanted: Any = (flag == "true") if flag else _unquoted(text)
             rows = [row for row in rows if row.get(name) == wanted]
-        if match["fields"] == "Id":
-            rows = [{"Id": row["Id"]} for row in rows]
+        for name, listed in _IN.findall(match["where"] or ""):
+            values = {_unquoted(text) for text in _QUOTED.findall(listed)}
+            rows = [row for row in rows if row.get(name) in values]
+        if match["fields"] != "*":
+            fields = match["fields"].split(", ")
+            rows = [{name: row[name] for name in fields if name in row} for row in rows]
         answer = {match["entity"]: rows, "startPosition": 1, "maxResults": len(rows)}
         return JSONResponse({"QueryResponse": answer if rows else {}, "time": _now()})
+
+    async def batch(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        request_id = request.query_params.get("requestid")
+        if request_id is not None and request_id in self.answers:
+            status, body = self.answers[request_id]
+            return JSONResponse(body, status)
+        operations = (await request.json())["BatchItemRequest"]
+        self.document_calls.append(len(operations))
+        if len(operations) > 30:
+            return _fault(400, "4000", "Too many operations", "A batch takes 30 at most.")
+        answered = []
+        for operation in operations:
+            (entity,) = [key for key in operation if key not in ("bId", "operation")]
+            refusal = self._refusal(entity, operation[entity])
+            if refusal is not None:
+                fault = json.loads(bytes(refusal.body))["Fault"]
+                answered.append({"bId": operation["bId"], "Fault": fault})
+            else:
+                stored = self._store(entity, operation[entity])
+                answered.append({"bId": operation["bId"], entity: stored})
+        body = {"BatchItemResponse": answered, "time": _now()}
+        if request_id is not None:
+            self.answers[request_id] = (200, body)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            return Response("upstream request timeout", 504)
+        return JSONResponse(body)
+
+    def _store(self, entity: str, document: dict[str, Any]) -> dict[str, Any]:
+        stored = {**document, "Id": self._new_id(), "SyncToken": "0"}
+        if entity in self.tables:
+            self.tables[entity][stored["Id"]] = {"Active": True, **stored}
+        else:
+            self.documents[stored["Id"]] = {"type": entity, **stored}
+        return stored
 
     async def create(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
@@ -149,12 +203,7 @@ class FakeQuickBooks:
         refusal = self._refusal(entity, document)
         if refusal is not None:
             return refusal
-        stored = {**document, "Id": self._new_id(), "SyncToken": "0"}
-        if entity in self.tables:
-            self.tables[entity][stored["Id"]] = {"Active": True, **stored}
-        else:
-            self.documents[stored["Id"]] = {"type": entity, **stored}
-        body = {entity: stored, "time": _now()}
+        body = {entity: self._store(entity, document), "time": _now()}
         if request_id is not None:
             self.answers[request_id] = (200, body)
         return JSONResponse(body)
@@ -223,6 +272,10 @@ def _fault(
     error = {"Message": message, "Detail": detail, "code": code, "element": element}
     fault = {"Error": [error], "type": kind or "ValidationFault"}
     return JSONResponse({"Fault": fault, "time": _now()}, status)
+
+
+def _unquoted(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _now() -> str:

@@ -6,7 +6,11 @@ the adapter uses, answering with the documented shapes, status codes and headers
 - Limits per tenant: `per_minute` calls a minute and `concurrent` at once, else 429 with
   `Retry-After` and `X-Rate-Limit-Problem`; `throttle(n)` makes the next n calls 429.
 - A document PUT with an `Idempotency-Key` already seen gets the first answer again.
-- Validation failures are 400 `ValidationException`s with Xero's messages.
+- Up to 50 documents a PUT. With `summarizeErrors=false` each is answered on its own
+  (`StatusAttributeString` OK or ERROR with its `ValidationErrors`); without it, one bad
+  document fails the whole request with a 400 `ValidationException`.
+- `GET` of a collection filters with `where` on `Reference` or `InvoiceNumber`, `||`-joined.
+- `lose_answers(n)`: the next n document PUTs are written, then answered 504, as a timeout.
 """
 
 import asyncio
@@ -17,6 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -77,18 +83,37 @@ class FakeXero:
     throttled: int = 0
     throttled_as: tuple[str, int] = ("minute", 1)  # the problem and Retry-After of throttle()
     latency: float = 0.0
+    lost_answers: int = 0
+    calls_today: int = 0
+    document_calls: list[int] = field(default_factory=list)  # the documents each PUT carried
 
     def app(self) -> Starlette:
         return Starlette(
+            middleware=[Middleware(BaseHTTPMiddleware, dispatch=self._remaining)],
             routes=[
                 *self.auth.routes(),
                 Route("/connections", self.connections),
                 Route(API + "/Accounts", self.accounts_endpoint, methods=["GET", "PUT"]),
                 Route(API + "/TaxRates", self.tax_rates_endpoint, methods=["GET", "PUT"]),
-                Route(API + "/BankTransactions", self.post_document, methods=["PUT", "POST"]),
-                Route(API + "/Invoices", self.post_document, methods=["PUT", "POST"]),
-            ]
+                Route(
+                    API + "/BankTransactions",
+                    self.documents_endpoint,
+                    methods=["GET", "PUT", "POST"],
+                ),
+                Route(API + "/Invoices", self.documents_endpoint, methods=["GET", "PUT", "POST"]),
+            ],
         )
+
+    async def _remaining(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        """What is left of the tenant's limits, on every API answer, as Xero sends it."""
+        response = await call_next(request)
+        if request.url.path.startswith(API) and response.status_code != 429:
+            response.headers["X-MinLimit-Remaining"] = str(self.per_minute - len(self.calls))
+            response.headers["X-DayLimit-Remaining"] = str(5000 - self.calls_today)
+        return response
+
+    def lose_answers(self, calls: int) -> None:
+        self.lost_answers = calls
 
     def throttle(self, calls: int, *, problem: str = "minute", retry_after: int = 1) -> None:
         self.throttled, self.throttled_as = calls, (problem, retry_after)
@@ -136,6 +161,7 @@ class FakeXero:
             }
             return Response("", 429, headers=headers)
         self.calls.append(now)
+        self.calls_today += 1
         return None
 
     async def accounts_endpoint(self, request: Request) -> Response:
@@ -170,9 +196,12 @@ class FakeXero:
         self.tax_rates[tax_type] = made
         return JSONResponse({"TaxRates": [made]})
 
-    async def post_document(self, request: Request) -> Response:
+    async def documents_endpoint(self, request: Request) -> Response:
         if (refused := await self._gate(request)) is not None:
             return refused
+        collection = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "GET":
+            return JSONResponse({collection: self._where(collection, request)})
         key = request.headers.get("idempotency-key")
         if key is not None and key in self.answers:
             status, body = self.answers[key]
@@ -180,20 +209,54 @@ class FakeXero:
         self.in_flight += 1
         try:
             await asyncio.sleep(self.latency)
-            collection = request.url.path.rsplit("/", 1)[-1]
-            (document,) = (await request.json())[collection]
-            problems = self._problems(document)
-            if problems:
-                return _invalid(problems)
-            id_field = "BankTransactionID" if collection == "BankTransactions" else "InvoiceID"
-            stored = {**document, id_field: str(uuid.uuid4()), "Status": "AUTHORISED"}
-            self.documents[stored[id_field]] = stored
-            body = {collection: [stored]}
+            status, body = self._create(collection, request, await request.json())
             if key is not None:
-                self.answers[key] = (200, body)
-            return JSONResponse(body)
+                self.answers[key] = (status, body)
+            if self.lost_answers and status == 200:
+                self.lost_answers -= 1
+                return Response("upstream request timeout", 504)
+            return JSONResponse(body, status)
         finally:
             self.in_flight -= 1
+
+    def _create(
+        self, collection: str, request: Request, wanted: dict[str, Any]
+    ) -> tuple[int, Any]:  # Any: Xero's JSON
+        documents = wanted[collection]
+        self.document_calls.append(len(documents))
+        if len(documents) > 50:
+            return 400, _invalid_body(["A maximum of 50 documents can be sent per request."])
+        per_document = request.query_params.get("summarizeErrors", "true").lower() == "false"
+        problems = [self._problems(document) for document in documents]
+        if not per_document and any(problems):
+            return 400, _invalid_body([p for found in problems for p in found])
+        id_field = "BankTransactionID" if collection == "BankTransactions" else "InvoiceID"
+        answered = []
+        for document, found in zip(documents, problems, strict=True):
+            if found:
+                errors = [{"Message": message} for message in found]
+                answered.append(
+                    {**document, "StatusAttributeString": "ERROR", "ValidationErrors": errors}
+                )
+                continue
+            stored = {**document, id_field: str(uuid.uuid4()), "Status": "AUTHORISED"}
+            self.documents[stored[id_field]] = stored
+            answered.append({**stored, "StatusAttributeString": "OK"})
+        return 200, {collection: answered}
+
+    def _where(self, collection: str, request: Request) -> list[dict[str, Any]]:
+        wanted = [
+            tuple(part.strip().split("==", 1))
+            for part in request.query_params.get("where", "").split("||")
+            if "==" in part
+        ]
+        kinds = ("SPEND",) if collection == "BankTransactions" else ("ACCPAY", "ACCREC")
+        return [
+            document
+            for document in self.documents.values()
+            if document.get("Type") in kinds
+            and any(document.get(name) == value.strip('"') for name, value in wanted)
+        ]
 
     def _problems(self, document: dict[str, Any]) -> list[str]:
         problems = []
@@ -222,10 +285,13 @@ def _unauthorized() -> Response:
 
 
 def _invalid(messages: list[str]) -> Response:
-    body = {
+    return JSONResponse(_invalid_body(messages), 400)
+
+
+def _invalid_body(messages: list[str]) -> dict[str, Any]:  # Any: Xero's JSON
+    return {
         "ErrorNumber": 10,
         "Type": "ValidationException",
         "Message": "A validation exception occurred",
         "Elements": [{"ValidationErrors": [{"Message": message} for message in messages]}],
     }
-    return JSONResponse(body, 400)

@@ -4,10 +4,11 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from ledgers import ledger_for
 from ledgers import books as sandbox
-from models.company import NewCompany, connection_of
+from ledgers import ledger_for
+from ledgers.protocol import Entry
 from ledgers.refresh import usable_connection
+from models.company import NewCompany, connection_of
 from models.services import Services
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger
@@ -43,7 +44,7 @@ async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
     assert {c.expires_at for c in fresh} == {fresh[0].expires_at}
     assert fresh[0].expires_at is not None and fresh[0].expires_at > utcnow()
     assert fresh[0].status == "ACTIVE"
-    await ledger.push(expense_record(), idempotency_key="k")  # the new access token works
+    await ledger.push([Entry("k", expense_record())])  # the new access token works
 
 
 async def test_jobs_refresh_an_expired_token_before_pushing(

@@ -12,6 +12,7 @@ import pytest
 from jobs.sync import backoff
 from jobs.worker import build_worker
 from ledgers import books as sandbox
+from ledgers.protocol import Entry
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
 from models.enums import RecordType
@@ -64,14 +65,25 @@ def _codes(item: dict[str, Any]) -> list[str | None]:
     return [a["error"]["code"] if a["error"] else None for a in item["pushAttempts"]]
 
 
+async def _synced_one_by_one(
+    api: Api, company: NewCompany, run_jobs: Any, count: int
+) -> list[dict[str, Any]]:
+    """Sync `count` batches of one expense each (a ledger call each); all their items."""
+    batch_ids = [await _create(api, company, [expense(reference=f"r{i}")]) for i in range(count)]
+    await run_jobs()
+    items = []
+    for batch_id in batch_ids:
+        batch, (item,) = await _batch(api, batch_id)
+        assert (batch["status"], item["status"]) == ("COMPLETED", "SUCCESS"), item
+        items.append(item)
+    return items
+
+
 async def test_transient_failures_are_retried_and_every_push_is_kept(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _misbehave(services, company, transient_error_rate=0.3)
-    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(20)])
-    await run_jobs()
-    batch, items = await _batch(api, batch_id)
-    assert (batch["status"], batch["successCount"]) == ("COMPLETED", 20)
+    items = await _synced_one_by_one(api, company, run_jobs, 20)  # a call each: 20 chances
     for item in items:
         codes = _codes(item)
         assert codes[-1] is None and set(codes[:-1]) <= {"PROVIDER_ERROR"}
@@ -86,10 +98,7 @@ async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _misbehave(services, company, timeout_rate=0.4)
-    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(20)])
-    await run_jobs()
-    _, items = await _batch(api, batch_id)
-    assert {item["status"] for item in items} == {"SUCCESS"}
+    items = await _synced_one_by_one(api, company, run_jobs, 20)
     assert sum(item["attempts"] for item in items) > 20  # some timed out and were pushed again
     assert await _posted(services, company) == {i["id"]: i["externalId"] for i in items}
 
@@ -161,7 +170,7 @@ async def test_sandbox_configure_changes_only_what_it_names(
     assert shown["timeout_rate"] == 0.0
     ledger = await sandbox_ledger(services, company)  # --expire-token revoked its tokens
     with pytest.raises(LedgerError, match="401 Unauthorized"):
-        await ledger.push(expense_record(), idempotency_key="k")
+        await ledger.push([Entry("k", expense_record())])
     with pytest.raises(LedgerError, match="invalid_grant"):
         await ledger.refresh()
 
@@ -182,10 +191,8 @@ async def test_the_ledgers_limits_are_kept_across_jobs_without_a_single_429(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _misbehave(services, company, rate_limit_per_minute=240, max_concurrent=1)
-    batches = [
-        await _create(api, company, [expense(reference=f"{b}-{i}") for i in range(5)]) for b in "ab"
-    ]
-    await run_jobs()  # both batches at once, sharing the connection's limits
+    batches = [await _create(api, company, [expense(reference=f"r{i}")]) for i in range(10)]
+    await run_jobs()  # every batch at once (a call each), sharing the connection's limits
     times = sorted([t for batch_id in batches for t in await _push_times(api, batch_id)])
     gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(times)]
     assert sum(gaps) >= len(gaps) * 60 / 240, gaps  # the allowed rate, and no faster
@@ -198,9 +205,9 @@ async def test_the_sandbox_refuses_calls_beyond_its_limit_with_retry_after(
     await _misbehave(services, company, rate_limit_per_minute=3)
     ledger = await sandbox_ledger(services, company)
     for n in range(3):
-        await ledger.push(expense_record(), idempotency_key=f"k{n}")
+        await ledger.push([Entry(f"k{n}", expense_record())])
     with pytest.raises(LedgerError) as refused:
-        await ledger.push(expense_record(), idempotency_key="k3")
+        await ledger.push([Entry("k3", expense_record())])
     assert refused.value.error.code == "RATE_LIMIT_EXCEEDED"
     assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
 
@@ -208,7 +215,9 @@ async def test_the_sandbox_refuses_calls_beyond_its_limit_with_retry_after(
 async def test_a_slow_backlog_takes_turns_with_other_companies(
     api: Api, company: NewCompany, other_company: NewCompany, services: Services
 ) -> None:
-    await _misbehave(services, company, rate_limit_per_minute=120)  # 8 items: about 4 s
+    await _misbehave(  # 8 calls: about 4 s
+        services, company, rate_limit_per_minute=120, documents_per_call=1
+    )
     slow = await _create(api, company, [expense(reference=f"s{i}") for i in range(8)])
     variables = {"companyId": other_company.company.id, "expenses": [expense()] * 2}
     fast = data(await api.gql(CREATE_EXPENSES, variables, key=other_company.api_key))[

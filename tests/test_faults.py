@@ -59,10 +59,12 @@ async def _until(
 
 
 async def _crash_company(tmp_path: Path, env: dict[str, str]) -> tuple[str, str]:
-    """A company whose sandbox answers in 3 ms, so a batch is mid-way long enough to hurt."""
+    """A company whose sandbox takes 10 calls a second of 5 records, each in 3 ms or more,
+    so a batch is mid-way long enough to hurt (about 50 items a second)."""
     company = json.loads(cli("create-company", "--name", "Crash Ltd", cwd=tmp_path, env=env))
     configure = ("sandbox", "configure", "--company-id", company["companyId"], "--latency-ms", "3")
-    cli(*configure, cwd=tmp_path, env=env)
+    slow = ("--rate-limit-per-minute", "600", "--max-concurrent", "5", "--documents-per-call", "5")
+    cli(*configure, *slow, cwd=tmp_path, env=env)
     return company["companyId"], company["apiKey"]
 
 

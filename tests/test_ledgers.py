@@ -4,22 +4,27 @@ rate, fix, retry), token expiry, rate limits and idempotency."""
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from arq import Retry
 from pydantic import SecretStr
+from sqlalchemy import update
 
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
-from ledgers import ledger_for
-from models.company import NewCompany, connection_of, create_company
-from models.enums import Provider
+from ledgers import create_company, ledger_for
+from ledgers.protocol import Entry
+from models.batch import items_in
+from models.company import NewCompany, connection_of
+from models.enums import ItemStatus, Provider
 from models.records import Expense
 from models.services import Services
 from models.settings import Settings
+from models.tables import SyncItem, utcnow
+from models.transitions import ItemMove, transition
 from tests.conftest import Api, asgi_api
 from tests.fake_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fake_quickbooks import FakeQuickBooks
@@ -32,6 +37,8 @@ LINK = """mutation($c: ID!, $p: LedgerProvider!) {
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
+BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
+  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
 CREATE_ACCOUNT = """mutation($c: ID!) {
   createAccount(companyId: $c, input: {code: "999", name: "Misc", type: EXPENSE}) { code } }"""
 
@@ -192,8 +199,8 @@ async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
     connection = await connection_of(services.db, company_id=ledger.cid)
     adapter = ledger_for(connection, services=services)
     record = Expense.model_validate(ledger.expense())
-    first = await adapter.push(record, idempotency_key="itm_same")
-    second = await adapter.push(record, idempotency_key="itm_same")
+    first = await adapter.push([Entry("itm_same", record)])
+    second = await adapter.push([Entry("itm_same", record)])
     assert first == second and len(ledger.fake.documents) == 2
 
 
@@ -228,6 +235,85 @@ async def test_bills_and_invoices_become_the_ledgers_documents(
         assert sorted(d["type"] for d in documents) == ["Bill", "Invoice", "Invoice"]
         assert len(ledger.fake.tables["Item"]) == 1  # one service item for the income account
         assert len(ledger.fake.tables["Customer"]) == len(ledger.fake.tables["Vendor"]) == 1
+
+
+async def test_a_month_end_batch_goes_in_full_calls_and_a_bad_record_fails_alone(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    per_call = 50 if ledger.provider is Provider.XERO else 30
+    records = [ledger.expense(reference=f"m{n}") for n in range(2 * per_call)]
+    records[7] = ledger.expense(accountId="999", reference="bad")
+    batch = await _sync(ledger, run_jobs, *records)
+    codes = _codes(batch)
+    assert codes.pop(7) == "INVALID_ACCOUNT_ID" and set(codes) == {"SUCCESS"}
+    assert ledger.fake.document_calls == [per_call, per_call]
+    assert len(ledger.fake.documents) == 2 * per_call - 1
+
+
+async def test_a_call_written_then_timed_out_is_repeated_and_posts_once(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    ledger.fake.lose_answers(1)  # the ledger writes the documents, the answer never comes
+    batch = await _sync(ledger, run_jobs, *[ledger.expense(reference=f"t{n}") for n in range(3)])
+    items = [edge["node"] for edge in batch["items"]["edges"]]
+    assert [(i["status"], i["attempts"]) for i in items] == [("SUCCESS", 2)] * 3
+    assert {i["externalId"] for i in items} == set(ledger.fake.documents)  # each once
+
+
+async def test_items_a_dead_worker_left_mid_push_are_found_not_posted_again(
+    ledger: Ledger, services: Services, worker_context: WorkerContext
+) -> None:
+    await _link(ledger)
+    variables = {
+        "companyId": ledger.cid,
+        "expenses": [ledger.expense(reference=f"k{n}") for n in range(2)],
+    }
+    created = data(await ledger.api.gql(CREATE_EXPENSES, variables))["createExpenses"]
+    batch_id = created["syncBatchId"]
+    first, second = [
+        item.id
+        for item in await items_in(
+            services.db, batch_id=batch_id, status=ItemStatus.PENDING, limit=None
+        )
+    ]
+    await transition(
+        services.db,
+        bus=services.bus,
+        batch_id=batch_id,
+        moves=[ItemMove(first, ItemStatus.PROCESSING), ItemMove(second, ItemStatus.PROCESSING)],
+    )
+    connection = await connection_of(services.db, company_id=ledger.cid)
+    adapter = ledger_for(connection, services=services)  # the dead worker's call: one written
+    record = Expense.model_validate(ledger.expense(reference="k0"))
+    (written,) = await adapter.push([Entry("another-call", record)])
+    async with services.db.transaction() as session:  # long ago: no job of theirs is alive
+        await session.execute(update(SyncItem).values(updated_at=utcnow() - timedelta(days=1)))
+    await run_sync(worker_context, batch_id=batch_id)
+    batch = data(await ledger.api.gql(BATCH, {"id": batch_id}))["syncBatch"]
+    items = [edge["node"] for edge in batch["items"]["edges"]]
+    assert [i["status"] for i in items] == ["SUCCESS", "SUCCESS"]
+    assert items[0]["externalId"] == written  # found by its reference, not posted again
+    assert len(ledger.fake.documents) == 2
+    assert [i["attempts"] for i in items] == [1, 2]  # the lost call, then a push for the other
+
+
+@pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)
+async def test_the_budget_is_what_xero_says_is_left(ledger: Ledger, run_jobs: Any) -> None:
+    await _link(ledger)
+    await _sync(ledger, run_jobs, *[ledger.expense() for _ in range(3)])
+    assert isinstance(ledger.fake, FakeXero)
+    told = data(await ledger.api.gql(BUDGET, {"c": ledger.cid}))["connection"]["rateLimit"]
+    assert told == {
+        "callsPerMinute": 6000,  # as configured for these tests
+        "concurrent": 5,
+        "documentsPerCall": 50,
+        "remainingThisMinute": ledger.fake.per_minute - len(ledger.fake.calls),
+        "dailyLimit": 5000,
+        "dailyRemaining": 5000 - ledger.fake.calls_today,
+    }
+    assert ledger.fake.calls_today == 2  # the bank account, then one PUT of all three
 
 
 @pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)

@@ -17,6 +17,7 @@ from api.hub import Hub, LiveEvent
 from api.subscriptions import Interest, follow
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
+from ledgers import books as sandbox
 from ledgers import ledger_for
 from models.batch import create_batch
 from models.company import NewCompany
@@ -251,8 +252,10 @@ async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
         await slow.send(json.dumps({"id": "s", "type": "subscribe", "payload": subscribe}))
         await fast.subscribe("f", COMPANY_EVENTS, {"companyId": company.company.id})
         await asyncio.sleep(0.2)  # both are live
+        async with services.db.transaction() as session:  # small calls: many bursts of events
+            await sandbox.configure(session, company_id=company.company.id, documents_per_call=5)
         await api.gql(
-            CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()] * 300}
+            CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()] * 1000}
         )
         await run_jobs()
         logged = await company_events(

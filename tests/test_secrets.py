@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from ledgers import books as sandbox
 from models.company import NewCompany, connection_of
-from ledgers.refresh import reseal_tokens
+from models.connections import reseal_tokens
 from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
 from models.services import Services
 from models.settings import Settings

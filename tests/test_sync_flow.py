@@ -1,16 +1,17 @@
 """The seed's scenario end to end: API → database → arq worker → sandbox ledger → events."""
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 
-from ledgers.sandbox import SandboxLedger
 from ledgers import books as sandbox
+from ledgers.protocol import Entry, Ledger, Outcome
+from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany
 from models.events import batch_events, company_channel
-from ledgers.protocol import Ledger
-from models.records import Bill, Expense, Invoice
 from models.secrets import open_tokens
 from models.services import Services
 from models.tables import Connection
@@ -285,31 +286,95 @@ async def test_retrying_an_item_that_has_not_failed_is_refused(
 
 
 class _BrokenLedger(SandboxLedger):
-    """The sandbox, except that pushes of records referenced 'boom' crash unclassified."""
+    """The sandbox, except that calls with a record referenced 'boom' crash unclassified."""
 
-    async def push(self, record: Expense | Bill | Invoice, *, idempotency_key: str) -> str:
-        if record.reference == "boom":
+    async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        if any(entry.record.reference == "boom" for entry in entries):
             raise RuntimeError("socket closed")
-        return await super().push(record, idempotency_key=idempotency_key)
+        return await super().push(entries)
 
 
 async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
-    expenses = [expense(reference="fine"), expense(reference="boom")]
-    created = data(
-        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": expenses})
-    )["createExpenses"]
+    created, other = [
+        data(
+            await api.gql(
+                CREATE_EXPENSES,
+                {"companyId": company.company.id, "expenses": [expense(reference=reference)]},
+            )
+        )["createExpenses"]
+        for reference in ("boom", "fine")
+    ]
 
     def broken(connection: Connection) -> Ledger:
         tokens = open_tokens(services.vault, connection)
         return _BrokenLedger(services, company_id=connection.company_id, tokens=tokens)
 
     await run_jobs(broken)
-    batch = await _batch(api, created["syncBatchId"])
-    fine, boom = _items(batch)
+    (boom,) = _items(await _batch(api, created["syncBatchId"]))
+    (fine,) = _items(await _batch(api, other["syncBatchId"]))
     assert fine["status"] == "SUCCESS"
     assert boom["error"]["code"] == "PROVIDER_ERROR"
     assert boom["error"]["retryable"] is True
     assert boom["attempts"] == services.settings.max_push_attempts  # retried, then failed
     assert "RuntimeError" in boom["error"]["message"] and "socket" not in boom["error"]["message"]
+
+
+BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
+  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
+ETA = "query($id: ID!) { syncBatch(id: $id) { status estimatedCompletionAt } }"
+
+
+async def test_the_connections_budget_shows_its_limits_and_what_is_left(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    async with services.db.transaction() as session:
+        await sandbox.configure(
+            session, company_id=company.company.id, rate_limit_per_minute=600, documents_per_call=5
+        )
+    created = data(
+        await api.gql(
+            CREATE_EXPENSES,
+            {"companyId": company.company.id, "expenses": [expense() for _ in range(12)]},
+        )
+    )["createExpenses"]
+    await run_jobs()
+    budget = data(await api.gql(BUDGET, {"c": company.company.id}))["connection"]["rateLimit"]
+    assert budget["callsPerMinute"] == 600 and budget["documentsPerCall"] == 5
+    assert budget["concurrent"] == services.settings.sandbox_max_concurrent
+    assert (budget["dailyLimit"], budget["dailyRemaining"]) == (None, None)  # it has none
+    assert 600 - 3 - 1 <= budget["remainingThisMinute"] <= 600 - 3  # 3 calls (a minute may turn)
+    (item,) = {i["status"] for i in _items(await _batch(api, created["syncBatchId"]))}
+    assert item == "SUCCESS"
+
+
+async def test_a_batch_estimates_its_completion_behind_the_ones_queued_before_it(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    async with services.db.transaction() as session:  # 60 calls a minute, 2 records each
+        await sandbox.configure(
+            session, company_id=company.company.id, rate_limit_per_minute=60, documents_per_call=2
+        )
+    variables = {"companyId": company.company.id, "expenses": [expense() for _ in range(20)]}
+    first, second = [
+        data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
+        for _ in range(2)
+    ]
+    now = datetime.now(UTC)
+    due = []
+    for batch_id in (first, second):
+        batch = data(await api.gql(ETA, {"id": batch_id}))["syncBatch"]
+        due.append((datetime.fromisoformat(batch["estimatedCompletionAt"]) - now).total_seconds())
+    assert 8 < due[0] < 12 and 18 < due[1] < 22, due  # 10 calls each, the second behind
+    async with services.db.transaction() as session:  # unlimited again, to finish quickly
+        await sandbox.configure(
+            session,
+            company_id=company.company.id,
+            rate_limit_per_minute=None,
+            documents_per_call=None,
+        )
+    await run_jobs()
+    for batch_id in (first, second):
+        batch = data(await api.gql(ETA, {"id": batch_id}))["syncBatch"]
+        assert (batch["status"], batch["estimatedCompletionAt"]) == ("COMPLETED", None)

@@ -1,0 +1,155 @@
+"""The one way to a ledger: every call of a connection, the API's reads and the worker's pushes
+alike, waits its turn in the connection's budget (`Limiter`, in Redis, shared by every
+process) before it goes out. A frontend polling `accounts` then slows the sync down a little
+instead of spending the ledger's minute and causing 429s.
+
+The gateway also keeps the connection usable (its token refreshed before it expires, or once
+the ledger refuses it) and the chart that preflight checks against (`ledgers.chart`),
+forgotten when an account or a tax rate is created through it.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from ledgers import chart
+from ledgers.limiter import Limiter
+from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
+from ledgers.refresh import usable_connection
+from models.enums import ConnectionStatus
+from models.services import Services
+from models.tables import Connection
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A connection's limits and what is left of them: as the ledger last said where it
+    says (Xero), else from our own count of the calls made through the gateway."""
+
+    limits: Limits
+    remaining_this_minute: int
+    remaining_today: int | None
+
+
+async def budget(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Budget:
+    """The connection's budget, read without a call to the ledger."""
+    ledger = ledger_for(connection)
+    limits = await ledger.limits()
+    said = await ledger.remaining()
+    this_minute, today = await _limiter(services, connection, limits).used()
+    if said.today is not None:
+        remaining_today: int | None = said.today
+    else:
+        remaining_today = None if limits.per_day is None else max(0, limits.per_day - today)
+    return Budget(
+        limits,
+        remaining_this_minute=(
+            said.this_minute
+            if said.this_minute is not None
+            else max(0, limits.per_minute - this_minute)
+        ),
+        remaining_today=remaining_today,
+    )
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast the connection takes documents: after the calls already given their slots
+    (`wait_seconds`), `documents_per_second` at its rate, each call full."""
+
+    wait_seconds: float
+    documents_per_second: float
+
+    def done_at(self, documents: int, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.wait_seconds + documents / self.documents_per_second)
+
+
+async def pace(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Pace:
+    limits = await ledger_for(connection).limits()
+    wait = await _limiter(services, connection, limits).backlog()
+    return Pace(wait, limits.per_minute / 60 * limits.documents_per_call)
+
+
+def _limiter(services: Services, connection: Connection, limits: Limits) -> Limiter:
+    return Limiter(
+        services.redis,
+        connection_id=connection.id,
+        provider=connection.provider,
+        limits=limits,
+        lease_seconds=services.settings.job_timeout_seconds,
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        services: Services,
+        ledger_for: LedgerFactory,
+        connection: Connection,
+        limiter: Limiter,
+    ) -> None:
+        self.services = services
+        self.ledger_for = ledger_for
+        self.connection = connection
+        self.ledger: Ledger = ledger_for(connection)
+        self.limiter = limiter
+
+    @classmethod
+    async def open(
+        cls, services: Services, ledger_for: LedgerFactory, connection: Connection
+    ) -> "Gateway":
+        """The connection's gateway, its access token refreshed first if it is expiring."""
+        connection = await usable_connection(services, ledger_for, connection)
+        limiter = _limiter(services, connection, await ledger_for(connection).limits())
+        return cls(services, ledger_for, connection, limiter)
+
+    async def usable(self, *, refused: Connection | None = None) -> bool:
+        """Whether the connection still works, its token refreshed first if it is expiring,
+        or if the ledger `refused` the tokens of that copy (unless a call beside this one has
+        already renewed them: a worker's calls run at once)."""
+        seen = refused or self.connection
+        fresh = await usable_connection(
+            self.services, self.ledger_for, seen, force=refused is not None
+        )
+        if fresh is not seen:  # read under the refresh lock: the newest there is
+            self.connection, self.ledger = fresh, self.ledger_for(fresh)
+        return fresh.status is ConnectionStatus.ACTIVE
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[Ledger]:
+        """The adapter, once the connection's budget allows one call: make exactly one.
+        A push is one call, however many documents it carries."""
+        async with self.limiter.call():
+            yield self.ledger
+
+    async def _paced(self, call: Callable[[Ledger], Awaitable[T]]) -> T:
+        async with self.turn() as ledger:
+            return await call(ledger)
+
+    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+        return await self._paced(lambda ledger: ledger.find(entries))
+
+    async def accounts(self) -> list[Account]:
+        return await self._paced(lambda ledger: ledger.accounts())
+
+    async def tax_rates(self) -> list[TaxRate]:
+        return await self._paced(lambda ledger: ledger.tax_rates())
+
+    async def chart(self) -> chart.Chart:
+        """The chart preflight checks against: from the cache, else two paced reads."""
+        redis, connection_id = self.services.redis, self.connection.id
+        return await chart.cached(redis, connection_id, self.accounts, self.tax_rates)
+
+    async def create_account(self, account: Account) -> Account:
+        created = await self._paced(lambda ledger: ledger.create_account(account))
+        await chart.forget(self.services.redis, connection_id=self.connection.id)
+        return created
+
+    async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
+        created = await self._paced(lambda ledger: ledger.create_tax_rate(tax_rate))
+        await chart.forget(self.services.redis, connection_id=self.connection.id)
+        return created
