@@ -30,7 +30,8 @@ Operation = tuple[str, Callable[[Ids], dict[str, Any]]]
 
 OPERATIONS: dict[str, Operation] = {
     "syncBatch": (
-        "query($id: ID!) { syncBatch(id: $id) { id items { edges { node { id reference } } } } }",
+        "query($id: ID!) { syncBatch(id: $id) { id estimatedCompletionAt "
+        "items { edges { node { id reference } } } } }",
         lambda a: {"id": a["batch"]},
     ),
     "syncBatches": (
@@ -54,7 +55,7 @@ OPERATIONS: dict[str, Operation] = {
         lambda a: {"c": a["company"]},
     ),
     "connection": (
-        "query($c: ID!) { connection(companyId: $c) { status } }",
+        "query($c: ID!) { connection(companyId: $c) { status rateLimit { remainingThisMinute } } }",
         lambda a: {"c": a["company"]},
     ),
     "validateExpenses": (

@@ -57,7 +57,9 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         await _row(page, batch_id).wait_for()  # it appears without a reload…
         await run_jobs()
         await _row(page, batch_id).locator(".status.COMPLETED").wait_for()  # …and completes
-        assert "50%" in await _row(page, batch_id).inner_text()
+        await page.get_by_text("calls a minute of up to 50 records").wait_for()  # its budget
+        shown = await _row(page, batch_id).inner_text()
+        assert "50%" in shown and shown.rstrip().endswith("—")  # ended: no expected end
 
         await _row(page, batch_id).click()
         failed = page.locator("#failed tbody tr")

@@ -8,13 +8,15 @@ const SHOWN = 50; // batches in the table
 const FEED = 12; // transitions in the live list
 
 const BATCH_FIELDS = `id recordType status itemCount pendingCount processingCount successCount
-  failedCount createdAt`;
+  failedCount createdAt estimatedCompletionAt`;
 const COMPANY = "{ company { id name lastEventId } }";
 const BATCHES = `query($c: ID!) { syncBatches(companyId: $c, first: ${SHOWN}) {
   edges { node { ${BATCH_FIELDS} } } } }`;
 const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
 const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
   edges { node { id reference attempts error { code message hint } } } } }`;
+const BUDGET = `query($c: ID!) { connection(companyId: $c) { rateLimit {
+  callsPerMinute documentsPerCall remainingThisMinute dailyRemaining } } }`;
 const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
 const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
 const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
@@ -83,6 +85,8 @@ function render() {
       cell(row, batch.pendingCount + batch.processingCount, "num");
       cell(row, `${Math.round(rate(batch) * 100)}%`, rate(batch) ? "num failing" : "num");
       cell(row, new Date(batch.createdAt).toLocaleString());
+      const due = batch.estimatedCompletionAt;
+      cell(row, due ? new Date(due).toLocaleTimeString() : "—");
       return row;
     }),
   );
@@ -115,6 +119,18 @@ async function refresh(batchId) {
   }
   render();
   if (batchId === state.open) showFailed(batchId);
+  showBudget();
+}
+
+async function showBudget() {
+  // What the company's ledger allows and what is left of it, beside the batches it paces.
+  const { connection } = await gql(BUDGET, { c: state.company.id });
+  const limit = connection && connection.rateLimit;
+  if (!limit) return;
+  const daily = limit.dailyRemaining === null ? "" : `, ${limit.dailyRemaining} today`;
+  $("budget").textContent =
+    `Ledger: ${limit.callsPerMinute} calls a minute of up to ${limit.documentsPerCall} ` +
+    `records; ${limit.remainingThisMinute} calls left this minute${daily}.`;
 }
 
 function onEvent(event) {
@@ -227,6 +243,7 @@ async function signIn(key) {
   $("dashboard").hidden = false;
   render();
   renderAlerts();
+  showBudget();
   connectLive();
 }
 
