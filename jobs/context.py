@@ -4,6 +4,8 @@ import asyncio
 from dataclasses import dataclass
 from functools import cached_property
 
+import httpx
+
 from ledgers.protocol import LedgerFactory
 from models.services import Services
 
@@ -14,6 +16,7 @@ _KEY = "sync2books"
 class WorkerContext:
     services: Services
     ledger_for: LedgerFactory
+    http: httpx.AsyncClient  # to webhook endpoints
 
     @cached_property
     def pushes(self) -> asyncio.Semaphore:

@@ -42,9 +42,9 @@ USER_AGENT = "Sync2Books-Webhooks/1"
 
 async def pump_webhooks(ctx: dict[str, object]) -> None:
     """arq cron: dispatch new events, then send what is due."""
-    services = from_ctx(ctx).services
-    await dispatch_new_events(services)
-    await send_due(services)
+    deps = from_ctx(ctx)
+    await dispatch_new_events(deps.services)
+    await send_due(deps.services, deps.http)
 
 
 async def dispatch_new_events(services: Services) -> None:
@@ -55,14 +55,15 @@ async def dispatch_new_events(services: Services) -> None:
             return
 
 
-async def send_due(services: Services) -> None:
+async def send_due(services: Services, http: httpx.AsyncClient) -> None:
     lease = timedelta(seconds=services.settings.webhook_timeout_seconds * 2 + 10)
     due = await claim_due(services.db, limit=SENDS_PER_RUN, lease=lease)
-    await asyncio.gather(*(_send(services, delivery, endpoint) for delivery, endpoint in due))
+    await asyncio.gather(*(_send(services, http, delivery, endpoint) for delivery, endpoint in due))
 
 
 async def _send(
     services: Services,
+    http: httpx.AsyncClient,
     delivery: WebhookDelivery,
     endpoint: WebhookEndpoint,
 ) -> None:
@@ -86,7 +87,7 @@ async def _send(
     try:
         if not settings.webhook_allow_private_networks:
             await _refuse_private(endpoint.url)
-        response = await services.http.post(
+        response = await http.post(
             endpoint.url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
         )
         status_code, answer = response.status_code, response.text

@@ -1,5 +1,6 @@
 """arq worker settings: the sync job, the JSON wire format, and how a worker gets its context."""
 
+from contextlib import AsyncExitStack
 from functools import partial
 
 from arq.cron import cron
@@ -9,6 +10,7 @@ import ledgers
 from jobs.context import WorkerContext, attach
 from jobs.sync import requeue_unfinished, sync_batch
 from jobs.webhooks import pump_webhooks
+from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
@@ -23,12 +25,18 @@ def build_worker(
     burst: bool = False,
     in_process: bool = False,
 ) -> Worker:
-    """A worker over already-open services; `in_process` leaves signals to the host (the API)."""
+    """A worker over already-open services; `in_process` leaves signals to the host (the API).
+    It opens its own pool of HTTP connections (ledgers, webhook endpoints) when it starts."""
     settings = services.settings
-    context = WorkerContext(services, ledger_for or partial(ledgers.ledger_for, services=services))
+    outside = AsyncExitStack()
 
     async def on_startup(ctx: dict[str, object]) -> None:
-        attach(ctx, context)
+        http = await outside.enter_async_context(open_http())
+        factory = ledger_for or partial(ledgers.ledger_for, services=services, http=http)
+        attach(ctx, WorkerContext(services, factory, http))
+
+    async def on_shutdown(ctx: dict[str, object]) -> None:
+        await outside.aclose()
 
     return Worker(
         functions=[func(sync_batch, name=SYNC_BATCH, max_tries=MAX_SLICES)],
@@ -47,6 +55,7 @@ def build_worker(
         queue_name=QUEUE_NAME,
         redis_settings=services.redis_settings,  # its own pool: arq closes it on close()
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
         job_serializer=serialize,
         job_deserializer=deserialize,
         burst=burst,

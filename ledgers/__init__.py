@@ -2,8 +2,15 @@
 by a connection's provider), Link and token refresh, the limiter and the gateway that paces
 every call, the chart cache, and the sandbox's own books."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import httpx
+
 from ledgers import books
-from ledgers.protocol import Ledger
+from ledgers.http import open_http
+from ledgers.protocol import Ledger, LedgerFactory
 from ledgers.quickbooks import QuickBooksLedger
 from ledgers.sandbox import SandboxLedger
 from ledgers.xero import XeroLedger
@@ -16,15 +23,23 @@ from models.services import Services
 from models.tables import Connection
 
 
-def ledger_for(connection: Connection, *, services: Services) -> Ledger:
+def ledger_for(connection: Connection, *, services: Services, http: httpx.AsyncClient) -> Ledger:
+    """The connection's adapter, holding its current tokens; `http` is the process's pool."""
     tokens = open_tokens(services.vault, connection)
     if connection.provider == Provider.SANDBOX:
         return SandboxLedger(services, company_id=connection.company_id, tokens=tokens)
     if connection.provider == Provider.XERO:
-        return XeroLedger(services, tenant_id=connection.tenant_id or "", tokens=tokens)
+        return XeroLedger(services, http, tenant_id=connection.tenant_id or "", tokens=tokens)
     if connection.provider == Provider.QUICKBOOKS:
-        return QuickBooksLedger(services, realm_id=connection.tenant_id or "", tokens=tokens)
+        return QuickBooksLedger(services, http, realm_id=connection.tenant_id or "", tokens=tokens)
     raise NotFound(f"no adapter for provider {connection.provider!r}")
+
+
+@asynccontextmanager
+async def open_ledgers(services: Services) -> AsyncIterator[LedgerFactory]:
+    """The process's ledger factory, over one pool of HTTP connections closed on exit."""
+    async with open_http() as http:
+        yield partial(ledger_for, services=services, http=http)
 
 
 async def create_company(

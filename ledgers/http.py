@@ -1,7 +1,8 @@
 """What every real ledger's adapter does over HTTP: send the bearer token, turn answers into
 JSON and failures into `LedgerError`s (each vendor classifies its own error bodies)."""
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,14 @@ from models.errors import LedgerError, SyncErrorCode
 from models.secrets import Tokens
 
 MEMO_SECONDS = 86400
+TIMEOUT_SECONDS = 30
+
+
+@asynccontextmanager
+async def open_http() -> AsyncIterator[httpx.AsyncClient]:
+    """A process's pool of HTTP connections to the outside (ledgers, webhook endpoints)."""
+    async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+        yield client
 
 
 class Memo:

@@ -50,12 +50,14 @@ QUICKBOOKS_TYPES = {ours: theirs for theirs, ours in ACCOUNT_TYPES.items()} | {
 
 
 class QuickBooksLedger:
-    def __init__(self, services: Services, *, realm_id: str, tokens: Tokens | None) -> None:
+    def __init__(
+        self, services: Services, http: httpx.AsyncClient, *, realm_id: str, tokens: Tokens | None
+    ) -> None:
         self.services = services
         self.realm_id = realm_id
         self.tokens = tokens
         self.http = LedgerHttp(
-            services.http,
+            http,
             base_url=f"{services.settings.quickbooks_api_url.rstrip('/')}/v3/company/{realm_id}",
             headers={"accept": "application/json"},
             tokens=tokens,

@@ -36,11 +36,13 @@ _TYPES = {t.value for t in AccountType}
 
 
 class XeroLedger:
-    def __init__(self, services: Services, *, tenant_id: str, tokens: Tokens | None) -> None:
+    def __init__(
+        self, services: Services, http: httpx.AsyncClient, *, tenant_id: str, tokens: Tokens | None
+    ) -> None:
         self.services = services
         self.tokens = tokens
         self.http = LedgerHttp(
-            services.http,
+            http,
             base_url=services.settings.xero_api_url.rstrip("/") + API,
             headers={"xero-tenant-id": tenant_id, "accept": "application/json"},
             tokens=tokens,

@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
@@ -16,7 +15,6 @@ from models.secrets import Vault, load_vault
 from models.settings import Settings
 
 REDIS_TIMEOUT_SECONDS = 5
-HTTP_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,6 @@ class Services:
     queue: ArqRedis
     bus: EventBus
     vault: Vault
-    http: httpx.AsyncClient  # to ledgers and webhook endpoints: one pool of connections
 
     @property
     def redis_settings(self) -> RedisSettings:
@@ -58,11 +55,9 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
         job_deserializer=deserialize,
         default_queue_name=QUEUE_NAME,
     )
-    http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=False)
     try:
-        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault, http)
+        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault)
     finally:
-        await http.aclose()
         await queue.aclose()
         await redis.aclose()
         await db.dispose()

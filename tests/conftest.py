@@ -26,12 +26,14 @@ from starlette.types import Receive, Scope, Send
 from api.app import create_app
 from jobs.context import WorkerContext
 from jobs.worker import build_worker
-from ledgers import create_company, ledger_for
+from ledgers import create_company, ledger_for, open_ledgers
+from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany, connection_of
 from models.db import migrate
 from models.enums import Provider
+from models.secrets import open_tokens
 from models.services import Services, open_services
 from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense
@@ -111,8 +113,22 @@ async def _empty(services: Services) -> None:
 
 
 @pytest.fixture
-def worker_context(services: Services) -> WorkerContext:
-    return WorkerContext(services, partial(ledger_for, services=services))
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with open_http() as client:
+        yield client
+
+
+@pytest.fixture
+def ledgers(services: Services, http: httpx.AsyncClient) -> LedgerFactory:
+    """The adapters for connections, as the processes make them."""
+    return partial(ledger_for, services=services, http=http)
+
+
+@pytest.fixture
+def worker_context(
+    services: Services, ledgers: LedgerFactory, http: httpx.AsyncClient
+) -> WorkerContext:
+    return WorkerContext(services, ledgers, http)
 
 
 @pytest.fixture
@@ -146,15 +162,15 @@ async def other_company(services: Services) -> NewCompany:
 async def sandbox_ledger(services: Services, company: NewCompany) -> SandboxLedger:
     """The company's sandbox adapter, holding its connection's current tokens."""
     connection = await connection_of(services.db, company_id=company.company.id)
-    ledger = ledger_for(connection, services=services)
-    assert isinstance(ledger, SandboxLedger)
-    return ledger
+    tokens = open_tokens(services.vault, connection)
+    return SandboxLedger(services, company_id=company.company.id, tokens=tokens)
 
 
 def runtime_of(services: Services) -> Any:  # Any: matches api.context.Runtime
     @asynccontextmanager
     async def runtime(_: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
-        yield services, partial(ledger_for, services=services)
+        async with open_ledgers(services) as ledgers:
+            yield services, ledgers
 
     return runtime
 

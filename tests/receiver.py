@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jobs.webhooks import dispatch_new_events, send_due
+from ledgers.http import open_http
 from models.company import NewCompany
 from models.services import Services
 from tests.conftest import Api
@@ -55,4 +56,5 @@ async def create_endpoint(api: Api, company: NewCompany, url: str, *types: str) 
 
 async def pump(services: Services) -> None:
     await dispatch_new_events(services)
-    await send_due(services)
+    async with open_http() as http:
+        await send_due(services, http)

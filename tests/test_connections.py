@@ -1,12 +1,10 @@
 """Ledger connections: tokens refreshed before use and exactly once; expiry, then reconnect."""
 
 import asyncio
-from functools import partial
 from typing import Any
 
 from ledgers import books as sandbox
-from ledgers import ledger_for
-from ledgers.protocol import Entry
+from ledgers.protocol import Entry, LedgerFactory
 from ledgers.refresh import usable_connection
 from models.company import NewCompany, connection_of
 from models.services import Services
@@ -32,11 +30,10 @@ async def _create(api: Api, company: NewCompany, count: int) -> str:
 
 
 async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
-    company: NewCompany, services: Services
+    company: NewCompany, services: Services, ledgers: LedgerFactory
 ) -> None:
     await _expire(services, company)
     stale = await connection_of(services.db, company_id=company.company.id)
-    ledgers = partial(ledger_for, services=services)
     racing = [usable_connection(services, ledgers, stale) for _ in range(8)]
     fresh = await asyncio.gather(*racing)
     ledger = await sandbox_ledger(services, company)

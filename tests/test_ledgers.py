@@ -15,8 +15,8 @@ from sqlalchemy import update
 
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
-from ledgers import create_company, ledger_for
-from ledgers.protocol import Entry
+from ledgers import create_company
+from ledgers.protocol import Entry, LedgerFactory
 from models.batch import items_in
 from models.company import NewCompany, connection_of
 from models.enums import ItemStatus, Provider
@@ -188,7 +188,7 @@ async def test_an_expired_access_token_is_refreshed_once_and_a_revoked_grant_rel
 
 
 async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
-    ledger: Ledger, services: Services, run_jobs: Any
+    ledger: Ledger, services: Services, ledgers: LedgerFactory, run_jobs: Any
 ) -> None:
     await _link(ledger)
     ledger.fake.throttle(1)
@@ -197,7 +197,7 @@ async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
     assert item["status"] == "SUCCESS" and item["attempts"] == 2
 
     connection = await connection_of(services.db, company_id=ledger.cid)
-    adapter = ledger_for(connection, services=services)
+    adapter = ledgers(connection)
     record = Expense.model_validate(ledger.expense())
     first = await adapter.push([Entry("itm_same", record)])
     second = await adapter.push([Entry("itm_same", record)])
@@ -285,7 +285,7 @@ async def test_items_a_dead_worker_left_mid_push_are_found_not_posted_again(
         moves=[ItemMove(first, ItemStatus.PROCESSING), ItemMove(second, ItemStatus.PROCESSING)],
     )
     connection = await connection_of(services.db, company_id=ledger.cid)
-    adapter = ledger_for(connection, services=services)  # the dead worker's call: one written
+    adapter = worker_context.ledger_for(connection)  # the dead worker's call: one written
     record = Expense.model_validate(ledger.expense(reference="k0"))
     (written,) = await adapter.push([Entry("another-call", record)])
     async with services.db.transaction() as session:  # long ago: no job of theirs is alive

@@ -5,7 +5,6 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from api.subscriptions import Interest, follow
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import books as sandbox
-from ledgers import ledger_for
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
@@ -162,9 +160,9 @@ async def test_ending_a_subscription_or_dropping_the_socket_frees_everything(
 
 
 async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
-    company: NewCompany, services: Services
+    company: NewCompany, services: Services, worker_context: WorkerContext
 ) -> None:
-    ledgers = partial(ledger_for, services=services)
+    ledgers = worker_context.ledger_for
     records = [
         Expense.model_validate(
             {
@@ -191,7 +189,7 @@ async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
             record_type=RecordType.EXPENSE,
             records=records,
         )
-        await run_sync(WorkerContext(services, ledgers), batch_id=batch.id)
+        await run_sync(worker_context, batch_id=batch.id)
         logged = await company_events(
             services.db, company_id=company.company.id, after_seq=0, upto_seq=10**9, limit=10**6
         )
