@@ -1,5 +1,6 @@
 """GraphQL input types, and their conversion to validated records (all or nothing)."""
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
@@ -76,12 +77,22 @@ def to_records(
     limit: int,
 ) -> list[Expense | Bill | Invoice]:
     raw: list[dict[str, Any]] = []  # Any: field values on their way to validation
-    for data in map(strawberry.asdict, inputs):
+    for data in map(_fields, inputs):
         if "merchant" in data:
             data["vendor_name"] = data["vendor_name"] or data.pop("merchant")
             data.pop("merchant", None)
         raw.append({key: value for key, value in data.items() if value is not None})
     return parse_records(record_type, raw, field=field, limit=limit)
+
+
+def _fields(value: Any) -> Any:  # Any: an input object, its lists and its values
+    """An input object as plain dicts and lists, for the record models to validate:
+    `strawberry.asdict` deep-copies every value, a third of a 1,000-record create."""
+    if isinstance(value, list):
+        return [_fields(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _fields(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
 def to_account(data: AccountInput) -> Account:

@@ -30,9 +30,11 @@ from models.tables import (
     ITEM_COUNTERS,
     Company,
     PushAttempt,
+    Row,
     SyncBatch,
     SyncEvent,
     SyncItem,
+    as_loaded,
     batches_in,
     new_id,
     utcnow,
@@ -146,8 +148,8 @@ async def transition(
         applied = await _move_items(session, batch_id, moves, strict, now)
         counts = await _count(session, batch_id, applied)
         target = _derive(batch.status, applied, counts, fail_batch)
-        opening: list[SyncEvent] = []
-        closing: list[SyncEvent] = []
+        opening: list[Row] = []
+        closing: list[Row] = []
         if target is not None:
             await _move_batch(session, batch, target, fail_batch, now)
             event = _event(batch, None, batch.status, target, fail_batch)
@@ -309,19 +311,20 @@ def _event(
     before: str | None,
     after: str,
     error: SyncError | None = None,
-) -> SyncEvent:
-    return SyncEvent(
-        company_id=batch.company_id,
-        batch_id=batch.id,
-        item_id=item_id,
-        from_status=before,
-        to_status=after,
-        error_code=error.code if error else None,
-        error_message=error.message if error else None,
-    )
+) -> Row:
+    """An event's values, numbered and stamped by `_log_events`."""
+    return {
+        "company_id": batch.company_id,
+        "batch_id": batch.id,
+        "item_id": item_id,
+        "from_status": before,
+        "to_status": after,
+        "error_code": error.code if error else None,
+        "error_message": error.message if error else None,
+    }
 
 
-async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[SyncEvent]:
+async def _log_events(session: AsyncSession, events: list[Row]) -> list[SyncEvent]:
     """Number the events in their company's sequence, then insert them, last in the transaction.
 
     Taking the numbers locks the company row until the commit: a company's events are numbered,
@@ -330,13 +333,13 @@ async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[Sy
     """
     if not events:
         return []
-    (company_id,) = {event.company_id for event in events}
+    (company_id,) = {event["company_id"] for event in events}
     moved: Counter[str] = Counter()  # the company's batches in each status, by their moves
     for event in events:
-        if event.item_id is None:  # a batch's own move
-            moved[batches_in(BatchStatus(event.to_status))] += 1
-            if event.from_status is not None:
-                moved[batches_in(BatchStatus(event.from_status))] -= 1
+        if event["item_id"] is None:  # a batch's own move
+            moved[batches_in(BatchStatus(event["to_status"]))] += 1
+            if event["from_status"] is not None:
+                moved[batches_in(BatchStatus(event["from_status"]))] -= 1
     counts = {column: _companies.c[column] + delta for column, delta in moved.items() if delta}
     last = await session.scalar(
         update(_companies)
@@ -347,11 +350,11 @@ async def _log_events(session: AsyncSession, events: list[SyncEvent]) -> list[Sy
     assert last is not None
     stamp = utcnow()
     for seq, event in enumerate(events, start=last - len(events) + 1):
-        event.company_seq, event.occurred_at = seq, stamp
-    rows = [event.model_dump(exclude={"id"}) for event in events]
+        event |= {"company_seq": seq, "occurred_at": stamp}
     ids = await session.execute(
-        insert(_events).returning(_events.c.id, sort_by_parameter_order=True), rows
+        insert(_events).returning(_events.c.id, sort_by_parameter_order=True), events
     )
-    for event, (event_id,) in zip(events, ids, strict=True):
-        event.id = event_id
-    return events
+    return [
+        as_loaded(SyncEvent, {**event, "id": event_id})
+        for event, (event_id,) in zip(events, ids, strict=True)
+    ]
