@@ -46,16 +46,29 @@ async def _pipeline(args: argparse.Namespace) -> None:
 
 
 async def _limited(args: argparse.Namespace) -> None:
-    per_minute = 60 if args.xero else args.per_minute
-    print(f"limited: one company, sandbox {per_minute}/min and 5 at once, {args.limited_items} "
-          "items in one batch")  # fmt: skip
+    per_minute, per_call = (60, 50) if args.xero else (args.per_minute, args.documents_per_call)
+    items = 1000 if args.xero else args.limited_items
+    print(f"limited: one company, sandbox {per_minute} calls/min, 5 at once, {per_call} "
+          f"documents per call; {items} items in one batch")  # fmt: skip
     async with running() as service:
         f = await pipeline.limited(
-            service, per_minute=per_minute, concurrent=5, items=args.limited_items
+            service, per_minute=per_minute, concurrent=5, documents_per_call=per_call, items=items
         )
-    print(f"{'allowed/min':>11} {'achieved/min':>12} {'fraction':>8} {'429s':>5} {'synced s':>9}")
-    print(f"{f.per_minute:>11} {f.achieved_per_minute:>12.1f} {f.fraction:>8.3f} "
-          f"{f.rate_limited:>5} {f.seconds:>9.1f}")  # fmt: skip
+    print(f"{'allowed docs/min':>16} {'achieved':>9} {'fraction':>8} {'calls':>6} {'429s':>5} "
+          f"{'synced s':>9}")  # fmt: skip
+    print(f"{f.allowed_per_minute:>16} {f.achieved_per_minute:>9.0f} {f.fraction:>8.3f} "
+          f"{f.calls:>6} {f.rate_limited:>5} {f.seconds:>9.1f}")  # fmt: skip
+
+
+async def _creates(args: argparse.Namespace) -> None:
+    print(f"creates: createExpenses with {args.records} records, {args.samples} requests one "
+          "at a time, one API process")  # fmt: skip
+    async with running(workers=0) as service:
+        f = await pipeline.creates(service, records=args.records, samples=args.samples)
+    ordered = sorted(f.samples)
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
+    print(f"{'records':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{f.records:>7} {p50 * 1000:>7.0f} {p99 * 1000:>7.0f}")
 
 
 async def _queries(args: argparse.Namespace) -> None:
@@ -92,6 +105,7 @@ async def _footprint(args: argparse.Namespace) -> None:
 SCENARIOS = {
     "pipeline": _pipeline,
     "limited": _limited,
+    "creates": _creates,
     "live": _live,
     "queries": _queries,
     "footprint": _footprint,
@@ -117,9 +131,13 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=50, help="pipeline: spread over")
     parser.add_argument("--batch", type=int, default=100, help="pipeline: items per batch")
     parser.add_argument("--workers", type=int, default=2, help="pipeline: worker processes")
-    parser.add_argument("--per-minute", type=int, default=600, help="limited: the ledger's rate")
-    parser.add_argument("--xero", action="store_true", help="limited: Xero's 60/min")
-    parser.add_argument("--limited-items", type=int, default=300)
+    parser.add_argument("--per-minute", type=int, default=120, help="limited: calls a minute")
+    parser.add_argument("--documents-per-call", type=int, default=50, help="limited")
+    parser.add_argument(
+        "--xero", action="store_true", help="limited: Xero's 60 calls/min of 50, 1,000 items"
+    )
+    parser.add_argument("--limited-items", type=int, default=1000, help="limited: one batch")
+    parser.add_argument("--records", type=int, default=1000, help="creates: per request")
     parser.add_argument("--batches", type=int, default=100_000, help="queries: of one company")
     parser.add_argument("--batch-items", type=int, default=10_000, help="queries: failedItems'")
     parser.add_argument(

@@ -8,6 +8,7 @@ company's `companySyncEvents` subscription (the batch's terminal event), so noth
 import asyncio
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,23 +125,33 @@ async def throughput(
 class Limited:
     per_minute: int
     concurrent: int
+    documents_per_call: int
     items: int
+    calls: int
     seconds: float
-    achieved_per_minute: float
-    rate_limited: int  # pushes the ledger answered 429
+    achieved_per_minute: float  # documents
+    rate_limited: int  # calls the ledger answered 429
+
+    @property
+    def allowed_per_minute(self) -> int:
+        return self.per_minute * self.documents_per_call
 
     @property
     def fraction(self) -> float:
-        return self.achieved_per_minute / self.per_minute
+        return self.achieved_per_minute / self.allowed_per_minute
 
 
-async def limited(service: Service, *, per_minute: int, concurrent: int, items: int) -> Limited:
-    """One company whose sandbox allows `per_minute` pushes and `concurrent` at once: the rate
-    its pushes achieved (between the first and the last), and the 429s they met."""
+async def limited(
+    service: Service, *, per_minute: int, concurrent: int, documents_per_call: int, items: int
+) -> Limited:
+    """One company whose sandbox allows `per_minute` calls, `concurrent` at once, of
+    `documents_per_call` each: the documents a minute its calls achieved (from the first
+    call to the last, the last call's documents left out), and the 429s they met."""
     (company,) = await service.create_companies("limited", 1)
     await service.cli(
         "sandbox", "configure", "--company-id", company.id,
         "--rate-limit-per-minute", str(per_minute), "--max-concurrent", str(concurrent),
+        "--documents-per-call", str(documents_per_call),
     )  # fmt: skip
     finished, subscriber = await watch(service, company)
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=120) as http:
@@ -150,15 +161,27 @@ async def limited(service: Service, *, per_minute: int, concurrent: int, items: 
         pushes, refused = await _pushes(http, company, batch_id)
     if subscriber.transport is not None:
         subscriber.transport.close()
-    span = (pushes[-1] - pushes[0]).total_seconds()
-    achieved = (len(pushes) - 1) / span * 60 if span > 0 else float("inf")
-    return Limited(per_minute, concurrent, items, ended - started, achieved, refused)
+    calls = Counter(pushes)  # the documents of each call, by when it started
+    first, last = min(calls), max(calls)
+    span = (last - first).total_seconds()
+    achieved = (len(pushes) - calls[last]) / span * 60 if span > 0 else float("inf")
+    return Limited(
+        per_minute,
+        concurrent,
+        documents_per_call,
+        items,
+        len(calls),
+        ended - started,
+        achieved,
+        refused,
+    )
 
 
 async def _pushes(
     http: httpx.AsyncClient, company: Company, batch_id: str
 ) -> tuple[list[datetime], int]:
-    """When each successful push started, in order, and how many pushes were refused (429)."""
+    """When each item's successful push started (the call that carried it), and how many
+    pushes were refused (429)."""
     starts: list[datetime] = []
     refused = 0
     after = None
@@ -178,4 +201,24 @@ async def _pushes(
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    return sorted(starts), refused
+    return starts, refused
+
+
+@dataclass
+class Creates:
+    records: int
+    samples: list[float]  # seconds each request took, one at a time
+
+
+async def creates(service: Service, *, records: int, samples: int) -> Creates:
+    """`createExpenses` with `records` records, `samples` times one after another: the time
+    each request took (our API's whole time: the sandbox's preflight chart is cached)."""
+    (company,) = await service.create_companies("creates", 1)
+    expenses = [expense(n) for n in range(records)]
+    timings = []
+    async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=120) as http:
+        for _ in range(samples + 3):  # the first three warm the process and the chart
+            start = time.perf_counter()
+            await create(http, company, expenses)
+            timings.append(time.perf_counter() - start)
+    return Creates(records, timings[3:])
