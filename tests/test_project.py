@@ -1,5 +1,6 @@
 """The project's own checks, run by the test command so they run the same everywhere."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,37 @@ def test_schema_graphql_is_what_the_code_exports() -> None:
 def test_code_passes_its_checks(command: tuple[str, ...]) -> None:
     result = _run(str(BIN / command[0]), *command[1:])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# What each room may not import (STYLE.md's directions). Alembic's env, in models/, gathers
+# every table's metadata, the sandbox's books' included, so it is the one exception.
+FORBIDDEN = {
+    "models": {"api", "jobs", "ledgers", "httpx", "httpx2", "authlib"},
+    "ledgers": {"api", "jobs"},
+    "jobs": {"api"},
+}
+
+
+def _imported(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
+def test_imports_run_one_way(room: str) -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / room).rglob("*.py"))
+        if "migrations" not in path.parts
+        for name in _imported(path)
+        if name.split(".")[0] in FORBIDDEN[room]
+    ]
+    assert wrong == []
 
 
 async def test_migrations_build_exactly_the_tables_the_models_declare(database_url: str) -> None:
