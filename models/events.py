@@ -16,7 +16,7 @@ from sqlmodel import col, select
 
 from models.db import Database
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
-from models.tables import Company, SyncEvent
+from models.tables import Company, SyncEvent, as_loaded
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +71,23 @@ class EventBus:
 
 
 def event_from_payload(payload: dict[str, Any]) -> SyncEvent:  # Any: JSON values
-    """The event a published payload describes (the inverse of `event_payload`)."""
+    """The event a published payload describes (the inverse of `event_payload`): as a row
+    loaded from the log, since an API process turns every event it hears into one."""
     error = payload["error"] or {}
-    return SyncEvent(
-        id=int(payload["eventId"]),
-        company_seq=payload["seq"],
-        company_id=payload["companyId"],
-        batch_id=payload["batchId"],
-        item_id=payload["itemId"],
-        from_status=payload["fromStatus"],
-        to_status=payload["toStatus"],
-        error_code=error.get("code"),
-        error_message=error.get("message"),
-        occurred_at=datetime.fromisoformat(payload["occurredAt"]),
+    return as_loaded(
+        SyncEvent,
+        {
+            "id": int(payload["eventId"]),
+            "company_seq": payload["seq"],
+            "company_id": payload["companyId"],
+            "batch_id": payload["batchId"],
+            "item_id": payload["itemId"],
+            "from_status": payload["fromStatus"],
+            "to_status": payload["toStatus"],
+            "error_code": error.get("code"),
+            "error_message": error.get("message"),
+            "occurred_at": datetime.fromisoformat(payload["occurredAt"]),
+        },
     )
 
 
