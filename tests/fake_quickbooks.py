@@ -144,13 +144,20 @@ class FakeQuickBooks:
         answer = {match["entity"]: rows, "startPosition": 1, "maxResults": len(rows)}
         return JSONResponse({"QueryResponse": answer if rows else {}, "time": _now()})
 
+    def _replayed(self, request: Request) -> Response | None:
+        """The first answer again, for a `requestid` already answered."""
+        request_id = request.query_params.get("requestid")
+        if request_id is None or request_id not in self.answers:
+            return None
+        status, body = self.answers[request_id]
+        return JSONResponse(body, status)
+
     async def batch(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
             return refused
+        if (replayed := self._replayed(request)) is not None:
+            return replayed
         request_id = request.query_params.get("requestid")
-        if request_id is not None and request_id in self.answers:
-            status, body = self.answers[request_id]
-            return JSONResponse(body, status)
         operations = (await request.json())["BatchItemRequest"]
         self.document_calls.append(len(operations))
         if len(operations) > 30:
@@ -184,10 +191,9 @@ class FakeQuickBooks:
     async def create(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
             return refused
+        if (replayed := self._replayed(request)) is not None:
+            return replayed
         request_id = request.query_params.get("requestid")
-        if request_id is not None and request_id in self.answers:
-            status, body = self.answers[request_id]
-            return JSONResponse(body, status)
         entity = {
             "purchase": "Purchase",
             "bill": "Bill",
