@@ -224,19 +224,21 @@ class Hub:
             task.add_done_callback(self._closing.discard)
 
     async def _on_message(self, data: bytes) -> None:
+        """A transition's events, in order (`EventBus.publish`)."""
         try:
-            event = event_from_payload(json.loads(data))
+            events = [event_from_payload(payload) for payload in json.loads(data)]
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a malformed event message (%r)", exc)
             return
-        feed = self.feeds.get(event.company_id)
-        if feed is None or not feed.ready.is_set() or event.company_seq <= feed.seq:
-            return
-        if not feed.offer(event):
-            try:
-                await self._refill(feed, upto=event.company_seq)
-            except Exception:  # the database may be briefly away: the next check catches up
-                log.exception("live feed refill failed for company %s", feed.company_id)
+        for event in events:
+            feed = self.feeds.get(event.company_id)
+            if feed is None or not feed.ready.is_set() or event.company_seq <= feed.seq:
+                continue
+            if not feed.offer(event):
+                try:
+                    await self._refill(feed, upto=event.company_seq)
+                except Exception:  # the database may be away: the next check catches up
+                    log.exception("live feed refill failed for company %s", feed.company_id)
 
     async def _check(self) -> None:
         """Every `check_seconds`, catch up any feed whose company logged more than it heard,

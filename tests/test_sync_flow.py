@@ -160,7 +160,7 @@ async def test_every_transition_is_published_on_the_company_channel(
     while len(heard) < len(logged):
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         assert message is not None, f"heard {len(heard)} of {len(logged)} events"
-        heard.append(json.loads(message["data"]))
+        heard.extend(json.loads(message["data"]))  # a transition's events in one message
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert [h["eventId"] for h in heard] == [str(e.id) for e in logged]
     assert heard[-1] | {"eventId": "", "occurredAt": ""} == {
