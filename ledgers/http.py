@@ -1,7 +1,8 @@
 """What every real ledger's adapter does over HTTP: send the bearer token, turn answers into
 JSON and failures into `LedgerError`s (each vendor classifies its own error bodies)."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from ledgers.protocol import Entry
 from models.errors import LedgerError, SyncErrorCode
 from models.secrets import Tokens
 
@@ -47,6 +49,12 @@ def retry_after(response: httpx.Response) -> float | None:
         return float(response.headers["retry-after"])
     except (KeyError, ValueError):
         return None
+
+
+def call_key(entries: Sequence[Entry]) -> str:
+    """A batch call's idempotency key: the same documents make the same key, so the call
+    repeated after a timeout gets the ledger's first answer."""
+    return hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()
 
 
 def money(amount: Decimal) -> float:

@@ -18,14 +18,13 @@ found or created the same way; a purchase is paid from the realm's first bank ac
 Those ids are kept in Redis for a day.
 """
 
-import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from ledgers.http import LedgerHttp, Memo, money, retry_after
+from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
 from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
@@ -91,12 +90,11 @@ class QuickBooksLedger:
             }
             for n, entry in enumerate(entries)
         ]
-        key = hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()
         answer = await self.http.call(
             "POST",
             "/batch",
             json={"BatchItemRequest": operations},
-            params={"minorversion": MINOR_VERSION, "requestid": key},
+            params={"minorversion": MINOR_VERSION, "requestid": call_key(entries)},
         )
         answered = {str(a["bId"]): a for a in answer.get("BatchItemResponse", [])}
         outcomes: list[Outcome] = []

@@ -13,14 +13,13 @@ for this type of transaction." Access tokens last 30 minutes; refresh tokens rot
 A spend needs a bank account to pay from: the organisation's first active BANK account.
 """
 
-import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from ledgers.http import LedgerHttp, Memo, money, retry_after
+from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
 from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
@@ -100,7 +99,7 @@ class XeroLedger:
                 f"/{collection}",
                 json={collection: documents},
                 params={"summarizeErrors": "false"},
-                headers={"idempotency-key": _call_key(group)},
+                headers={"idempotency-key": call_key(group)},
             )
             id_field = _ID_FIELDS[collection]
             for entry, made in zip(group, answer[collection], strict=True):
@@ -202,11 +201,6 @@ def _collections(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
         collection = "BankTransactions" if isinstance(entry.record, Expense) else "Invoices"
         grouped.setdefault(collection, []).append(entry)
     return grouped
-
-
-def _call_key(entries: Sequence[Entry]) -> str:
-    """The call's idempotency key: the same documents make the same key."""
-    return hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()
 
 
 def _reference_field(record: Expense | Bill | Invoice) -> str:
