@@ -90,12 +90,13 @@ class Gateway:
         services: Services,
         ledger_for: LedgerFactory,
         connection: Connection,
+        ledger: Ledger,
         limiter: Limiter,
     ) -> None:
         self.services = services
         self.ledger_for = ledger_for
         self.connection = connection
-        self.ledger: Ledger = ledger_for(connection)
+        self.ledger = ledger
         self.limiter = limiter
 
     @classmethod
@@ -104,8 +105,9 @@ class Gateway:
     ) -> "Gateway":
         """The connection's gateway, its access token refreshed first if it is expiring."""
         connection = await usable_connection(services, ledger_for, connection)
-        limiter = _limiter(services, connection, await ledger_for(connection).limits())
-        return cls(services, ledger_for, connection, limiter)
+        ledger = ledger_for(connection)
+        limiter = _limiter(services, connection, await ledger.limits())
+        return cls(services, ledger_for, connection, ledger, limiter)
 
     async def usable(self, *, refused: Connection | None = None) -> bool:
         """Whether the connection still works, its token refreshed first if it is expiring,
