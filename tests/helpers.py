@@ -16,6 +16,9 @@ mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
 }
 """
 
+BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
+  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
+
 BATCH = """
 query Batch($id: ID!) {
   syncBatch(id: $id) {

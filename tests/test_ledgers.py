@@ -29,7 +29,7 @@ from tests.conftest import Api, asgi_api
 from tests.fake_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fake_quickbooks import FakeQuickBooks
 from tests.fake_xero import FakeXero
-from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
+from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, data, error, expense
 from tests.live import serving
 
 LINK = """mutation($c: ID!, $p: LedgerProvider!) {
@@ -37,8 +37,6 @@ LINK = """mutation($c: ID!, $p: LedgerProvider!) {
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
-BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
-  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
 CREATE_ACCOUNT = """mutation($c: ID!) {
   createAccount(companyId: $c, input: {code: "999", name: "Misc", type: EXPENSE}) { code } }"""
 

@@ -16,7 +16,7 @@ from models.secrets import open_tokens
 from models.services import Services
 from models.tables import Connection
 from tests.conftest import Api
-from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, error, expense
+from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, data, error, expense
 
 CREATE_ACCOUNT = """
 mutation($companyId: ID!, $input: AccountInput!) {
@@ -321,8 +321,6 @@ async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
     assert "RuntimeError" in boom["error"]["message"] and "socket" not in boom["error"]["message"]
 
 
-BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
-  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
 ETA = "query($id: ID!) { syncBatch(id: $id) { status estimatedCompletionAt } }"
 
 
