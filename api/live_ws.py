@@ -49,6 +49,7 @@ from api.context import Context
 from api.errors import coded
 from api.hub import Feed, LiveEvent
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
+from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import Follower, SyncEvent, authorise, follow
 from api.wire import FRAMES_EXTENSION, Frames, text_frame_header
 
@@ -62,6 +63,7 @@ _PLANS_KEPT = 512
 class LivePlan:
     document: DocumentNode
     field: FieldNode
+    render: Render | None  # the event's result without graphql-core, when its selection is plain
 
 
 class _Plans:
@@ -97,7 +99,9 @@ def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Live
     (root,) = operation.selection_set.selections  # validation allows one root field
     if not isinstance(root, FieldNode) or root.name.value not in LIVE_FIELDS or root.directives:
         return None
-    return LivePlan(document, root)
+    assert schema.subscription_type is not None
+    field = schema.subscription_type.fields[root.name.value]
+    return LivePlan(document, root, compile_plain(field.type, root.selection_set))
 
 
 PLANS = _Plans()
@@ -164,7 +168,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         definition = executor.schema.subscription_type.fields[plan.field.name.value]
         arguments = get_argument_values(definition, plan.field, executor.variable_values)
         interest = await authorise(self.context, plan.field.name.value, arguments)
-        message = _Message(operation, executor)
+        message = _Message(operation, plan, executor)
         websocket = self.websocket.ws  # type: ignore[attr-defined]
         frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
 
@@ -198,22 +202,32 @@ class _Message:
     and kept on the event for every other subscriber of the same; only the id differs.
     """
 
-    def __init__(self, operation: Operation[Context, None], executor: Executor[Context]) -> None:
+    def __init__(
+        self, operation: Operation[Context, None], plan: LivePlan, executor: Executor[Context]
+    ) -> None:
         self.executor = executor
+        self.render = plan.render
+        self.field = (plan.field.alias or plan.field.name).value
         self.id = operation.id
         self.key = json.dumps([operation.query, operation.operation_name, operation.variables])
         self.prefix = ('{"id":' + json.dumps(operation.id) + ',"type":"next","payload":').encode()
 
     def payload(self, event: LiveEvent) -> bytes:
         payload = event.rendered.get(self.key)
-        if payload is None:  # SyncEvent's fields are plain values: execution never awaits
-            result = execute_subscription_event(
-                self.executor.build_per_event_executor(SyncEvent.from_row(event.row))
-            )
-            assert isinstance(result, ExecutionResult), "live fields must resolve synchronously"
-            payload = json.dumps(result.formatted, separators=(",", ":")).encode()
+        if payload is None:
+            result = self._result(SyncEvent.from_row(event.row))
+            payload = json.dumps(result, separators=(",", ":")).encode()
             event.rendered[self.key] = payload
         return payload
+
+    def _result(self, event: SyncEvent) -> object:
+        if self.render is not None:
+            with contextlib.suppress(NotPlain):
+                return {"data": {self.field: self.render(event)}}
+        # SyncEvent's fields are plain values: execution never awaits
+        result = execute_subscription_event(self.executor.build_per_event_executor(event))
+        assert isinstance(result, ExecutionResult), "live fields must resolve synchronously"
+        return result.formatted
 
     def text(self, event: LiveEvent) -> str:
         return (self.prefix + self.payload(event) + b"}").decode()
