@@ -1,12 +1,13 @@
 """The service's tables. Every status column changes only through `models.transitions`."""
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Column, Enum, Index, Integer, Text, inspect
-from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm import ClassManager, InstanceState, Mapper, configure_mappers
 from sqlmodel import Field, SQLModel
 
 from models.enums import (
@@ -26,16 +27,22 @@ T = TypeVar("T", bound=SQLModel)
 def as_loaded(table: type[T], values: Row) -> T:
     """`table`'s row as a query would load it: every column's value taken as it is, without
     SQLModel's validation and attribute events, which cost 70 µs a row (a fifth of a
-    1,000-record create). Only for rows our own code has just written with Core."""
-    if not inspect(table).configured:  # once per process
-        configure_mappers()
+    1,000-record create), and without SQLAlchemy's look for a state it would not find
+    (pydantic answers that miss slowly). Only for rows our own code has just written."""
     row: T = table.__new__(table)
-    table._sa_class_manager._new_state_if_none(row)  # type: ignore[attr-defined]
-    row.__dict__.update(values)
+    state: InstanceState[T] = InstanceState(row, _manager(table))
+    row.__dict__.update(values, _sa_instance_state=state)
     object.__setattr__(row, "__pydantic_fields_set__", set(values))
     object.__setattr__(row, "__pydantic_extra__", None)
     object.__setattr__(row, "__pydantic_private__", None)
     return row
+
+
+@functools.cache
+def _manager(table: type[SQLModel]) -> ClassManager[Any]:
+    configure_mappers()
+    mapper: Mapper[Any] = inspect(table)
+    return mapper.class_manager
 
 
 def new_id(prefix: str) -> str:
