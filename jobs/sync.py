@@ -20,13 +20,13 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 
 from arq import Retry
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from jobs.context import WorkerContext, from_ctx
+from jobs.lease import Lease, held, reclaim_expired
 from ledgers.gateway import Gateway
 from ledgers.protocol import Entry
 from models.alerts import judge_failure_rate, record_outcomes
@@ -35,7 +35,7 @@ from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
-from models.queue import enqueue_sync
+from models.queue import enqueue_sync, forget_job
 from models.records import load_record
 from models.settings import Settings
 from models.tables import Connection, SyncBatch, SyncItem, utcnow
@@ -53,10 +53,19 @@ STRANDED = SyncError(
 async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
     """arq entry point; `ctx` carries the worker's typed context.
 
-    A database or Redis outage mid-job runs the job again shortly (arq would otherwise drop
-    it); items it left PROCESSING are put back once they are older than the job timeout."""
+    The job works while it holds the batch's lease (`jobs.lease`); while another job holds
+    it, this one waits its turn. A database or Redis outage mid-job runs the job again
+    shortly (arq would otherwise drop it)."""
+    deps = from_ctx(ctx)
+    seconds = deps.services.settings.lease_seconds
+    lease = Lease(
+        deps.services.redis, batch_id=batch_id, job_id=str(ctx["job_id"]), seconds=seconds
+    )
     try:
-        await run_sync(from_ctx(ctx), batch_id=batch_id)
+        if not await lease.take():
+            raise Retry(defer=seconds / 2)  # after the job that has the batch
+        async with lease.kept():
+            await run_sync(deps, batch_id=batch_id)
     except (DBAPIError, RedisError, OSError) as exc:
         log.warning(
             "batch job interrupted: %r; it runs again in %ss",
@@ -68,6 +77,7 @@ async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
 
 
 async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
+    """Sync the batch, as the holder of its lease."""
     db, settings = deps.services.db, deps.services.settings
     async with db.sessions() as session:
         batch = await session.get(SyncBatch, batch_id)
@@ -288,18 +298,11 @@ def _ms_since(start: float) -> float:
 
 
 async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
-    """Put back the items a dead worker left PROCESSING, with an attempt whose outcome is
-    unknown: before they are pushed again, they are looked for in the ledger. An item
-    claimed longer ago than the job timeout has no living job: arq cancels a job at its
-    timeout, and reruns a killed worker's job only after it."""
-    db, timeout = deps.services.db, deps.services.settings.job_timeout_seconds
-    stranded = await items_in(
-        db,
-        batch_id=batch_id,
-        status=ItemStatus.PROCESSING,
-        limit=None,
-        unchanged_since=utcnow() - timedelta(seconds=timeout),
-    )
+    """Put back the items a dead job left PROCESSING, with an attempt whose outcome is
+    unknown: before they are pushed again, they are looked for in the ledger. Only the
+    lease's holder claims items, so whatever is PROCESSING when a job takes it is stranded."""
+    db = deps.services.db
+    stranded = await items_in(db, batch_id=batch_id, status=ItemStatus.PROCESSING, limit=None)
     if stranded:
         lost = [Attempt(utcnow(), 0.0, STRANDED)]
         moves = [ItemMove(item.id, ItemStatus.PENDING, attempts=lost) for item in stranded]
@@ -328,9 +331,26 @@ async def _fail_batch(deps: WorkerContext, batch: SyncBatch, connection: Connect
 
 
 async def requeue_unfinished(ctx: dict[str, object]) -> None:
-    """arq cron: queue every unfinished batch's job. A no-op where it is queued or running; it
-    finds batches whose enqueue never happened (a crash after the commit) or whose job died."""
+    """arq cron: queue every unfinished batch no job holds. A no-op where its job is queued;
+    it finds batches whose enqueue never happened (a crash after the commit)."""
     deps = from_ctx(ctx)
-    for batch_id in await unfinished_batches(deps.services.db):
-        if await enqueue_sync(deps.services.queue, batch_id=batch_id):
+    unfinished = await unfinished_batches(deps.services.db)
+    holding = await held(deps.services.redis, unfinished)
+    for batch_id in unfinished:
+        if batch_id not in holding and await enqueue_sync(deps.services.queue, batch_id=batch_id):
             log.warning("unfinished batch had no job: queued", extra={"batch_id": batch_id})
+
+
+async def reclaim_batches(ctx: dict[str, object]) -> None:
+    """arq cron, one worker every `SWEEP_SECONDS`: a batch whose job stopped renewing its lease
+    (a worker killed, a machine gone) gets a new job at once, with an id of its own."""
+    deps = from_ctx(ctx)
+    queue = deps.services.queue
+    for lapsed in await reclaim_expired(deps.services.redis):
+        await forget_job(queue, lapsed.job_id)
+        await enqueue_sync(queue, batch_id=lapsed.batch_id, fresh=True)
+        log.warning(
+            "batch's job %s died: a new job took over",
+            lapsed.job_id,
+            extra={"batch_id": lapsed.batch_id},
+        )

@@ -1,5 +1,6 @@
 """arq worker settings: the sync job, the JSON wire format, and how a worker gets its context."""
 
+import logging
 from contextlib import AsyncExitStack
 from functools import partial
 
@@ -8,12 +9,14 @@ from arq.worker import Worker, func
 
 import ledgers
 from jobs.context import WorkerContext, attach
-from jobs.sync import requeue_unfinished, sync_batch
+from jobs.sync import reclaim_batches, requeue_unfinished, sync_batch
 from jobs.webhooks import pump_webhooks
 from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
 from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from models.services import Services
+
+log = logging.getLogger(__name__)
 
 MAX_SLICES = 1_000_000  # a batch's job runs again after each slice (arq counts them as tries)
 
@@ -34,6 +37,7 @@ def build_worker(
         http = await outside.enter_async_context(open_http())
         factory = ledger_for or partial(ledgers.ledger_for, services=services, http=http)
         attach(ctx, WorkerContext(services, factory, http))
+        log.info("worker ready: up to %d batches at once", settings.worker_max_jobs)
 
     async def on_shutdown(ctx: dict[str, object]) -> None:
         await outside.aclose()
@@ -47,11 +51,17 @@ def build_worker(
                 run_at_startup=True,
                 unique=True,
             ),
+            cron(
+                reclaim_batches,
+                second=set(range(0, 60, settings.sweep_seconds)),
+                run_at_startup=True,
+                unique=True,
+            ),
             # Each second, one worker sends webhooks; a burst (tests) runs only what is queued.
             *([] if burst else [cron(pump_webhooks, second=set(range(60)), unique=True)]),
         ],
-        job_timeout=settings.job_timeout_seconds,  # for every function: a killed worker's job
-        # runs again once its in-progress lease (the longest timeout + 10 s) expires
+        job_timeout=settings.job_timeout_seconds,  # a backstop: a batch's job works in slices,
+        # and a dead job's batch is reclaimed by its lease (jobs/lease.py), not by arq
         queue_name=QUEUE_NAME,
         redis_settings=services.redis_settings,  # its own pool: arq closes it on close()
         on_startup=on_startup,

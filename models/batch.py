@@ -213,12 +213,9 @@ async def items_in(
     batch_id: str,
     status: ItemStatus,
     limit: int | None,
-    unchanged_since: datetime | None = None,
 ) -> list[SyncItem]:
-    """The batch's items in `status` (and untouched since then, if given), in batch order."""
+    """The batch's items in `status`, in batch order."""
     conditions = [col(SyncItem.batch_id) == batch_id, col(SyncItem.status) == status]
-    if unchanged_since is not None:
-        conditions.append(col(SyncItem.updated_at) < unchanged_since)
     async with db.sessions() as session:
         result = await session.execute(
             select(SyncItem).where(*conditions).order_by(col(SyncItem.position)).limit(limit)

@@ -1,9 +1,11 @@
 """The job queue's names and wire format, shared by whoever enqueues and the worker."""
 
 import json
+import uuid
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 QUEUE_NAME = "sync2books:queue"
 SYNC_BATCH = "sync_batch"
@@ -25,9 +27,23 @@ def sync_job_id(batch_id: str) -> str:
     return f"sync:{batch_id}"
 
 
-async def enqueue_sync(queue: ArqRedis, *, batch_id: str) -> bool:
-    """Ask a worker to sync the batch's unfinished items; False if its job is already there."""
-    job = await queue.enqueue_job(
-        SYNC_BATCH, batch_id, _job_id=sync_job_id(batch_id), _queue_name=QUEUE_NAME
-    )
+async def enqueue_sync(queue: ArqRedis, *, batch_id: str, fresh: bool = False) -> bool:
+    """Ask a worker to sync the batch's unfinished items; False if its job is already there.
+    A `fresh` job has an id of its own: for a batch whose job died (`jobs.lease`)."""
+    job_id = sync_job_id(batch_id) + (f":{uuid.uuid4().hex[:12]}" if fresh else "")
+    job = await queue.enqueue_job(SYNC_BATCH, batch_id, _job_id=job_id, _queue_name=QUEUE_NAME)
     return job is not None
+
+
+async def forget_job(queue: ArqRedis, job_id: str) -> None:
+    """Take a dead job out of arq: it would run again once its in-progress key expired, and
+    until then its id would refuse a new job for its batch."""
+    async with queue.pipeline(transaction=True) as pipe:
+        pipe.zrem(QUEUE_NAME, job_id)
+        pipe.delete(
+            *(
+                prefix + job_id
+                for prefix in (job_key_prefix, in_progress_key_prefix, retry_key_prefix)
+            )
+        )
+        await pipe.execute()

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
     max_body_bytes: int = 8 * 1024 * 1024  # 1,000 bills of 100 lines fit
     max_records_per_batch: int = 1000
-    job_timeout_seconds: int = 120  # a killed job's batch resumes within this + 10 s
+    job_timeout_seconds: int = 120  # arq's limit for one run of a job (a slice takes seconds)
+    lease_seconds: float = 8.0  # a job renews its batch's lease every quarter of this…
+    sweep_seconds: int = 2  # …and a batch whose job died gets a new one this often (divides 60)
     job_slice_seconds: float = 5.0  # then a job queues the rest of its batch behind others
     worker_max_jobs: int = 10  # batches one worker process syncs at once
     worker_max_pushes: int = 20  # pushes one worker process has in flight, across its jobs

@@ -1,0 +1,143 @@
+"""Batch leases: one job at a time works on a batch, and a dead job's batch is noticed in
+seconds, not when arq's in-progress key expires (the job timeout + 10 s).
+
+A job holds its batch's lease while it runs and renews it every quarter of
+`LEASE_SECONDS`; it lets go when it ends, is deferred or is cancelled (a SIGTERM hands the
+batch back at once). A lease nobody renewed is a job that died: `reclaim_expired` (one
+worker, every `SWEEP_SECONDS`) takes it away and names the dead job, so the batch gets a new
+one. Leases are deadlines in one sorted set, by Redis's clock, so the sweep reads only the
+expired ones and workers' clocks never matter.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+DEADLINES = "sync2books:leases"  # batch id → when its lease lapses (ms, Redis's clock)
+HOLDERS = "sync2books:lease-holders"  # batch id → the arq job id holding it
+
+_NOW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+_TAKE = (
+    _NOW
+    + """
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+if deadline and tonumber(deadline) > now and holder ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+_RENEW = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+)
+_RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+_RECLAIM = (
+    _NOW
+    + """
+local lapsed = {}
+for _, batch in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  table.insert(lapsed, batch)
+  table.insert(lapsed, redis.call('HGET', KEYS[2], batch) or '')
+  redis.call('ZREM', KEYS[1], batch)
+  redis.call('HDEL', KEYS[2], batch)
+end
+return lapsed
+"""
+)
+
+
+@dataclass(frozen=True)
+class Lapsed:
+    batch_id: str
+    job_id: str  # the job that stopped renewing it
+
+
+class Lease:
+    """One job's hold on one batch."""
+
+    def __init__(self, redis: Redis, *, batch_id: str, job_id: str, seconds: float) -> None:
+        self.redis, self.batch_id, self.job_id = redis, batch_id, job_id
+        self.ms = int(seconds * 1000)
+
+    async def _call(self, script: str, *extra: str) -> int:
+        keys_and_args = (DEADLINES, HOLDERS, self.batch_id, self.job_id, *extra)
+        result: int = await self.redis.eval(script, 2, *keys_and_args)  # type: ignore[misc]
+        return result
+
+    async def take(self) -> bool:
+        """True when this job holds the batch now (or did already); False while another does."""
+        return bool(await self._call(_TAKE, str(self.ms)))
+
+    async def renew(self) -> bool:
+        """False once the lease is someone else's, or lapsed and reclaimed."""
+        return bool(await self._call(_RENEW, str(self.ms)))
+
+    async def release(self) -> None:
+        await self._call(_RELEASE)
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        """Renew while the body runs; if the lease is lost, cancel the body (another job has
+        the batch). Let go at the end, whatever ends it."""
+        task = asyncio.current_task()
+        assert task is not None
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(task, lost))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            if not lost.is_set():
+                with contextlib.suppress(RedisError, OSError):
+                    await asyncio.shield(self.release())
+
+    async def _keep(self, task: asyncio.Task[object], lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.ms / 4000)
+            try:
+                if await self.renew():
+                    continue
+            except (RedisError, OSError) as exc:  # Redis away: the sweep is too; try again
+                log.warning("lease not renewed: %r", exc, extra={"batch_id": self.batch_id})
+                continue
+            log.warning("lease lost: another job has the batch", extra={"batch_id": self.batch_id})
+            lost.set()
+            task.cancel()
+            return
+
+
+async def reclaim_expired(redis: Redis) -> list[Lapsed]:
+    """Take away every lapsed lease, atomically: each is reclaimed once, whoever sweeps."""
+    flat: list[bytes] = await redis.eval(_RECLAIM, 2, DEADLINES, HOLDERS)  # type: ignore[misc]
+    return [Lapsed(flat[n].decode(), flat[n + 1].decode()) for n in range(0, len(flat), 2)]
+
+
+async def held(redis: Redis, batch_ids: list[str]) -> set[str]:
+    """Those of the batches a job holds now (lapsed leases included, until reclaimed)."""
+    if not batch_ids:
+        return set()
+    deadlines = await redis.zmscore(DEADLINES, batch_ids)
+    return {b for b, deadline in zip(batch_ids, deadlines, strict=True) if deadline is not None}

@@ -1,0 +1,59 @@
+"""Batch leases against a real Redis: one holder at a time, lapsed leases reclaimed once."""
+
+import asyncio
+
+import pytest
+
+from jobs.lease import HOLDERS, Lapsed, Lease, held, reclaim_expired
+from models.services import Services
+
+
+def _lease(services: Services, job_id: str, seconds: float = 5.0) -> Lease:
+    return Lease(services.redis, batch_id="bat_1", job_id=job_id, seconds=seconds)
+
+
+async def test_one_job_holds_a_batch_until_it_lets_go(services: Services) -> None:
+    first, second = _lease(services, "job-1"), _lease(services, "job-2")
+    assert await first.take()
+    assert await first.take()  # its own lease again, e.g. its next slice
+    assert not await second.take()
+    assert not await second.renew()
+    await second.release()  # not its lease: nothing happens
+    assert await held(services.redis, ["bat_1", "bat_2"]) == {"bat_1"}
+    await first.release()
+    assert await second.take()
+
+
+async def test_a_lapsed_lease_is_reclaimed_once_and_names_its_dead_job(
+    services: Services,
+) -> None:
+    dead = _lease(services, "job-dead", seconds=0.1)
+    assert await dead.take()
+    assert await reclaim_expired(services.redis) == []  # still live
+    await asyncio.sleep(0.15)
+    assert await reclaim_expired(services.redis) == [Lapsed("bat_1", "job-dead")]
+    assert await reclaim_expired(services.redis) == []
+    assert not await dead.renew()  # the dead job, were it only slow, learns it lost the batch
+    assert await _lease(services, "job-new").take()
+
+
+async def test_a_kept_lease_is_renewed_and_the_body_cancelled_once_it_is_lost(
+    services: Services,
+) -> None:
+    lease = _lease(services, "job-1", seconds=0.4)
+    assert await lease.take()
+    with pytest.raises(asyncio.CancelledError):
+        async with lease.kept():
+            await asyncio.sleep(0.6)  # renewed meanwhile: not reclaimed
+            assert await reclaim_expired(services.redis) == []
+            await services.redis.hset(HOLDERS, "bat_1", "job-2")  # type: ignore[misc]
+            await asyncio.sleep(1)  # the next renewal finds the lease another's
+    assert await held(services.redis, ["bat_1"]) == {"bat_1"}  # job-2's, left alone
+
+
+async def test_a_kept_lease_is_let_go_when_its_body_ends(services: Services) -> None:
+    lease = _lease(services, "job-1")
+    assert await lease.take()
+    async with lease.kept():
+        pass
+    assert await held(services.redis, ["bat_1"]) == set()
