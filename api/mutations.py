@@ -30,12 +30,20 @@ from api.types import (
     record_of,
 )
 from ledgers.link import start_link
-from models.batch import create_batch, get_batch, retry_failed_items
+from models.batch import create_batch, create_batch_once, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.queue import enqueue_sync
 
+IDEMPOTENCY_KEY = Annotated[
+    str | None,
+    strawberry.argument(
+        description="1 to 255 characters, yours, per company: the same key with the same "
+        "records within 24 hours returns the first call's result instead of a second batch "
+        "(send it again after a timeout); with other records, CONFLICT."
+    ),
+]
 PREFLIGHT = Annotated[
     bool,
     strawberry.argument(
@@ -81,9 +89,10 @@ class Mutation:
         company_id: strawberry.ID,
         expenses: list[ExpenseInput],
         preflight: PREFLIGHT = False,
+        idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> CreateExpensesPayload:
         batch, records = await _create(
-            info, company_id, RecordType.EXPENSE, expenses, "expenses", preflight=preflight
+            info, company_id, RecordType.EXPENSE, expenses, "expenses", preflight, idempotency_key
         )
         created = [r for r in records if isinstance(r, Expense)]
         return CreateExpensesPayload(sync_batch_id=batch.id, batch=batch, expenses=created)
@@ -95,9 +104,10 @@ class Mutation:
         company_id: strawberry.ID,
         bills: list[BillInput],
         preflight: PREFLIGHT = False,
+        idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> CreateBillsPayload:
         batch, records = await _create(
-            info, company_id, RecordType.BILL, bills, "bills", preflight=preflight
+            info, company_id, RecordType.BILL, bills, "bills", preflight, idempotency_key
         )
         created = [r for r in records if isinstance(r, Bill)]
         return CreateBillsPayload(sync_batch_id=batch.id, batch=batch, bills=created)
@@ -109,9 +119,10 @@ class Mutation:
         company_id: strawberry.ID,
         invoices: list[InvoiceInput],
         preflight: PREFLIGHT = False,
+        idempotency_key: IDEMPOTENCY_KEY = None,
     ) -> CreateInvoicesPayload:
         batch, records = await _create(
-            info, company_id, RecordType.INVOICE, invoices, "invoices", preflight=preflight
+            info, company_id, RecordType.INVOICE, invoices, "invoices", preflight, idempotency_key
         )
         created = [r for r in records if isinstance(r, Invoice)]
         return CreateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=created)
@@ -190,8 +201,8 @@ async def _create(
     record_type: RecordType,
     inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
     field: str,
-    *,
     preflight: bool,
+    key: str | None,
 ) -> tuple[SyncBatch, list[Expense | Bill | Invoice]]:
     ctx = info.context
     services = ctx.services
@@ -201,9 +212,26 @@ async def _create(
     )
     if preflight and (found := await ledger_problems(ctx, owner, records, field=field)):
         raise refusal(found)
-    batch, item_ids = await create_batch(
-        services.db, bus=services.bus, company_id=owner, record_type=record_type, records=records
-    )
-    await enqueue_sync(services.queue, batch_id=batch.id)
+    if key is None:
+        batch, item_ids = await create_batch(
+            services.db,
+            bus=services.bus,
+            company_id=owner,
+            record_type=record_type,
+            records=records,
+        )
+        replayed = False
+    else:
+        once = await create_batch_once(
+            services.db,
+            bus=services.bus,
+            company_id=owner,
+            record_type=record_type,
+            records=records,
+            key=key,
+        )
+        batch, item_ids, replayed = once.batch, once.item_ids, once.replayed
+    if not replayed:
+        await enqueue_sync(services.queue, batch_id=batch.id)
     created = [record_of(i, r) for i, r in zip(item_ids, records, strict=True)]
     return SyncBatch.from_row(batch), created

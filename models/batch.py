@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -12,6 +13,7 @@ from models.db import Database
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus
+from models.idempotency import FIELD, first_batch, keyed
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
 from models.tables import ITEM_COUNTERS, Company, SyncBatch, SyncItem, batches_in, is_id
@@ -44,13 +46,61 @@ async def create_batch(
 
     The caller enqueues the batch's job after this has committed.
     """
+    payloads = [dump_record(record) for record in records]
     return await open_batch(
-        db,
-        bus=bus,
-        company_id=company_id,
-        record_type=record_type,
-        payloads=[dump_record(record) for record in records],
+        db, bus=bus, company_id=company_id, record_type=record_type, payloads=payloads
     )
+
+
+@dataclass(frozen=True)
+class Created:
+    batch: SyncBatch
+    item_ids: list[str]
+    replayed: bool  # the key's first request created it: nothing new to queue
+
+
+async def create_batch_once(
+    db: Database,
+    *,
+    bus: EventBus,
+    company_id: str,
+    record_type: RecordType,
+    records: Sequence[Expense | Bill | Invoice],
+    key: str,
+) -> Created:
+    """`create_batch` under an idempotency key: the first request with the key creates the
+    batch, the same request again within 24 h gets that batch (`Conflict` for other records).
+    """
+    payloads = [dump_record(record) for record in records]
+    request = keyed(key, record_type, payloads)
+    for _ in range(3):
+        if batch_id := await first_batch(db, company_id=company_id, keyed=request):
+            return Created(*await _batch_with_item_ids(db, batch_id), replayed=True)
+        try:
+            batch, item_ids = await open_batch(
+                db,
+                bus=bus,
+                company_id=company_id,
+                record_type=record_type,
+                payloads=payloads,
+                keyed=request,
+            )
+        except IntegrityError:  # a request with the key committed first: its batch answers
+            continue
+        return Created(batch, item_ids, replayed=False)
+    raise Conflict(f"{FIELD}: a request with this key is still being created; send it again")
+
+
+async def _batch_with_item_ids(db: Database, batch_id: str) -> tuple[SyncBatch, list[str]]:
+    async with db.sessions() as session:
+        batch = await session.get(SyncBatch, batch_id)
+        ids = await session.scalars(
+            select(col(SyncItem.id))
+            .where(col(SyncItem.batch_id) == batch_id)
+            .order_by(col(SyncItem.position))
+        )
+        assert batch is not None
+        return batch, list(ids)
 
 
 async def get_batch(db: Database, *, company_id: str, batch_id: str) -> SyncBatch | None:

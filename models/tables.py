@@ -160,6 +160,19 @@ class SyncItem(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """A create's idempotency key, per company: the batch its first request made, and what
+    that request held (`fingerprint`), for `KEPT` after it."""
+
+    __tablename__ = "idempotency_key"
+
+    company_id: str = Field(foreign_key="company.id", primary_key=True, max_length=40)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)  # sha256 of the record type and the records
+    batch_id: str = Field(foreign_key="sync_batch.id", max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class SyncEvent(SQLModel, table=True):
     """The durable log of transitions.
 

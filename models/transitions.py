@@ -25,6 +25,7 @@ from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
+from models.idempotency import Keyed, claim
 from models.metrics import count_events
 from models.tables import (
     ITEM_COUNTERS,
@@ -85,8 +86,10 @@ async def open_batch(
     company_id: str,
     record_type: RecordType,
     payloads: Sequence[dict[str, Any]],  # Any: JSON documents
+    keyed: Keyed | None = None,
 ) -> tuple[SyncBatch, list[str]]:
-    """Create a PENDING batch of PENDING items, with their `null → PENDING` events.
+    """Create a PENDING batch of PENDING items, with their `null → PENDING` events, and
+    claim the request's idempotency key for it, if it has one.
 
     Returns the batch and its item ids, in the order of `payloads`.
     """
@@ -121,6 +124,8 @@ async def open_batch(
     async with db.transaction() as session:
         session.add(batch)
         await session.flush()
+        if keyed is not None:
+            await claim(session, company_id=company_id, keyed=keyed, batch_id=batch.id)
         await session.execute(insert(_items), rows)
         logged = await _log_events(session, events)
     await bus.publish(logged)
