@@ -24,6 +24,12 @@ class WorkerContext:
         sandbox posts through it) and far from the thousand a chunk could start at once."""
         return asyncio.Semaphore(self.services.settings.worker_max_pushes)
 
+    @cached_property
+    def outages(self) -> dict[str, int]:
+        """Outages each batch's job met in a row in this process: they are waited out with
+        a growing pause, up to a cap (`jobs.sync.OUTAGE_RETRIES`)."""
+        return {}
+
 
 def attach(ctx: dict[str, object], context: WorkerContext) -> None:
     ctx[_KEY] = context

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 from arq import Retry
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
@@ -32,6 +33,7 @@ from ledgers.protocol import Entry
 from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
+from models.db import is_outage
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
@@ -44,7 +46,10 @@ from models.transitions import Attempt, ItemMove, transition
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 500  # items claimed and settled in one transition each way
-OUTAGE_RETRY_SECONDS = 1
+OUTAGE_RETRY_SECONDS = 1  # the first wait for our database or Redis; it doubles…
+OUTAGE_MAX_SECONDS = 30  # …up to this
+OUTAGE_RETRIES = 10  # then the job ends; the recovery sweep queues the batch once they answer
+OUTAGE_WAITS = 5  # waits within one push before its job's outage handling takes over
 STRANDED = SyncError(
     SyncErrorCode.PROVIDER_ERROR, "The worker stopped mid-push: the outcome is looked up."
 )
@@ -55,25 +60,42 @@ async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
 
     The job works while it holds the batch's lease (`jobs.lease`); while another job holds
     it, this one waits its turn. A database or Redis outage mid-job runs the job again
-    shortly (arq would otherwise drop it)."""
+    a little later, waiting longer each time, up to a cap (arq would otherwise drop it)."""
     deps = from_ctx(ctx)
     seconds = deps.services.settings.lease_seconds
     lease = Lease(
         deps.services.redis, batch_id=batch_id, job_id=str(ctx["job_id"]), seconds=seconds
     )
+    outage: Exception | None = None
     try:
         if not await lease.take():
             raise Retry(defer=seconds / 2)  # after the job that has the batch
         async with lease.kept():
             await run_sync(deps, batch_id=batch_id)
     except (DBAPIError, RedisError, OSError) as exc:
-        log.warning(
-            "batch job interrupted: %r; it runs again in %ss",
-            exc,
-            OUTAGE_RETRY_SECONDS,
-            extra={"batch_id": batch_id},
-        )
-        raise Retry(defer=OUTAGE_RETRY_SECONDS) from exc
+        if not is_outage(exc):
+            raise  # a bug, not weather: arq logs it; the recovery sweep queues the batch again
+        outage = exc
+    finally:
+        if outage is None:  # the run ended well (or in a slice): the outages in a row are over
+            deps.outages.pop(batch_id, None)
+    if outage is not None:
+        _wait_out(deps, batch_id, outage)
+
+
+def _wait_out(deps: WorkerContext, batch_id: str, outage: Exception) -> None:
+    """Run the job again after a pause that doubles with each outage in a row, or give up
+    after `OUTAGE_RETRIES` of them."""
+    outages = deps.outages[batch_id] = deps.outages.get(batch_id, 0) + 1
+    if outages > OUTAGE_RETRIES:
+        del deps.outages[batch_id]
+        log.error("batch job gave up after %d outages: %r", OUTAGE_RETRIES, outage,
+                  extra={"batch_id": batch_id})  # fmt: skip
+        return
+    wait = min(OUTAGE_MAX_SECONDS, OUTAGE_RETRY_SECONDS * 2 ** (outages - 1))
+    log.warning("batch job interrupted: %r; it runs again in %ss", outage, wait,
+                extra={"batch_id": batch_id})  # fmt: skip
+    raise Retry(defer=wait) from outage
 
 
 async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
@@ -148,12 +170,12 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
     job is deferred until then, holding no worker meanwhile. An outage of our own Redis or
     database spends no attempt."""
     settings = deps.services.settings
-    entries = {item.id: Entry(item.id, load_record(item.payload)) for item in items}
+    entries, moves = _loaded(items)
     attempts: dict[str, list[Attempt]] = {key: [] for key in entries}
-    moves: dict[str, ItemMove] = {}
-    pending = [entries[item.id] for item in items]
-    unknown = [entries[item.id] for item in items if item.attempts]
-    refreshed = False
+    pending = [entries[item.id] for item in items if item.id in entries]
+    pushed_before = {item.id for item in items if item.attempts}
+    unknown = [entry for entry in pending if entry.key in pushed_before]
+    refreshed, outage_waits = False, 0
     while pending:
         retry_after: float | None = None
         connection = gateway.connection
@@ -175,6 +197,9 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
         except LedgerError as exc:
             error, retry_after = exc.error, exc.retry_after
         except (DBAPIError, RedisError) as exc:  # our own database or Redis: not the ledger's
+            outage_waits += 1
+            if not is_outage(exc) or outage_waits > OUTAGE_WAITS:
+                raise
             log.warning(
                 "push interrupted by our own outage: %r; again in %ss",
                 exc,
@@ -182,7 +207,7 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
                 extra={"batch_id": items[0].batch_id},
             )
             await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the keys make a
-            continue  # post that did happen a no-op); the job's timeout bounds the wait
+            continue  # post that did happen a no-op)
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
             log.exception("push failed unexpectedly", extra={"batch_id": items[0].batch_id})
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
@@ -222,6 +247,25 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
             return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
         await asyncio.sleep(backoff(tries, retry_after, settings))
     return [moves[item.id] for item in items]
+
+
+def _loaded(items: Sequence[SyncItem]) -> tuple[dict[str, Entry], dict[str, ItemMove]]:
+    """Each item's record, by item id; an item whose stored record no longer validates (a row
+    written by hand, or by an older version) fails alone, before any push."""
+    entries: dict[str, Entry] = {}
+    moves: dict[str, ItemMove] = {}
+    for item in items:
+        try:
+            entries[item.id] = Entry(item.id, load_record(item.payload))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            message = (
+                f"The stored record is not valid ({where}: {problem['msg']}); create it again."
+            )
+            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
+            moves[item.id] = ItemMove(item.id, ItemStatus.FAILED, error=error)
+    return entries, moves
 
 
 def _moved(

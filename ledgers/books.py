@@ -24,14 +24,14 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from ledgers.protocol import Account, Entry, Outcome, TaxRate
-from models.db import Database
+from models.db import Database, is_outage
 from models.enums import AccountType
-from models.errors import Conflict, LedgerError
+from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, dump_record
 from models.secrets import Tokens
 from models.tables import Connection, enum_type, new_id, utcnow
@@ -396,12 +396,26 @@ class Books:
             return await grant(session, company_id=self.company_id)
 
     async def post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
-        """Post in one transaction. Two calls racing with one key: the loser's whole call
-        fails on the key's uniqueness and runs again, finding the winner's post."""
+        """Post in one transaction. When the store refuses it (two calls racing with one key,
+        or a record it cannot hold), each record is posted alone: a raced key finds the
+        winner's post, and a record the store refuses fails alone, as a ledger's would."""
         try:
             return await self._post(entries, check)
-        except IntegrityError:
-            return await self._post(entries, check)
+        except DBAPIError as refused:
+            if is_outage(refused):
+                raise
+        return [await self._post_alone(entry, check) for entry in entries]
+
+    async def _post_alone(self, entry: Entry, check: Check) -> Outcome:
+        try:
+            (outcome,) = await self._post([entry], check)
+        except DBAPIError as refused:
+            if is_outage(refused):
+                raise
+            reason = str(refused.orig).strip().splitlines()[0]
+            message = f"The ledger could not store this record ({reason})."
+            return LedgerError(SyncErrorCode.PROVIDER_ERROR, message)
+        return outcome
 
     async def _post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
         async with self.db.engine.begin() as conn:

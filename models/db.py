@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from redis.exceptions import RedisError
 from sqlalchemy import event, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -111,3 +113,11 @@ def _alembic_config(url: str) -> Config:
 async def migrate(url: str) -> None:
     """Bring the schema to the newest migration (in a thread: Alembic runs its own event loop)."""
     await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Our database or Redis out of reach (a passing outage), as opposed to a statement it
+    refused (a data or integrity error: poison, which waiting never cures)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, RedisError | OSError)

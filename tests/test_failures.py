@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy import text, update
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlmodel import col, select
 
 from jobs.sync import backoff
 from jobs.worker import build_worker
@@ -15,10 +19,12 @@ from ledgers import books as sandbox
 from ledgers.protocol import Entry
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
+from models.db import is_outage
 from models.enums import RecordType
 from models.errors import LedgerError
 from models.services import Services
 from models.settings import Settings
+from models.tables import SyncItem
 from tests.conftest import Api, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
 from tests.processes import cli, cli_result, env_without_config
@@ -251,3 +257,76 @@ async def test_a_batch_committed_but_never_queued_is_found_and_synced(
     await run_jobs()  # a worker's recovery sweep runs when it starts, then every 30 s
     found = await get_batch(services.db, company_id=company.company.id, batch_id=batch.id)
     assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)
+
+
+POISON_TRIGGERS = {  # the store refuses one record, as a too-long value or a constraint would
+    "postgresql": [
+        """CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN
+           IF NEW.reference = 'poison' THEN
+             RAISE EXCEPTION 'value too long for the ledger' USING ERRCODE = '22001';
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER refuse_poison BEFORE INSERT ON sandbox_record
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison()""",
+    ],
+    "sqlite": [
+        """CREATE TRIGGER refuse_poison BEFORE INSERT ON sandbox_record
+           WHEN NEW.reference = 'poison'
+           BEGIN SELECT RAISE(ABORT, 'value too long for the ledger'); END""",
+    ],
+}
+
+
+async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    backend = "postgresql" if services.db.is_postgres else "sqlite"
+    async with services.db.transaction() as session:
+        for statement in POISON_TRIGGERS[backend]:
+            await session.execute(text(statement))
+    try:
+        references = ["r0", "poison", "r2", "r3"]
+        batch_id = await _create(api, company, [expense(reference=r) for r in references])
+        await run_jobs()
+    finally:
+        async with services.db.transaction() as session:
+            await session.execute(text("DROP TRIGGER refuse_poison" + " ON sandbox_record" * (
+                backend == "postgresql")))  # fmt: skip
+    batch, items = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 3, 1)
+    poisoned = items[1]
+    assert (poisoned["status"], poisoned["error"]["code"]) == ("FAILED", "PROVIDER_ERROR")
+    message = poisoned["pushAttempts"][-1]["error"]["message"]
+    assert "could not store this record" in message and "too long" in message, message
+    assert len(await _posted(services, company)) == 3
+
+
+async def test_a_stored_record_that_no_longer_validates_fails_alone(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(3)])
+    async with services.db.transaction() as session:  # as a hand-edited row would be
+        item = (await session.scalars(select(SyncItem).where(SyncItem.reference == "r1"))).one()
+        await session.execute(
+            update(SyncItem)
+            .where(col(SyncItem.id) == item.id)
+            .values(payload={**item.payload, "amount": "-1"})
+        )
+    await run_jobs()
+    batch, items = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 2, 1)
+    assert (items[1]["status"], items[1]["error"]["code"]) == ("FAILED", "PROVIDER_ERROR")
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (OperationalError("SELECT 1", {}, Exception("server closed the connection")), True),
+        (InterfaceError("SELECT 1", {}, Exception("connection is closed")), True),
+        (DataError("INSERT", {}, Exception("value too long")), False),
+        (IntegrityError("INSERT", {}, Exception("duplicate key")), False),
+        (RedisConnectionError("Connection refused"), True),
+        (ConnectionResetError(), True),
+    ],
+)
+def test_only_lost_connections_are_outages(error: Exception, outage: bool) -> None:
+    assert is_outage(error) is outage
