@@ -84,3 +84,69 @@ async def test_migrations_build_exactly_the_tables_the_models_declare(database_u
     finally:
         await engine.dispose()
     assert drift == []
+
+
+def _internals() -> list[tuple[type, str]]:
+    """What api/ uses of Strawberry's, graphql-core's and uvicorn's internals, with the class
+    that holds each: methods and class attributes, or attributes its code assigns."""
+    from graphql import Executor
+    from strawberry.asgi import ASGIWebSocketAdapter
+    from strawberry.schema.schema import Schema
+    from strawberry.schema.schema_converter import GraphQLCoreConverter
+    from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+        BaseGraphQLTransportWSHandler,
+        Operation,
+    )
+    from strawberry.types.arguments import InputContext
+    from strawberry.types.base import StrawberryObjectDefinition
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    handler = BaseGraphQLTransportWSHandler
+    return [
+        (Schema, "_schema"),
+        (handler, "run_operation"),
+        (handler, "_handle_pre_execution_error"),
+        (handler, "handle_connection_init"),
+        (handler, "shutdown"),
+        (handler, "send_message"),
+        (handler, "operations"),
+        (handler, "connection_acknowledged"),
+        (handler, "websocket"),
+        (handler, "view"),
+        (ASGIWebSocketAdapter, "ws"),
+        (Operation, "send_operation_message"),
+        (StrawberryObjectDefinition, "from_input"),
+        (InputContext, "convert"),
+        (GraphQLCoreConverter, "DEFINITION_BACKREF"),
+        (Executor, "build"),
+        (Executor, "build_per_event_executor"),
+        (WebSocketsSansIOProtocol, "handle_connect"),
+        (WebSocketsSansIOProtocol, "conn"),
+        (WebSocketsSansIOProtocol, "writable"),
+        (WebSocketsSansIOProtocol, "transport"),
+        (WebSocketsSansIOProtocol, "scope"),
+    ]
+
+
+def test_the_internals_api_leans_on_are_still_there() -> None:
+    import inspect
+
+    import graphql.execution.values
+
+    missing = [
+        f"{owner.__module__}.{owner.__qualname__}.{name}"
+        for owner, name in _internals()
+        if not hasattr(owner, name)
+        and name not in getattr(owner, "__dataclass_fields__", {})
+        and f"self.{name} =" not in inspect.getsource(owner)
+        and f"self.{name}: " not in inspect.getsource(owner)
+    ]
+    missing += [
+        f"graphql.{name}" for name in ("execute_subscription_event",) if not hasattr(graphql, name)
+    ]
+    if not hasattr(graphql.execution.values, "get_argument_values"):
+        missing.append("graphql.execution.values.get_argument_values")
+    assert not missing, (
+        "a dependency upgrade moved internals that api/live_ws.py, api/wire.py, api/inputs.py "
+        f"or api/selections.py use: {missing}; adapt them, then the bounds in pyproject.toml"
+    )
