@@ -72,11 +72,12 @@ class Interest:
 
     company_id: str
     batch_id: str | None  # None: every batch of the company
-    after: int  # the event id after which it starts
+    after: int | None  # the event id after which it starts; None: from now on, no replay
 
 
 async def authorise(ctx: Context, field: str, arguments: Mapping[str, str | None]) -> Interest:
-    """Check a subscription field's arguments against the caller's company."""
+    """Check a subscription field's arguments against the caller's company. A company's
+    stream without `afterEventId` starts from now: its history may be millions of events."""
     after = parse_after(arguments.get("afterEventId"))
     if field == "syncBatchEvents":
         batch_id = arguments["batchId"] or ""
@@ -84,7 +85,8 @@ async def authorise(ctx: Context, field: str, arguments: Mapping[str, str | None
         if batch is None:
             raise NotFound(f"batch {batch_id} not found")
         return Interest(batch.company_id, batch.id, after)
-    return Interest(ctx.own(arguments["companyId"] or ""), None, after)
+    from_now = arguments.get("afterEventId") is None
+    return Interest(ctx.own(arguments["companyId"] or ""), None, None if from_now else after)
 
 
 class Follower:
@@ -103,12 +105,14 @@ class Follower:
         self.done = False
 
     async def replay(self) -> AsyncIterator[list[LiveEvent]]:
-        """The log after `after` up to `covered`, a page at a time."""
+        """The log after `after` up to `covered`, a page at a time (nothing from now on)."""
         company_id, batch_id, after = (
             self.interest.company_id,
             self.interest.batch_id,
             self.interest.after,
         )
+        if after is None:
+            return
         ended = False
         if batch_id is not None:  # already over, as far as the log up to `covered` knows?
             last = await last_batch_event(self.db, batch_id=batch_id)
@@ -131,7 +135,7 @@ class Follower:
 
     def take(self, events: Sequence[LiveEvent]) -> list[LiveEvent]:
         """The wanted ones of the events that follow `covered`, up to the batch's end."""
-        batch_id, after = self.interest.batch_id, self.interest.after
+        batch_id, after = self.interest.batch_id, self.interest.after or 0
         wanted = []
         for event in events:
             row = event.row
@@ -197,7 +201,10 @@ class Subscription:
         async for event in follow(info.context, interest):
             yield SyncEvent.from_row(event.row)
 
-    @strawberry.subscription(description="Every transition of every batch of the company.")
+    @strawberry.subscription(
+        description="Every transition of every batch of the company from now on, or after "
+        "`afterEventId` (see `Company.lastEventId`)."
+    )
     async def company_sync_events(
         self, info: Info, company_id: strawberry.ID, after_event_id: strawberry.ID | None = None
     ) -> AsyncIterator[SyncEvent]:

@@ -68,10 +68,12 @@ async def test_company_streams_are_exact_under_concurrent_batches_of_several_com
         GraphQLWebSocket.connect(live_server, company.api_key, LEGACY_WS) as legacy,
         GraphQLWebSocket.connect(live_server, other_company.api_key) as other,
     ):
-        await modern.subscribe("a", COMPANY_EVENTS, {"companyId": company.company.id})
-        await legacy.subscribe("a", COMPANY_EVENTS, {"companyId": company.company.id})
-        await other.subscribe("b", COMPANY_EVENTS, {"companyId": other_company.company.id})
-        await asyncio.sleep(0.2)  # the subscriptions are live
+        mine = {"companyId": company.company.id, "after": "0"}  # all: whenever they join
+        await modern.subscribe("a", COMPANY_EVENTS, mine)
+        await legacy.subscribe("a", COMPANY_EVENTS, mine)
+        await other.subscribe(
+            "b", COMPANY_EVENTS, {"companyId": other_company.company.id, "after": "0"}
+        )
         await asyncio.gather(
             *(_create(api, company, [expense(reference=f"a{i}")] * 15) for i in range(3)),
             *(_create(api, other_company, [expense(reference=f"b{i}")] * 10) for i in range(2)),
@@ -139,8 +141,7 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
     api: Api, company: NewCompany, services: Services, live_server: str
 ) -> None:
     async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
-        await client.subscribe("1", COMPANY_EVENTS, {"companyId": company.company.id})
-        await asyncio.sleep(0.2)
+        await client.subscribe("1", COMPANY_EVENTS, {"companyId": company.company.id, "after": "0"})
         await create_batch(
             services.db,
             bus=_SilentBus(services.redis),
@@ -153,3 +154,21 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
         heard_loudly = await client.events("1", count=2, seconds=2)
     logged = await _company_log(services, company)
     assert _ids(heard_quietly + heard_loudly) == _ids(logged)
+
+
+async def test_a_company_stream_without_after_starts_from_now(
+    api: Api, company: NewCompany, live_server: str, run_jobs: Any
+) -> None:
+    history = await _create(api, company, [expense()])
+    await run_jobs()
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
+        await client.subscribe("1", COMPANY_EVENTS, {"companyId": company.company.id})
+        for attempt in range(50):  # until the subscription has joined: no history before it
+            await _create(api, company, [expense(reference=f"new{attempt}")])
+            try:
+                first = await client.next("1", seconds=0.2)
+                break
+            except TimeoutError:
+                continue
+    assert first["type"] == "next"
+    assert first["payload"]["data"]["companySyncEvents"]["batchId"] != history
