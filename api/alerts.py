@@ -1,26 +1,24 @@
 """Alerts in GraphQL: the `alerts` query and the `companyAlerts` subscription.
 
-The subscription listens on the company's alert channel in Redis and reads each alert it
-hears of from the table. Alerts are rare and their subscribers few (a monitor page, an ops
-tool), so each subscription holds its own pub/sub connection rather than the live hub's.
+The subscription hears of each alert of its company through the process's live hub (one
+Redis connection for every subscriber) and reads it from the table, which is the truth.
+`afterAlertId` resumes: first the alerts raised or cleared since that one last changed.
 """
 
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 import strawberry
 
 from api.context import Context, Info
-from models.alerts import alerts_channel, get_alert, list_alerts
+from models.alerts import alerts_after, get_alert, list_alerts
 from models.enums import AlertKind, AlertStatus
+from models.errors import InvalidInput
 from models.pagination import PageRequest, page_size
 from models.tables import Alert as AlertRow
 
 strawberry.enum(AlertKind, name="AlertKind")
 strawberry.enum(AlertStatus, name="AlertStatus")
-
-LISTEN_SECONDS = 1.0  # within the Redis client's socket timeout
 
 
 @strawberry.type(description="A condition of the company's syncing, from raised to cleared.")
@@ -75,25 +73,37 @@ class AlertQuery:
 
 @strawberry.type
 class AlertSubscription:
-    @strawberry.subscription(description="Each alert of the company as it is raised or cleared.")
-    async def company_alerts(self, info: Info, company_id: strawberry.ID) -> AsyncIterator[Alert]:
-        """Authorised before the stream exists, so a refusal is the operation's error."""
-        return _alerts(info.context, info.context.own(company_id))
+    @strawberry.subscription(
+        description="Each alert of the company as it is raised or cleared, from now on; with "
+        "`afterAlertId`, first those raised or cleared since that one last changed."
+    )
+    async def company_alerts(
+        self, info: Info, company_id: strawberry.ID, after_alert_id: strawberry.ID | None = None
+    ) -> AsyncIterator[Alert]:
+        """Authorised, and its resume point found, before the stream exists: a refusal is the
+        operation's error."""
+        ctx = info.context
+        owner = ctx.own(company_id)
+        if after_alert_id is not None and not await get_alert(
+            ctx.services.db, company_id=owner, alert_id=after_alert_id
+        ):
+            raise InvalidInput("afterAlertId: no alert of the company", field="afterAlertId")
+        return _alerts(ctx, owner, after_alert_id)
 
 
-async def _alerts(ctx: Context, company_id: str) -> AsyncIterator[Alert]:
-    pubsub = ctx.services.redis.pubsub()
-    await pubsub.subscribe(alerts_channel(company_id))
-    try:
-        while True:
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=LISTEN_SECONDS
+async def _alerts(ctx: Context, company_id: str, after: str | None) -> AsyncIterator[Alert]:
+    """Listen first, then read what was missed: nothing falls between."""
+    with ctx.hub.alerts(company_id) as heard:
+        missed: list[AlertRow] = []
+        if after is not None:
+            missed = (
+                await alerts_after(ctx.services.db, company_id=company_id, alert_id=after) or []
             )
-            if message is None:
-                continue
-            alert_id = json.loads(message["data"])["alertId"]
-            row = await get_alert(ctx.services.db, company_id=company_id, alert_id=alert_id)
-            if row is not None:
-                yield Alert.from_row(row)
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        replayed = {row.id: row.status for row in missed}
+        for row in missed:
+            yield Alert.from_row(row)
+        while True:
+            alert_id = await heard.get()
+            now = await get_alert(ctx.services.db, company_id=company_id, alert_id=alert_id)
+            if now is not None and replayed.pop(now.id, None) != now.status:
+                yield Alert.from_row(now)

@@ -6,6 +6,9 @@ a message that never comes (checked against the database every `check_seconds`),
 Redis connection or a restarted Redis are all healed by reading the event log, which is the
 truth. Subscribers read the feed at their own pace; one that falls behind what the feed
 keeps reads the log instead, so a slow client costs no memory and never slows the others.
+
+Alerts come over the same connection: every company's (they are rare), each alert's id
+handed to the subscribers of its company here (`alerts`), who read it from the table.
 """
 
 import asyncio
@@ -13,8 +16,8 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +26,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
+from models.alerts import ALERTS_PREFIX
 from models.company import KEYS_CHANNEL, valid_key_hashes
 from models.db import Database
 from models.events import (
@@ -31,7 +35,7 @@ from models.events import (
     event_from_payload,
     last_event_seqs,
 )
-from models.metrics import LIVE_SUBSCRIPTIONS
+from models.metrics import ALERT_SUBSCRIPTIONS, LIVE_SUBSCRIPTIONS
 from models.tables import SyncEvent
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,7 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self._pubsub: PubSub | None = None
         self._sockets: dict[str, weakref.WeakSet[WebSocket]] = {}  # open ones, by key hash
+        self._alerts: dict[str, set[asyncio.Queue[str]]] = {}  # alert subscribers, by company
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -163,6 +168,31 @@ class Hub:
                 del self.feeds[company_id]
                 await self._subscription("unsubscribe", company_id)
 
+    @contextmanager
+    def alerts(self, company_id: str) -> Iterator["asyncio.Queue[str]"]:
+        """The ids of the company's alerts as they are raised or cleared, while held."""
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        self._alerts.setdefault(company_id, set()).add(heard)
+        ALERT_SUBSCRIPTIONS.inc()
+        try:
+            yield heard
+        finally:
+            ALERT_SUBSCRIPTIONS.dec()
+            listeners = self._alerts[company_id]
+            listeners.discard(heard)
+            if not listeners:
+                del self._alerts[company_id]
+
+    def _on_alert(self, channel: bytes, data: bytes) -> None:
+        company_id = channel.decode().removeprefix(ALERTS_PREFIX)
+        try:
+            alert_id = str(json.loads(data)["alertId"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed alert message (%r)", exc)
+            return
+        for heard in self._alerts.get(company_id, ()):
+            heard.put_nowait(alert_id)
+
     async def _open(self, feed: Feed) -> None:
         """Subscribe first, then read where the log stands: nothing can fall between."""
         try:
@@ -193,14 +223,17 @@ class Hub:
             try:
                 channels = [company_channel(c) for c in self.feeds]
                 await pubsub.subscribe(KEYS_CHANNEL, *channels)  # open even with no feeds
+                await pubsub.psubscribe(ALERTS_PREFIX + "*")
                 self._pubsub = pubsub
                 await self._heal_or_log()
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                    if message is None or message["type"] != "message":
+                    if message is None:
                         continue
-                    if message["channel"] == KEYS_CHANNEL.encode():
+                    if message["type"] == "pmessage":
+                        self._on_alert(message["channel"], message["data"])
+                    elif message["channel"] == KEYS_CHANNEL.encode():
                         self._on_key_replaced(message["data"].decode())
                     else:
                         await self._on_message(message["data"])

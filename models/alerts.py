@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -203,3 +203,23 @@ async def get_alert(db: Database, *, company_id: str, alert_id: str) -> Alert | 
     async with db.sessions() as session:
         alert = await session.get(Alert, alert_id)
     return alert if alert is not None and alert.company_id == company_id else None
+
+
+async def alerts_after(db: Database, *, company_id: str, alert_id: str) -> list[Alert] | None:
+    """The company's alerts raised or cleared after `alert_id` last was, in the order of
+    their last change; None when the company has no such alert."""
+    after = await get_alert(db, company_id=company_id, alert_id=alert_id)
+    if after is None:
+        return None
+    changed = func.coalesce(col(Alert.cleared_at), col(Alert.raised_at))
+    since = after.cleared_at or after.raised_at
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(Alert)
+            .where(
+                col(Alert.company_id) == company_id,
+                or_(changed > since, and_(changed == since, col(Alert.id) > after.id)),
+            )
+            .order_by(changed, col(Alert.id))
+        )
+        return list(rows)

@@ -69,6 +69,11 @@ LIVE_SUBSCRIPTIONS = Gauge(
     "Subscriptions following a company's events now.",
     multiprocess_mode="livesum",
 )
+ALERT_SUBSCRIPTIONS = Gauge(
+    "sync2books_alert_subscriptions",
+    "Subscriptions following a company's alerts now.",
+    multiprocess_mode="livesum",
+)
 
 
 def count_events(record_type: str, events: Sequence[SyncEvent]) -> None:

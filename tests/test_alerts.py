@@ -4,10 +4,10 @@ webhook, and cleared when the rate recovers or the company reconnects."""
 import asyncio
 from typing import Any
 
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
 from ledgers import books as sandbox
-from models.alerts import alerts_channel
 from models.company import NewCompany
 from models.services import Services
 from tests.conftest import Api
@@ -29,11 +29,11 @@ mutation($c: ID!) { createAccount(companyId: $c, input: {code: "999", name: "Mis
 """
 
 
-async def _subscribed(services: Services, company: NewCompany) -> None:
-    """Until the subscription listens: only then can it hear what is published."""
-    for _ in range(100):
-        counts = await services.redis.pubsub_numsub(alerts_channel(company.company.id))
-        if counts and counts[0][1]:
+async def _subscribed(listening: float = 1) -> None:
+    """Until the subscriptions listen (the live server runs in this process): only then can
+    they hear what is published."""
+    for _ in range(250):
+        if REGISTRY.get_sample_value("sync2books_alert_subscriptions") == listening:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the subscription never listened")
@@ -52,7 +52,7 @@ async def test_a_high_failure_rate_raises_an_alert_that_clears_when_it_recovers(
     ):
         _, secret = await create_endpoint(api, company, url, "ALERT_RAISED", "ALERT_CLEARED")
         await client.subscribe("a", COMPANY_ALERTS, {"c": cid})
-        await _subscribed(services, company)
+        await _subscribed()
 
         records = [expense(), *(expense(accountId="999") for _ in range(3))]
         created = data(await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": records}))
@@ -113,3 +113,52 @@ async def test_alerts_are_listed_at_most_a_page_at_a_time(api: Api, company: New
     refused = await api.gql(query, {"c": company.company.id, "n": 101})
     assert error(refused)["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
     assert data(await api.gql(query, {"c": company.company.id, "n": 100}))["alerts"] == []
+
+
+async def _listening(services: Services) -> int:
+    """Redis connections listening on a pattern: the live hubs' (one per app here)."""
+    return sum(1 for client in await services.redis.client_list() if int(client["psub"]))
+
+
+async def _connection_alert(
+    api: Api, services: Services, company: NewCompany, run_jobs: Any
+) -> str:
+    """Expire the company's connection and sync: the CONNECTION_EXPIRED alert it raises."""
+    cid = company.company.id
+    async with services.db.transaction() as session:
+        await sandbox.expire_access_token(session, company_id=cid)
+        await sandbox.revoke(session, company_id=cid)
+    await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": [expense()]})
+    await run_jobs()
+    alerts = data(await api.gql(ALERTS, {"c": cid, "status": "ACTIVE"}))["alerts"]
+    alert_id: str = alerts[0]["id"]
+    return alert_id
+
+
+async def test_alert_subscriptions_share_one_connection_and_resume_after_an_alert(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any, live_server: str
+) -> None:
+    cid = company.company.id
+    first = await _connection_alert(api, services, company, run_jobs)
+    data(await api.gql("mutation($c: ID!) { reconnect(companyId: $c) { status } }", {"c": cid}))
+    second = await _connection_alert(api, services, company, run_jobs)  # after the first cleared
+    after = """subscription($c: ID!, $a: ID) {
+      companyAlerts(companyId: $c, afterAlertId: $a) { id status } }"""
+    connections = await _listening(services)
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
+        for n in range(5):
+            await client.subscribe(f"s{n}", after, {"c": cid, "a": first})
+        await _subscribed(5)
+        for n in range(5):  # what changed since the first alert's clear: the second, raised
+            assert await client.events(f"s{n}", count=1) == [{"id": second, "status": "ACTIVE"}]
+        assert await _listening(services) == connections  # the hubs', however many subscribe
+        data(await api.gql("mutation($c: ID!) { reconnect(companyId: $c) { status } }", {"c": cid}))
+        for n in range(5):  # then live
+            assert await client.events(f"s{n}", count=1) == [{"id": second, "status": "CLEARED"}]
+        await client.subscribe("bad", after, {"c": cid, "a": "alr_unknown"})
+        refused = await client.next("bad")
+    assert refused["type"] == "error"
+    assert refused["payload"][0]["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "field": "afterAlertId",
+    }
