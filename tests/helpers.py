@@ -1,5 +1,8 @@
 """GraphQL documents and record builders shared by the API tests."""
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic.alias_generators import to_snake
@@ -39,6 +42,21 @@ mutation Retry($batchId: ID!, $itemIds: [ID!]) {
   }
 }
 """
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], what: str, *, seconds: float = 10
+) -> None:
+    """Until `check` holds, asked every 20 ms; fail naming `what` after `seconds`. Tests wait
+    for conditions, never for time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = check()
+        if await answer if isinstance(answer, Awaitable) else answer:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds:g} s: {what}")
+        await asyncio.sleep(0.02)
 
 
 def expense(**overrides: Any) -> dict[str, Any]:  # Any: GraphQL variable values

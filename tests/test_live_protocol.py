@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import websockets
+from prometheus_client import REGISTRY
 from websockets.typing import Subprotocol
 
 from api.context import Context
@@ -24,7 +25,7 @@ from models.events import company_channel, company_events
 from models.records import Expense
 from models.services import Services
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.helpers import CREATE_EXPENSES, data, eventually, expense
 from tests.live import (
     BATCH_EVENTS,
     COMPANY_EVENTS,
@@ -127,8 +128,7 @@ async def test_the_server_keeps_idle_connections_alive(
     address = live_server
     for protocol in (TRANSPORT_WS, LEGACY_WS):
         async with GraphQLWebSocket.connect(address, company.api_key, protocol) as client:
-            await asyncio.sleep(1)
-            assert client.pings >= 2, protocol
+            await eventually(lambda: client.pings >= 2, f"two pings on {protocol}")
 
 
 async def _redis_listeners(services: Services, company: NewCompany) -> int:
@@ -136,27 +136,36 @@ async def _redis_listeners(services: Services, company: NewCompany) -> int:
     return int(counts[0][1])
 
 
+def _live_subscriptions() -> float:
+    """The live server runs in this process: its gauge is this process's."""
+    return REGISTRY.get_sample_value("sync2books_live_subscriptions") or 0.0
+
+
+async def _freed(services: Services, company: NewCompany, listening: float) -> bool:
+    gone = _live_subscriptions() == listening
+    return gone and await _redis_listeners(services, company) == 0
+
+
 async def test_ending_a_subscription_or_dropping_the_socket_frees_everything(
     company: NewCompany, services: Services, live_server: str
 ) -> None:
     address = live_server
-    baseline = len(asyncio.all_tasks())
+    baseline, listening = len(asyncio.all_tasks()), _live_subscriptions()
     for drop_socket in (False, True):
         async with GraphQLWebSocket.connect(address, company.api_key) as client:
             for op_id in ("1", "2"):
                 await client.subscribe(op_id, COMPANY_EVENTS, {"companyId": company.company.id})
-            await asyncio.sleep(0.3)
-            assert (
-                await _redis_listeners(services, company) == 1
-            )  # one per process, not per subscriber
+            await eventually(
+                lambda: _live_subscriptions() == listening + 2, "both subscriptions live"
+            )
+            # one Redis listener per process, not per subscriber
+            assert await _redis_listeners(services, company) == 1
             if not drop_socket:
                 await client.stop("1")
                 await client.stop("2")
-                await asyncio.sleep(0.3)
-                assert await _redis_listeners(services, company) == 0
-        await asyncio.sleep(0.3)
-        assert await _redis_listeners(services, company) == 0
-        assert len(asyncio.all_tasks()) == baseline, drop_socket
+                await eventually(lambda: _freed(services, company, listening), "feed closed")
+        await eventually(lambda: _freed(services, company, listening), f"freed ({drop_socket})")
+        await eventually(lambda: len(asyncio.all_tasks()) == baseline, "every task ended")
 
 
 async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
@@ -181,7 +190,10 @@ async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
         slow = follow(ctx, everything)
         reading = asyncio.create_task(_until_completed(fast))
         slow_first = asyncio.ensure_future(anext(slow))  # joins the feed, then stops reading
-        await asyncio.sleep(0.2)
+        cid = company.company.id
+        await eventually(
+            lambda: cid in hub.feeds and hub.feeds[cid].listeners == 2, "both streams joined"
+        )
         batch, _ = await create_batch(
             services.db,
             bus=services.bus,
@@ -224,7 +236,8 @@ async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     wide = COMPANY_EVENTS.replace("toStatus", "toStatus occurredAt companyId error { code }")
-    subscribe = {"query": wide, "variables": {"companyId": company.company.id}}
+    everything = {"companyId": company.company.id, "after": "0"}  # whenever they join
+    subscribe = {"query": wide, "variables": everything}
     host, port = live_server.split(":")
     tight = socket.create_connection((host, int(port)))
     tight.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # fills soon once unread
@@ -247,9 +260,10 @@ async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
         }
         await slow.send(json.dumps(init))
         assert json.loads(await slow.recv())["type"] == "connection_ack"
+        listening = _live_subscriptions()
         await slow.send(json.dumps({"id": "s", "type": "subscribe", "payload": subscribe}))
-        await fast.subscribe("f", COMPANY_EVENTS, {"companyId": company.company.id})
-        await asyncio.sleep(0.2)  # both are live
+        await fast.subscribe("f", COMPANY_EVENTS, everything)
+        await eventually(lambda: _live_subscriptions() == listening + 2, "both follow the feed")
         async with services.db.transaction() as session:  # small calls: many bursts of events
             await sandbox.configure(session, company_id=company.company.id, documents_per_call=5)
         await api.gql(

@@ -164,7 +164,7 @@ async def test_live_stream_loses_nothing_when_redis_restarts_mid_batch(
             redis_server.wait()
             batch = await get_batch(services.db, company_id=company["companyId"], batch_id=batch_id)
             assert batch is not None and batch.status == "PROCESSING"
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # the outage itself: Redis stays down this long
             with _redis_server(redis_port, tmp_path):
                 while heard[-1] != {**heard[-1], "itemId": None, "toStatus": "COMPLETED"}:
                     heard += await live.events("all", count=1, seconds=15)
