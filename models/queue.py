@@ -22,8 +22,8 @@ def deserialize(raw: bytes) -> dict[str, Any]:  # Any: arq's job envelope
 
 
 def sync_job_id(batch_id: str) -> str:
-    """One job id per batch: arq then never runs two jobs of a batch at once, and enqueueing a
-    batch whose job is already queued or running is a no-op."""
+    """A batch's usual job id: enqueueing a batch whose job is already queued or running is a
+    no-op. Its lease (`jobs.lease`) keeps any two jobs of a batch from working at once."""
     return f"sync:{batch_id}"
 
 
