@@ -145,8 +145,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         calls_made = await asyncio.gather(
             *(_push(deps, gateway, items[n : n + per_call]) for n in range(0, len(items), per_call))
         )
-        results = [move for moves in calls_made for move in moves]
-        await transition(db, bus=deps.services.bus, batch_id=batch_id, moves=results)
+        results = await _settle(deps, batch_id, [move for moves in calls_made for move in moves])
         _report(gateway.connection.provider, batch, results)
         await _judge(deps, batch, results)
         if not await gateway.usable():
@@ -247,6 +246,34 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
             return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
         await asyncio.sleep(backoff(tries, retry_after, settings))
     return [moves[item.id] for item in items]
+
+
+async def _settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> list[ItemMove]:
+    """Record the chunk's outcomes in one transition. When the database refuses it (a value it
+    cannot hold), record them one by one: the item it refuses fails with PROVIDER_ERROR, and
+    the rest of the chunk is recorded as it went."""
+    db, bus = deps.services.db, deps.services.bus
+    try:
+        await transition(db, bus=bus, batch_id=batch_id, moves=moves)
+        return moves
+    except DBAPIError as exc:
+        if is_outage(exc):
+            raise
+    settled = []
+    for move in moves:
+        try:
+            await transition(db, bus=bus, batch_id=batch_id, moves=[move])
+        except DBAPIError as exc:
+            if is_outage(exc):
+                raise
+            reason = str(exc.orig).strip().splitlines()[0]
+            error = SyncError(
+                SyncErrorCode.PROVIDER_ERROR, f"The outcome could not be recorded ({reason})."
+            )
+            move = ItemMove(move.item_id, ItemStatus.FAILED, error=error, attempts=move.attempts)
+            await transition(db, bus=bus, batch_id=batch_id, moves=[move])
+        settled.append(move)
+    return settled
 
 
 def _loaded(items: Sequence[SyncItem]) -> tuple[dict[str, Entry], dict[str, ItemMove]]:

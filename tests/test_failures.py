@@ -1,6 +1,8 @@
 """Ledger failures: what the worker retries, what fails at once, and what every push left."""
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
@@ -259,38 +261,47 @@ async def test_a_batch_committed_but_never_queued_is_found_and_synced(
     assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)
 
 
-POISON_TRIGGERS = {  # the store refuses one record, as a too-long value or a constraint would
-    "postgresql": [
-        """CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN
-           IF NEW.reference = 'poison' THEN
-             RAISE EXCEPTION 'value too long for the ledger' USING ERRCODE = '22001';
-           END IF; RETURN NEW; END $$ LANGUAGE plpgsql""",
-        """CREATE TRIGGER refuse_poison BEFORE INSERT ON sandbox_record
-           FOR EACH ROW EXECUTE FUNCTION refuse_poison()""",
-    ],
-    "sqlite": [
-        """CREATE TRIGGER refuse_poison BEFORE INSERT ON sandbox_record
-           WHEN NEW.reference = 'poison'
-           BEGIN SELECT RAISE(ABORT, 'value too long for the ledger'); END""",
-    ],
-}
+@asynccontextmanager
+async def _refusing(services: Services, event: str, when: str) -> AsyncIterator[None]:
+    """A trigger that refuses the rows `when` says, as a too-long value or a constraint would:
+    `event` is e.g. "INSERT ON sandbox_record"."""
+    if services.db.is_postgres:
+        create = [
+            f"""CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN
+                IF {when} THEN
+                  RAISE EXCEPTION 'value too long for its column' USING ERRCODE = '22001';
+                END IF; RETURN NEW; END $$ LANGUAGE plpgsql""",
+            f"CREATE TRIGGER refuse_poison BEFORE {event} FOR EACH ROW "
+            "EXECUTE FUNCTION refuse_poison()",
+        ]
+        drop = [
+            f"DROP TRIGGER refuse_poison ON {event.split(' ON ')[1]}",
+            "DROP FUNCTION refuse_poison",
+        ]
+    else:
+        create = [
+            f"""CREATE TRIGGER refuse_poison BEFORE {event} WHEN {when}
+                BEGIN SELECT RAISE(ABORT, 'value too long for its column'); END"""
+        ]
+        drop = ["DROP TRIGGER refuse_poison"]
+    async with services.db.transaction() as session:
+        for statement in create:
+            await session.execute(text(statement))
+    try:
+        yield
+    finally:
+        async with services.db.transaction() as session:
+            for statement in drop:
+                await session.execute(text(statement))
 
 
 async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
-    backend = "postgresql" if services.db.is_postgres else "sqlite"
-    async with services.db.transaction() as session:
-        for statement in POISON_TRIGGERS[backend]:
-            await session.execute(text(statement))
-    try:
+    async with _refusing(services, "INSERT ON sandbox_record", "NEW.reference = 'poison'"):
         references = ["r0", "poison", "r2", "r3"]
         batch_id = await _create(api, company, [expense(reference=r) for r in references])
         await run_jobs()
-    finally:
-        async with services.db.transaction() as session:
-            await session.execute(text("DROP TRIGGER refuse_poison" + " ON sandbox_record" * (
-                backend == "postgresql")))  # fmt: skip
     batch, items = await _batch(api, batch_id)
     assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 3, 1)
     poisoned = items[1]
@@ -298,6 +309,24 @@ async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
     message = poisoned["pushAttempts"][-1]["error"]["message"]
     assert "could not store this record" in message and "too long" in message, message
     assert len(await _posted(services, company)) == 3
+
+
+async def test_an_outcome_our_database_refuses_fails_that_item_alone(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    poison = "NEW.reference = 'poison' AND NEW.status = 'SUCCESS'"
+    async with _refusing(services, "UPDATE ON sync_item", poison):
+        references = ["r0", "poison", "r2"]
+        batch_id = await _create(api, company, [expense(reference=r) for r in references])
+        await run_jobs()
+    batch, items = await _batch(api, batch_id)
+    assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 2, 1)
+    assert [item["status"] for item in items] == ["SUCCESS", "FAILED", "SUCCESS"]
+    async with services.db.sessions() as session:
+        failed = await session.get(SyncItem, items[1]["id"])
+    assert failed is not None and failed.error_message is not None
+    assert "could not be recorded" in failed.error_message, failed.error_message
+    assert "too long" in failed.error_message, failed.error_message
 
 
 async def test_a_stored_record_that_no_longer_validates_fails_alone(
