@@ -33,7 +33,7 @@ from ledgers.protocol import Entry
 from models.alerts import judge_failure_rate, record_outcomes
 from models.batch import items_in, unfinished_batches
 from models.company import get_connection
-from models.db import is_outage
+from models.db import is_outage, refusal
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
 from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
@@ -266,10 +266,8 @@ async def _settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> 
         except DBAPIError as exc:
             if is_outage(exc):
                 raise
-            reason = str(exc.orig).strip().splitlines()[0]
-            error = SyncError(
-                SyncErrorCode.PROVIDER_ERROR, f"The outcome could not be recorded ({reason})."
-            )
+            message = f"The outcome could not be recorded ({refusal(exc)})."
+            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
             move = ItemMove(move.item_id, ItemStatus.FAILED, error=error, attempts=move.attempts)
             await transition(db, bus=bus, batch_id=batch_id, moves=[move])
         settled.append(move)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
 from ledgers.protocol import Account, Entry, Outcome, TaxRate
-from models.db import Database, is_outage
+from models.db import Database, is_outage, refusal
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, dump_record
@@ -412,8 +412,7 @@ class Books:
         except DBAPIError as refused:
             if is_outage(refused):
                 raise
-            reason = str(refused.orig).strip().splitlines()[0]
-            message = f"The ledger could not store this record ({reason})."
+            message = f"The ledger could not store this record ({refusal(refused)})."
             return LedgerError(SyncErrorCode.PROVIDER_ERROR, message)
         return outcome
 

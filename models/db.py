@@ -141,3 +141,9 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, RedisError | OSError)
+
+
+def refusal(exc: DBAPIError) -> str:
+    """What the database refused a statement for, in one line: for the error of the item it
+    was about."""
+    return str(exc.orig).strip().splitlines()[0]
