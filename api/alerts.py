@@ -84,21 +84,18 @@ class AlertSubscription:
         operation's error."""
         ctx = info.context
         owner = ctx.own(company_id)
-        if after_alert_id is not None and not await get_alert(
-            ctx.services.db, company_id=owner, alert_id=after_alert_id
-        ):
-            raise InvalidInput("afterAlertId: no alert of the company", field="afterAlertId")
-        return _alerts(ctx, owner, after_alert_id)
+        after = None
+        if after_alert_id is not None:
+            after = await get_alert(ctx.services.db, company_id=owner, alert_id=after_alert_id)
+            if after is None:
+                raise InvalidInput("afterAlertId: no alert of the company", field="afterAlertId")
+        return _alerts(ctx, owner, after)
 
 
-async def _alerts(ctx: Context, company_id: str, after: str | None) -> AsyncIterator[Alert]:
+async def _alerts(ctx: Context, company_id: str, after: AlertRow | None) -> AsyncIterator[Alert]:
     """Listen first, then read what was missed: nothing falls between."""
     with ctx.hub.alerts(company_id) as heard:
-        missed: list[AlertRow] = []
-        if after is not None:
-            missed = (
-                await alerts_after(ctx.services.db, company_id=company_id, alert_id=after) or []
-            )
+        missed = [] if after is None else await alerts_after(ctx.services.db, after)
         replayed = {row.id: row.status for row in missed}
         for row in missed:
             yield Alert.from_row(row)

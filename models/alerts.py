@@ -205,19 +205,16 @@ async def get_alert(db: Database, *, company_id: str, alert_id: str) -> Alert | 
     return alert if alert is not None and alert.company_id == company_id else None
 
 
-async def alerts_after(db: Database, *, company_id: str, alert_id: str) -> list[Alert] | None:
-    """The company's alerts raised or cleared after `alert_id` last was, in the order of
-    their last change; None when the company has no such alert."""
-    after = await get_alert(db, company_id=company_id, alert_id=alert_id)
-    if after is None:
-        return None
+async def alerts_after(db: Database, after: Alert) -> list[Alert]:
+    """The alerts of `after`'s company raised or cleared after it last was, in the order of
+    their last change."""
     changed = func.coalesce(col(Alert.cleared_at), col(Alert.raised_at))
     since = after.cleared_at or after.raised_at
     async with db.sessions() as session:
         rows = await session.scalars(
             select(Alert)
             .where(
-                col(Alert.company_id) == company_id,
+                col(Alert.company_id) == after.company_id,
                 or_(changed > since, and_(changed == since, col(Alert.id) > after.id)),
             )
             .order_by(changed, col(Alert.id))
