@@ -417,7 +417,7 @@ class Books:
         return outcome
 
     async def _post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
-        async with self.db.engine.begin() as conn:
+        async with self.db.writing() as conn:
             return await post(conn, company_id=self.company_id, entries=entries, check=check)
 
     async def found(self, keys: Sequence[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import event, make_url, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -24,6 +25,8 @@ from sqlmodel import SQLModel
 MIGRATIONS = Path(__file__).parent / "migrations"
 PGBOUNCER = "pgbouncer"  # DATABASE_URL query parameter: PostgreSQL through PgBouncer
 STATEMENT_TIMEOUT_MS = 30_000
+_WRITES_OPTION = "sync2books_writes"
+_WRITES = {_WRITES_OPTION: True}  # execution options of a transaction that writes
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,18 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on exit, rolled back on error."""
+        """A session inside one writing transaction: committed on exit, rolled back on error."""
         async with self.sessions() as session, session.begin():
+            await session.connection(execution_options=_WRITES)
             yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection inside one writing transaction, as `transaction` for sessions."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**_WRITES)
+            async with conn.begin():
+                yield conn
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -65,7 +77,8 @@ def is_sqlite(url: str) -> bool:
 def create_engine(url: str, **options: Any) -> AsyncEngine:  # Any: SQLAlchemy's engine options
     """An engine for `url`, as the service and its migrations use it.
 
-    SQLite writers take the write lock up front, so they queue, not deadlock. PostgreSQL
+    SQLite writers (`Database.transaction`, `Database.writing`) take the write lock up front,
+    so they queue, not deadlock; readers take no lock. PostgreSQL
     behind PgBouncer's transaction pooling (`?pgbouncer=true` in `DATABASE_URL`) may run each
     transaction on another server connection: no statement caches, prepared statements
     named uniquely, and no per-connection settings (give the role a `statement_timeout`)."""
@@ -120,7 +133,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:  # Any: DB-
 
 
 def _sqlite_on_begin(conn: Any) -> None:  # Any: SQLAlchemy's sync Connection
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Writers take SQLite's write lock up front, so they queue behind each other instead of
+    failing when two upgrade a read at once. Readers never take it: a reader, even one a
+    cancelled task left open, cannot hold the writers up."""
+    writes = conn.get_execution_options().get(_WRITES_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 def _alembic_config(url: str) -> Config:
