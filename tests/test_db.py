@@ -21,7 +21,7 @@ async def test_an_open_reader_never_holds_a_writer_up(
     services: Services, company: NewCompany
 ) -> None:
     async with services.db.sessions() as reader:  # as a cancelled subscription may leave one
-        assert await reader.scalar(select(Company.name)) == "Acme Ltd"
+        assert await reader.scalar(select(col(Company.name))) == "Acme Ltd"
         async with asyncio.timeout(5), services.db.transaction() as session:
             row = await session.get(Company, company.company.id)
             assert row is not None
