@@ -33,6 +33,8 @@ from strawberry.types import ExecutionResult
 
 from api.auth import authenticate
 from api.context import Context, Runtime
+from api.downloads import ROUTE as DOWNLOAD_ROUTE
+from api.downloads import download
 from api.http import GRAPHQL_RESPONSE, decode_body, is_request_error, refusal, response_type
 from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler
@@ -70,16 +72,19 @@ class GraphQLApp(GraphQL[Context, None]):
             await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
             return
         response = await _admit(request, self.settings)
-        if response is None:
-            try:
-                response = await self.run(request)
-            except HTTPException as exc:  # Strawberry's answer would be plain text
-                allow = {"Allow": "POST"} if exc.status_code == 405 else None
-                media_type = response_type(request.headers)
-                response = refusal(
-                    exc.status_code, exc.reason, media_type=media_type, headers=allow
-                )
-        await response(scope, receive, send)
+        try:
+            if response is None:
+                try:
+                    response = await self.run(request)
+                except HTTPException as exc:  # Strawberry's answer would be plain text
+                    allow = {"Allow": "POST"} if exc.status_code == 405 else None
+                    media_type = response_type(request.headers)
+                    response = refusal(
+                        exc.status_code, exc.reason, media_type=media_type, headers=allow
+                    )
+            await response(scope, receive, send)
+        finally:
+            await request.close()  # an upload's spooled files
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page, whose assets the service serves itself (no CDN)."""
@@ -169,8 +174,11 @@ async def _admit(request: Request, settings: Settings) -> Response | None:
     length = request.headers.get("content-length", "")
     if request.method == "POST" and not length.isdecimal():
         return _refused(request, 411, "LENGTH_REQUIRED", "Send the body with a Content-Length.")
-    if length.isdecimal() and int(length) > settings.max_body_bytes:
-        message = f"The request body is over {settings.max_body_bytes} bytes."
+    largest = settings.max_body_bytes
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):  # uploads
+        largest += settings.max_upload_bytes * settings.max_files_per_request
+    if length.isdecimal() and int(length) > largest:
+        message = f"The request body is over {largest} bytes."
         return _refused(request, 413, "PAYLOAD_TOO_LARGE", message)
     try:
         company = await authenticate(services.db, request.headers)
@@ -282,6 +290,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
         schema if settings.introspection else build_schema(introspection=False),
         settings=settings,
         graphql_ide="graphiql" if settings.graphiql else None,
+        multipart_uploads_enabled=True,  # only for requests whose key `_admit` accepted
         keep_alive=True,  # "ka" on graphql-ws; LiveTransportWSHandler pings at the same pace
         keep_alive_interval=settings.ws_keep_alive_seconds,
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
@@ -308,6 +317,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/monitor", monitor),
+            Route(DOWNLOAD_ROUTE, download),
             Route("/link/callback", link_callback),
             Route("/metrics", metrics),
             Route("/healthz", healthz),

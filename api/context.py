@@ -23,7 +23,15 @@ from models.errors import NotFound, Unauthenticated
 from models.pagination import Page, PageRequest
 from models.services import Services
 from models.settings import Settings
-from models.tables import Company, PushAttempt, SyncBatch, SyncItem, WebhookAttempt, utcnow
+from models.tables import (
+    Company,
+    PushAttempt,
+    SyncAttachment,
+    SyncBatch,
+    SyncItem,
+    WebhookAttempt,
+    utcnow,
+)
 
 # Opens a process's services and names its ledger adapters; the CLI and tests each pick one.
 ItemPageKey = tuple[str, ItemStatus | None, PageRequest]  # batch id, status, page
@@ -54,6 +62,14 @@ class Context:
         db = self.services.db
         return DataLoader(
             lambda ids: rows_by_parent(db, PushAttempt, "item_id", ids, order="number")
+        )
+
+    @cached_property
+    def attachments(self) -> DataLoader[str, list[SyncAttachment]]:
+        """One query for the attachments of every item a response shows."""
+        db = self.services.db
+        return DataLoader(
+            lambda ids: rows_by_parent(db, SyncAttachment, "item_id", ids, order="created_at")
         )
 
     @cached_property

@@ -1,9 +1,11 @@
 """Mutation resolvers. Commands commit first; only then is the sync job enqueued."""
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
 
 from api.context import Info
 from api.inputs import (
@@ -24,16 +26,20 @@ from api.types import (
     Invoice,
     LedgerConnection,
     LedgerLink,
+    SyncAttachment,
     SyncBatch,
     SyncItem,
     TaxRate,
     record_of,
 )
 from ledgers.link import start_link
+from models.attachments import Upload as Sent
+from models.attachments import attach_files
 from models.batch import create_batch, create_batch_once, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
+from models.errors import InvalidInput
 from models.queue import enqueue_sync
 
 IDEMPOTENCY_KEY = Annotated[
@@ -126,6 +132,33 @@ class Mutation:
         )
         created = [r for r in records if isinstance(r, Invoice)]
         return CreateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=created)
+
+    @strawberry.mutation(
+        description="Attach files to an item, before or after it synced (a GraphQL multipart "
+        "request). PDF, PNG, JPEG, HEIC, WebP or TIFF, read from the content, up to the ledger's "
+        "size limit: else BAD_USER_INPUT naming the file (`extensions.field`, `syncCode`), and "
+        "nothing is attached. Each is pushed once the item is SUCCESS; the same file twice is "
+        "one attachment."
+    )
+    async def attach_files(
+        self, info: Info, item_id: strawberry.ID, files: list[Upload]
+    ) -> list[SyncAttachment]:
+        ctx = info.context
+        if not files:
+            raise InvalidInput("Send at least one file.", field="files")
+        if len(files) > ctx.services.settings.max_files_per_request:
+            limit = ctx.services.settings.max_files_per_request
+            raise InvalidInput(f"Send at most {limit} files per request.", field="files")
+        connection = await ledger_connection(ctx.services.db, company_id=ctx.company.id)
+        limits = await ctx.ledger_for(connection).limits()
+        rows = await attach_files(
+            ctx.services,
+            company_id=ctx.company.id,
+            item_id=item_id,
+            uploads=[_sent(upload) for upload in files],
+            max_bytes=min(limits.attachment_bytes, ctx.services.settings.max_upload_bytes),
+        )
+        return [SyncAttachment.from_row(row) for row in rows]
 
     @strawberry.mutation(description="Retry failed items: the ones named, or all when none are.")
     async def retry_failed_items(
@@ -235,3 +268,9 @@ async def _create(
         await enqueue_sync(services.queue, batch_id=batch.id)
     created = [record_of(i, r) for i, r in zip(item_ids, records, strict=True)]
     return SyncBatch.from_row(batch), created
+
+
+def _sent(upload: Upload) -> Sent:
+    """An upload as Starlette spooled it (to disk past 1 MiB)."""
+    file = cast(UploadFile, upload)
+    return Sent(file.filename or "", file.file)

@@ -31,7 +31,10 @@ from models.tables import SyncEvent as SyncEventRow
 REPLAY_PAGE = 500
 
 
-@strawberry.type(description="One status transition of a batch (itemId null) or of an item.")
+@strawberry.type(
+    description="One status transition of a batch (itemId null), of an item, or of an item's "
+    "attachment (attachmentId set, with its item's itemId)."
+)
 class SyncEvent:
     event_id: strawberry.ID = strawberry.field(
         description="A decimal integer, increasing with every event: compare it as a number."
@@ -39,6 +42,7 @@ class SyncEvent:
     company_id: strawberry.ID
     batch_id: strawberry.ID
     item_id: strawberry.ID | None
+    attachment_id: strawberry.ID | None
     from_status: SyncStatus | None = strawberry.field(description="Null when the row was created.")
     to_status: SyncStatus
     occurred_at: datetime
@@ -51,6 +55,7 @@ class SyncEvent:
             company_id=strawberry.ID(row.company_id),
             batch_id=strawberry.ID(row.batch_id),
             item_id=strawberry.ID(row.item_id) if row.item_id else None,
+            attachment_id=strawberry.ID(row.attachment_id) if row.attachment_id else None,
             from_status=SyncStatus(row.from_status) if row.from_status else None,
             to_status=SyncStatus(row.to_status),
             occurred_at=row.occurred_at,

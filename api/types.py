@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import strawberry
 
 from api.context import Info
+from api.downloads import download_url
 from ledgers.gateway import Budget, budget
 from ledgers.protocol import Account as AccountRow
 from ledgers.protocol import TaxRate as TaxRateRow
@@ -30,6 +31,7 @@ from models.records import Invoice as InvoiceRecord
 from models.records import Line, load_record
 from models.tables import Connection
 from models.tables import PushAttempt as PushAttemptRow
+from models.tables import SyncAttachment as SyncAttachmentRow
 from models.tables import SyncBatch as SyncBatchRow
 from models.tables import SyncItem as SyncItemRow
 
@@ -204,6 +206,47 @@ def record_of(
     )
 
 
+@strawberry.type(description="A file on an item, pushed to the ledger once the item is SUCCESS.")
+class SyncAttachment:
+    id: strawberry.ID
+    item_id: strawberry.ID
+    file_name: str
+    content_type: str = strawberry.field(description="Read from the file's content.")
+    size: int = strawberry.field(description="In bytes.")
+    sha256: str = strawberry.field(description="Hex: what the file is stored and found by.")
+    status: ItemStatus
+    error: SyncError | None
+    external_id: str | None = strawberry.field(description="The ledger's id, once attached.")
+    created_at: datetime
+    updated_at: datetime
+    company_id: strawberry.Private[str]
+
+    @classmethod
+    def from_row(cls, row: SyncAttachmentRow) -> "SyncAttachment":
+        return cls(
+            id=strawberry.ID(row.id),
+            item_id=strawberry.ID(row.item_id),
+            file_name=row.file_name,
+            content_type=row.content_type,
+            size=row.size,
+            sha256=row.sha256,
+            status=row.status,
+            error=SyncError.from_parts(row.error_code, row.error_message),
+            external_id=row.external_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            company_id=row.company_id,
+        )
+
+    @strawberry.field(
+        description="Where to download the file: signed, for this company's file only, and "
+        "short-lived (DOWNLOAD_URL_SECONDS); ask again for a fresh one."
+    )
+    def download_url(self, info: Info) -> str:
+        services = info.context.services
+        return download_url(services.settings, services.vault, self.company_id, self.id)
+
+
 @strawberry.type(description="One record on its way to the ledger.")
 class SyncItem:
     id: strawberry.ID
@@ -243,6 +286,11 @@ class SyncItem:
     async def push_attempts(self, info: Info) -> list[PushAttempt]:
         rows = await info.context.push_attempts.load(self.id)
         return [PushAttempt.from_row(row) for row in rows]
+
+    @strawberry.field(description="The files attached to the record, oldest first.")
+    async def attachments(self, info: Info) -> list[SyncAttachment]:
+        rows = await info.context.attachments.load(self.id)
+        return [SyncAttachment.from_row(row) for row in rows]
 
 
 async def items_of(

@@ -29,9 +29,10 @@ from sqlalchemy.exc import DBAPIError
 from jobs.context import WorkerContext, from_ctx
 from jobs.lease import Lease, held, reclaim_expired
 from ledgers.gateway import Gateway
-from ledgers.protocol import Entry
+from ledgers.protocol import Entry, File
 from models.alerts import judge_failure_rate, record_outcomes
-from models.batch import items_in, unfinished_batches
+from models.attachments import attachments_in
+from models.batch import items_by_id, items_in, unfinished_batches
 from models.company import get_connection
 from models.db import is_outage, refusal
 from models.enums import ConnectionStatus, ItemStatus
@@ -40,8 +41,8 @@ from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
 from models.queue import enqueue_sync, forget_job
 from models.records import load_record
 from models.settings import Settings
-from models.tables import Connection, SyncBatch, SyncItem, utcnow
-from models.transitions import Attempt, ItemMove, transition
+from models.tables import Connection, SyncAttachment, SyncBatch, SyncItem, utcnow
+from models.transitions import AttachmentMove, Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ OUTAGE_RETRY_SECONDS = 1  # the first wait for our database or Redis; it doubles
 OUTAGE_MAX_SECONDS = 30  # …up to this
 OUTAGE_RETRIES = 10  # then the job ends; the recovery sweep queues the batch once they answer
 OUTAGE_WAITS = 5  # waits within one push before its job's outage handling takes over
+ITEM_FAILED = SyncError(
+    SyncErrorCode.VALIDATION_ERROR,
+    "Its record failed to sync: retrying the item (retryFailedItems) retries the file too.",
+)
 STRANDED = SyncError(
     SyncErrorCode.PROVIDER_ERROR, "The worker stopped mid-push: the outcome is looked up."
 )
@@ -151,7 +156,86 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         if not await gateway.usable():
             await _fail_batch(deps, batch, gateway.connection)
             return
+    await _push_attachments(deps, gateway, batch)
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
+
+
+async def _push_attachments(deps: WorkerContext, gateway: Gateway, batch: SyncBatch) -> None:
+    """Put each PENDING attachment of a SUCCESS item on the item's document, the calls paced
+    by the gateway. One whose item FAILED fails with it: retrying the item retries it."""
+    db, bus = deps.services.db, deps.services.bus
+    pending = await attachments_in(deps.services, batch_id=batch.id, status=ItemStatus.PENDING)
+    if not pending:
+        return
+    item_ids = list(dict.fromkeys(file.item_id for file in pending))
+    items = {item.id: item for item in await items_by_id(db, batch_id=batch.id, item_ids=item_ids)}
+    orphans = [
+        AttachmentMove(file.id, ItemStatus.FAILED, error=ITEM_FAILED)
+        for file in pending
+        if items[file.item_id].status is ItemStatus.FAILED
+    ]
+    ready = [file for file in pending if items[file.item_id].status is ItemStatus.SUCCESS]
+    if orphans:
+        await transition(db, bus=bus, batch_id=batch.id, attachment_moves=orphans, strict=False)
+    if not ready:
+        return
+    claims = [AttachmentMove(file.id, ItemStatus.PROCESSING) for file in ready]
+    claimed = await transition(
+        db, bus=bus, batch_id=batch.id, attachment_moves=claims, strict=False
+    )
+    mine = {event.attachment_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
+    moves = await asyncio.gather(
+        *(_attach(deps, gateway, items[file.item_id], file) for file in ready if file.id in mine)
+    )
+    await transition(db, bus=bus, batch_id=batch.id, attachment_moves=moves)
+    for move in moves:
+        if move.error is not None:
+            ITEM_FAILURES.labels(gateway.connection.provider, move.error.code).inc()
+
+
+async def _attach(
+    deps: WorkerContext, gateway: Gateway, item: SyncItem, attachment: SyncAttachment
+) -> AttachmentMove:
+    """One attachment's push, retried as an item's: transient failures with backoff up to
+    `max_push_attempts`, a refused token refreshed once. A repeated push is found by the
+    ledger (the file is on the document already), so it attaches once."""
+    settings, storage = deps.services.settings, deps.services.storage
+    key = storage.key(attachment.company_id, attachment.sha256)
+    file = File(
+        attachment.id,
+        attachment.file_name,
+        attachment.content_type,
+        attachment.size,
+        attachment.sha256,
+        lambda: storage.chunks(key),
+    )
+    entry = Entry(item.id, load_record(item.payload))
+    assert item.external_id is not None  # SUCCESS items have their ledger id
+    refreshed, tries = False, 0
+    while True:
+        tries += 1
+        connection = gateway.connection
+        try:
+            async with gateway.turn() as ledger, deps.pushes:
+                external_id = await ledger.attach(item.external_id, entry, file)
+            return AttachmentMove(attachment.id, ItemStatus.SUCCESS, None, external_id, tries)
+        except LedgerError as exc:
+            error, retry_after = exc.error, exc.retry_after
+        except (DBAPIError, RedisError):
+            raise  # our own outage: the job's outage handling runs it again
+        except Exception as exc:  # an adapter's bug or an unclassified vendor failure
+            log.exception("attachment push failed unexpectedly", extra={"batch_id": item.batch_id})
+            message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
+            error, retry_after = SyncError(SyncErrorCode.PROVIDER_ERROR, message), None
+        if error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED and retry_after:
+            await gateway.limiter.hold(retry_after)
+        if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
+            refreshed = True
+            if await gateway.usable(refused=connection):
+                continue
+        if error.code not in TRANSIENT or tries >= settings.max_push_attempts:
+            return AttachmentMove(attachment.id, ItemStatus.FAILED, error, None, tries)
+        await asyncio.sleep(backoff(tries, retry_after, settings))
 
 
 async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]) -> list[ItemMove]:
@@ -371,6 +455,12 @@ async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
     unknown: before they are pushed again, they are looked for in the ledger. Only the
     lease's holder claims items, so whatever is PROCESSING when a job takes it is stranded."""
     db = deps.services.db
+    files = await attachments_in(deps.services, batch_id=batch_id, status=ItemStatus.PROCESSING)
+    if files:  # attached once however often pushed: the ledger finds a file already there
+        back = [AttachmentMove(file.id, ItemStatus.PENDING) for file in files]
+        await transition(
+            db, bus=deps.services.bus, batch_id=batch_id, attachment_moves=back, strict=False
+        )
     stranded = await items_in(db, batch_id=batch_id, status=ItemStatus.PROCESSING, limit=None)
     if stranded:
         lost = [Attempt(utcnow(), 0.0, STRANDED)]
@@ -390,7 +480,15 @@ async def _fail_batch(deps: WorkerContext, batch: SyncBatch, connection: Connect
     db = deps.services.db
     items = await items_in(db, batch_id=batch.id, status=ItemStatus.PENDING, limit=None)
     moves = [ItemMove(item.id, ItemStatus.FAILED, error=error) for item in items]
-    await transition(db, bus=deps.services.bus, batch_id=batch.id, moves=moves, fail_batch=error)
+    files = await attachments_in(deps.services, batch_id=batch.id, status=ItemStatus.PENDING)
+    await transition(
+        db,
+        bus=deps.services.bus,
+        batch_id=batch.id,
+        moves=moves,
+        attachment_moves=[AttachmentMove(file.id, ItemStatus.FAILED, error) for file in files],
+        fail_batch=error,
+    )
     provider = connection.provider if connection else "none"
     ITEM_FAILURES.labels(provider, error.code).inc(len(moves))
     log.warning(

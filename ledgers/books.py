@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     String,
     UniqueConstraint,
     bindparam,
     delete,
+    insert,
     literal,
     union_all,
     update,
@@ -28,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
-from ledgers.protocol import Account, Entry, Outcome, TaxRate
+from ledgers.protocol import Account, Entry, File, Outcome, TaxRate
 from models.db import Database, is_outage, refusal
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
@@ -110,6 +112,24 @@ class SandboxRecord(SQLModel, table=True):
     currency: str = Field(max_length=3)
     reference: str | None = Field(default=None, max_length=255)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SandboxAttachment(SQLModel, table=True):
+    """A file attached to a sandbox record: what it was sent, checked by size and SHA-256.
+    A file already on the record is not added again."""
+
+    __tablename__ = "sandbox_attachment"
+    __table_args__ = (UniqueConstraint("record_external_id", "sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(max_length=40)
+    record_external_id: str = Field(max_length=64)
+    external_id: str = Field(max_length=64, unique=True)
+    file_name: str = Field(max_length=255)
+    content_type: str = Field(max_length=100)
+    size: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -419,6 +439,50 @@ class Books:
     async def _post(self, entries: Sequence[Entry], check: Check) -> list[Outcome]:
         async with self.db.writing() as conn:
             return await post(conn, company_id=self.company_id, entries=entries, check=check)
+
+    async def attach(self, record_external_id: str, file: File) -> str:
+        """Keep the file on the record once, after checking that what arrived is what was sent.
+        Returns the attachment's id, the first one's for a file already on the record."""
+        digest, size = hashlib.sha256(), 0
+        async for chunk in file.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+        if (digest.hexdigest(), size) != (file.sha256, file.size):
+            raise LedgerError(
+                SyncErrorCode.VALIDATION_ERROR, "400 Bad Request: the file arrived damaged."
+            )
+        async with self.db.writing() as conn:
+            record = await conn.scalar(
+                select(col(SandboxRecord.id)).where(
+                    col(SandboxRecord.company_id) == self.company_id,
+                    col(SandboxRecord.external_id) == record_external_id,
+                )
+            )
+            if record is None:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"404 Not Found: no document {record_external_id} to attach the file to.",
+                )
+            held = select(col(SandboxAttachment.external_id)).where(
+                col(SandboxAttachment.record_external_id) == record_external_id,
+                col(SandboxAttachment.sha256) == file.sha256,
+            )
+            if (found := await conn.scalar(held)) is not None:
+                return found
+            external_id = new_id("sbf")
+            await conn.execute(
+                insert(SandboxAttachment).values(
+                    company_id=self.company_id,
+                    record_external_id=record_external_id,
+                    external_id=external_id,
+                    file_name=file.file_name,
+                    content_type=file.content_type,
+                    size=file.size,
+                    sha256=file.sha256,
+                    created_at=utcnow(),
+                )
+            )
+            return external_id
 
     async def found(self, keys: Sequence[str]) -> dict[str, str]:
         async with self.db.engine.connect() as conn:

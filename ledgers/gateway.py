@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from ledgers import chart
 from ledgers.limiter import Limiter
-from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
+from ledgers.protocol import Account, Entry, File, Ledger, LedgerFactory, Limits, TaxRate
 from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus
 from models.services import Services
@@ -134,6 +134,9 @@ class Gateway:
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         return await self._paced(lambda ledger: ledger.find(entries))
+
+    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
+        return await self._paced(lambda ledger: ledger.attach(document_id, entry, file))
 
     async def accounts(self) -> list[Account]:
         return await self._paced(lambda ledger: ledger.accounts())

@@ -5,7 +5,7 @@ vendor failures into `LedgerError`. Nothing outside `ledgers/` calls an adapter 
 API and the worker go through `ledgers.gateway`, which paces every call.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -34,12 +34,13 @@ class TaxRate:
 @dataclass(frozen=True)
 class Limits:
     """What the ledger allows one connection: calls per minute, calls at once, documents per
-    call, and calls per day (None: no daily limit)."""
+    call, calls per day (None: no daily limit), and the size of one attachment."""
 
     per_minute: int
     concurrent: int
     documents_per_call: int = 1
     per_day: int | None = None
+    attachment_bytes: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,19 @@ class Entry:
 
     key: str
     record: Expense | Bill | Invoice
+
+
+@dataclass(frozen=True)
+class File:
+    """An attachment to put on a document: its key (our attachment id), what it is, and its
+    stored bytes, read a chunk at a time."""
+
+    key: str
+    file_name: str
+    content_type: str
+    size: int
+    sha256: str
+    chunks: Callable[[], AsyncIterator[bytes]]
 
 
 Outcome = str | LedgerError
@@ -93,6 +107,12 @@ class Ledger(Protocol):
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """The ledger's ids of the entries it already holds, by key: how a push whose outcome
         is unknown is settled before anything is pushed again."""
+        ...
+
+    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
+        """Put the file on the document (`document_id`: the ledger's id of the entry's record)
+        and return the ledger's id of the attachment. A file already on the document is found,
+        not added again, so a push repeated after a crash attaches it once."""
         ...
 
     async def accounts(self) -> list[Account]: ...

@@ -26,7 +26,7 @@ import httpx
 
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
-from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
@@ -46,6 +46,9 @@ ACCOUNT_TYPES = {
 QUICKBOOKS_TYPES = {ours: theirs for theirs, ours in ACCOUNT_TYPES.items()} | {
     AccountType.SALES: "Income"
 }
+
+
+ATTACHMENT_BYTES = 100 * 1024 * 1024  # QuickBooks's documented limit for one attachment
 
 
 class QuickBooksLedger:
@@ -70,6 +73,7 @@ class QuickBooksLedger:
             min(settings.quickbooks_rate_limit_per_minute, BATCH_CALLS_PER_MINUTE),
             settings.quickbooks_max_concurrent,
             documents_per_call=OPERATIONS_PER_BATCH,
+            attachment_bytes=ATTACHMENT_BYTES,
         )
 
     async def remaining(self) -> Remaining:
@@ -107,6 +111,12 @@ class QuickBooksLedger:
                 faults = _lowered(one.get("Fault", {}).get("Error", []))
                 outcomes.append(_classified(400, faults))
         return outcomes
+
+    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
+        raise LedgerError(
+            SyncErrorCode.VALIDATION_ERROR,
+            "Attachments are not yet pushed to QuickBooks by this version: the file is kept here.",
+        )
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """Documents with the entries' `DocNumber`s, one query per entity. An entry without a

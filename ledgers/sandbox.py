@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from ledgers.books import Books, SandboxBehaviour
-from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType
 from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
@@ -96,6 +96,22 @@ class SandboxLedger:
                     "The request timed out; the ledger may or may not have recorded it.",
                 )
             return outcomes
+
+    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
+        """Kept in the sandbox's books, which check what arrived against the size and SHA-256."""
+        knobs = await self._gate()
+        limits = self._limits(knobs)
+        if file.size > limits.attachment_bytes:
+            raise LedgerError(
+                SyncErrorCode.ATTACHMENT_TOO_LARGE,
+                f"413 Payload Too Large: attachments are at most {limits.attachment_bytes} bytes.",
+            )
+        async with self._call(limits):
+            if random.random() < knobs.transient_error_rate:
+                raise LedgerError(
+                    SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
+                )
+            return await self.books.attach(document_id, file)
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """The sandbox keeps each post's key: the records are looked up by it."""

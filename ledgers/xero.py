@@ -21,7 +21,7 @@ import httpx
 
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
-from ledgers.protocol import Account, Entry, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
@@ -32,6 +32,9 @@ API = "/api.xro/2.0"
 DOCUMENTS_PER_CALL = 50
 DAILY_CALLS = 5000
 _TYPES = {t.value for t in AccountType}
+
+
+ATTACHMENT_BYTES = 10 * 1024 * 1024  # Xero's documented limit for one attachment
 
 
 class XeroLedger:
@@ -59,6 +62,7 @@ class XeroLedger:
             settings.xero_max_concurrent,
             documents_per_call=DOCUMENTS_PER_CALL,
             per_day=DAILY_CALLS,
+            attachment_bytes=ATTACHMENT_BYTES,
         )
 
     async def remaining(self) -> Remaining:
@@ -109,6 +113,12 @@ class XeroLedger:
                     messages = [e["Message"] for e in made.get("ValidationErrors", [])]
                     outcomes[entry.key] = _refusal(messages)
         return [outcomes[entry.key] for entry in entries]
+
+    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
+        raise LedgerError(
+            SyncErrorCode.VALIDATION_ERROR,
+            "Attachments are not yet pushed to Xero by this version: the file is kept here.",
+        )
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """Documents with the entries' references: one GET per collection. An entry without

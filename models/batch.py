@@ -16,8 +16,16 @@ from models.events import EventBus
 from models.idempotency import FIELD, first_batch, keyed
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
-from models.tables import ITEM_COUNTERS, Company, SyncBatch, SyncItem, batches_in, is_id
-from models.transitions import ItemMove, open_batch, transition
+from models.tables import (
+    ITEM_COUNTERS,
+    Company,
+    SyncAttachment,
+    SyncBatch,
+    SyncItem,
+    batches_in,
+    is_id,
+)
+from models.transitions import AttachmentMove, ItemMove, open_batch, transition
 
 BATCH_KEYS = [
     Key(col(SyncBatch.created_at), datetime.fromisoformat),
@@ -281,43 +289,71 @@ async def retry_failed_items(
     batch_id: str,
     item_ids: Sequence[str] | None,
 ) -> list[SyncItem]:
-    """Put failed items back to PENDING: those named, or all when none are; returns them.
+    """Put failed items, and the failed attachments of items, back to PENDING: those named,
+    or all when none are; returns the items retried.
 
-    Named items that are not FAILED are an error; in "retry all" mode an item another caller
-    retried meanwhile is simply not retried twice. The caller enqueues the batch's job.
+    A named item that is neither FAILED nor holds a FAILED attachment is an error; in "retry
+    all" mode an item another caller retried meanwhile is simply not retried twice. The
+    caller enqueues the batch's job.
     """
     if await get_batch(db, company_id=company_id, batch_id=batch_id) is None:
         raise NotFound(f"batch {batch_id} not found")
-    if item_ids:
-        await _check_retryable(db, batch_id=batch_id, item_ids=item_ids)
-        ids = list(dict.fromkeys(item_ids))
+    named = list(dict.fromkeys(item_ids)) if item_ids else None
+    files = await _failed_attachments(db, batch_id=batch_id, item_ids=named)
+    if named:
+        found = await _check_retryable(
+            db, batch_id=batch_id, item_ids=item_ids or [], with_failed_files=set(files.values())
+        )
+        ids = [item_id for item_id in named if found[item_id].status == ItemStatus.FAILED]
     else:
         ids = await _failed_item_ids(db, batch_id=batch_id)
-    if not ids:
+    if not ids and not files:
         return []
     events = await transition(
         db,
         bus=bus,
         batch_id=batch_id,
         moves=[ItemMove(item_id, ItemStatus.PENDING) for item_id in ids],
+        attachment_moves=[AttachmentMove(file_id, ItemStatus.PENDING) for file_id in files],
         strict=bool(item_ids),
     )
-    moved = [event.item_id for event in events if event.item_id is not None]
+    moved = list(dict.fromkeys(event.item_id for event in events if event.item_id is not None))
     return await items_by_id(db, batch_id=batch_id, item_ids=moved)
 
 
-async def _check_retryable(db: Database, *, batch_id: str, item_ids: Sequence[str]) -> None:
+async def _check_retryable(
+    db: Database, *, batch_id: str, item_ids: Sequence[str], with_failed_files: set[str]
+) -> dict[str, SyncItem]:
     found = {item.id: item for item in await items_by_id(db, batch_id=batch_id, item_ids=item_ids)}
     for index, item_id in enumerate(item_ids):
         item = found.get(item_id)
         field = f"itemIds.{index}"
         if item is None:
             raise NotFound(f"{field}: item {item_id} not found in this batch", field=field)
-        if item.status != ItemStatus.FAILED:
+        if item.status != ItemStatus.FAILED and item.id not in with_failed_files:
             raise Conflict(
-                f"{field}: item {item_id} is {item.status}; only FAILED items can be retried",
+                f"{field}: item {item_id} is {item.status} and has no FAILED attachment;"
+                " only FAILED items and attachments can be retried",
                 field=field,
             )
+    return found
+
+
+async def _failed_attachments(
+    db: Database, *, batch_id: str, item_ids: Sequence[str] | None
+) -> dict[str, str]:
+    """The batch's FAILED attachments (of the items named, if any): each one's item id."""
+    conditions = [
+        col(SyncAttachment.batch_id) == batch_id,
+        col(SyncAttachment.status) == ItemStatus.FAILED,
+    ]
+    if item_ids is not None:
+        conditions.append(col(SyncAttachment.item_id).in_(item_ids))
+    async with db.sessions() as session:
+        result = await session.execute(
+            select(col(SyncAttachment.id), col(SyncAttachment.item_id)).where(*conditions)
+        )
+        return {file_id: item_id for file_id, item_id in result}
 
 
 async def _failed_item_ids(db: Database, *, batch_id: str) -> list[str]:

@@ -22,6 +22,8 @@ class SyncErrorCode(StrEnum):
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     VALIDATION_ERROR = "VALIDATION_ERROR"
     PROVIDER_ERROR = "PROVIDER_ERROR"
+    ATTACHMENT_TOO_LARGE = "ATTACHMENT_TOO_LARGE"
+    UNSUPPORTED_FILE_TYPE = "UNSUPPORTED_FILE_TYPE"
 
 
 HINTS: dict[SyncErrorCode, str] = {
@@ -42,6 +44,13 @@ HINTS: dict[SyncErrorCode, str] = {
     ),
     SyncErrorCode.PROVIDER_ERROR: (
         "The accounting system failed to answer: retry later; contact support if it persists."
+    ),
+    SyncErrorCode.ATTACHMENT_TOO_LARGE: (
+        "Send a smaller file (compress or scan at a lower resolution): the limit is the"
+        " ledger's, or MAX_UPLOAD_BYTES."
+    ),
+    SyncErrorCode.UNSUPPORTED_FILE_TYPE: (
+        "Send a PDF, PNG, JPEG, HEIC, WebP or TIFF file; the type is read from its content."
     ),
 }
 

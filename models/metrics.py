@@ -40,6 +40,9 @@ _batches = SyncBatch.__table__  # type: ignore[attr-defined]
 
 BATCHES = Counter("sync2books_batches", "Batches reaching each status.", ["record_type", "status"])
 ITEMS = Counter("sync2books_items", "Items reaching each status.", ["record_type", "status"])
+ATTACHMENTS = Counter(
+    "sync2books_attachments", "Attachments reaching each status.", ["record_type", "status"]
+)
 ITEM_FAILURES = Counter(
     "sync2books_item_failures", "Items that FAILED, by error code.", ["provider", "code"]
 )
@@ -77,9 +80,13 @@ ALERT_SUBSCRIPTIONS = Gauge(
 
 
 def count_events(record_type: str, events: Sequence[SyncEvent]) -> None:
-    """Count the committed transitions: a batch's (no item id) or its items'."""
+    """Count the committed transitions: a batch's (no item id), its items' or their
+    attachments'."""
     for event in events:
-        counter = BATCHES if event.item_id is None else ITEMS
+        if event.attachment_id is not None:
+            counter = ATTACHMENTS
+        else:
+            counter = BATCHES if event.item_id is None else ITEMS
         counter.labels(record_type, event.to_status).inc()
 
 

@@ -47,6 +47,17 @@ class Vault:
         except InvalidToken:
             raise SecretKeyError(UNOPENABLE) from None
 
+    def sign(self, text: str) -> str:
+        """A token of `text`: unreadable, unforgeable, stamped with when it was made."""
+        return self._fernet.encrypt(text.encode()).decode()
+
+    def verify(self, token: str, *, ttl_seconds: int) -> str | None:
+        """The text of a token made within `ttl_seconds`, else None."""
+        try:
+            return self._fernet.decrypt(token.encode(), ttl=ttl_seconds).decode()
+        except (InvalidToken, UnicodeError):
+            return None
+
     def reseal(self, sealed: str) -> str:
         """The same secret sealed with the first key, so older keys can be retired."""
         try:

@@ -1,4 +1,5 @@
-"""The process's connections (database, Redis, job queue), opened once and closed once."""
+"""The process's connections (database, Redis, job queue, file storage), opened once and
+closed once."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from models.events import EventBus
 from models.queue import QUEUE_NAME, deserialize, serialize
 from models.secrets import Vault, load_vault
 from models.settings import Settings
+from models.storage import Storage, open_storage
 
 REDIS_TIMEOUT_SECONDS = 5
 
@@ -26,6 +28,7 @@ class Services:
     queue: ArqRedis
     bus: EventBus
     vault: Vault
+    storage: Storage
 
     @property
     def redis_settings(self) -> RedisSettings:
@@ -56,7 +59,8 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
         default_queue_name=QUEUE_NAME,
     )
     try:
-        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault)
+        storage = open_storage(settings)
+        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault, storage)
     finally:
         await queue.aclose()
         await redis.aclose()

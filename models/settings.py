@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
     max_body_bytes: int = 8 * 1024 * 1024  # 1,000 bills of 100 lines fit
     max_records_per_batch: int = 1000
+    max_upload_bytes: int = 25 * 1024 * 1024  # one attachment; a ledger may allow less
+    max_files_per_request: int = 20
+    storage_url: str | None = None  # attachments: s3://bucket[/prefix]; else DATA_DIR/attachments
+    storage_endpoint: str | None = None  # an S3-compatible server other than AWS's
+    storage_region: str = "us-east-1"
+    storage_access_key_id: str | None = None
+    storage_secret_access_key: SecretStr | None = None
+    download_url_seconds: int = 300  # how long an attachment's downloadUrl answers
     job_timeout_seconds: int = 120  # arq's limit for one run of a job (a slice takes seconds)
     lease_seconds: float = 8.0  # a job renews its batch's lease every quarter of this…
     sweep_seconds: int = 2  # …and a batch whose job died gets a new one this often (divides 60)

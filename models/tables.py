@@ -160,6 +160,33 @@ class SyncItem(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class SyncAttachment(SQLModel, table=True):
+    """A file attached to an item, stored under its company and SHA-256, pushed to the ledger
+    once the item is SUCCESS. One file is attached to one item once."""
+
+    __tablename__ = "sync_attachment"
+    __table_args__ = (
+        Index("ix_sync_attachment_item_sha256", "item_id", "sha256", unique=True),
+        Index("ix_sync_attachment_batch_status", "batch_id", "status"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("att"), primary_key=True, max_length=40)
+    item_id: str = Field(foreign_key="sync_item.id", max_length=40)
+    batch_id: str = Field(foreign_key="sync_batch.id", max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=40)
+    file_name: str = Field(max_length=255)
+    content_type: str = Field(max_length=100)
+    size: int = Field(sa_type=BigInteger)
+    sha256: str = Field(max_length=64)
+    status: ItemStatus = Field(default=ItemStatus.PENDING, sa_type=enum_type(ItemStatus))
+    attempts: int = 0
+    external_id: str | None = Field(default=None, max_length=255)
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class IdempotencyKey(SQLModel, table=True):
     """A create's idempotency key, per company: the batch its first request made, and what
     that request held (`fingerprint`), for `KEPT` after it."""
@@ -197,6 +224,7 @@ class SyncEvent(SQLModel, table=True):
     company_seq: int = 0
     batch_id: str = Field(max_length=40)
     item_id: str | None = Field(default=None, max_length=40)
+    attachment_id: str | None = Field(default=None, max_length=40)  # its item's, in item_id
     from_status: str | None = Field(default=None, max_length=16)
     to_status: str = Field(max_length=16)
     error_code: str | None = Field(default=None, max_length=32)

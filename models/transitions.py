@@ -4,10 +4,16 @@ Every change runs in one transaction: item rows, the batch's counters (increment
 and derived status, and one SyncEvent per transition. Only after the commit are the events
 published, so a listener never hears of a change the database does not hold.
 
-Batch status is derived from its items, never set by callers, except `fail_batch`:
+Attachments move as items do (`AttachmentMove`), in the same transactions, and log events
+that name them (`attachment_id`, with their item's `item_id`).
+
+Batch status is derived from its items and attachments, never set by callers, except
+`fail_batch`:
 - PENDING → PROCESSING when its first item is claimed;
-- PROCESSING → COMPLETED when no item is PENDING or PROCESSING (some may have FAILED);
-- COMPLETED | FAILED → PROCESSING when failed items are put back to PENDING (a retry);
+- PROCESSING → COMPLETED when no item and no attachment is PENDING or PROCESSING (some may
+  have FAILED);
+- COMPLETED | FAILED → PROCESSING when failed items or attachments are put back to PENDING
+  (a retry), or files are attached;
 - PENDING | PROCESSING → FAILED only through `fail_batch`: processing itself could not run
   (the company has no usable ledger connection), and its unfinished items fail with it.
 """
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import Database
@@ -32,6 +38,7 @@ from models.tables import (
     Company,
     PushAttempt,
     Row,
+    SyncAttachment,
     SyncBatch,
     SyncEvent,
     SyncItem,
@@ -59,6 +66,8 @@ _batches = SyncBatch.__table__  # type: ignore[attr-defined]
 _events = SyncEvent.__table__  # type: ignore[attr-defined]
 _companies = Company.__table__  # type: ignore[attr-defined]
 _attempts = PushAttempt.__table__  # type: ignore[attr-defined]
+_attachments = SyncAttachment.__table__  # type: ignore[attr-defined]
+_OPEN = (ItemStatus.PENDING, ItemStatus.PROCESSING)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,15 @@ class ItemMove:
     error: SyncError | None = None
     external_id: str | None = None
     attempts: Sequence[Attempt] = ()
+
+
+@dataclass(frozen=True)
+class AttachmentMove:
+    attachment_id: str
+    to: ItemStatus
+    error: SyncError | None = None
+    external_id: str | None = None
+    attempts: int = 0  # pushes made for the move
 
 
 async def open_batch(
@@ -138,11 +156,13 @@ async def transition(
     *,
     bus: EventBus,
     batch_id: str,
-    moves: Sequence[ItemMove],
+    moves: Sequence[ItemMove] = (),
+    attachment_moves: Sequence[AttachmentMove] = (),
     fail_batch: SyncError | None = None,
     strict: bool = True,
 ) -> list[SyncEvent]:
-    """Apply item moves (and their batch's derived move) atomically; returns the logged events.
+    """Apply item and attachment moves (and their batch's derived move) atomically; returns
+    the logged events.
 
     An illegal move raises Conflict, or with `strict=False` is skipped: that is how concurrent
     workers claim items without pushing one twice.
@@ -151,8 +171,13 @@ async def transition(
         batch = await _locked_batch(session, batch_id)
         now = utcnow()
         applied = await _move_items(session, batch_id, moves, strict, now)
+        files = await _move_attachments(session, batch_id, attachment_moves, strict, now)
         counts = await _count(session, batch_id, applied)
-        target = _derive(batch.status, applied, counts, fail_batch)
+        targets = {move.to for move, _ in applied} | {move.to for move, _, _ in files}
+        unfinished = counts["pending_count"] + counts["processing_count"]
+        if not unfinished and batch.status is BatchStatus.PROCESSING:
+            unfinished = await _open_attachments(session, batch_id)
+        target = _derive(batch.status, targets, unfinished, fail_batch)
         opening: list[Row] = []
         closing: list[Row] = []
         if target is not None:
@@ -161,6 +186,10 @@ async def transition(
             (closing if target in TERMINAL_BATCH_STATUSES else opening).append(event)
         item_events = [
             _event(batch, move.item_id, before, move.to, move.error) for move, before in applied
+        ]
+        item_events += [
+            _event(batch, item_id, before, move.to, move.error, move.attachment_id)
+            for move, before, item_id in files
         ]
         logged = await _log_events(session, [*opening, *item_events, *closing])
     await bus.publish(logged)
@@ -248,6 +277,95 @@ async def _move_items(
     return applied
 
 
+async def _move_attachments(
+    session: AsyncSession,
+    batch_id: str,
+    moves: Sequence[AttachmentMove],
+    strict: bool,
+    now: datetime,
+) -> list[tuple[AttachmentMove, ItemStatus, str]]:
+    """As `_move_items`, for attachments: each applied move with its status before and its
+    item's id."""
+    if not moves:
+        return []
+    result = await session.execute(
+        select(_attachments.c.id, _attachments.c.item_id, _attachments.c.status).where(
+            _attachments.c.batch_id == batch_id,
+            _attachments.c.id.in_([move.attachment_id for move in moves]),
+        )
+    )
+    rows = {row.id: row for row in result}
+    applied = []
+    for move in moves:
+        row = rows.get(move.attachment_id)
+        before = None if row is None else ItemStatus(row.status)
+        if row is None or before is None or before not in ITEM_MOVES[move.to]:
+            if strict:
+                raise Conflict(
+                    f"attachment {move.attachment_id} is {before or 'not in this batch'}, "
+                    f"it cannot become {move.to}",
+                    attachmentId=move.attachment_id,
+                )
+            continue
+        applied.append((move, before, row.item_id))
+    if applied:
+        await session.execute(
+            update(_attachments)
+            .where(_attachments.c.id == bindparam("attachment_id"))
+            .values(
+                status=bindparam("to"),
+                attempts=_attachments.c.attempts + bindparam("pushes"),
+                external_id=bindparam("external_id"),
+                error_code=bindparam("error_code"),
+                error_message=bindparam("error_message"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "attachment_id": move.attachment_id,
+                    "to": move.to,
+                    "pushes": move.attempts,
+                    "external_id": move.external_id,
+                    "error_code": move.error.code if move.error else None,
+                    "error_message": move.error.message if move.error else None,
+                }
+                for move, _, _ in applied
+            ],
+        )
+    return applied
+
+
+async def _open_attachments(session: AsyncSession, batch_id: str) -> int:
+    found = await session.scalar(
+        select(func.count())
+        .select_from(_attachments)
+        .where(_attachments.c.batch_id == batch_id, _attachments.c.status.in_(_OPEN))
+    )
+    return int(found or 0)
+
+
+async def add_attachments(
+    db: Database, *, bus: EventBus, batch_id: str, rows: Sequence[Row]
+) -> list[SyncEvent]:
+    """Insert PENDING attachments (`sync_attachment` values) of the batch's items, with their
+    `null → PENDING` events; a finished batch reopens to push them."""
+    async with db.transaction() as session:
+        batch = await _locked_batch(session, batch_id)
+        await session.execute(insert(_attachments), list(rows))
+        opening: list[Row] = []
+        if batch.status in TERMINAL_BATCH_STATUSES:
+            await _move_batch(session, batch, BatchStatus.PROCESSING, None, utcnow())
+            opening.append(_event(batch, None, batch.status, BatchStatus.PROCESSING))
+        events = [
+            _event(batch, row["item_id"], None, ItemStatus.PENDING, attachment_id=row["id"])
+            for row in rows
+        ]
+        logged = await _log_events(session, [*opening, *events])
+    await bus.publish(logged)
+    count_events(batch.record_type, logged)
+    return logged
+
+
 async def _count(
     session: AsyncSession, batch_id: str, applied: Sequence[tuple[ItemMove, ItemStatus]]
 ) -> dict[str, int]:
@@ -270,14 +388,12 @@ async def _count(
 
 def _derive(
     status: BatchStatus,
-    applied: Sequence[tuple[ItemMove, ItemStatus]],
-    counts: dict[str, int],
+    targets: set[ItemStatus],
+    unfinished: int,
     fail_batch: SyncError | None,
 ) -> BatchStatus | None:
-    targets = {move.to for move, _ in applied}
     reopened = status in TERMINAL_BATCH_STATUSES and ItemStatus.PENDING in targets
     started = status is BatchStatus.PENDING and ItemStatus.PROCESSING in targets
-    unfinished = counts["pending_count"] + counts["processing_count"]
     if fail_batch is not None:
         target = BatchStatus.FAILED
     elif reopened or started:
@@ -316,12 +432,14 @@ def _event(
     before: str | None,
     after: str,
     error: SyncError | None = None,
+    attachment_id: str | None = None,
 ) -> Row:
     """An event's values, numbered and stamped by `_log_events`."""
     return {
         "company_id": batch.company_id,
         "batch_id": batch.id,
         "item_id": item_id,
+        "attachment_id": attachment_id,
         "from_status": before,
         "to_status": after,
         "error_code": error.code if error else None,

@@ -224,6 +224,8 @@ def _event_type(event: SyncEvent) -> WebhookEventType | None:
             BatchStatus.COMPLETED: WebhookEventType.BATCH_COMPLETED,
             BatchStatus.FAILED: WebhookEventType.BATCH_FAILED,
         }.get(BatchStatus(event.to_status))
+    if event.attachment_id is not None:  # an attachment's: its item did not fail
+        return None
     return WebhookEventType.ITEM_FAILED if event.to_status == ItemStatus.FAILED else None
 
 

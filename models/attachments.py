@@ -1,0 +1,132 @@
+"""Attachments: files on items, checked by their content, stored by their SHA-256, then
+pushed to the ledger after their item (`jobs/sync.py`).
+
+A file is refused before anything is stored (the item stays as it was): one whose content is
+none of `ACCEPTED_TYPES`, or larger than the limit. The same file attached twice to one item
+is one attachment.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from sqlmodel import col, select
+
+from models.enums import ItemStatus
+from models.errors import InvalidInput, NotFound, SyncErrorCode
+from models.queue import enqueue_sync
+from models.services import Services
+from models.storage import ACCEPTED_TYPES, Scanned, scan
+from models.tables import SyncAttachment, SyncItem, is_id, new_id, utcnow
+from models.transitions import add_attachments
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as it arrived: its name, and its bytes in a file we can read twice."""
+
+    file_name: str
+    file: IO[bytes]
+
+
+async def attach_files(
+    services: Services, *, company_id: str, item_id: str, uploads: Sequence[Upload], max_bytes: int
+) -> list[SyncAttachment]:
+    """Attach the files to the company's item and queue their push; returns each file's
+    attachment, in the order sent (a file the item holds already: its attachment as it is)."""
+    item = await _item(services, company_id=company_id, item_id=item_id)
+    scans = await asyncio.gather(*(asyncio.to_thread(scan, upload.file) for upload in uploads))
+    for position, scanned in enumerate(scans):
+        _check(scanned, field=f"files.{position}", max_bytes=max_bytes)
+    held = await _by_sha256(services, item_id=item.id)
+    rows: dict[str, dict[str, object]] = {}
+    for upload, scanned in zip(uploads, scans, strict=True):
+        if scanned.sha256 in held or scanned.sha256 in rows:
+            continue
+        key = services.storage.key(company_id, scanned.sha256)
+        await services.storage.put(key, upload.file)
+        now = utcnow()
+        rows[scanned.sha256] = {
+            "id": new_id("att"),
+            "item_id": item.id,
+            "batch_id": item.batch_id,
+            "company_id": company_id,
+            "file_name": _file_name(upload.file_name),
+            "content_type": scanned.content_type,
+            "size": scanned.size,
+            "sha256": scanned.sha256,
+            "status": ItemStatus.PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+    if rows:
+        await add_attachments(
+            services.db, bus=services.bus, batch_id=item.batch_id, rows=list(rows.values())
+        )
+        await enqueue_sync(services.queue, batch_id=item.batch_id)
+        held = await _by_sha256(services, item_id=item.id)
+    return [held[scanned.sha256] for scanned in scans]
+
+
+def _check(scanned: Scanned, *, field: str, max_bytes: int) -> None:
+    if scanned.content_type not in ACCEPTED_TYPES:
+        raise InvalidInput(
+            "The file is not a PDF, PNG, JPEG, HEIC, WebP or TIFF (read from its content).",
+            field=field,
+            syncCode=SyncErrorCode.UNSUPPORTED_FILE_TYPE.value,
+        )
+    if scanned.size > max_bytes:
+        raise InvalidInput(
+            f"The file is {scanned.size} bytes; this item's ledger takes at most {max_bytes}.",
+            field=field,
+            syncCode=SyncErrorCode.ATTACHMENT_TOO_LARGE.value,
+        )
+
+
+def _file_name(name: str) -> str:
+    """The name's last path part (a browser may send a path), at most 255 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "attachment"
+    return base[-255:]
+
+
+async def _item(services: Services, *, company_id: str, item_id: str) -> SyncItem:
+    if is_id(item_id):
+        async with services.db.sessions() as session:
+            item = await session.get(SyncItem, item_id)
+        if item is not None and item.company_id == company_id:
+            return item
+    raise NotFound(f"item {item_id} not found", field="itemId")
+
+
+async def _by_sha256(services: Services, *, item_id: str) -> dict[str, SyncAttachment]:
+    async with services.db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncAttachment).where(col(SyncAttachment.item_id) == item_id)
+        )
+        return {row.sha256: row for row in rows}
+
+
+async def get_attachment(
+    services: Services, *, company_id: str, attachment_id: str
+) -> SyncAttachment | None:
+    """The attachment if it is this company's; another company's is as absent as a missing one."""
+    if not is_id(attachment_id):
+        return None
+    async with services.db.sessions() as session:
+        row = await session.get(SyncAttachment, attachment_id)
+    return row if row is not None and row.company_id == company_id else None
+
+
+async def attachments_in(
+    services: Services, *, batch_id: str, status: ItemStatus
+) -> list[SyncAttachment]:
+    """The batch's attachments in `status`, oldest first."""
+    async with services.db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncAttachment)
+            .where(col(SyncAttachment.batch_id) == batch_id, col(SyncAttachment.status) == status)
+            .order_by(col(SyncAttachment.created_at), col(SyncAttachment.id))
+        )
+        return list(rows)
