@@ -1,7 +1,7 @@
 """Mutation resolvers. Commands commit first; only then is the sync job enqueued."""
 
 from collections.abc import Sequence
-from typing import Annotated, cast
+from typing import Annotated
 
 import strawberry
 from starlette.datastructures import UploadFile
@@ -144,18 +144,13 @@ class Mutation:
         self, info: Info, item_id: strawberry.ID, files: list[Upload]
     ) -> list[SyncAttachment]:
         ctx = info.context
-        if not files:
-            raise InvalidInput("Send at least one file.", field="files")
-        if len(files) > ctx.services.settings.max_files_per_request:
-            limit = ctx.services.settings.max_files_per_request
-            raise InvalidInput(f"Send at most {limit} files per request.", field="files")
         connection = await ledger_connection(ctx.services.db, company_id=ctx.company.id)
         limits = await ctx.ledger_for(connection).limits()
         rows = await attach_files(
             ctx.services,
             company_id=ctx.company.id,
             item_id=item_id,
-            uploads=[_sent(upload) for upload in files],
+            uploads=[_sent(upload, n) for n, upload in enumerate(files)],
             max_bytes=min(limits.attachment_bytes, ctx.services.settings.max_upload_bytes),
         )
         return [SyncAttachment.from_row(row) for row in rows]
@@ -270,7 +265,10 @@ async def _create(
     return SyncBatch.from_row(batch), created
 
 
-def _sent(upload: Upload) -> Sent:
-    """An upload as Starlette spooled it (to disk past 1 MiB)."""
-    file = cast(UploadFile, upload)
-    return Sent(file.filename or "", file.file)
+def _sent(upload: Upload, position: int) -> Sent:
+    """An upload as Starlette spooled it (to disk past 1 MiB); anything else in its place (a
+    JSON value) is refused."""
+    if not isinstance(upload, UploadFile):
+        message = "Send each file as a part of a GraphQL multipart request."
+        raise InvalidInput(message, field=f"files.{position}")
+    return Sent(upload.filename or "", upload.file)

@@ -36,6 +36,9 @@ async def attach_files(
     """Attach the files to the company's item and queue their push; returns each file's
     attachment, in the order sent (a file the item holds already: its attachment as it is)."""
     item = await _item(services, company_id=company_id, item_id=item_id)
+    most = services.settings.max_files_per_request
+    if not 1 <= len(uploads) <= most:
+        raise InvalidInput(f"Send 1 to {most} files.", field="files")
     scans = await asyncio.gather(*(asyncio.to_thread(scan, upload.file) for upload in uploads))
     for position, scanned in enumerate(scans):
         _check(scanned, field=f"files.{position}", max_bytes=max_bytes)

@@ -92,6 +92,10 @@ OPERATIONS: dict[str, Operation] = {
         "{ retryFailedItems(batchId: $b, itemIds: $i) { items { id } } }",
         lambda a: {"b": a["batch"], "i": [a["failed"]]},
     ),
+    "attachFiles": (
+        "mutation($i: ID!, $f: [Upload!]!) { attachFiles(itemId: $i, files: $f) { id } }",
+        lambda a: {"i": a["failed"], "f": []},  # real files: tests/test_attachments.py
+    ),
     "reconnect": (
         "mutation($c: ID!) { reconnect(companyId: $c) { status } }",
         lambda a: {"c": a["company"]},
