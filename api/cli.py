@@ -158,6 +158,7 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
     try:
         async with db.sessions() as session:
             rows = await sandbox.records(session, company_id=args.company_id)
+            files = await sandbox.attachments(session, company_id=args.company_id)
     finally:
         await db.dispose()
     for row in rows:
@@ -171,6 +172,16 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
                     "currency": row.currency,
                     "reference": row.reference,
                     "createdAt": row.created_at.isoformat(),
+                    "attachments": [
+                        {
+                            "externalId": file.external_id,
+                            "fileName": file.file_name,
+                            "contentType": file.content_type,
+                            "size": file.size,
+                            "sha256": file.sha256,
+                        }
+                        for file in files.get(row.external_id, [])
+                    ],
                 }
             )
         )

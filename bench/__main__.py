@@ -11,7 +11,7 @@ import resource
 
 import uvloop
 
-from bench import footprint, live, pipeline, queries
+from bench import footprint, live, pipeline, queries, uploads
 from bench.service import running
 
 LIVE_ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}"
@@ -102,6 +102,17 @@ async def _footprint(args: argparse.Namespace) -> None:
           "each")  # fmt: skip
 
 
+async def _uploads(args: argparse.Namespace) -> None:
+    print(f"uploads: {args.upload_clients} clients each send a {args.upload_mib} MiB file to "
+          "attachFiles at once; one API process, storage in its DATA_DIR")  # fmt: skip
+    async with running(workers=0) as service:
+        f = await uploads.measure(service, clients=args.upload_clients, mib_each=args.upload_mib)
+    print(f"{'clients':>7} {'MiB each':>8} {'seconds':>8} {'MiB/s':>7} {'API RSS before':>14} "
+          f"{'API RSS peak':>12}")  # fmt: skip
+    print(f"{f.clients:>7} {f.mib_each:>8} {f.seconds:>8.2f} {f.mib_per_second:>7.1f} "
+          f"{f.rss_before_mib:>14.0f} {f.rss_peak_mib:>12.0f}")  # fmt: skip
+
+
 SCENARIOS = {
     "pipeline": _pipeline,
     "limited": _limited,
@@ -109,6 +120,7 @@ SCENARIOS = {
     "live": _live,
     "queries": _queries,
     "footprint": _footprint,
+    "uploads": _uploads,
 }
 
 
@@ -147,6 +159,8 @@ def main() -> None:
     parser.add_argument("--idle", type=_counts, default=[1000, 10000], help="footprint")
     parser.add_argument("--fan-out-at", type=int, default=1000, help="footprint: subscribers")
     parser.add_argument("--subscribers", type=_counts, default=[1, 100, 1000])
+    parser.add_argument("--upload-clients", type=int, default=20, help="uploads: at once")
+    parser.add_argument("--upload-mib", type=int, default=20, help="uploads: each file's MiB")
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

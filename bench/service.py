@@ -97,6 +97,7 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
         "SECRET_KEY": Fernet.generate_key().decode(),
         "SANDBOX_RATE_LIMIT_PER_MINUTE": "1000000",  # scenarios that need a limit set it
         "SANDBOX_MAX_CONCURRENT": "1000",
+        "SANDBOX_ATTACHMENT_BYTES": str(25 * 1024 * 1024),  # uploads of 20 MiB
         "API_RATE_LIMIT_PER_MINUTE": "100000000",  # the driver is one key sending thousands
     }
     port = _free_port()

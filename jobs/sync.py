@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from arq import Retry
 from pydantic import ValidationError
@@ -208,6 +209,7 @@ async def _attach(
         attachment.size,
         attachment.sha256,
         lambda: storage.chunks(key),
+        pushed_before=attachment.attempts > 0,
     )
     entry = Entry(item.id, load_record(item.payload))
     assert item.external_id is not None  # SUCCESS items have their ledger id
@@ -235,6 +237,7 @@ async def _attach(
                 continue
         if error.code not in TRANSIENT or tries >= settings.max_push_attempts:
             return AttachmentMove(attachment.id, ItemStatus.FAILED, error, None, tries)
+        file = replace(file, pushed_before=True)  # it may have arrived: look before adding
         await asyncio.sleep(backoff(tries, retry_after, settings))
 
 
@@ -456,8 +459,8 @@ async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
     lease's holder claims items, so whatever is PROCESSING when a job takes it is stranded."""
     db = deps.services.db
     files = await attachments_in(deps.services, batch_id=batch_id, status=ItemStatus.PROCESSING)
-    if files:  # attached once however often pushed: the ledger finds a file already there
-        back = [AttachmentMove(file.id, ItemStatus.PENDING) for file in files]
+    if files:  # the lost push counts: the next one looks for the file on the document first
+        back = [AttachmentMove(file.id, ItemStatus.PENDING, attempts=1) for file in files]
         await transition(
             db, bus=deps.services.bus, batch_id=batch_id, attachment_moves=back, strict=False
         )

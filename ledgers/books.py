@@ -280,6 +280,21 @@ async def records(session: AsyncSession, *, company_id: str) -> list[SandboxReco
     return list(rows)
 
 
+async def attachments(
+    session: AsyncSession, *, company_id: str
+) -> dict[str, list[SandboxAttachment]]:
+    """The files on the company's records, by the record's external id, oldest first."""
+    rows = await session.scalars(
+        select(SandboxAttachment)
+        .where(col(SandboxAttachment.company_id) == company_id)
+        .order_by(col(SandboxAttachment.id))
+    )
+    found: dict[str, list[SandboxAttachment]] = {}
+    for row in rows:
+        found.setdefault(row.record_external_id, []).append(row)
+    return found
+
+
 # The sandbox's per-call statements, built once: each call runs them with its own values.
 _behaviours = SandboxBehaviour.__table__  # type: ignore[attr-defined]
 _grants = SandboxGrant.__table__  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 JSON and failures into `LedgerError`s (each vendor classifies its own error bodies)."""
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -93,9 +93,11 @@ class LedgerHttp:
         path: str,
         *,
         json: object = None,
+        content: AsyncIterable[bytes] | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:  # Any: the ledger's JSON
+        """One request; `content` streams a body (a file) instead of `json`."""
         if self.tokens is None:
             raise LedgerError(SyncErrorCode.CONNECTION_EXPIRED, "The connection holds no tokens.")
         sent = {**self.headers, "authorization": f"Bearer {self.tokens.access_token}"}
@@ -104,6 +106,7 @@ class LedgerHttp:
                 method,
                 self.base_url + path,
                 json=json,
+                content=content,
                 params=params,
                 headers={**sent, **(headers or {})},
             )

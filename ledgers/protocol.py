@@ -72,6 +72,7 @@ class File:
     size: int
     sha256: str
     chunks: Callable[[], AsyncIterator[bytes]]
+    pushed_before: bool = False  # an earlier push's outcome is unknown: look before adding
 
 
 Outcome = str | LedgerError

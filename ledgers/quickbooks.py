@@ -16,9 +16,12 @@ Bills need a vendor and invoices a customer by reference, found by display name 
 an invoice line sells a service item, one per income account ("Sync2Books <account id>"),
 found or created the same way; a purchase is paid from the realm's first bank account.
 Those ids are kept in Redis for a day.
+Attachments go to `/upload` (multipart: an `Attachable` referencing the document, then the
+file), at most 100 MiB each.
 """
 
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -49,6 +52,7 @@ QUICKBOOKS_TYPES = {ours: theirs for theirs, ours in ACCOUNT_TYPES.items()} | {
 
 
 ATTACHMENT_BYTES = 100 * 1024 * 1024  # QuickBooks's documented limit for one attachment
+_UPLOAD_BOUNDARY = "sync2books-attachment-7f3a9c"
 
 
 class QuickBooksLedger:
@@ -113,10 +117,38 @@ class QuickBooksLedger:
         return outcomes
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:
-        raise LedgerError(
-            SyncErrorCode.VALIDATION_ERROR,
-            "Attachments are not yet pushed to QuickBooks by this version: the file is kept here.",
+        """`/upload`: an `Attachable` that references the document, and the file, in one
+        multipart body streamed from storage. A push made before (its outcome unknown) first
+        queries the document's attachables: one of that name and size is the file."""
+        entity = _entity(entry.record)
+        if file.pushed_before:
+            statement = (
+                "select * from Attachable where AttachableRef.EntityRef.Type = "
+                f"'{entity}' and AttachableRef.EntityRef.value = '{_quoted(document_id)}'"
+            )
+            for held in await self._query("Attachable", statement):
+                if (held.get("FileName"), held.get("Size")) == (file.file_name, file.size):
+                    return str(held["Id"])
+        metadata = {
+            "AttachableRef": [{"EntityRef": {"type": entity, "value": document_id}}],
+            "FileName": file.file_name,
+            "ContentType": file.content_type,
+        }
+        head, tail = _upload_parts(json.dumps(metadata).encode(), file)
+        answer = await self.http.call(
+            "POST",
+            "/upload",
+            content=_upload_body(head, file, tail),
+            params={"minorversion": MINOR_VERSION},
+            headers={
+                "content-type": f"multipart/form-data; boundary={_UPLOAD_BOUNDARY}",
+                "content-length": str(len(head) + file.size + len(tail)),
+            },
         )
+        (response,) = answer["AttachableResponse"]
+        if "Fault" in response:
+            raise _classified(400, response["Fault"].get("Error", []))
+        return str(response["Attachable"]["Id"])
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """Documents with the entries' `DocNumber`s, one query per entity. An entry without a
@@ -326,6 +358,29 @@ def _first_rate(code: dict[str, Any], rates: dict[str, Decimal]) -> Decimal:  # 
     return Decimal(0)
 
 
+def _upload_parts(metadata: bytes, file: File) -> tuple[bytes, bytes]:
+    """What goes before and after the file's bytes in an `/upload` body."""
+    name = file.file_name.replace('"', "'")
+    head = (
+        f"--{_UPLOAD_BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file_metadata_0"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+    ).encode() + metadata
+    head += (
+        f"\r\n--{_UPLOAD_BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="file_content_0"; filename="{name}"\r\n'
+        f"Content-Type: {file.content_type}\r\n\r\n"
+    ).encode()
+    return head, f"\r\n--{_UPLOAD_BOUNDARY}--\r\n".encode()
+
+
+async def _upload_body(head: bytes, file: File, tail: bytes) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in file.chunks():
+        yield chunk
+    yield tail
+
+
 def _entity(record: Expense | Bill | Invoice) -> str:
     if isinstance(record, Expense):
         return "Purchase"
@@ -360,6 +415,11 @@ def _classified(status: int, faults: list[dict[str, Any]]) -> LedgerError:  # An
         " ".join(str(fault.get("detail") or fault.get("message") or "") for fault in faults).strip()
         or f"QuickBooks answered HTTP {status}."
     )
+    if status == 413:
+        return LedgerError(
+            SyncErrorCode.ATTACHMENT_TOO_LARGE,
+            f"QuickBooks takes attachments up to {ATTACHMENT_BYTES} bytes.",
+        )
     if status == 429 or "3001" in codes:
         return LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, text)
     if status == 401 or codes & {"3200", "3100"}:

@@ -46,6 +46,7 @@ class SandboxLedger:
             per_minute=knobs.rate_limit_per_minute or self.settings.sandbox_rate_limit_per_minute,
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
             documents_per_call=knobs.documents_per_call or DOCUMENTS_PER_CALL,
+            attachment_bytes=self.settings.sandbox_attachment_bytes,
         )
 
     async def remaining(self) -> Remaining:
@@ -107,6 +108,8 @@ class SandboxLedger:
                 f"413 Payload Too Large: attachments are at most {limits.attachment_bytes} bytes.",
             )
         async with self._call(limits):
+            if knobs.latency_ms:
+                await asyncio.sleep(knobs.latency_ms / 1000)
             if random.random() < knobs.transient_error_rate:
                 raise LedgerError(
                     SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."

@@ -11,11 +11,14 @@ failures are 400 `ValidationException`s whose messages name the field: "Account 
 not a valid code for this document.", "The TaxType code '…' does not exist or cannot be used
 for this type of transaction." Access tokens last 30 minutes; refresh tokens rotate on use.
 A spend needs a bank account to pay from: the organisation's first active BANK account.
+Attachments are PUT one file per call to the document's `/Attachments/{FileName}`, at most
+10 MiB each (413 beyond) and 10 per document.
 """
 
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -115,10 +118,27 @@ class XeroLedger:
         return [outcomes[entry.key] for entry in entries]
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:
-        raise LedgerError(
-            SyncErrorCode.VALIDATION_ERROR,
-            "Attachments are not yet pushed to Xero by this version: the file is kept here.",
+        """PUT the file's bytes to the document's Attachments, streamed. A push made before
+        (its outcome unknown) first lists them: a file of that name and size is there."""
+        (collection,) = _collections([entry])
+        path = f"/{collection}/{document_id}/Attachments"
+        if file.pushed_before:
+            held = await self.http.call("GET", path)
+            for attachment in held.get("Attachments", []):
+                if (attachment.get("FileName"), attachment.get("ContentLength")) == (
+                    file.file_name,
+                    file.size,
+                ):
+                    return str(attachment["AttachmentID"])
+        online = {"IncludeOnline": "true"} if isinstance(entry.record, Invoice) else None
+        answer = await self.http.call(
+            "PUT",
+            f"{path}/{quote(file.file_name, safe='')}",
+            content=file.chunks(),
+            params=online,
+            headers={"content-type": file.content_type, "content-length": str(file.size)},
         )
+        return str(answer["Attachments"][0]["AttachmentID"])
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
         """Documents with the entries' references: one GET per collection. An entry without
@@ -263,6 +283,11 @@ def _classify(response: httpx.Response) -> LedgerError:
         )
     if status in (401, 403):
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, _detail(response))
+    if status == 413:
+        return LedgerError(
+            SyncErrorCode.ATTACHMENT_TOO_LARGE,
+            f"Xero takes attachments up to {ATTACHMENT_BYTES} bytes.",
+        )
     if status == 400:
         return _refusal(_validation_messages(response) or [_detail(response)])
     return LedgerError(SyncErrorCode.PROVIDER_ERROR, f"Xero answered HTTP {status}.")

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     retry_max_seconds: float = 60.0
     sandbox_rate_limit_per_minute: int = 60  # the sandbox ledger's default limits, as Xero's
     sandbox_max_concurrent: int = 5
+    sandbox_attachment_bytes: int = 10 * 1024 * 1024  # one attachment, as Xero's limit
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log

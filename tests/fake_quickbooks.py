@@ -31,9 +31,25 @@ _QUERY = re.compile(
     r"(?: maxresults \d+)?$",
     re.IGNORECASE,
 )
-_CONDITION = re.compile(r"(\w+) = (?:'((?:[^'\\]|\\.)*)'|(true|false))")
+_CONDITION = re.compile(r"([\w.]+) = (?:'((?:[^'\\]|\\.)*)'|(true|false))")
 _IN = re.compile(r"(\w+) in \((.*)\)", re.IGNORECASE)
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+ATTACHMENT_BYTES = 100 * 1024 * 1024
+
+
+def _lookup(row: dict[str, Any], name: str) -> Any:  # Any: a JSON value
+    """A query's (dotted) field in a row, as QuickBooks reads `AttachableRef.EntityRef.Type`:
+    a list stands for any of its entries (here, the first), names match in any case."""
+    value: Any = row
+    for part in name.split("."):
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if not isinstance(value, dict):
+            return None
+        value = next((v for k, v in value.items() if k.lower() == part.lower()), None)
+    return value
 
 
 def _row(entity_id: str, **fields: Any) -> dict[str, Any]:
@@ -75,6 +91,8 @@ class FakeQuickBooks:
     next_id: int = 100
     lost_answers: int = 0
     document_calls: list[int] = field(default_factory=list)  # the operations each batch carried
+    attachables: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: Attachable
+    attachable_bytes: dict[str, bytes] = field(default_factory=dict)  # id: the file
 
     def __post_init__(self) -> None:
         self.auth.extra = {"realmId": self.realm_id}
@@ -87,6 +105,7 @@ class FakeQuickBooks:
                 Route(base + "/query", self.query),
                 Route(base + "/taxservice/taxcode", self.create_tax_code, methods=["POST"]),
                 Route(base + "/batch", self.batch, methods=["POST"]),
+                Route(base + "/upload", self.upload, methods=["POST"]),
                 Route(base + "/{entity}", self.create, methods=["POST"]),
             ]
         )
@@ -127,14 +146,17 @@ class FakeQuickBooks:
         if (refused := self._gate(request)) is not None:
             return refused
         match = _QUERY.match(request.query_params.get("query", "").strip())
-        if match is None or match["entity"] not in {*self.tables, "Purchase", "Bill", "Invoice"}:
+        known = {*self.tables, "Purchase", "Bill", "Invoice", "Attachable"}
+        if match is None or match["entity"] not in known:
             return _fault(400, "4000", "Error parsing query", "QueryParserError")
         rows = list(self.tables.get(match["entity"], {}).values()) + [
             d for d in self.documents.values() if d["type"] == match["entity"]
         ]
+        if match["entity"] == "Attachable":
+            rows = list(self.attachables.values())
         for name, text, flag in _CONDITION.findall(match["where"] or ""):
             wanted: Any = (flag == "true") if flag else _unquoted(text)
-            rows = [row for row in rows if row.get(name) == wanted]
+            rows = [row for row in rows if _lookup(row, name) == wanted]
         for name, listed in _IN.findall(match["where"] or ""):
             values = {_unquoted(text) for text in _QUOTED.findall(listed)}
             rows = [row for row in rows if row.get(name) in values]
@@ -179,6 +201,37 @@ class FakeQuickBooks:
             self.lost_answers -= 1
             return Response("upstream request timeout", 504)
         return JSONResponse(body)
+
+    async def upload(self, request: Request) -> Response:
+        """`/upload`: an Attachable's metadata and its file, as multipart parts `_0`."""
+        if (refused := self._gate(request)) is not None:
+            return refused
+        if int(request.headers.get("content-length", 0)) > ATTACHMENT_BYTES + 64 * 1024:
+            return Response("Request Entity Too Large", 413)
+        async with request.form() as form:
+            metadata = json.loads(str(form["file_metadata_0"]))
+            sent = form["file_content_0"]
+            assert not isinstance(sent, str)
+            content = await sent.read()
+        (ref,) = metadata["AttachableRef"]
+        document = self.documents.get(ref["EntityRef"]["value"])
+        if document is None or document["type"] != ref["EntityRef"]["type"]:
+            fault = {"Message": "Object Not Found", "Detail": "The document was not found.",
+                     "code": "610"}  # fmt: skip
+            return JSONResponse({"AttachableResponse": [{"Fault": {"Error": [fault]}}]})
+        made = {
+            "Id": self._new_id(),
+            "FileName": metadata["FileName"],
+            "ContentType": metadata["ContentType"],
+            "Size": len(content),
+            "AttachableRef": metadata["AttachableRef"],
+        }
+        self.attachables[made["Id"]] = made
+        self.attachable_bytes[made["Id"]] = content
+        if self.lost_answers:
+            self.lost_answers -= 1
+            return Response("upstream request timeout", 504)
+        return JSONResponse({"AttachableResponse": [{"Attachable": made}], "time": _now()})
 
     def _store(self, entity: str, document: dict[str, Any]) -> dict[str, Any]:
         stored = {**document, "Id": self._new_id(), "SyncToken": "0"}

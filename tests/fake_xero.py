@@ -42,6 +42,10 @@ def _account(code: str, name: str, kind: str, status: str = "ACTIVE") -> dict[st
     }
 
 
+ATTACHMENT_BYTES = 10 * 1024 * 1024
+ATTACHMENTS_PER_DOCUMENT = 10
+
+
 @dataclass
 class FakeXero:
     tenant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -78,6 +82,8 @@ class FakeXero:
     )
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: document
     answers: dict[str, tuple[int, Any]] = field(default_factory=dict)  # idempotency key: answer
+    attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # document id
+    attachment_bytes: dict[str, bytes] = field(default_factory=dict)  # AttachmentID: content
     calls: list[float] = field(default_factory=list)
     in_flight: int = 0
     throttled: int = 0
@@ -101,6 +107,16 @@ class FakeXero:
                     methods=["GET", "PUT", "POST"],
                 ),
                 Route(API + "/Invoices", self.documents_endpoint, methods=["GET", "PUT", "POST"]),
+                Route(
+                    API + "/{collection}/{document_id}/Attachments",
+                    self.attachments_endpoint,
+                    methods=["GET"],
+                ),
+                Route(
+                    API + "/{collection}/{document_id}/Attachments/{file_name}",
+                    self.attachments_endpoint,
+                    methods=["PUT", "POST"],
+                ),
             ],
         )
 
@@ -218,6 +234,35 @@ class FakeXero:
             return JSONResponse(body, status)
         finally:
             self.in_flight -= 1
+
+    async def attachments_endpoint(self, request: Request) -> Response:
+        """A document's attachments: listed, or one more PUT as raw bytes (10 MiB, 10 each)."""
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        document_id = request.path_params["document_id"]
+        if document_id not in self.documents:
+            return JSONResponse({"Title": "Not Found", "Status": 404}, 404)
+        held = self.attachments.setdefault(document_id, [])
+        if request.method == "GET":
+            return JSONResponse({"Attachments": held})
+        content = await request.body()
+        if len(content) > ATTACHMENT_BYTES:
+            return Response("Request Entity Too Large", 413)
+        if len(held) >= ATTACHMENTS_PER_DOCUMENT:
+            return _invalid([f"A document can hold {ATTACHMENTS_PER_DOCUMENT} attachments."])
+        await asyncio.sleep(self.latency)
+        made = {
+            "AttachmentID": str(uuid.uuid4()),
+            "FileName": request.path_params["file_name"],
+            "MimeType": request.headers.get("content-type"),
+            "ContentLength": len(content),
+        }
+        held.append(made)
+        self.attachment_bytes[made["AttachmentID"]] = content
+        if self.lost_answers:
+            self.lost_answers -= 1
+            return Response("upstream request timeout", 504)
+        return JSONResponse({"Attachments": [made]})
 
     def _create(
         self, collection: str, request: Request, wanted: dict[str, Any]

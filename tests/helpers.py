@@ -1,13 +1,18 @@
 """GraphQL documents and record builders shared by the API tests."""
 
 import asyncio
+import io
+import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic.alias_generators import to_snake
 
 from models.records import Expense
+
+if TYPE_CHECKING:
+    from tests.conftest import Api
 
 CREATE_EXPENSES = """
 mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
@@ -123,3 +128,34 @@ ODD_BODIES = [  # well-formed JSON, never a 5xx
     b'{"query": "query($b: ID!) { syncBatch(id: $b) { id } }", "variables": {"b": "\\ud800"}}',
     b'{"query": "{ syncBatch(id: 1) { id } }", "query": "{ __typename }"}',  # the last wins
 ]
+
+
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n" + b"0" * 5000
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 3000
+ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 3000  # an executable, named receipt.pdf below
+ATTACH = """
+mutation($item: ID!, $files: [Upload!]!) {
+  attachFiles(itemId: $item, files: $files) {
+    id itemId fileName contentType size sha256 status externalId error { code }
+  }
+}"""
+
+
+async def upload(
+    api: "Api", item_id: str, files: list[tuple[str, bytes, str]], key: str | None = None
+) -> dict[str, Any]:
+    """attachFiles as the GraphQL multipart request spec sends it (apollo-upload-client)."""
+    operations = {"query": ATTACH, "variables": {"item": item_id, "files": [None] * len(files)}}
+    mapping = {str(n): [f"variables.files.{n}"] for n in range(len(files))}
+    parts = {
+        str(n): (name, io.BytesIO(body), declared) for n, (name, body, declared) in enumerate(files)
+    }
+    response = await api.http.post(
+        "/graphql",
+        data={"operations": json.dumps(operations), "map": json.dumps(mapping)},
+        files=parts,
+        headers={"Authorization": f"Bearer {key or api.key}"},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,43 +22,14 @@ from models.services import Services
 from models.settings import Settings
 from models.storage import Storage, open_storage
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, data, expense
-from tests.processes import free_port
+from tests.helpers import CREATE_EXPENSES, ELF, PDF, PNG, data, expense, upload
+from tests.processes import cli, env_without_config, free_port
 
-PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n" + b"0" * 5000
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 3000
-ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 3000  # an executable, named receipt.pdf below
-ATTACH = """
-mutation($item: ID!, $files: [Upload!]!) {
-  attachFiles(itemId: $item, files: $files) {
-    id itemId fileName contentType size sha256 status externalId error { code }
-  }
-}"""
 ITEM = """
 query($b: ID!) { syncBatch(id: $b) { status items { edges { node { id status
   attachments { id fileName contentType size sha256 status externalId downloadUrl
     error { code message } } } } } } }"""
 RETRY = "mutation($b: ID!) { retryFailedItems(batchId: $b) { items { id } } }"
-
-
-async def upload(
-    api: Api, item_id: str, files: list[tuple[str, bytes, str]], key: str | None = None
-) -> dict[str, Any]:
-    """attachFiles as the GraphQL multipart request spec sends it (apollo-upload-client)."""
-    operations = {"query": ATTACH, "variables": {"item": item_id, "files": [None] * len(files)}}
-    mapping = {str(n): [f"variables.files.{n}"] for n in range(len(files))}
-    parts = {
-        str(n): (name, io.BytesIO(body), declared) for n, (name, body, declared) in enumerate(files)
-    }
-    response = await api.http.post(
-        "/graphql",
-        data={"operations": json.dumps(operations), "map": json.dumps(mapping)},
-        files=parts,
-        headers={"Authorization": f"Bearer {key or api.key}"},
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def _expense_item(api: Api, company: NewCompany, **overrides: Any) -> tuple[str, str]:
@@ -73,7 +45,7 @@ async def _attachments(api: Api, batch_id: str) -> tuple[str, list[dict[str, Any
 
 
 async def test_files_are_attached_once_pushed_after_their_item_and_downloaded(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: Any, tmp_path: Path
 ) -> None:
     batch_id, item_id = await _expense_item(api, company)
     sent = [("receipt.pdf", PDF, "application/pdf"), ("photo.png", PNG, "image/png")]
@@ -106,6 +78,12 @@ async def test_files_are_attached_once_pushed_after_their_item_and_downloaded(
         (first["id"], "PENDING", "PROCESSING"),
         (first["id"], "PROCESSING", "SUCCESS"),
     ]
+
+    env = env_without_config(DATABASE_URL=services.settings.database_url)
+    shown = cli("sandbox", "records", "--company-id", company.company.id, cwd=tmp_path, env=env)
+    (record,) = [json.loads(line) for line in shown.splitlines()]
+    kept = {(file["fileName"], file["sha256"]) for file in record["attachments"]}
+    assert kept == {(f["fileName"], f["sha256"]) for f in files}  # pushed at once: any order
 
     url = httpx.URL(files[0]["downloadUrl"])
     downloaded = await api.http.get(url.raw_path.decode())

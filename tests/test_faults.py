@@ -21,8 +21,9 @@ from models.enums import ItemStatus
 from models.events import batch_events
 from models.services import Services
 from models.settings import Settings
-from models.tables import SyncBatch, SyncItem
-from tests.helpers import CREATE_EXPENSES, data, expense
+from models.tables import SyncAttachment, SyncBatch, SyncItem
+from tests.conftest import Api
+from tests.helpers import CREATE_EXPENSES, PDF, data, expense, upload
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
 pytestmark = pytest.mark.slow
@@ -198,3 +199,52 @@ async def test_database_connections_dropped_mid_batch_are_survived(
     figures = await _exactly_once(services, company_id, batch_id, 400)
     done = recovered - dropped_at
     print(f"\nPostgreSQL connections dropped: {dropped}; {figures}; done {done:.1f}s later")
+
+
+async def test_a_worker_killed_mid_attachment_push_puts_the_file_on_the_record_once(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = _env(settings, services)
+    company_id, key = await _crash_company(tmp_path, env)
+    configure = ("sandbox", "configure", "--company-id", company_id, "--latency-ms", "2000")
+    cli(*configure, cwd=tmp_path, env=env)  # a call takes 2 s: time to kill one mid-way
+    port = free_port()
+    with running("serve", "--port", str(port), cwd=tmp_path, env=env):
+        async with ready_client(port, key) as client:
+            variables = {"companyId": company_id, "expenses": [expense(reference="r1")]}
+            answer = await client.post(
+                "/graphql", json={"query": CREATE_EXPENSES, "variables": variables}
+            )
+            created = data(answer.json())["createExpenses"]
+            (file,) = data(
+                await upload(
+                    Api(client, key),
+                    created["expenses"][0]["id"],
+                    [("receipt.pdf", PDF, "application/pdf")],
+                )
+            )["attachFiles"]
+        batch_id = created["syncBatchId"]
+        with running("worker", cwd=tmp_path, env=env) as worker:
+            await _attachment_in(services, file["id"], ItemStatus.PROCESSING, 30)
+            worker.kill()  # SIGKILL mid-push: the attachment is left PROCESSING
+            worker.wait()
+        with running("worker", cwd=tmp_path, env=env):
+            attached = await _attachment_in(services, file["id"], ItemStatus.SUCCESS, 30)
+            await _until(services, company_id, batch_id, 1, 30, "COMPLETED")
+    async with services.db.sessions() as session:
+        held = await sandbox.attachments(session, company_id=company_id)
+    assert [[row.external_id for row in rows] for rows in held.values()] == [[attached.external_id]]
+    assert attached.attempts >= 2  # the push the kill cut short, and the one that landed
+
+
+async def _attachment_in(
+    services: Services, attachment_id: str, status: ItemStatus, seconds: float
+) -> SyncAttachment:
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        async with services.db.sessions() as session:
+            row = await session.get(SyncAttachment, attachment_id)
+        if row is not None and row.status == status:
+            return row
+        await asyncio.sleep(0.05)
+    pytest.fail(f"attachment {attachment_id} was not {status} within {seconds}s: {row}")

@@ -30,6 +30,7 @@ SCALARS = {
     "Decimal": st.decimals(allow_nan=False, allow_infinity=False, places=2).map(
         lambda d: StringValueNode(value=str(d))
     ),
+    "Upload": st.text(max_size=20).map(lambda name: StringValueNode(value=name)),  # not a file
 }
 FUZZ = examples(
     max_examples=300,  # x4 cases: 1,200 operations, under two minutes on a 2-core CI machine

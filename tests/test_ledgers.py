@@ -29,7 +29,7 @@ from tests.conftest import Api, asgi_api
 from tests.fake_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fake_quickbooks import FakeQuickBooks
 from tests.fake_xero import FakeXero
-from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, data, error, expense
+from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, PDF, RETRY, data, error, expense, upload
 from tests.live import serving
 
 LINK = """mutation($c: ID!, $p: LedgerProvider!) {
@@ -37,6 +37,8 @@ LINK = """mutation($c: ID!, $p: LedgerProvider!) {
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
+ATTACHMENTS = """query($id: ID!) { syncBatch(id: $id) { status
+  items { edges { node { attachments { id status externalId } } } } } }"""
 CREATE_ACCOUNT = """mutation($c: ID!) {
   createAccount(companyId: $c, input: {code: "999", name: "Misc", type: EXPENSE}) { code } }"""
 
@@ -350,3 +352,27 @@ async def test_linking_needs_the_ledgers_app_configured(
     refused = await api.gql(LINK, {"c": company.company.id, "p": "XERO"})
     assert error(refused)["extensions"]["code"] == "BAD_USER_INPUT"
     assert "XERO_CLIENT_ID" in error(refused)["message"]
+
+
+async def test_a_receipt_reaches_the_document_once_though_an_answer_was_lost(
+    ledger: Ledger, run_jobs: Any
+) -> None:
+    await _link(ledger)
+    batch = await _sync(ledger, run_jobs, ledger.expense(reference="with-receipt"))
+    (item,) = [edge["node"] for edge in batch["items"]["edges"]]
+    ledger.fake.lose_answers(1)  # the file arrives, its answer does not
+    attached = await upload(ledger.api, item["id"], [("receipt.pdf", PDF, "application/pdf")])
+    (file,) = data(attached)["attachFiles"]
+    await run_jobs()
+    fake = ledger.fake
+    held = fake.attachment_bytes if isinstance(fake, FakeXero) else fake.attachable_bytes
+    assert list(held.values()) == [PDF]  # on the document once, byte for byte
+    answer = await ledger.api.gql(ATTACHMENTS, {"id": batch["id"]})
+    (node,) = [edge["node"] for edge in data(answer)["syncBatch"]["items"]["edges"]]
+    (synced,) = node["attachments"]
+    assert (synced["id"], synced["status"], synced["externalId"]) == (
+        file["id"],
+        "SUCCESS",
+        next(iter(held)),
+    )
+    assert data(answer)["syncBatch"]["status"] == "COMPLETED"

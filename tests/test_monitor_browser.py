@@ -8,7 +8,7 @@ from playwright.async_api import ConsoleMessage, Page, async_playwright
 
 from models.company import NewCompany
 from tests.conftest import CHROMIUM_FLAGS, Api
-from tests.helpers import CREATE_EXPENSES, data, expense
+from tests.helpers import CREATE_EXPENSES, PDF, data, expense, upload
 
 pytestmark = pytest.mark.slow
 CREATE_ACCOUNT = """
@@ -54,6 +54,8 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         }
         created = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]
         batch_id = created["syncBatchId"]
+        receipt = [("receipt.pdf", PDF, "application/pdf")]
+        data(await upload(api, created["expenses"][0]["id"], receipt))
         await _row(page, batch_id).wait_for()  # it appears without a reload…
         await run_jobs()
         await _row(page, batch_id).locator(".status.COMPLETED").wait_for()  # …and completes
@@ -65,6 +67,9 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         failed = page.locator("#failed tbody tr")
         await failed.filter(has_text="INVALID_ACCOUNT_ID").wait_for()
         assert "bad-1" in await failed.inner_text()
+        files = page.locator("#attachments tbody tr")
+        await files.filter(has_text="receipt.pdf").filter(has_text="SUCCESS").wait_for()
+        assert "ok-1" in await files.inner_text()
         if screenshot:
             await page.screenshot(path=screenshot, full_page=True)
 

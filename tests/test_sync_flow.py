@@ -170,6 +170,7 @@ async def test_every_transition_is_published_on_the_company_channel(
         "companyId": company.company.id,
         "batchId": batch_id,
         "itemId": None,
+        "attachmentId": None,
         "fromStatus": "PROCESSING",
         "toStatus": "COMPLETED",
         "occurredAt": "",

@@ -15,12 +15,15 @@ const BATCHES = `query($c: ID!) { syncBatches(companyId: $c, first: ${SHOWN}) {
 const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
 const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
   edges { node { id reference attempts error { code message hint } } } } }`;
+const ATTACHMENTS = `query($id: ID!) { syncItems(batchId: $id, first: 100) { edges { node {
+  id reference attachments { id fileName size status downloadUrl error { code message } } } } } }`;
 const BUDGET = `query($c: ID!) { connection(companyId: $c) { rateLimit {
   callsPerMinute documentsPerCall remainingThisMinute dailyRemaining } } }`;
 const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
 const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
 const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
-  afterEventId: $after) { eventId batchId itemId fromStatus toStatus error { code } } }`;
+  afterEventId: $after) { eventId batchId itemId attachmentId fromStatus toStatus
+  error { code } } }`;
 const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
   id kind status message } }`;
 
@@ -137,7 +140,11 @@ function onEvent(event) {
   state.lastEventId = event.eventId;
   const feed = $("feed");
   const line = document.createElement("li");
-  const what = event.itemId ? `item ${event.itemId}` : `batch ${event.batchId}`;
+  const what = event.attachmentId
+    ? `attachment ${event.attachmentId} of item ${event.itemId}`
+    : event.itemId
+      ? `item ${event.itemId}`
+      : `batch ${event.batchId}`;
   const error = event.error ? ` (${event.error.code})` : "";
   line.textContent = `${what}: ${event.fromStatus || "new"} → ${event.toStatus}${error}`;
   feed.prepend(line);
@@ -171,6 +178,7 @@ async function showFailed(batchId) {
     ? `${batch.status}: ${batch.successCount} synced, ${batch.failedCount} failed, ` +
       `${batch.pendingCount + batch.processingCount} waiting.`
     : "";
+  const attachments = showAttachments(batchId);
   const { failedItems } = await gql(FAILED, { id: batchId });
   if (state.open !== batchId) return;
   $("failed").tBodies[0].replaceChildren(
@@ -187,6 +195,28 @@ async function showFailed(batchId) {
   $("no-failed").hidden = failedItems.totalCount > 0;
   $("retry").disabled = failedItems.totalCount === 0;
   render();
+  await attachments;
+}
+
+async function showAttachments(batchId) {
+  const { syncItems } = await gql(ATTACHMENTS, { id: batchId });
+  if (state.open !== batchId) return;
+  const rows = syncItems.edges.flatMap(({ node }) =>
+    node.attachments.map((file) => {
+      const row = document.createElement("tr");
+      cell(row, node.reference || node.id);
+      const link = document.createElement("a");
+      link.href = file.downloadUrl;
+      link.textContent = file.fileName;
+      row.insertCell().append(link);
+      cell(row, file.size.toLocaleString(), "num");
+      cell(row, file.status, `status ${file.status.toLowerCase()}`);
+      cell(row, file.error ? `${file.error.code}: ${file.error.message}` : "");
+      return row;
+    }),
+  );
+  $("attachments").tBodies[0].replaceChildren(...rows);
+  $("no-attachments").hidden = rows.length > 0;
 }
 
 function setLive(on) {
