@@ -53,8 +53,10 @@ def scan(file: IO[bytes]) -> Scanned:
 
 
 class Storage:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, part_bytes: int = CHUNK_BYTES) -> None:
+        """`part_bytes`: what a put holds in memory per part in flight (S3 needs 5 MiB)."""
         self.store = store
+        self.part_bytes = part_bytes
 
     @staticmethod
     def key(company_id: str, sha256: str) -> str:
@@ -66,7 +68,7 @@ class Storage:
             return
         file.seek(0)
         await obstore.put_async(
-            self.store, key, _chunks_of(file), chunk_size=PART_BYTES, max_concurrency=2
+            self.store, key, _chunks_of(file), chunk_size=self.part_bytes, max_concurrency=1
         )
 
     async def exists(self, key: str) -> bool:
@@ -109,4 +111,5 @@ def open_storage(settings: Settings) -> Storage:
     if settings.storage_endpoint is not None:
         config["endpoint"] = settings.storage_endpoint
     client = {"allow_http": True} if (settings.storage_endpoint or "").startswith("http:") else {}
-    return Storage(S3Store.from_url(settings.storage_url, config=config, client_options=client))  # type: ignore[arg-type]
+    store = S3Store.from_url(settings.storage_url, config=config, client_options=client)  # type: ignore[arg-type]
+    return Storage(store, part_bytes=PART_BYTES)
