@@ -130,14 +130,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     while chunk := await items_in(
         db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
     ):
-        backlog = await gateway.limiter.backlog()
-        if time.monotonic() > ends or backlog > slice_seconds:
-            log.info(
-                "slice over, the rest of the batch runs in %.1fs at the earliest",
-                backlog,
-                extra={"batch_id": batch_id},
-            )
-            raise Retry(defer=backlog)  # the same job (one per batch), behind the others
+        await _within_slice(gateway, batch_id, ends, slice_seconds)
         claimed = await transition(
             db,
             bus=deps.services.bus,
@@ -157,17 +150,35 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         if not await gateway.usable():
             await _fail_batch(deps, batch, gateway.connection)
             return
-    await _push_attachments(deps, gateway, batch)
+    while files := await attachments_in(
+        deps.services, batch_id=batch_id, status=ItemStatus.PENDING, limit=calls
+    ):
+        await _within_slice(gateway, batch_id, ends, slice_seconds)
+        if not await _push_attachments(deps, gateway, batch, files):
+            break  # their items were put back meanwhile (a retry): the next job runs them
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
 
 
-async def _push_attachments(deps: WorkerContext, gateway: Gateway, batch: SyncBatch) -> None:
-    """Put each PENDING attachment of a SUCCESS item on the item's document, the calls paced
-    by the gateway. One whose item FAILED fails with it: retrying the item retries it."""
+async def _within_slice(gateway: Gateway, batch_id: str, ends: float, slice_seconds: float) -> None:
+    """Go on while the job's slice lasts and the ledger's budget allows soon; else queue the
+    rest of the batch behind the other jobs."""
+    backlog = await gateway.limiter.backlog()
+    if time.monotonic() > ends or backlog > slice_seconds:
+        log.info(
+            "slice over, the rest of the batch runs in %.1fs at the earliest",
+            backlog,
+            extra={"batch_id": batch_id},
+        )
+        raise Retry(defer=backlog)  # the same job (one per batch), behind the others
+
+
+async def _push_attachments(
+    deps: WorkerContext, gateway: Gateway, batch: SyncBatch, pending: Sequence[SyncAttachment]
+) -> bool:
+    """Put each PENDING attachment of a SUCCESS item on the item's document, one call each,
+    paced by the gateway. One whose item FAILED fails with it: retrying the item retries it.
+    False when none could move (their items are not finished)."""
     db, bus = deps.services.db, deps.services.bus
-    pending = await attachments_in(deps.services, batch_id=batch.id, status=ItemStatus.PENDING)
-    if not pending:
-        return
     item_ids = list(dict.fromkeys(file.item_id for file in pending))
     items = {item.id: item for item in await items_by_id(db, batch_id=batch.id, item_ids=item_ids)}
     orphans = [
@@ -179,7 +190,7 @@ async def _push_attachments(deps: WorkerContext, gateway: Gateway, batch: SyncBa
     if orphans:
         await transition(db, bus=bus, batch_id=batch.id, attachment_moves=orphans, strict=False)
     if not ready:
-        return
+        return bool(orphans)
     claims = [AttachmentMove(file.id, ItemStatus.PROCESSING) for file in ready]
     claimed = await transition(
         db, bus=bus, batch_id=batch.id, attachment_moves=claims, strict=False
@@ -189,9 +200,7 @@ async def _push_attachments(deps: WorkerContext, gateway: Gateway, batch: SyncBa
         *(_attach(deps, gateway, items[file.item_id], file) for file in ready if file.id in mine)
     )
     await transition(db, bus=bus, batch_id=batch.id, attachment_moves=moves)
-    for move in moves:
-        if move.error is not None:
-            ITEM_FAILURES.labels(gateway.connection.provider, move.error.code).inc()
+    return True
 
 
 async def _attach(

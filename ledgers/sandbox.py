@@ -84,12 +84,7 @@ class SandboxLedger:
                 f"400 Bad Request: at most {limits.documents_per_call} documents per call.",
             )
         async with self._call(limits):
-            if knobs.latency_ms:
-                await asyncio.sleep(knobs.latency_ms / 1000)
-            if random.random() < knobs.transient_error_rate:
-                raise LedgerError(
-                    SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
-                )
+            await _weather(knobs)
             outcomes = await self.books.post(entries, _validate)
             if random.random() < knobs.timeout_rate:
                 raise LedgerError(
@@ -108,12 +103,7 @@ class SandboxLedger:
                 f"413 Payload Too Large: attachments are at most {limits.attachment_bytes} bytes.",
             )
         async with self._call(limits):
-            if knobs.latency_ms:
-                await asyncio.sleep(knobs.latency_ms / 1000)
-            if random.random() < knobs.transient_error_rate:
-                raise LedgerError(
-                    SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
-                )
+            await _weather(knobs)
             return await self.books.attach(document_id, file)
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
@@ -180,6 +170,16 @@ class SandboxLedger:
     async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
         await self.books.add_tax_rate(tax_rate)
         return tax_rate
+
+
+async def _weather(knobs: SandboxBehaviour) -> None:
+    """What every call meets, as configured: its latency, then maybe a transient failure."""
+    if knobs.latency_ms:
+        await asyncio.sleep(knobs.latency_ms / 1000)
+    if random.random() < knobs.transient_error_rate:
+        raise LedgerError(
+            SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable: try again shortly."
+        )
 
 
 def _validate(

@@ -123,13 +123,14 @@ async def get_attachment(
 
 
 async def attachments_in(
-    services: Services, *, batch_id: str, status: ItemStatus
+    services: Services, *, batch_id: str, status: ItemStatus, limit: int | None = None
 ) -> list[SyncAttachment]:
-    """The batch's attachments in `status`, oldest first."""
+    """The batch's attachments in `status`, oldest first (the first `limit`)."""
     async with services.db.sessions() as session:
         rows = await session.scalars(
             select(SyncAttachment)
             .where(col(SyncAttachment.batch_id) == batch_id, col(SyncAttachment.status) == status)
             .order_by(col(SyncAttachment.created_at), col(SyncAttachment.id))
+            .limit(limit)
         )
         return list(rows)

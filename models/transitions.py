@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import Database
@@ -237,29 +237,11 @@ async def _move_items(
             continue
         applied.append((move, before))
     if applied:
-        await session.execute(
-            update(_items)
-            .where(_items.c.id == bindparam("item_id"))
-            .values(
-                status=bindparam("to"),
-                attempts=_items.c.attempts + bindparam("pushes"),
-                external_id=bindparam("external_id"),
-                error_code=bindparam("error_code"),
-                error_message=bindparam("error_message"),
-                updated_at=now,
-            ),
-            [
-                {
-                    "item_id": move.item_id,
-                    "to": move.to,
-                    "pushes": len(move.attempts),
-                    "external_id": move.external_id,
-                    "error_code": move.error.code if move.error else None,
-                    "error_message": move.error.message if move.error else None,
-                }
-                for move, _ in applied
-            ],
-        )
+        moved = [
+            _moved(move.item_id, move.to, len(move.attempts), move.external_id, move.error)
+            for move, _ in applied
+        ]
+        await _update_moved(session, _items, moved, now)
     attempts = [
         {
             "item_id": move.item_id,
@@ -309,30 +291,44 @@ async def _move_attachments(
             continue
         applied.append((move, before, row.item_id))
     if applied:
-        await session.execute(
-            update(_attachments)
-            .where(_attachments.c.id == bindparam("attachment_id"))
-            .values(
-                status=bindparam("to"),
-                attempts=_attachments.c.attempts + bindparam("pushes"),
-                external_id=bindparam("external_id"),
-                error_code=bindparam("error_code"),
-                error_message=bindparam("error_message"),
-                updated_at=now,
-            ),
-            [
-                {
-                    "attachment_id": move.attachment_id,
-                    "to": move.to,
-                    "pushes": move.attempts,
-                    "external_id": move.external_id,
-                    "error_code": move.error.code if move.error else None,
-                    "error_message": move.error.message if move.error else None,
-                }
-                for move, _, _ in applied
-            ],
-        )
+        moved = [
+            _moved(move.attachment_id, move.to, move.attempts, move.external_id, move.error)
+            for move, _, _ in applied
+        ]
+        await _update_moved(session, _attachments, moved, now)
     return applied
+
+
+def _moved(
+    row_id: str, to: ItemStatus, pushes: int, external_id: str | None, error: SyncError | None
+) -> Row:
+    return {
+        "row_id": row_id,
+        "to": to,
+        "pushes": pushes,
+        "external_id": external_id,
+        "error_code": error.code if error else None,
+        "error_message": error.message if error else None,
+    }
+
+
+async def _update_moved(
+    session: AsyncSession, table: Table, moved: list[Row], now: datetime
+) -> None:
+    """Write each move (`_moved`) to its row: status, attempts added, outcome."""
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values(
+            status=bindparam("to"),
+            attempts=table.c.attempts + bindparam("pushes"),
+            external_id=bindparam("external_id"),
+            error_code=bindparam("error_code"),
+            error_message=bindparam("error_message"),
+            updated_at=now,
+        ),
+        moved,
+    )
 
 
 async def _open_attachments(session: AsyncSession, batch_id: str) -> int:
