@@ -33,14 +33,15 @@ from api.types import (
     record_of,
 )
 from ledgers.link import start_link
+from models.attachments import Files, add_files, attach_files, checked
 from models.attachments import Upload as Sent
-from models.attachments import attach_files
 from models.batch import create_batch, create_batch_once, get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.errors import InvalidInput
 from models.queue import enqueue_sync
+from models.storage import Scanned
 
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -144,14 +145,12 @@ class Mutation:
         self, info: Info, item_id: strawberry.ID, files: list[Upload]
     ) -> list[SyncAttachment]:
         ctx = info.context
-        connection = await ledger_connection(ctx.services.db, company_id=ctx.company.id)
-        limits = await ctx.ledger_for(connection).limits()
         rows = await attach_files(
             ctx.services,
             company_id=ctx.company.id,
             item_id=item_id,
-            uploads=[_sent(upload, n) for n, upload in enumerate(files)],
-            max_bytes=min(limits.attachment_bytes, ctx.services.settings.max_upload_bytes),
+            uploads=[_sent(upload, f"files.{n}") for n, upload in enumerate(files)],
+            max_bytes=await _largest_file(info, ctx.company.id),
         )
         return [SyncAttachment.from_row(row) for row in rows]
 
@@ -238,6 +237,7 @@ async def _create(
     records = to_records(
         record_type, inputs, field=field, limit=services.settings.max_records_per_batch
     )
+    uploads, scans = await _record_files(info, owner, inputs, field)
     if preflight and (found := await ledger_problems(ctx, owner, records, field=field)):
         raise refusal(found)
     if key is None:
@@ -260,15 +260,58 @@ async def _create(
         )
         batch, item_ids, replayed = once.batch, once.item_ids, once.replayed
     if not replayed:
+        files = [
+            Files(item_id, sent, scanned)
+            for item_id, sent, scanned in zip(item_ids, uploads, scans, strict=True)
+            if sent
+        ]
+        await add_files(services, company_id=owner, batch_id=batch.id, files=files)
         await enqueue_sync(services.queue, batch_id=batch.id)
     created = [record_of(i, r) for i, r in zip(item_ids, records, strict=True)]
     return SyncBatch.from_row(batch), created
 
 
-def _sent(upload: Upload, position: int) -> Sent:
+async def _record_files(
+    info: Info,
+    company_id: str,
+    inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
+    field: str,
+) -> tuple[list[list[Sent]], list[list[Scanned]]]:
+    """Each record's files, checked before anything is created: one refused file refuses the
+    request, naming it (`expenses.3.attachments.0`)."""
+    uploads = [
+        [
+            _sent(upload, f"{field}.{n}.attachments.{m}")
+            for m, upload in enumerate(each.attachments or [])
+        ]
+        for n, each in enumerate(inputs)
+    ]
+    if not any(uploads):
+        return uploads, [[] for _ in uploads]
+    most = info.context.services.settings.max_files_per_request
+    if sum(map(len, uploads)) > most:
+        message = f"Send at most {most} files with the records; attach more with attachFiles."
+        raise InvalidInput(message, field=field)
+    largest = await _largest_file(info, company_id)
+    scans = [
+        await checked(sent, field=f"{field}.{n}.attachments", max_bytes=largest) if sent else []
+        for n, sent in enumerate(uploads)
+    ]
+    return uploads, scans
+
+
+async def _largest_file(info: Info, company_id: str) -> int:
+    """The largest file the company's ledger takes, within MAX_UPLOAD_BYTES."""
+    ctx = info.context
+    connection = await ledger_connection(ctx.services.db, company_id=company_id)
+    limits = await ctx.ledger_for(connection).limits()
+    return min(limits.attachment_bytes, ctx.services.settings.max_upload_bytes)
+
+
+def _sent(upload: Upload, field: str) -> Sent:
     """An upload as Starlette spooled it (to disk past 1 MiB); anything else in its place (a
     JSON value) is refused."""
     if not isinstance(upload, UploadFile):
         message = "Send each file as a part of a GraphQL multipart request."
-        raise InvalidInput(message, field=f"files.{position}")
+        raise InvalidInput(message, field=field)
     return Sent(upload.filename or "", upload.file)

@@ -39,38 +39,66 @@ async def attach_files(
     most = services.settings.max_files_per_request
     if not 1 <= len(uploads) <= most:
         raise InvalidInput(f"Send 1 to {most} files.", field="files")
+    scans = await checked(uploads, field="files", max_bytes=max_bytes)
+    files = [Files(item.id, uploads, scans)]
+    if await add_files(services, company_id=company_id, batch_id=item.batch_id, files=files):
+        await enqueue_sync(services.queue, batch_id=item.batch_id)
+    held = await _by_sha256(services, item_id=item.id)
+    return [held[scanned.sha256] for scanned in scans]
+
+
+@dataclass(frozen=True)
+class Files:
+    """One item's files, checked."""
+
+    item_id: str
+    uploads: Sequence[Upload]
+    scans: Sequence[Scanned]
+
+
+async def checked(uploads: Sequence[Upload], *, field: str, max_bytes: int) -> list[Scanned]:
+    """What each file is, or BAD_USER_INPUT naming the first refused one (`field`.N)."""
     scans = await asyncio.gather(*(asyncio.to_thread(scan, upload.file) for upload in uploads))
     for position, scanned in enumerate(scans):
-        _check(scanned, field=f"files.{position}", max_bytes=max_bytes)
-    held = await _by_sha256(services, item_id=item.id)
-    rows: dict[str, dict[str, object]] = {}
-    for upload, scanned in zip(uploads, scans, strict=True):
-        if scanned.sha256 in held or scanned.sha256 in rows:
-            continue
-        key = services.storage.key(company_id, scanned.sha256)
-        await services.storage.put(key, upload.file)
-        now = utcnow()
-        rows[scanned.sha256] = {
-            "id": new_id("att"),
-            "item_id": item.id,
-            "batch_id": item.batch_id,
-            "company_id": company_id,
-            "file_name": _file_name(upload.file_name),
-            "content_type": scanned.content_type,
-            "size": scanned.size,
-            "sha256": scanned.sha256,
-            "status": ItemStatus.PENDING,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
+        _check(scanned, field=f"{field}.{position}", max_bytes=max_bytes)
+    return list(scans)
+
+
+async def add_files(
+    services: Services, *, company_id: str, batch_id: str, files: Sequence[Files]
+) -> bool:
+    """Store the checked files and attach them to their items (the company's, of the batch),
+    the ones an item holds already left as they are, in one transition; whether any was
+    added. The caller queues the batch's job."""
+    rows: dict[tuple[str, str], dict[str, object]] = {}
+    for entry in files:
+        held = await _by_sha256(services, item_id=entry.item_id)
+        for upload, scanned in zip(entry.uploads, entry.scans, strict=True):
+            if scanned.sha256 in held or (entry.item_id, scanned.sha256) in rows:
+                continue
+            await services.storage.put(
+                services.storage.key(company_id, scanned.sha256), upload.file
+            )
+            now = utcnow()
+            rows[entry.item_id, scanned.sha256] = {
+                "id": new_id("att"),
+                "item_id": entry.item_id,
+                "batch_id": batch_id,
+                "company_id": company_id,
+                "file_name": _file_name(upload.file_name),
+                "content_type": scanned.content_type,
+                "size": scanned.size,
+                "sha256": scanned.sha256,
+                "status": ItemStatus.PENDING,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
     if rows:
         await add_attachments(
-            services.db, bus=services.bus, batch_id=item.batch_id, rows=list(rows.values())
+            services.db, bus=services.bus, batch_id=batch_id, rows=list(rows.values())
         )
-        await enqueue_sync(services.queue, batch_id=item.batch_id)
-        held = await _by_sha256(services, item_id=item.id)
-    return [held[scanned.sha256] for scanned in scans]
+    return bool(rows)
 
 
 def _check(scanned: Scanned, *, field: str, max_bytes: int) -> None:

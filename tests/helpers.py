@@ -144,11 +144,26 @@ mutation($item: ID!, $files: [Upload!]!) {
 async def upload(
     api: "Api", item_id: str, files: list[tuple[str, bytes, str]], key: str | None = None
 ) -> dict[str, Any]:
-    """attachFiles as the GraphQL multipart request spec sends it (apollo-upload-client)."""
-    operations = {"query": ATTACH, "variables": {"item": item_id, "files": [None] * len(files)}}
-    mapping = {str(n): [f"variables.files.{n}"] for n in range(len(files))}
+    """attachFiles, its files sent as the GraphQL multipart request spec says."""
+    variables = {"item": item_id, "files": [None] * len(files)}
+    paths = {f"variables.files.{n}": file for n, file in enumerate(files)}
+    return await multipart(api, ATTACH, variables, paths, key=key)
+
+
+async def multipart(
+    api: "Api",
+    query: str,
+    variables: dict[str, Any],
+    files: dict[str, tuple[str, bytes, str]],
+    key: str | None = None,
+) -> dict[str, Any]:
+    """An operation whose files (name, bytes, declared type, by the variable path each
+    replaces) go as parts of a GraphQL multipart request, as apollo-upload-client sends it."""
+    operations = {"query": query, "variables": variables}
+    mapping = {str(n): [path] for n, path in enumerate(files)}
     parts = {
-        str(n): (name, io.BytesIO(body), declared) for n, (name, body, declared) in enumerate(files)
+        str(n): (name, io.BytesIO(body), declared)
+        for n, (name, body, declared) in enumerate(files.values())
     }
     response = await api.http.post(
         "/graphql",

@@ -22,7 +22,7 @@ from models.services import Services
 from models.settings import Settings
 from models.storage import Storage, open_storage
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, ELF, PDF, PNG, data, expense, upload
+from tests.helpers import CREATE_EXPENSES, ELF, PDF, PNG, data, expense, multipart, upload
 from tests.processes import cli, env_without_config, free_port
 
 ITEM = """
@@ -30,6 +30,7 @@ query($b: ID!) { syncBatch(id: $b) { status items { edges { node { id status
   attachments { id fileName contentType size sha256 status externalId downloadUrl
     error { code message } } } } } } }"""
 RETRY = "mutation($b: ID!) { retryFailedItems(batchId: $b) { items { id } } }"
+BATCHES = "query($c: ID!) { syncBatches(companyId: $c) { totalCount } }"
 
 
 async def _expense_item(api: Api, company: NewCompany, **overrides: Any) -> tuple[str, str]:
@@ -91,6 +92,40 @@ async def test_files_are_attached_once_pushed_after_their_item_and_downloaded(
     assert downloaded.content == PDF and downloaded.headers["content-type"] == "application/pdf"
     forged = await api.http.get(f"/attachments/{files[1]['id']}?{url.query.decode()}")
     assert forged.status_code == 403  # the token names one file
+
+
+async def test_records_carry_their_files_when_created(
+    api: Api, company: NewCompany, run_jobs: Any
+) -> None:
+    records = [  # each file's place, null until the server puts the file there
+        expense(reference="with", attachments=[None]),
+        expense(reference="without"),
+        expense(reference="two", attachments=[None, None]),
+    ]
+    variables = {"companyId": company.company.id, "expenses": records}
+    files = {
+        "variables.expenses.0.attachments.0": ("receipt.pdf", PDF, "application/pdf"),
+        "variables.expenses.2.attachments.0": ("a.png", PNG, "image/png"),
+        "variables.expenses.2.attachments.1": ("b.pdf", PDF, "application/pdf"),
+    }
+    created = data(await multipart(api, CREATE_EXPENSES, variables, files))["createExpenses"]
+    await run_jobs()
+    batch = data(await api.gql(ITEM, {"b": created["syncBatchId"]}))["syncBatch"]
+    shown = {
+        node["id"]: [(f["fileName"], f["status"]) for f in node["attachments"]]
+        for node in (edge["node"] for edge in batch["items"]["edges"])
+    }
+    with_, without, two = (e["id"] for e in created["expenses"])
+    assert shown[with_] == [("receipt.pdf", "SUCCESS")] and shown[without] == []
+    assert sorted(shown[two]) == [("a.png", "SUCCESS"), ("b.pdf", "SUCCESS")]
+    assert batch["status"] == "COMPLETED"
+
+    variables["expenses"] = [records[1], {**records[1], "attachments": [None]}]
+    files = {"variables.expenses.1.attachments.0": ("receipt.pdf", ELF, "application/pdf")}
+    (refused,) = (await multipart(api, CREATE_EXPENSES, variables, files))["errors"]
+    assert refused["extensions"]["field"] == "expenses.1.attachments.0"
+    listed = data(await api.gql(BATCHES, {"c": company.company.id}))["syncBatches"]
+    assert listed["totalCount"] == 1  # the refused request created nothing
 
 
 async def test_a_refused_file_attaches_nothing(api: Api, company: NewCompany) -> None:
