@@ -204,10 +204,10 @@ async def test_database_connections_dropped_mid_batch_are_survived(
 async def test_a_worker_killed_mid_attachment_push_puts_the_file_on_the_record_once(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = _env(settings, services)
+    env = _env(settings, services, LEASE_SECONDS="2", SWEEP_SECONDS="1")  # recovered at once
     company_id, key = await _crash_company(tmp_path, env)
-    configure = ("sandbox", "configure", "--company-id", company_id, "--latency-ms", "2000")
-    cli(*configure, cwd=tmp_path, env=env)  # a call takes 2 s: time to kill one mid-way
+    configure = ("sandbox", "configure", "--company-id", company_id, "--latency-ms", "800")
+    cli(*configure, cwd=tmp_path, env=env)  # a call takes 0.8 s: time to kill one mid-way
     port = free_port()
     with running("serve", "--port", str(port), cwd=tmp_path, env=env):
         async with ready_client(port, key) as client:
