@@ -57,8 +57,11 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         receipt = [("receipt.pdf", PDF, "application/pdf")]
         data(await upload(api, created["expenses"][0]["id"], receipt))
         await _row(page, batch_id).wait_for()  # it appears without a reload…
+        bar = _row(page, batch_id).get_by_role("img")
+        assert (await bar.get_attribute("aria-label") or "").startswith("0% done")
         await run_jobs()
         await _row(page, batch_id).locator(".status.COMPLETED").wait_for()  # …and completes
+        assert await bar.get_attribute("aria-label") == ("100% done: 1 synced, 1 failed, 0 waiting")
         await page.get_by_text("calls a minute of up to 50 records").wait_for()  # its budget
         shown = await _row(page, batch_id).inner_text()
         assert "50%" in shown and shown.rstrip().endswith("—")  # ended: no expected end

@@ -66,6 +66,41 @@ function rate(batch) {
   return done ? batch.failedCount / done : 0;
 }
 
+function progress(batch) {
+  // Synced, failed and waiting as one bar, and in words for screen readers.
+  const total = Math.max(batch.itemCount, 1);
+  const waiting = batch.pendingCount + batch.processingCount;
+  const done = Math.round(((batch.successCount + batch.failedCount) / total) * 100);
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.setAttribute("role", "img");
+  bar.setAttribute(
+    "aria-label",
+    `${done}% done: ${batch.successCount} synced, ${batch.failedCount} failed, ` +
+      `${waiting} waiting`,
+  );
+  for (const [count, kind] of [
+    [batch.successCount, "synced"],
+    [batch.failedCount, "failed"],
+    [waiting, "waiting"],
+  ]) {
+    const part = document.createElement("span");
+    part.className = kind;
+    part.style.width = `${(count / total) * 100}%`; // CSSOM: allowed by the page's CSP
+    bar.append(part);
+  }
+  bar.title = bar.getAttribute("aria-label");
+  return bar;
+}
+
+function left(due) {
+  // "about 40 s left" from the API's estimate; a dash once the batch has ended.
+  if (!due) return "—";
+  const seconds = Math.max(0, Math.round((new Date(due) - Date.now()) / 1000));
+  const amount = seconds < 90 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
+  return `about ${amount} left`;
+}
+
 function render() {
   const body = $("batches").tBodies[0];
   const rows = [...state.batches.values()]
@@ -87,9 +122,9 @@ function render() {
       cell(row, batch.failedCount, batch.failedCount ? "num failing" : "num");
       cell(row, batch.pendingCount + batch.processingCount, "num");
       cell(row, `${Math.round(rate(batch) * 100)}%`, rate(batch) ? "num failing" : "num");
+      row.insertCell().append(progress(batch));
       cell(row, new Date(batch.createdAt).toLocaleString());
-      const due = batch.estimatedCompletionAt;
-      cell(row, due ? new Date(due).toLocaleTimeString() : "—");
+      cell(row, left(batch.estimatedCompletionAt));
       return row;
     }),
   );
@@ -210,7 +245,7 @@ async function showAttachments(batchId) {
       link.textContent = file.fileName;
       row.insertCell().append(link);
       cell(row, file.size.toLocaleString(), "num");
-      cell(row, file.status, `status ${file.status.toLowerCase()}`);
+      cell(row, file.status, `status ${file.status}`);
       cell(row, file.error ? `${file.error.code}: ${file.error.message}` : "");
       return row;
     }),
