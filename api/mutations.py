@@ -32,6 +32,7 @@ from api.types import (
     TaxRate,
     record_of,
 )
+from ledgers.gateway import limits as ledger_limits
 from ledgers.link import start_link
 from models.attachments import Files, add_files, attach_files, checked
 from models.attachments import Upload as Sent
@@ -304,8 +305,8 @@ async def _largest_file(info: Info, company_id: str) -> int:
     """The largest file the company's ledger takes, within MAX_UPLOAD_BYTES."""
     ctx = info.context
     connection = await ledger_connection(ctx.services.db, company_id=company_id)
-    limits = await ctx.ledger_for(connection).limits()
-    return min(limits.attachment_bytes, ctx.services.settings.max_upload_bytes)
+    allowed = await ledger_limits(ctx.ledger_for, connection)
+    return min(allowed.attachment_bytes, ctx.services.settings.max_upload_bytes)
 
 
 def _sent(upload: Upload, field: str) -> Sent:

@@ -35,6 +35,11 @@ class Budget:
     remaining_today: int | None
 
 
+async def limits(ledger_for: LedgerFactory, connection: Connection) -> Limits:
+    """What the connection's ledger allows (its configuration: no call to the ledger)."""
+    return await ledger_for(connection).limits()
+
+
 async def budget(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Budget:
     """The connection's budget, read without a call to the ledger."""
     ledger = ledger_for(connection)
@@ -69,9 +74,9 @@ class Pace:
 
 
 async def pace(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Pace:
-    limits = await ledger_for(connection).limits()
-    wait = await _limiter(services, connection, limits).backlog()
-    return Pace(wait, limits.per_minute / 60 * limits.documents_per_call)
+    allowed = await limits(ledger_for, connection)
+    wait = await _limiter(services, connection, allowed).backlog()
+    return Pace(wait, allowed.per_minute / 60 * allowed.documents_per_call)
 
 
 def _limiter(services: Services, connection: Connection, limits: Limits) -> Limiter:
