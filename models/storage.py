@@ -84,12 +84,6 @@ class Storage:
         async for chunk in result.stream(min_chunk_size=CHUNK_BYTES):
             yield bytes(chunk)
 
-    async def read(self, key: str) -> bytes:
-        """The whole file: for a ledger call whose body must hold it (bounded by the ledger's
-        own size limit)."""
-        result = await obstore.get_async(self.store, key)
-        return bytes(await result.bytes_async())
-
 
 async def _chunks_of(file: IO[bytes]) -> AsyncIterator[bytes]:
     while chunk := file.read(CHUNK_BYTES):

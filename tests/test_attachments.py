@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from ledgers import books as sandbox
 from ledgers.books import SandboxAttachment
 from models.company import NewCompany
 from models.events import batch_events
@@ -167,6 +168,30 @@ async def test_a_file_on_a_failed_item_fails_with_it_and_is_retried_with_it(
     data(await api.gql(RETRY, {"b": batch_id}))
     _, (file,) = await _attachments(api, batch_id)
     assert file["status"] == "PENDING"
+
+
+async def test_a_file_the_ledger_refused_goes_on_when_retried(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    batch_id, item_id = await _expense_item(api, company)
+    await run_jobs()
+    async with services.db.transaction() as session:  # the ledger starts failing every call
+        await sandbox.configure(session, company_id=company.company.id, transient_error_rate=1.0)
+    data(await upload(api, item_id, [("receipt.pdf", PDF, "application/pdf")]))
+    await run_jobs()
+    status, (file,) = await _attachments(api, batch_id)
+    assert (status, file["status"], file["error"]["code"]) == (
+        "COMPLETED",
+        "FAILED",
+        "PROVIDER_ERROR",
+    )
+    async with services.db.transaction() as session:  # and recovers
+        await sandbox.configure(session, company_id=company.company.id, transient_error_rate=0.0)
+    retried = data(await api.gql(RETRY, {"b": batch_id}))["retryFailedItems"]["items"]
+    assert [item["id"] for item in retried] == [item_id]  # the item, for its file
+    await run_jobs()
+    status, (file,) = await _attachments(api, batch_id)
+    assert (status, file["status"], file["error"]) == ("COMPLETED", "SUCCESS", None)
 
 
 async def test_another_company_can_neither_attach_nor_list(
