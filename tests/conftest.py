@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,10 +81,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
+        data_dir=tmp_path,  # attachments, kept out of the working tree
         secret_key=SECRET_KEY,
         retry_base_seconds=0.01,  # retries keep their number, not their pace, in tests
         retry_max_seconds=0.05,
