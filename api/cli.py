@@ -7,6 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
+import uvloop
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run an arq worker (production)")
-    worker.set_defaults(handler=lambda _, s: asyncio.run(run_worker(s)))
+    worker.set_defaults(handler=lambda _, s: uvloop.run(run_worker(s)))  # as uvicorn serves
 
     company = commands.add_parser("create-company", help="create a company, print its API key")
     company.add_argument("--name", required=True)

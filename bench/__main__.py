@@ -43,6 +43,8 @@ async def _pipeline(args: argparse.Namespace) -> None:
     print(f"{'items':>7} {'created s':>9} {'synced s':>9} {'items/s':>8}")
     print(f"{f.items:>7} {f.create_seconds:>9.2f} {f.total_seconds:>9.2f} "
           f"{f.items_per_second:>8.0f}")  # fmt: skip
+    shares = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(f.cpu_ms_per_item.items()))
+    print(f"CPU ms per item: {shares}; all {sum(f.cpu_ms_per_item.values()):.2f}")
 
 
 async def _limited(args: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import httpx
 
-from bench import wsclient
+from bench import cpu, wsclient
 from bench.service import Company, Service
 
 CREATE = """mutation($c: ID!, $e: [ExpenseInput!]!) {
@@ -81,6 +81,11 @@ class Throughput:
     items: int
     create_seconds: float
     total_seconds: float
+    cpu_seconds: dict[str, float]  # by part of the service, over the run
+
+    @property
+    def cpu_ms_per_item(self) -> dict[str, float]:
+        return {role: seconds / self.items * 1000 for role, seconds in self.cpu_seconds.items()}
 
     @property
     def items_per_second(self) -> float:
@@ -108,6 +113,7 @@ async def throughput(
     async with httpx.AsyncClient(
         base_url=f"http://{service.address}", timeout=120, limits=limits
     ) as http:
+        before = cpu.snapshot()
         started = time.time()
         batch_ids = await asyncio.gather(*(create(http, c, e) for c, _, e in plans))
         created = time.time()
@@ -115,10 +121,11 @@ async def throughput(
     for (_, finished, _), batch_id in zip(plans, batch_ids, strict=True):
         waits.setdefault(finished, set()).add(batch_id)
     ended = max(await asyncio.gather(*(f.wait_for(ids) for f, ids in waits.items())))
+    used = cpu.spent(before, cpu.snapshot())
     for _, subscriber in watched:
         if subscriber.transport is not None:
             subscriber.transport.close()
-    return Throughput(companies, per_company * companies, created - started, ended - started)
+    return Throughput(companies, per_company * companies, created - started, ended - started, used)
 
 
 @dataclass
