@@ -40,7 +40,9 @@ from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
+from api.tracing import request_span
 from ledgers.link import LinkFailed, finish_link
+from models import tracing
 from models.errors import Unauthenticated
 from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from models.metrics import exposition, process_exited, service_state
@@ -71,6 +73,10 @@ class GraphQLApp(GraphQL[Context, None]):
             page = await self.render_graphql_ide(request) if self.graphql_ide else None
             await (page or PlainTextResponse("Not Found", 404))(scope, receive, send)
             return
+        with request_span(request):
+            await self._answer(request, scope, receive, send)
+
+    async def _answer(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         response = await _admit(request, self.settings)
         try:
             if response is None:
@@ -284,10 +290,18 @@ async def _answer(probe: Awaitable[object]) -> str:
     return "ok"
 
 
+def _schema(settings: Settings) -> BaseSchema:
+    """The module's schema, unless settings or tracing (on before the app is made) ask for
+    other extensions."""
+    if settings.introspection and not tracing.enabled():
+        return schema
+    return build_schema(introspection=settings.introspection, tracing=tracing.enabled())
+
+
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
     """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
     graphql = GraphQLApp(
-        schema if settings.introspection else build_schema(introspection=False),
+        _schema(settings),
         settings=settings,
         graphql_ide="graphiql" if settings.graphiql else None,
         multipart_uploads_enabled=True,  # only for requests whose key `_admit` accepted

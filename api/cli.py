@@ -18,6 +18,7 @@ from api.schema import sdl
 from api.wire import server_options
 from ledgers import books as sandbox
 from ledgers import create_company
+from models import tracing
 from models.company import replace_key
 from models.connections import reseal_tokens
 from models.db import connect, migrate
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser("worker", help="run an arq worker (production)")
-    worker.set_defaults(handler=lambda _, s: uvloop.run(run_worker(s)))  # as uvicorn serves
+    worker.set_defaults(handler=_worker)
 
     company = commands.add_parser("create-company", help="create a company, print its API key")
     company.add_argument("--name", required=True)
@@ -121,13 +122,19 @@ def _share(text: str) -> float:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     load_vault(settings)  # a missing SECRET_KEY stops here, not in the server's startup
-    uvicorn.run(
-        create_app(settings, runtime=serve_runtime),
-        host=args.host,
-        port=args.port,
-        log_config=None,  # our handler (api/logs.py), already set up
-        **server_options(),
-    )
+    with tracing.configured("sync2books-api"):
+        uvicorn.run(
+            create_app(settings, runtime=serve_runtime),
+            host=args.host,
+            port=args.port,
+            log_config=None,  # our handler (api/logs.py), already set up
+            **server_options(),
+        )
+
+
+def _worker(_: argparse.Namespace, settings: Settings) -> None:
+    with tracing.configured("sync2books-worker"):
+        uvloop.run(run_worker(settings))  # on uvloop, as uvicorn serves
 
 
 def _run(command: Awaitable[None]) -> None:

@@ -1,7 +1,9 @@
 """Process logging: one JSON object a line, ids as fields, secrets never written.
 
 Log calls name what they are about in `extra` (`company_id`, `batch_id`, `item_id`, …), so a
-log pipeline can filter by them. `LOG_FORMAT=text` gives the same records for a terminal.
+log pipeline can filter by them; a line written inside a trace carries its `trace_id`, so a
+tracing tool's span leads to its lines and back. `LOG_FORMAT=text` gives the same records for
+a terminal.
 """
 
 import logging
@@ -11,6 +13,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from models.settings import Settings
+from models.tracing import current_trace_id
 
 _SECRET = re.compile(r"token|secret|password|authorization|api_?key", re.IGNORECASE)
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -27,12 +30,28 @@ class Redact(logging.Filter):
         return True
 
 
+class TraceIds(logging.Filter):
+    """Name the trace a line was written in (tracing on, inside a span)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (trace_id := current_trace_id()) is not None:
+            record.trace_id = trace_id
+        return True
+
+
+class _Text(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", None)
+        return line if trace_id is None else f"{line} trace_id={trace_id}"
+
+
 def configure_logging(settings: Settings) -> None:
     """Route every logger (ours, uvicorn's, arq's) through one handler on stderr."""
     handler = logging.StreamHandler()
     formatter: logging.Formatter
     if settings.log_format == "text":
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = _Text("%(asctime)s %(levelname)s %(name)s: %(message)s")
     else:
         formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -41,6 +60,7 @@ def configure_logging(settings: Settings) -> None:
         )
     handler.setFormatter(formatter)
     handler.addFilter(Redact())
+    handler.addFilter(TraceIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

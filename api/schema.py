@@ -22,6 +22,7 @@ from api.mutations import Mutation
 from api.queries import Query
 from api.scalars import SCALARS
 from api.subscriptions import Subscription
+from api.tracing import OperationSpans
 from api.webhooks import WebhookMutation, WebhookQuery
 
 
@@ -47,8 +48,10 @@ class ParseOnce(SchemaExtension):
         yield
 
 
-def build_schema(*, introspection: bool = True) -> Schema:
-    """The schema; production may refuse introspection (`INTROSPECTION=false`)."""
+def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema:
+    """The schema; production may refuse introspection (`INTROSPECTION=false`). With
+    `tracing`, each operation and resolver is a span (`models.tracing`)."""
+    traced = [OperationSpans] if tracing else []
     return Schema(
         query=merge_types("Query", (Query, AlertQuery, WebhookQuery)),
         mutation=merge_types("Mutation", (Mutation, WebhookMutation)),
@@ -61,6 +64,7 @@ def build_schema(*, introspection: bool = True) -> Schema:
             *([] if introspection else [DisableIntrospection]),
             ParseOnce,
             ValidationCache,
+            *traced,
         ],
     )
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from arq import Retry
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
@@ -43,6 +44,7 @@ from models.queue import enqueue_sync, forget_job
 from models.records import load_record
 from models.settings import Settings
 from models.tables import Connection, SyncAttachment, SyncBatch, SyncItem, utcnow
+from models.tracing import extracted, tracer
 from models.transitions import AttachmentMove, Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,35 @@ STRANDED = SyncError(
 )
 
 
-async def sync_batch(ctx: dict[str, object], batch_id: str) -> None:
-    """arq entry point; `ctx` carries the worker's typed context.
+async def sync_batch(
+    ctx: dict[str, object], batch_id: str, trace: dict[str, str] | None = None
+) -> None:
+    """arq entry point; `ctx` carries the worker's typed context, `trace` the context of the
+    request that queued the job (its spans are this one's parents).
 
     The job works while it holds the batch's lease (`jobs.lease`); while another job holds
     it, this one waits its turn. A database or Redis outage mid-job runs the job again
     a little later, waiting longer each time, up to a cap (arq would otherwise drop it)."""
+    with tracer.start_as_current_span(
+        "sync batch",
+        context=extracted(trace),
+        kind=SpanKind.CONSUMER,
+        attributes={"sync2books.batch_id": batch_id, "sync2books.job_id": str(ctx["job_id"])},
+        record_exception=False,  # a Retry is how a job waits, not an error
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            await _sync_batch(ctx, batch_id)
+        except Retry:
+            span.set_attribute("sync2books.job_deferred", True)
+            raise
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+
+
+async def _sync_batch(ctx: dict[str, object], batch_id: str) -> None:
     deps = from_ctx(ctx)
     seconds = deps.services.settings.lease_seconds
     lease = Lease(
@@ -227,7 +252,7 @@ async def _attach(
         tries += 1
         connection = gateway.connection
         try:
-            async with gateway.turn() as ledger, deps.pushes:
+            async with gateway.turn("attach", [item.id]) as ledger, deps.pushes:
                 external_id = await ledger.attach(item.external_id, entry, file)
             return AttachmentMove(attachment.id, ItemStatus.SUCCESS, None, external_id, tries)
         except LedgerError as exc:
@@ -283,7 +308,8 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
                 pending, unknown = [entry for entry in pending if entry.key not in found], []
                 if not pending:
                     break
-            async with gateway.turn() as ledger, deps.pushes:  # our turn, then a process slot
+            keys = [entry.key for entry in pending]
+            async with gateway.turn("push", keys) as ledger, deps.pushes:  # our turn, a slot
                 started_at, start = utcnow(), time.perf_counter()  # the call, not the wait
                 try:
                     outcomes = await ledger.push(pending)

@@ -8,11 +8,15 @@ the ledger refuses it) and the chart that preflight checks against (`ledgers.cha
 forgotten when an account or a tax rate is created through it.
 """
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
+
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from ledgers import chart
 from ledgers.limiter import Limiter
@@ -21,6 +25,7 @@ from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus
 from models.services import Services
 from models.tables import Connection
+from models.tracing import tracer
 
 T = TypeVar("T")
 
@@ -127,27 +132,42 @@ class Gateway:
         return fresh.status is ConnectionStatus.ACTIVE
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[Ledger]:
+    async def turn(self, operation: str, item_ids: Sequence[str] = ()) -> AsyncIterator[Ledger]:
         """The adapter, once the connection's budget allows one call: make exactly one.
-        A push is one call, however many documents it carries."""
+        A push is one call, however many documents it carries. The call is a span,
+        `ledger <operation>`, naming the items it carries and how long it waited its turn."""
+        queued = time.perf_counter()
         async with self.limiter.call():
-            yield self.ledger
+            attributes: dict[str, AttributeValue] = {
+                "sync2books.provider": self.connection.provider,
+                "sync2books.company_id": self.connection.company_id,
+                "sync2books.connection_id": self.connection.id,
+                "sync2books.ledger.wait_ms": round((time.perf_counter() - queued) * 1000, 1),
+            }
+            if item_ids:
+                attributes["sync2books.item_ids"] = list(item_ids)
+            with tracer.start_as_current_span(
+                f"ledger {operation}", kind=SpanKind.CLIENT, attributes=attributes
+            ):
+                yield self.ledger
 
-    async def _paced(self, call: Callable[[Ledger], Awaitable[T]]) -> T:
-        async with self.turn() as ledger:
+    async def _paced(self, operation: str, call: Callable[[Ledger], Awaitable[T]]) -> T:
+        async with self.turn(operation) as ledger:
             return await call(ledger)
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
-        return await self._paced(lambda ledger: ledger.find(entries))
+        async with self.turn("find", [entry.key for entry in entries]) as ledger:
+            return await ledger.find(entries)
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:
-        return await self._paced(lambda ledger: ledger.attach(document_id, entry, file))
+        async with self.turn("attach", [entry.key]) as ledger:
+            return await ledger.attach(document_id, entry, file)
 
     async def accounts(self) -> list[Account]:
-        return await self._paced(lambda ledger: ledger.accounts())
+        return await self._paced("accounts", lambda ledger: ledger.accounts())
 
     async def tax_rates(self) -> list[TaxRate]:
-        return await self._paced(lambda ledger: ledger.tax_rates())
+        return await self._paced("tax_rates", lambda ledger: ledger.tax_rates())
 
     async def chart(self) -> chart.Chart:
         """The chart preflight checks against: from the cache, else two paced reads."""
@@ -155,11 +175,13 @@ class Gateway:
         return await chart.cached(redis, connection_id, self.accounts, self.tax_rates)
 
     async def create_account(self, account: Account) -> Account:
-        created = await self._paced(lambda ledger: ledger.create_account(account))
+        created = await self._paced("create_account", lambda ledger: ledger.create_account(account))
         await chart.forget(self.services.redis, connection_id=self.connection.id)
         return created
 
     async def create_tax_rate(self, tax_rate: TaxRate) -> TaxRate:
-        created = await self._paced(lambda ledger: ledger.create_tax_rate(tax_rate))
+        created = await self._paced(
+            "create_tax_rate", lambda ledger: ledger.create_tax_rate(tax_rate)
+        )
         await chart.forget(self.services.redis, connection_id=self.connection.id)
         return created

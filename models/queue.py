@@ -7,6 +7,8 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
+from models.tracing import carrier
+
 QUEUE_NAME = "sync2books:queue"
 SYNC_BATCH = "sync_batch"
 
@@ -29,9 +31,13 @@ def sync_job_id(batch_id: str) -> str:
 
 async def enqueue_sync(queue: ArqRedis, *, batch_id: str, fresh: bool = False) -> bool:
     """Ask a worker to sync the batch's unfinished items; False if its job is already there.
-    A `fresh` job has an id of its own: for a batch whose job died (`jobs.lease`)."""
+    A `fresh` job has an id of its own: for a batch whose job died (`jobs.lease`).
+
+    The job carries the current trace's context, if any, so its spans join the request's."""
     job_id = sync_job_id(batch_id) + (f":{uuid.uuid4().hex[:12]}" if fresh else "")
-    job = await queue.enqueue_job(SYNC_BATCH, batch_id, _job_id=job_id, _queue_name=QUEUE_NAME)
+    job = await queue.enqueue_job(
+        SYNC_BATCH, batch_id, trace=carrier() or None, _job_id=job_id, _queue_name=QUEUE_NAME
+    )
     return job is not None
 
 

@@ -9,6 +9,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
+from models import tracing
 from models.db import Database, connect, migrate
 from models.events import EventBus
 from models.queue import QUEUE_NAME, deserialize, serialize
@@ -47,6 +48,7 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
     vault = load_vault(settings)  # first: a missing SECRET_KEY stops the process at once
     await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
+    tracing.instrument(db.engine)
     redis = Redis.from_url(
         redis_url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -53,11 +53,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(*args: str, cwd: Path, env: Mapping[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end."""
+def running(
+    *args: str, cwd: Path, env: Mapping[str, str], program: Sequence[str] = (str(BIN),)
+) -> Iterator[subprocess.Popen[str]]:
+    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end.
+    `program` may wrap the command (`tests.traced`)."""
     with (cwd / f"{args[0]}.log").open("w") as log:
         process = subprocess.Popen(
-            [str(BIN), *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+            [*program, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
         try:
             yield process

@@ -1,0 +1,134 @@
+"""Traces: one from a client's request through the API process, the queued job and the worker
+process to each ledger call, with log lines that name it; and off unless configured."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+from models import tracing
+from models.services import Services
+from models.settings import Settings
+from tests.helpers import data, eventually, expense
+from tests.processes import cli, env_without_config, free_port, ready_client, running
+
+TRACED = (sys.executable, str(Path(__file__).with_name("traced.py")))
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"  # the client's own trace, continued
+CALLER_SPAN = "00f067aa0ba902b7"
+CREATE = """mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
+  createExpenses(companyId: $companyId, expenses: $expenses) { syncBatchId }
+}"""
+STATUS = "query Status($id: ID!) { syncBatch(id: $id) { status } }"
+
+
+def _spans(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _hex(value: str | None) -> str | None:
+    return None if value is None else value.removeprefix("0x")
+
+
+@pytest.mark.slow
+async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_call(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = env_without_config(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=services.redis_url,
+        TRACE_FILE=str(tmp_path / "spans.jsonl"),
+    )
+    company = json.loads(cli("create-company", "--name", "Traced Ltd", cwd=tmp_path, env=env))
+    port = free_port()
+    with (
+        running("serve", "--port", str(port), cwd=tmp_path, env=env, program=TRACED),
+        running("worker", cwd=tmp_path, env=env, program=TRACED),
+    ):
+        async with ready_client(port, company["apiKey"]) as client:
+            expenses = [expense(reference="t-1"), expense(reference="t-2", accountId="999")]
+            response = await client.post(
+                "/graphql",
+                json={
+                    "query": CREATE,
+                    "variables": {"companyId": company["companyId"], "expenses": expenses},
+                },
+                headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+            )
+            batch_id = data(response.json())["createExpenses"]["syncBatchId"]
+
+            async def completed() -> bool:
+                answer = await client.post(
+                    "/graphql", json={"query": STATUS, "variables": {"id": batch_id}}
+                )
+                return bool(data(answer.json())["syncBatch"]["status"] == "COMPLETED")
+
+            await eventually(completed, "the batch completed", seconds=30)
+
+    spans = [
+        s
+        for s in _spans(tmp_path / "spans.jsonl")
+        if _hex(s["context"]["trace_id"]) == CALLER_TRACE
+    ]
+    by_id = {_hex(span["context"]["span_id"]): span for span in spans}
+
+    def ancestry(span: dict[str, Any]) -> list[str]:
+        names = []
+        while (parent := _hex(span["parent_id"])) in by_id:
+            span = by_id[parent]
+            names.append(span["name"])
+        assert parent == CALLER_SPAN, "every span's root is the caller's span"
+        return names
+
+    def service(span: dict[str, Any]) -> str:
+        return str(span["resource"]["attributes"]["service.name"])
+
+    (job,) = [span for span in spans if span["name"] == "sync batch"]
+    assert service(job) == "test-worker"
+    assert job["attributes"]["sync2books.batch_id"] == batch_id
+    assert ancestry(job) == [
+        "GraphQL Resolving: createExpenses",
+        "GraphQL Create",
+        "POST /graphql",
+    ]  # the job's parent is in the API process: its context came in the job's payload
+
+    (push,) = [span for span in spans if span["name"] == "ledger push"]
+    assert service(push) == "test-worker" and ancestry(push)[0] == "sync batch"
+    assert push["attributes"]["sync2books.provider"] == "sandbox"
+    assert len(push["attributes"]["sync2books.item_ids"]) == 2  # one call carried both
+
+    statements = [span for span in spans if "db.statement" in span["attributes"]]
+    in_api = [s for s in statements if service(s) == "test-serve"]
+    in_worker = [s for s in statements if service(s) == "test-worker"]
+    assert any("INSERT INTO sync_item" in s["attributes"]["db.statement"] for s in in_api)
+    assert any("UPDATE sync_item" in s["attributes"]["db.statement"] for s in in_worker)
+    assert all("sync batch" in ancestry(s) for s in in_worker)
+
+    dumped = (tmp_path / "spans.jsonl").read_text()
+    assert company["apiKey"] not in dumped and env["SECRET_KEY"] not in dumped
+    assert "Cafe Uno" not in dumped  # records stay out of spans: ids and pages only
+
+    worker_lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()]
+    (failed,) = [line for line in worker_lines if line["message"].startswith("item failed")]
+    assert failed["trace_id"] == CALLER_TRACE  # a log line leads to its trace
+
+
+def test_tracing_is_off_unless_the_environment_configures_an_exporter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", *tracing.ENDPOINTS):
+        monkeypatch.delenv(name, raising=False)
+    assert tracing._exporter() is None
+    assert not tracing.enabled() and tracing.carrier() == {}  # this test process: no provider
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert isinstance(tracing._exporter(), OTLPSpanExporter)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing._exporter() is None
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert isinstance(tracing._exporter(), ConsoleSpanExporter)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing._exporter() is None
