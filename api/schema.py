@@ -21,6 +21,7 @@ from api.limits import MAX_TOKENS, MaxAliasesRule, MaxDepthRule
 from api.mutations import Mutation
 from api.queries import Query
 from api.scalars import SCALARS
+from api.stats import StatsQuery
 from api.subscriptions import Subscription
 from api.tracing import OperationSpans
 from api.webhooks import WebhookMutation, WebhookQuery
@@ -53,7 +54,7 @@ def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema
     `tracing`, each operation and resolver is a span (`models.tracing`)."""
     traced = [OperationSpans] if tracing else []
     return Schema(
-        query=merge_types("Query", (Query, AlertQuery, WebhookQuery)),
+        query=merge_types("Query", (Query, AlertQuery, StatsQuery, WebhookQuery)),
         mutation=merge_types("Mutation", (Mutation, WebhookMutation)),
         subscription=merge_types("Subscription", (Subscription, AlertSubscription)),
         scalar_overrides=SCALARS,

@@ -120,6 +120,10 @@ OPERATIONS: dict[str, Operation] = {
         "query($c: ID!) { alerts(companyId: $c) { id message } }",
         lambda a: {"c": a["company"]},
     ),
+    "syncStats": (
+        "query($c: ID!) { syncStats(companyId: $c) { buckets { start synced failed } } }",
+        lambda a: {"c": a["company"]},
+    ),
     "webhookEndpoints": (
         "query($c: ID!) { webhookEndpoints(companyId: $c) { id url description } }",
         lambda a: {"c": a["company"]},
