@@ -14,6 +14,7 @@ from models import tracing
 from models.services import Services
 from models.settings import Settings
 from tests.helpers import data, eventually, expense
+from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
 TRACED = (sys.executable, str(Path(__file__).with_name("traced.py")))
@@ -48,7 +49,11 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
         running("serve", "--port", str(port), cwd=tmp_path, env=env, program=TRACED),
         running("worker", cwd=tmp_path, env=env, program=TRACED),
     ):
-        async with ready_client(port, company["apiKey"]) as client:
+        async with (
+            ready_client(port, company["apiKey"]) as client,
+            GraphQLWebSocket.connect(f"127.0.0.1:{port}", company["apiKey"]) as live,
+        ):
+            await live.subscribe("all", COMPANY_EVENTS, {"companyId": company["companyId"]})
             expenses = [expense(reference="t-1"), expense(reference="t-2", accountId="999")]
             response = await client.post(
                 "/graphql",
@@ -67,6 +72,8 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
                 return bool(data(answer.json())["syncBatch"]["status"] == "COMPLETED")
 
             await eventually(completed, "the batch completed", seconds=30)
+            heard = await live.events("all", count=9)  # traced, the stream is as it was
+            assert heard[-1]["toStatus"] == "COMPLETED"
 
     spans = [
         s
