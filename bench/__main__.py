@@ -14,6 +14,7 @@ import uvloop
 from bench import footprint, live, pipeline, queries, uploads
 from bench.service import running
 
+TRACING = {False: "", True: "; tracing on, every span exported over OTLP"}
 LIVE_ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}"
 
 
@@ -35,8 +36,9 @@ async def _live(args: argparse.Namespace) -> None:
 
 async def _pipeline(args: argparse.Namespace) -> None:
     print(f"pipeline: {args.items} items, {args.companies} companies, batches of {args.batch}; "
-          f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)")  # fmt: skip
-    async with running(workers=args.workers) as service:
+          f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)"
+          f"{TRACING[args.tracing]}")  # fmt: skip
+    async with running(workers=args.workers, tracing=args.tracing) as service:
         f = await pipeline.throughput(
             service, companies=args.companies, items=args.items, batch_size=args.batch
         )
@@ -75,8 +77,9 @@ async def _creates(args: argparse.Namespace) -> None:
 
 async def _queries(args: argparse.Namespace) -> None:
     print(f"queries: {args.batches:,} batches of one company, a batch of {args.batch_items:,} "
-          f"items; {args.samples} requests each, one at a time, pages of 100")  # fmt: skip
-    async with running() as service:
+          f"items; {args.samples} requests each, one at a time, pages of 100"
+          f"{TRACING[args.tracing]}")  # fmt: skip
+    async with running(tracing=args.tracing) as service:
         timings = await queries.measure(
             service,
             batches=args.batches,
@@ -163,6 +166,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=_counts, default=[1, 100, 1000])
     parser.add_argument("--upload-clients", type=int, default=20, help="uploads: at once")
     parser.add_argument("--upload-mib", type=int, default=20, help="uploads: each file's MiB")
+    parser.add_argument(
+        "--tracing", action="store_true", help="pipeline, queries: OpenTelemetry on (OTLP)"
+    )
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

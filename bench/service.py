@@ -19,6 +19,8 @@ import httpx
 import redis.asyncio as redis
 from cryptography.fernet import Fernet
 
+from bench import otlp
+
 BIN = Path(sys.executable).parent / "sync2books"
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/sync2books_bench"
@@ -86,7 +88,17 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def running(*, workers: int = 1) -> AsyncIterator[Service]:
+async def running(*, workers: int = 1, tracing: bool = False) -> AsyncIterator[Service]:
+    """The service on a fresh database; with `tracing`, exporting every span over OTLP to a
+    local endpoint (`bench.otlp`)."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(otlp.collector()) if tracing else None
+        async with _running(workers, endpoint) as service:
+            yield service
+
+
+@asynccontextmanager
+async def _running(workers: int, otlp_endpoint: str | None) -> AsyncIterator[Service]:
     await _fresh_database(DATABASE_URL)
     client = redis.Redis.from_url(REDIS_URL)
     await client.flushdb()
@@ -100,6 +112,8 @@ async def running(*, workers: int = 1) -> AsyncIterator[Service]:
         "SANDBOX_ATTACHMENT_BYTES": str(25 * 1024 * 1024),  # uploads of 20 MiB
         "API_RATE_LIMIT_PER_MINUTE": "100000000",  # the driver is one key sending thousands
     }
+    if otlp_endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
     port = _free_port()
     with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
         commands = [["serve", "--port", str(port)]] + [["worker"]] * workers
