@@ -324,6 +324,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             gc.freeze()
             yield {"services": services, "ledgers": ledgers, "hub": hub}
         process_exited()
+        tracing.flush()  # uvicorn ends the process by its signal once this returns
 
     return Starlette(
         routes=[
