@@ -11,10 +11,16 @@ import resource
 
 import uvloop
 
-from bench import footprint, live, pipeline, queries, uploads
+from bench import footprint, live, otlp, pipeline, queries, uploads
 from bench.service import running
 
-TRACING = {False: "", True: "; tracing on, every span exported over OTLP"}
+
+def _tracing(args: argparse.Namespace) -> str:
+    if not args.tracing:
+        return ""
+    return f"; tracing on, {args.tracing:.0%} of traces sampled and exported over OTLP"
+
+
 LIVE_ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}"
 
 
@@ -37,7 +43,7 @@ async def _live(args: argparse.Namespace) -> None:
 async def _pipeline(args: argparse.Namespace) -> None:
     print(f"pipeline: {args.items} items, {args.companies} companies, batches of {args.batch}; "
           f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)"
-          f"{TRACING[args.tracing]}")  # fmt: skip
+          f"{_tracing(args)}")  # fmt: skip
     async with running(workers=args.workers, tracing=args.tracing) as service:
         f = await pipeline.throughput(
             service, companies=args.companies, items=args.items, batch_size=args.batch
@@ -47,6 +53,14 @@ async def _pipeline(args: argparse.Namespace) -> None:
           f"{f.items_per_second:>8.0f}")  # fmt: skip
     shares = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(f.cpu_ms_per_item.items()))
     print(f"CPU ms per item: {shares}; all {sum(f.cpu_ms_per_item.values()):.2f}")
+    if args.tracing:
+        _spans(f.items)
+
+
+def _spans(items: int) -> None:
+    spans = otlp.spans()
+    common = ", ".join(f"{name} {count:,}" for name, count in spans.most_common(6))
+    print(f"spans exported: {spans.total():,} ({spans.total() / items:.2f} per item); {common}")
 
 
 async def _limited(args: argparse.Namespace) -> None:
@@ -78,7 +92,7 @@ async def _creates(args: argparse.Namespace) -> None:
 async def _queries(args: argparse.Namespace) -> None:
     print(f"queries: {args.batches:,} batches of one company, a batch of {args.batch_items:,} "
           f"items; {args.samples} requests each, one at a time, pages of 100"
-          f"{TRACING[args.tracing]}")  # fmt: skip
+          f"{_tracing(args)}")  # fmt: skip
     async with running(tracing=args.tracing) as service:
         timings = await queries.measure(
             service,
@@ -167,7 +181,12 @@ def main() -> None:
     parser.add_argument("--upload-clients", type=int, default=20, help="uploads: at once")
     parser.add_argument("--upload-mib", type=int, default=20, help="uploads: each file's MiB")
     parser.add_argument(
-        "--tracing", action="store_true", help="pipeline, queries: OpenTelemetry on (OTLP)"
+        "--tracing",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        help="pipeline, queries: OpenTelemetry on (OTLP), sampling this share (default 1)",
     )
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)

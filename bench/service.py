@@ -88,17 +88,19 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def running(*, workers: int = 1, tracing: bool = False) -> AsyncIterator[Service]:
-    """The service on a fresh database; with `tracing`, exporting every span over OTLP to a
-    local endpoint (`bench.otlp`)."""
+async def running(*, workers: int = 1, tracing: float = 0.0) -> AsyncIterator[Service]:
+    """The service on a fresh database; with `tracing` (the share of traces sampled), its
+    spans exported over OTLP to a local endpoint (`bench.otlp`)."""
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(otlp.collector()) if tracing else None
-        async with _running(workers, endpoint) as service:
+        async with _running(workers, endpoint, tracing) as service:
             yield service
 
 
 @asynccontextmanager
-async def _running(workers: int, otlp_endpoint: str | None) -> AsyncIterator[Service]:
+async def _running(
+    workers: int, otlp_endpoint: str | None, sampled: float
+) -> AsyncIterator[Service]:
     await _fresh_database(DATABASE_URL)
     client = redis.Redis.from_url(REDIS_URL)
     await client.flushdb()
@@ -114,6 +116,8 @@ async def _running(workers: int, otlp_endpoint: str | None) -> AsyncIterator[Ser
     }
     if otlp_endpoint is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(sampled)
     port = _free_port()
     with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
         commands = [["serve", "--port", str(port)]] + [["worker"]] * workers
