@@ -17,8 +17,9 @@ from api.types import (
     TaxRate,
     batch_connection_of,
     items_of,
+    relay_connection,
 )
-from models.batch import BatchFilter, get_batch, list_batches
+from models.batch import BatchFilter, get_batch, list_batches, search_items
 from models.company import connection_of as ledger_connection
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import NotFound
@@ -94,6 +95,27 @@ class Query:
         after: str | None = None,
     ) -> RelayConnection[SyncItem]:
         return await items_of(info, batch_id, status, PageRequest(first, after))
+
+    @strawberry.field(
+        description="The company's items whose record has this `reference` (exactly, as the "
+        "client gave it), newest first, across its batches."
+    )
+    async def search_items(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        reference: str,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> RelayConnection[SyncItem]:
+        ctx = info.context
+        rows = await search_items(
+            ctx.services.db,
+            company_id=ctx.own(company_id),
+            reference=reference,
+            page=PageRequest(first=first, after=after),
+        )
+        return relay_connection(rows, SyncItem.from_row)
 
     @strawberry.field(description="The chart of accounts of the company's ledger.")
     async def accounts(self, info: Info, company_id: strawberry.ID) -> list[Account]:

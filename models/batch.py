@@ -185,6 +185,31 @@ async def list_items(
         )
 
 
+SEARCH_KEYS = [Key(col(SyncItem.created_at), datetime.fromisoformat), Key(col(SyncItem.id), str)]
+MAX_REFERENCE = 255
+
+
+async def search_items(
+    db: Database, *, company_id: str, reference: str, page: PageRequest
+) -> Page[SyncItem]:
+    """The company's items with this reference (the client's own, exactly), newest first,
+    whatever their batch: how an owner finds a record they know by its number."""
+    if not reference or len(reference) > MAX_REFERENCE:
+        raise InvalidInput(f"reference: 1 to {MAX_REFERENCE} characters", field="reference")
+    query = select(SyncItem).where(
+        col(SyncItem.company_id) == company_id, col(SyncItem.reference) == reference
+    )
+    async with db.sessions() as session:
+        return await paginate(
+            session,
+            query,
+            keys=SEARCH_KEYS,
+            descending=True,
+            request=page,
+            key_of=lambda i: (i.created_at, i.id),
+        )
+
+
 async def item_pages(
     db: Database,
     *,

@@ -142,6 +142,7 @@ class SyncItem(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sync_item_batch_position", "batch_id", "position", unique=True),
         Index("ix_sync_item_batch_status_position", "batch_id", "status", "position"),
+        Index("ix_sync_item_company_reference", "company_id", "reference", "created_at"),
     )
 
     id: str = Field(default_factory=lambda: new_id("itm"), primary_key=True, max_length=40)

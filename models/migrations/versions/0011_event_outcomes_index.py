@@ -1,4 +1,5 @@
-"""An index of items' outcomes by time, for `syncStats`.
+"""An index of items' outcomes by time, for `syncStats`; items by reference, for
+`searchItems`.
 
 Revision ID: 0011
 Revises: 0010
@@ -26,7 +27,11 @@ def upgrade() -> None:
         postgresql_where=sa.text(OUTCOMES),
         sqlite_where=sa.text(OUTCOMES),
     )
+    op.create_index(
+        "ix_sync_item_company_reference", "sync_item", ["company_id", "reference", "created_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sync_item_company_reference", table_name="sync_item")
     op.drop_index("ix_sync_event_outcomes", table_name="sync_event")
