@@ -1,14 +1,19 @@
 """The monitor page in a real headless Chromium: sign in, watch a batch sync live, retry."""
 
 import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import ConsoleMessage, Page, async_playwright
+from sqlalchemy import update
 
 from models.company import NewCompany
-from tests.conftest import CHROMIUM_FLAGS, Api
-from tests.helpers import CREATE_EXPENSES, PDF, data, expense, upload
+from models.services import Services
+from models.tables import SyncEvent
+from tests.conftest import CHROMIUM_FLAGS, Api, asgi_api
+from tests.helpers import CREATE_EXPENSES, PDF, data, eventually, expense, upload
 
 pytestmark = pytest.mark.slow
 CREATE_ACCOUNT = """
@@ -29,7 +34,7 @@ def _row(page: Page, batch_id: str) -> Any:  # Any: playwright's Locator
 async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_item(
     api: Api, company: NewCompany, live_server: str, run_jobs: Any, chromium: str
 ) -> None:
-    screenshot = os.environ.get("SYNC2BOOKS_SCREENSHOT")  # where to save the README's picture
+    pictures = os.environ.get("SYNC2BOOKS_SCREENSHOTS")  # where to save the README's pictures
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = await browser.new_page(viewport={"width": 1200, "height": 800})
@@ -47,6 +52,12 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         await page.get_by_role("button", name="Sign in").click()
         await page.locator("#live.on").wait_for()
         assert not await page.locator("#sign-in").is_visible()
+        throughput = page.locator("#throughput")
+        await throughput.locator("canvas").wait_for()
+        assert await throughput.get_attribute("data-points") == "0"
+        assert "Last hour: 0 synced, 0 failed" in await throughput.inner_text()
+        await page.locator("#budget-minute-text").filter(has_text="left").wait_for()
+        calls_used = float(await page.locator("#budget-minute").get_attribute("value") or 0)
 
         variables = {
             "companyId": company.company.id,
@@ -62,7 +73,18 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         await run_jobs()
         await _row(page, batch_id).locator(".status.COMPLETED").wait_for()  # …and completes
         assert await bar.get_attribute("aria-label") == ("100% done: 1 synced, 1 failed, 0 waiting")
-        await page.get_by_text("calls a minute of up to 50 records").wait_for()  # its budget
+        await page.get_by_text("up to 50 records a call").wait_for()  # its budget…
+        gauge = page.locator("#budget-minute")
+
+        async def spent() -> bool:
+            return float(await gauge.get_attribute("value") or 0) > calls_used
+
+        await eventually(spent, "the pushes spent calls of the ledger's minute")  # …spent
+        await page.locator("#throughput[data-points='1']").wait_for()  # the chart gained a point
+        assert "1 synced, 1 failed" in await throughput.inner_text()
+        assert "Highest 50%" in await page.locator("#failure-rate").inner_text()
+        feed = page.locator("#feed")  # records named as their owner knows them
+        await feed.get_by_text("Cafe Uno · 12.50 USD · bad-1: PROCESSING → FAILED").wait_for()
         shown = await _row(page, batch_id).inner_text()
         assert "50%" in shown and shown.rstrip().endswith("—")  # ended: no expected end
 
@@ -73,8 +95,8 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         files = page.locator("#attachments tbody tr")
         await files.filter(has_text="receipt.pdf").filter(has_text="SUCCESS").wait_for()
         assert "ok-1" in await files.inner_text()
-        if screenshot:
-            await page.screenshot(path=screenshot, full_page=True)
+        if pictures:
+            await page.screenshot(path=str(Path(pictures) / "monitor.png"), full_page=True)
 
         await api.gql(CREATE_ACCOUNT, {"c": company.company.id})
         await page.get_by_role("button", name="Retry failed items").click()
@@ -86,3 +108,107 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         assert "COMPLETED" in row and "0%" in row
         await browser.close()
     assert problems == []
+
+
+VENDORS = ["Cafe Uno", "Northwind Travel", "Office Depot", "AWS", "Uber", "Hilton"]
+
+
+async def _sign_in(page: Page, address: str, key: str) -> None:
+    await page.goto(f"http://{address}/monitor")
+    await page.get_by_label("Company API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#live.on").wait_for()
+
+
+async def test_a_busy_hour_then_a_failure_alert_as_the_monitor_draws_them(
+    api: Api,
+    company: NewCompany,
+    other_company: NewCompany,
+    services: Services,
+    live_server: str,
+    run_jobs: Any,
+    chromium: str,
+) -> None:
+    """An hour of a busy company: 60 batches of 50 expenses created through the API and synced,
+    each batch's transitions then dated a minute apart over the last hour (a test cannot wait
+    an hour). Then another company, whose ledger refuses most of a batch, with its alert.
+    `SYNC2BOOKS_SCREENSHOTS=dir` saves both pages for the README."""
+    pictures = os.environ.get("SYNC2BOOKS_SCREENSHOTS")
+    cid = company.company.id
+    batch_ids = []
+    for minute in range(60):
+        failing = minute // 15  # failures creep up as the hour goes on: 0 to 3 in 50
+        records = [
+            expense(
+                reference=f"INV-{minute:02}{n:02}",
+                vendorName=VENDORS[(minute + n) % len(VENDORS)],
+                amount=f"{10 + (minute * 7 + n * 13) % 490}.{n % 100:02}",
+                accountId="999" if n < failing else "429",
+            )
+            for n in range(50)
+        ]
+        created = data(await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": records}))
+        batch_ids.append(created["createExpenses"]["syncBatchId"])
+    await run_jobs()
+    now = datetime.now(UTC)
+    async with services.db.transaction() as session:
+        for minute, batch_id in enumerate(batch_ids):
+            await session.execute(
+                update(SyncEvent)
+                .where(SyncEvent.batch_id == batch_id)
+                .values(occurred_at=now - timedelta(minutes=59 - minute, seconds=30))
+            )
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+        await _sign_in(page, live_server, company.api_key)
+        throughput = page.locator("#throughput")
+        await throughput.locator("canvas").wait_for()
+        points = int(await throughput.get_attribute("data-points") or 0)
+        assert points >= 58  # one a minute (the oldest may have slid out of the hour)
+        assert "synced" in await throughput.inner_text()
+        if pictures:
+            await page.screenshot(path=str(Path(pictures) / "monitor-busy.png"))
+
+        pages = page.locator("#filter-state")  # pages through the API's cursors
+        await pages.filter(has_text="The newest of 60 batches").wait_for()
+        await page.get_by_role("button", name="Older").click()
+        await pages.filter(has_text="Page 2 of 60 batches").wait_for()
+        assert await page.locator("#batches tbody tr").count() == 10
+        await page.get_by_role("button", name="Newer").click()
+        await pages.filter(has_text="The newest of 60 batches").wait_for()
+        await page.get_by_label("Status").select_option("FAILED")
+        await page.get_by_role("button", name="Show").click()
+        await pages.filter(has_text="0 FAILED batches").wait_for()
+        await page.get_by_text("No batches match these filters.").wait_for()
+        await page.get_by_role("button", name="Latest, live").click()
+        await pages.filter(has_text="The newest of 60 batches").wait_for()
+
+        await page.get_by_label("Reference").fill("INV-0102")  # a record, by its owner's number
+        await page.get_by_role("button", name="Find").click()
+        found = page.locator("#found tbody tr")
+        await found.filter(has_text="AWS · 43.02 USD · INV-0102").wait_for()
+        assert "SUCCESS" in await found.inner_text()
+        await page.get_by_text("1 record with reference INV-0102.").wait_for()
+
+        await page.close()
+
+        # Another company, whose ledger refuses most of a batch: its failure rate alert
+        services.settings.alert_min_items = 10
+        async with asgi_api(services, services.settings, other_company.api_key) as other:
+            burst = [
+                expense(reference=f"BAD-{n}", accountId="999" if n % 3 else "429")
+                for n in range(30)
+            ]
+            variables = {"companyId": other_company.company.id, "expenses": burst}
+            data(await other.gql(CREATE_EXPENSES, variables))
+            await run_jobs()
+        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+        await _sign_in(page, live_server, other_company.api_key)
+        await page.locator("#alerts .alert").filter(has_text="failure rate").wait_for()
+        rates = page.locator("#failure-rate .summary")
+        assert "this minute 67%" in await rates.inner_text()
+        if pictures:
+            await page.screenshot(path=str(Path(pictures) / "monitor-alert.png"))
+        await browser.close()

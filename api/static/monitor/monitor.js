@@ -6,26 +6,41 @@ const $ = (id) => document.getElementById(id);
 const KEY = "sync2books.apiKey";
 const SHOWN = 50; // batches in the table
 const FEED = 12; // transitions in the live list
+const LABELS_KEPT = 20000; // item names remembered for the live list
 
 const BATCH_FIELDS = `id recordType status itemCount pendingCount processingCount successCount
   failedCount createdAt estimatedCompletionAt`;
 const COMPANY = "{ company { id name lastEventId } }";
-const BATCHES = `query($c: ID!) { syncBatches(companyId: $c, first: ${SHOWN}) {
+const BATCHES = `query($c: ID!, $status: SyncBatchStatus, $from: DateTime, $to: DateTime,
+  $after: String) { syncBatches(companyId: $c, status: $status, startDate: $from, endDate: $to,
+  first: ${SHOWN}, after: $after) { totalCount pageInfo { hasNextPage endCursor }
   edges { node { ${BATCH_FIELDS} } } } }`;
 const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
+const RECORD = `record { ... on Expense { vendorName amount currency }
+  ... on Bill { vendorName total currency } ... on Invoice { customerName total currency } }`;
 const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
-  edges { node { id reference attempts error { code message hint } } } } }`;
+  edges { node { id reference ${RECORD} attempts error { code message hint } } } } }`;
+const LABELS = `query($id: ID!, $after: String) { syncItems(batchId: $id, first: 100,
+  after: $after) { pageInfo { hasNextPage endCursor } edges { node { id reference ${RECORD} } } } }`;
+const SEARCH = `query($c: ID!, $reference: String!, $after: String) { searchItems(companyId: $c,
+  reference: $reference, first: 20, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+  edges { node { id batchId status reference updatedAt ${RECORD} error { code } } } } }`;
+const STATS = `query($c: ID!) { syncStats(companyId: $c) { bucketSeconds failureRateThreshold
+  buckets { start synced failed } } }`;
 const ATTACHMENTS = `query($id: ID!) { syncItems(batchId: $id, first: 100) { edges { node {
   id reference attachments { id fileName size status downloadUrl error { code message } } } } } }`;
 const BUDGET = `query($c: ID!) { connection(companyId: $c) { rateLimit {
-  callsPerMinute documentsPerCall remainingThisMinute dailyRemaining } } }`;
+  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }`;
 const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
 const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
 const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
-  afterEventId: $after) { eventId batchId itemId attachmentId fromStatus toStatus
+  afterEventId: $after) { eventId batchId itemId attachmentId fromStatus toStatus occurredAt
   error { code } } }`;
 const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
   id kind status message } }`;
+
+const NO_BATCHES = "No batches yet: create expenses, bills or invoices through the API and " +
+  "they appear here as they sync.";
 
 const state = {
   key: null,
@@ -36,7 +51,19 @@ const state = {
   open: null, // the batch whose failed items are shown
   lastEventId: null, // where the live stream resumes after a reconnect
   socket: null,
+  charts: null,
+  labels: new Map(), // item id -> how its owner knows it: "Cafe Uno · 12.50 USD · r-1"
+  labelPages: new Map(), // batch id -> { after, done, loading }: its items' pages read so far
+  budgetDue: null, // the budget is read again at most every 2 s
+  view: { status: "", from: "", to: "", pages: [null], hasNext: false }, // the batches asked for
+  search: { reference: "", after: null },
 };
+
+function live() {
+  // The newest batches, unfiltered: new batches join the table as their events arrive.
+  const view = state.view;
+  return !view.status && !view.from && !view.to && view.pages.length === 1;
+}
 
 async function gql(query, variables = {}) {
   const response = await fetch("/graphql", {
@@ -129,6 +156,7 @@ function render() {
     }),
   );
   $("no-batches").hidden = state.batches.size > 0;
+  $("no-batches").textContent = live() ? NO_BATCHES : "No batches match these filters.";
 }
 
 function announce(text) {
@@ -147,7 +175,7 @@ async function refresh(batchId) {
       state.refreshing.set(batchId, "busy");
       const { syncBatch } = await gql(BATCH, { id: batchId });
       const before = state.batches.get(batchId);
-      if (syncBatch) state.batches.set(batchId, syncBatch);
+      if (syncBatch && (before || live())) state.batches.set(batchId, syncBatch); // shown only
       if (syncBatch && before && before.status !== syncBatch.status) {
         announce(`Batch ${batchId} is ${syncBatch.status}`);
       }
@@ -160,30 +188,158 @@ async function refresh(batchId) {
   showBudget();
 }
 
-async function showBudget() {
+function showBudget() {
+  // Read again while pushes run, but not more than every 2 s however many events arrive.
+  if (state.budgetDue) return;
+  state.budgetDue = setTimeout(() => {
+    state.budgetDue = null;
+    readBudget().catch(() => {});
+  }, 2000);
+}
+
+function meter(id, used, limit) {
+  const gauge = $(id);
+  gauge.max = limit;
+  gauge.high = limit * 0.8; // the last fifth shows as nearly spent
+  gauge.value = used;
+  const calls = (n) => `${n.toLocaleString()} call${n === 1 ? "" : "s"}`;
+  $(`${id}-text`).textContent = `${calls(used)} used, ${calls(limit - used)} left`;
+}
+
+async function readBudget() {
   // What the company's ledger allows and what is left of it, beside the batches it paces.
+  if (!state.company) return;
   const { connection } = await gql(BUDGET, { c: state.company.id });
   const limit = connection && connection.rateLimit;
+  $("budget").hidden = !limit;
   if (!limit) return;
-  const daily = limit.dailyRemaining === null ? "" : `, ${limit.dailyRemaining} today`;
-  $("budget").textContent =
-    `Ledger: ${limit.callsPerMinute} calls a minute of up to ${limit.documentsPerCall} ` +
-    `records; ${limit.remainingThisMinute} calls left this minute${daily}.`;
+  $("budget-limits").textContent =
+    `${limit.callsPerMinute.toLocaleString()} calls a minute, ${limit.concurrent} at once, up to ` +
+    `${limit.documentsPerCall} records a call` +
+    (limit.dailyLimit === null ? "." : `; ${limit.dailyLimit.toLocaleString()} calls a day.`);
+  meter("budget-minute", limit.callsPerMinute - limit.remainingThisMinute, limit.callsPerMinute);
+  const daily = limit.dailyLimit !== null && limit.dailyRemaining !== null;
+  for (const part of document.querySelectorAll("#budget .day")) part.hidden = !daily;
+  if (daily) meter("budget-day", limit.dailyLimit - limit.dailyRemaining, limit.dailyLimit);
+}
+
+async function loadBatches() {
+  // The page of batches the filters and pager ask for, newest first, through the API's cursors.
+  const view = state.view;
+  const iso = (local) => (local ? new Date(local).toISOString() : null);
+  const { syncBatches } = await gql(BATCHES, {
+    c: state.company.id,
+    status: view.status || null,
+    from: iso(view.from),
+    to: iso(view.to),
+    after: view.pages[view.pages.length - 1],
+  });
+  state.batches.clear();
+  for (const { node } of syncBatches.edges) state.batches.set(node.id, node);
+  view.hasNext = syncBatches.pageInfo.hasNextPage;
+  view.endCursor = syncBatches.pageInfo.endCursor;
+  $("newer").disabled = view.pages.length === 1;
+  $("older").disabled = !view.hasNext;
+  const which = view.status ? `${view.status} batches` : "batches";
+  $("filter-state").textContent = live()
+    ? `The newest of ${syncBatches.totalCount.toLocaleString()} ${which}, updated live.`
+    : `Page ${view.pages.length} of ${syncBatches.totalCount.toLocaleString()} ${which}` +
+      (view.from || view.to ? " in the chosen dates" : "") + "; their rows update live.";
+  render();
+}
+
+async function findRecords(more = false) {
+  const search = state.search;
+  const { searchItems } = await gql(SEARCH, {
+    c: state.company.id,
+    reference: search.reference,
+    after: more ? search.after : null,
+  });
+  search.after = searchItems.pageInfo.endCursor;
+  const rows = searchItems.edges.map(({ node }) => {
+    const row = document.createElement("tr");
+    row.dataset.batchId = node.batchId;
+    row.tabIndex = 0;
+    cell(row, label(node));
+    const id = document.createElement("code");
+    id.textContent = node.batchId;
+    row.insertCell().append(id);
+    cell(row, node.status, `status ${node.status}`);
+    cell(row, node.error ? node.error.code : "");
+    cell(row, new Date(node.updatedAt).toLocaleString());
+    return row;
+  });
+  const body = $("found").tBodies[0];
+  if (more) body.append(...rows);
+  else body.replaceChildren(...rows);
+  $("found").hidden = body.rows.length === 0;
+  $("found-more").hidden = !searchItems.pageInfo.hasNextPage;
+  $("found-none").textContent = searchItems.totalCount
+    ? `${searchItems.totalCount} record${searchItems.totalCount === 1 ? "" : "s"} with ` +
+      `reference ${search.reference}.`
+    : `No record has reference ${search.reference}.`;
+}
+
+function label(node) {
+  const record = node.record;
+  const who = record.vendorName || record.customerName;
+  const money = `${record.amount || record.total} ${record.currency}`;
+  return [who, money, node.reference].filter(Boolean).join(" · ");
+}
+
+async function loadLabels(batchId, pages) {
+  try {
+    const { syncItems } = await gql(LABELS, { id: batchId, after: pages.after });
+    if (state.labels.size > LABELS_KEPT) state.labels.clear();
+    for (const { node } of syncItems.edges) state.labels.set(node.id, label(node));
+    pages.after = syncItems.pageInfo.endCursor;
+    pages.done = !syncItems.pageInfo.hasNextPage;
+  } catch {
+    pages.done = true; // the line keeps the item's id
+  } finally {
+    pages.loading = null;
+  }
+}
+
+async function labelOf(batchId, itemId) {
+  // The batch's items are read a page at a time, once, as their events are shown.
+  let pages = state.labelPages.get(batchId);
+  if (!pages) {
+    pages = { after: null, done: false, loading: null };
+    state.labelPages.set(batchId, pages);
+  }
+  while (!state.labels.has(itemId) && !pages.done) {
+    pages.loading = pages.loading || loadLabels(batchId, pages);
+    await pages.loading;
+  }
+  return state.labels.get(itemId);
+}
+
+function describe(event, name) {
+  const what = event.attachmentId
+    ? `receipt of ${name}`
+    : event.itemId
+      ? name
+      : `batch ${event.batchId}`;
+  const error = event.error ? ` (${event.error.code})` : "";
+  const time = new Date(event.occurredAt).toLocaleTimeString();
+  return `${time} ${what}: ${event.fromStatus || "new"} → ${event.toStatus}${error}`;
 }
 
 function onEvent(event) {
   state.lastEventId = event.eventId;
+  if (state.charts) state.charts.onEvent(event);
   const feed = $("feed");
   const line = document.createElement("li");
-  const what = event.attachmentId
-    ? `attachment ${event.attachmentId} of item ${event.itemId}`
-    : event.itemId
-      ? `item ${event.itemId}`
-      : `batch ${event.batchId}`;
-  const error = event.error ? ` (${event.error.code})` : "";
-  line.textContent = `${what}: ${event.fromStatus || "new"} → ${event.toStatus}${error}`;
+  const known = event.itemId && state.labels.get(event.itemId);
+  line.textContent = describe(event, known || event.itemId);
   feed.prepend(line);
   while (feed.children.length > FEED) feed.lastChild.remove();
+  if (event.itemId && !known) {
+    labelOf(event.batchId, event.itemId).then((name) => {
+      if (name && line.isConnected) line.textContent = describe(event, name);
+    });
+  }
   refresh(event.batchId);
 }
 
@@ -219,7 +375,7 @@ async function showFailed(batchId) {
   $("failed").tBodies[0].replaceChildren(
     ...failedItems.edges.map(({ node }) => {
       const row = document.createElement("tr");
-      cell(row, node.reference || node.id);
+      cell(row, label(node));
       cell(row, node.error ? node.error.code : "");
       cell(row, node.error ? node.error.message : "");
       cell(row, node.error ? node.error.hint : "");
@@ -295,11 +451,11 @@ async function signIn(key) {
   const { company } = await gql(COMPANY);
   state.company = company;
   state.lastEventId = company.lastEventId; // the stream starts from now: the list is loaded
-  const [{ syncBatches }, { alerts }] = await Promise.all([
-    gql(BATCHES, { c: company.id }),
+  const [{ alerts }, { syncStats }] = await Promise.all([
     gql(ALERTS, { c: company.id }),
+    gql(STATS, { c: company.id }),
+    loadBatches(),
   ]);
-  for (const { node } of syncBatches.edges) state.batches.set(node.id, node);
   for (const alert of alerts) state.alerts.set(alert.id, alert);
   sessionStorage.setItem(KEY, key);
   $("company-name").textContent = company.name;
@@ -308,16 +464,29 @@ async function signIn(key) {
   $("dashboard").hidden = false;
   render();
   renderAlerts();
-  showBudget();
+  state.charts = new Charts(syncStats); // once the dashboard is shown: it sizes to it
+  readBudget();
   connectLive();
 }
 
 function signOut(why = "") {
   sessionStorage.removeItem(KEY);
   const socket = state.socket;
-  Object.assign(state, { key: null, company: null, open: null, socket: null, lastEventId: null });
+  if (state.charts) state.charts.destroy();
+  clearTimeout(state.budgetDue);
+  Object.assign(state, {
+    key: null, company: null, open: null, socket: null, lastEventId: null, charts: null,
+    budgetDue: null,
+  });
   state.batches.clear();
   state.alerts.clear();
+  state.labels.clear();
+  state.labelPages.clear();
+  state.view = { status: "", from: "", to: "", pages: [null], hasNext: false };
+  $("filters").reset();
+  $("found").hidden = true;
+  $("found-more").hidden = true;
+  $("found-none").textContent = "";
   if (socket) socket.close();
   $("dashboard").hidden = true;
   $("batch").hidden = true;
@@ -343,6 +512,44 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("sign-out").addEventListener("click", () => signOut());
+  $("filters").addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    Object.assign(state.view, {
+      status: $("filter-status").value,
+      from: $("filter-from").value,
+      to: $("filter-to").value,
+      pages: [null],
+    });
+    loadBatches().catch((error) => announce(error.message));
+  });
+  $("filter-clear").addEventListener("click", () => {
+    $("filters").reset();
+    state.view = { status: "", from: "", to: "", pages: [null], hasNext: false };
+    loadBatches().catch((error) => announce(error.message));
+  });
+  $("older").addEventListener("click", () => {
+    state.view.pages.push(state.view.endCursor);
+    loadBatches().catch((error) => announce(error.message));
+  });
+  $("newer").addEventListener("click", () => {
+    state.view.pages.pop();
+    loadBatches().catch((error) => announce(error.message));
+  });
+  $("search").addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    state.search = { reference: $("search-reference").value.trim(), after: null };
+    findRecords().catch((error) => announce(error.message));
+  });
+  $("found-more").addEventListener("click", () =>
+    findRecords(true).catch((error) => announce(error.message)),
+  );
+  $("found").addEventListener("click", (clicked) => openRow(clicked.target));
+  $("found").addEventListener("keydown", (pressed) => {
+    if (pressed.key === "Enter" || pressed.key === " ") {
+      pressed.preventDefault();
+      openRow(pressed.target);
+    }
+  });
   $("batches").addEventListener("click", (clicked) => openRow(clicked.target));
   $("batches").addEventListener("keydown", (pressed) => {
     if (pressed.key === "Enter" || pressed.key === " ") {
