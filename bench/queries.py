@@ -1,6 +1,7 @@
 """Query cost against depth: pages of `syncBatches` near the start and far into 100,000 batches,
-`failedItems` of a 10,000-item batch, and a dashboard's nested page: 100 batches with the
-first 10 items of each.
+`failedItems` of a 10,000-item batch, a dashboard's nested page (100 batches with the first
+10 items of each), and the monitor's own: `syncStats` over 1,000,000 events and
+`searchItems` among 10,000 items.
 
 The rows are seeded straight into the database: the API takes at most 1,000 records a batch,
 and 100,000 create calls (each synced by the worker) would be most of the run. Every figure
@@ -73,6 +74,28 @@ WHERE b.company_id = $1
 """
 
 
+STATS = """query($c: ID!, $bucket: StatsBucket) {
+  syncStats(companyId: $c, bucket: $bucket) { buckets { start synced failed failureRate } }
+}"""
+SEARCH = """query($c: ID!, $r: String!) {
+  searchItems(companyId: $c, reference: $r, first: 20) {
+    totalCount edges { node { id batchId status reference } }
+  }
+}"""
+
+# A week of a busy company's log, 0.6 s apart: each item's three moves (the last one SUCCESS,
+# or FAILED one time in ten).
+_SEED_EVENTS = """
+INSERT INTO sync_event (company_id, company_seq, batch_id, item_id, from_status, to_status,
+    occurred_at)
+SELECT $1, c.last_event_seq + g, 'bat_seeded', 'itm_' || (g / 3),
+       CASE g % 3 WHEN 0 THEN NULL WHEN 1 THEN 'PENDING' ELSE 'PROCESSING' END,
+       CASE g % 3 WHEN 0 THEN 'PENDING' WHEN 1 THEN 'PROCESSING'
+            ELSE CASE WHEN g % 30 = 2 THEN 'FAILED' ELSE 'SUCCESS' END END,
+       now() - g * interval '600 milliseconds'
+FROM generate_series(1, $2) g, company c WHERE c.id = $1
+"""
+
 _RECOUNT = """
 UPDATE company SET
     completed_batches = (SELECT count(*) FROM sync_batch b
@@ -91,7 +114,13 @@ class Timing:
 
 
 async def measure(
-    service: Service, *, batches: int, items: int, dashboard_items: int, samples: int
+    service: Service,
+    *,
+    batches: int,
+    items: int,
+    dashboard_items: int,
+    samples: int,
+    events: int = 1_000_000,
 ) -> list[Timing]:
     company, dashboard = await service.create_companies("queries", 2)
     async with httpx.AsyncClient(
@@ -109,7 +138,7 @@ async def measure(
         await finished.wait_for({big_batch})  # synced: its job does not race the seeding
         if subscriber.transport is not None:
             subscriber.transport.close()
-        await _seed(company, big_batch, batches=batches, items=items)
+        await _seed(company, big_batch, batches=batches, items=items, events=events)
         await _seed_dashboard(dashboard, items=dashboard_items, payload_of=big_batch)
 
         async def timed(name: str, query: str, variables: dict[str, Any]) -> Timing:
@@ -158,6 +187,9 @@ async def measure(
                 BATCHES,
                 {**completed, "after": await cursor_at(BATCHES, completed, deep_completed)},
             ),
+            await timed(f"syncStats last hour by minute, {events:,} events", STATS, c),
+            await timed("syncStats last day by hour", STATS, {**c, "bucket": "HOUR"}),
+            await timed(f"searchItems, one of {items + 1:,} items", SEARCH, {**c, "r": "r500"}),
             await timed("failedItems first page", FAILED_ITEMS, b),
             await timed(
                 f"failedItems {items // 2 - 100:,} deep",
@@ -188,9 +220,10 @@ async def _seed_dashboard(company: Company, *, items: int, payload_of: str) -> N
         await conn.close()
 
 
-async def _seed(company: Company, big_batch: str, *, batches: int, items: int) -> None:
-    """`batches` finished batches (one in 20 FAILED), and `items` more in `big_batch` (half
-    FAILED); then VACUUM ANALYZE, as autovacuum would do after such a load."""
+async def _seed(company: Company, big_batch: str, *, batches: int, items: int, events: int) -> None:
+    """`batches` finished batches (one in 20 FAILED), `items` more in `big_batch` (half
+    FAILED) and `events` in the log; then VACUUM ANALYZE, as autovacuum would do after such
+    a load."""
     conn = await asyncpg.connect(DATABASE_URL)
     try:
         payload = await conn.fetchval(
@@ -199,6 +232,12 @@ async def _seed(company: Company, big_batch: str, *, batches: int, items: int) -
         await conn.execute(_SEED_BATCHES, company.id, batches)
         await conn.execute(_RECOUNT, company.id)
         await conn.execute(_SEED_ITEMS, big_batch, company.id, payload, items)
+        await conn.execute(_SEED_EVENTS, company.id, events)
+        await conn.execute(
+            "UPDATE company SET last_event_seq = last_event_seq + $2 WHERE id = $1",
+            company.id,
+            events,
+        )
         await conn.execute(
             "UPDATE sync_batch SET item_count = item_count + $2, success_count = success_count"
             " + $2 - $2 / 2, failed_count = failed_count + $2 / 2 WHERE id = $1",

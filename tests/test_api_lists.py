@@ -218,3 +218,38 @@ async def test_nested_item_pages_refuse_a_bad_size_and_show_no_one_elses_items(
     assert error(refused)["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
     other = await api.gql(NESTED, {"c": other_company.company.id}, key=other_company.api_key)
     assert data(other)["syncBatches"]["edges"] == []
+
+
+SEARCH = """
+query($c: ID!, $r: String!, $first: Int, $after: String) {
+  searchItems(companyId: $c, reference: $r, first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } edges { node { id batchId reference } }
+  }
+}
+"""
+
+
+async def test_search_finds_a_reference_across_batches_newest_first_in_pages(
+    api: Api, company: NewCompany
+) -> None:
+    cid = company.company.id
+    batches = []
+    for _ in range(3):
+        records = [expense(reference="INV-7"), expense(reference="INV-70")]
+        created = data(await api.gql(CREATE_EXPENSES, {"companyId": cid, "expenses": records}))
+        batches.append(created["createExpenses"]["syncBatchId"])
+    first = data(await api.gql(SEARCH, {"c": cid, "r": "INV-7", "first": 2}))["searchItems"]
+    assert first["totalCount"] == 3 and first["pageInfo"]["hasNextPage"]
+    after = first["pageInfo"]["endCursor"]
+    rest = data(await api.gql(SEARCH, {"c": cid, "r": "INV-7", "first": 2, "after": after}))
+    found = first["edges"] + rest["searchItems"]["edges"]
+    assert [edge["node"]["batchId"] for edge in found] == batches[::-1]  # exactly, newest first
+    assert {edge["node"]["reference"] for edge in found} == {"INV-7"}
+    none = data(await api.gql(SEARCH, {"c": cid, "r": "inv-7"}))["searchItems"]
+    assert none["totalCount"] == 0 and none["edges"] == []  # as the client wrote it
+
+
+async def test_search_refuses_an_empty_or_overlong_reference(api: Api, company: NewCompany) -> None:
+    for reference in ("", "x" * 256):
+        answer = await api.gql(SEARCH, {"c": company.company.id, "r": reference})
+        assert error(answer)["extensions"] == {"code": "BAD_USER_INPUT", "field": "reference"}

@@ -120,6 +120,11 @@ OPERATIONS: dict[str, Operation] = {
         "query($c: ID!) { alerts(companyId: $c) { id message } }",
         lambda a: {"c": a["company"]},
     ),
+    "searchItems": (
+        "query($c: ID!, $r: String!) { searchItems(companyId: $c, reference: $r) "
+        "{ totalCount edges { node { reference } } } }",
+        lambda a: {"c": a["company"], "r": SECRET},
+    ),
     "syncStats": (
         "query($c: ID!) { syncStats(companyId: $c) { buckets { start synced failed } } }",
         lambda a: {"c": a["company"]},
