@@ -88,12 +88,12 @@ SEARCH = """query($c: ID!, $r: String!) {
 _SEED_EVENTS = """
 INSERT INTO sync_event (company_id, company_seq, batch_id, item_id, from_status, to_status,
     occurred_at)
-SELECT $1, c.last_event_seq + g, 'bat_seeded', 'itm_' || (g / 3),
+SELECT c.id, c.last_event_seq + g, 'bat_seeded', 'itm_' || (g / 3),
        CASE g % 3 WHEN 0 THEN NULL WHEN 1 THEN 'PENDING' ELSE 'PROCESSING' END,
        CASE g % 3 WHEN 0 THEN 'PENDING' WHEN 1 THEN 'PROCESSING'
             ELSE CASE WHEN g % 30 = 2 THEN 'FAILED' ELSE 'SUCCESS' END END,
        now() - g * interval '600 milliseconds'
-FROM generate_series(1, $2) g, company c WHERE c.id = $1
+FROM generate_series(1, $2) g, company c WHERE c.id = $1::varchar
 """
 
 _RECOUNT = """
