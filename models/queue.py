@@ -33,10 +33,14 @@ async def enqueue_sync(queue: ArqRedis, *, batch_id: str, fresh: bool = False) -
     """Ask a worker to sync the batch's unfinished items; False if its job is already there.
     A `fresh` job has an id of its own: for a batch whose job died (`jobs.lease`).
 
-    The job carries the current trace's context, if any, so its spans join the request's."""
+    The job carries the current trace's context, if any, so its spans join the request's;
+    without one its arguments are as they were before tracing (a worker not yet upgraded
+    still takes them)."""
     job_id = sync_job_id(batch_id) + (f":{uuid.uuid4().hex[:12]}" if fresh else "")
+    headers = carrier()
+    traced: dict[str, Any] = {"trace": headers} if headers else {}  # Any: arq's keywords
     job = await queue.enqueue_job(
-        SYNC_BATCH, batch_id, trace=carrier() or None, _job_id=job_id, _queue_name=QUEUE_NAME
+        SYNC_BATCH, batch_id, _job_id=job_id, _queue_name=QUEUE_NAME, **traced
     )
     return job is not None
 
