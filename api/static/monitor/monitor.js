@@ -42,6 +42,11 @@ const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
 const NO_BATCHES = "No batches yet: create expenses, bills or invoices through the API and " +
   "they appear here as they sync.";
 
+function newestBatches() {
+  // The view the page opens on: every batch, newest first, live.
+  return { status: "", from: "", to: "", pages: [null], hasNext: false };
+}
+
 const state = {
   key: null,
   company: null,
@@ -55,7 +60,7 @@ const state = {
   labels: new Map(), // item id -> how its owner knows it: "Cafe Uno · 12.50 USD · r-1"
   labelPages: new Map(), // batch id -> { after, done, loading }: its items' pages read so far
   budgetDue: null, // the budget is read again at most every 2 s
-  view: { status: "", from: "", to: "", pages: [null], hasNext: false }, // the batches asked for
+  view: newestBatches(), // the batches asked for: filters, and the cursor of each page
   search: { reference: "", after: null },
 };
 
@@ -482,7 +487,7 @@ function signOut(why = "") {
   state.alerts.clear();
   state.labels.clear();
   state.labelPages.clear();
-  state.view = { status: "", from: "", to: "", pages: [null], hasNext: false };
+  state.view = newestBatches();
   $("filters").reset();
   $("found").hidden = true;
   $("found-more").hidden = true;
@@ -498,6 +503,21 @@ function signOut(why = "") {
 function openRow(target) {
   const row = target.closest("tr[data-batch-id]");
   if (row) showFailed(row.dataset.batchId);
+}
+
+function opensBatches(table) {
+  // A row with a batch id opens that batch, by click or by Enter or Space on the row.
+  table.addEventListener("click", (clicked) => openRow(clicked.target));
+  table.addEventListener("keydown", (pressed) => {
+    if (pressed.key === "Enter" || pressed.key === " ") {
+      pressed.preventDefault();
+      openRow(pressed.target);
+    }
+  });
+}
+
+function showBatches() {
+  loadBatches().catch((error) => announce(error.message));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -520,20 +540,20 @@ document.addEventListener("DOMContentLoaded", () => {
       to: $("filter-to").value,
       pages: [null],
     });
-    loadBatches().catch((error) => announce(error.message));
+    showBatches();
   });
   $("filter-clear").addEventListener("click", () => {
     $("filters").reset();
-    state.view = { status: "", from: "", to: "", pages: [null], hasNext: false };
-    loadBatches().catch((error) => announce(error.message));
+    state.view = newestBatches();
+    showBatches();
   });
   $("older").addEventListener("click", () => {
     state.view.pages.push(state.view.endCursor);
-    loadBatches().catch((error) => announce(error.message));
+    showBatches();
   });
   $("newer").addEventListener("click", () => {
     state.view.pages.pop();
-    loadBatches().catch((error) => announce(error.message));
+    showBatches();
   });
   $("search").addEventListener("submit", (submitted) => {
     submitted.preventDefault();
@@ -543,20 +563,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("found-more").addEventListener("click", () =>
     findRecords(true).catch((error) => announce(error.message)),
   );
-  $("found").addEventListener("click", (clicked) => openRow(clicked.target));
-  $("found").addEventListener("keydown", (pressed) => {
-    if (pressed.key === "Enter" || pressed.key === " ") {
-      pressed.preventDefault();
-      openRow(pressed.target);
-    }
-  });
-  $("batches").addEventListener("click", (clicked) => openRow(clicked.target));
-  $("batches").addEventListener("keydown", (pressed) => {
-    if (pressed.key === "Enter" || pressed.key === " ") {
-      pressed.preventDefault();
-      openRow(pressed.target);
-    }
-  });
+  opensBatches($("found"));
+  opensBatches($("batches"));
   $("retry").addEventListener("click", async () => {
     const batchId = state.open;
     $("retry").disabled = true;
