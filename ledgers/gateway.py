@@ -20,7 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ledgers import chart
 from ledgers.limiter import Limiter
-from ledgers.protocol import Account, Entry, File, Ledger, LedgerFactory, Limits, TaxRate
+from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
 from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus
 from models.services import Services
@@ -151,17 +151,15 @@ class Gateway:
             ):
                 yield self.ledger
 
-    async def _paced(self, operation: str, call: Callable[[Ledger], Awaitable[T]]) -> T:
-        async with self.turn(operation) as ledger:
+    async def _paced(
+        self, operation: str, call: Callable[[Ledger], Awaitable[T]], item_ids: Sequence[str] = ()
+    ) -> T:
+        async with self.turn(operation, item_ids) as ledger:
             return await call(ledger)
 
     async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
-        async with self.turn("find", [entry.key for entry in entries]) as ledger:
-            return await ledger.find(entries)
-
-    async def attach(self, document_id: str, entry: Entry, file: File) -> str:
-        async with self.turn("attach", [entry.key]) as ledger:
-            return await ledger.attach(document_id, entry, file)
+        keys = [entry.key for entry in entries]
+        return await self._paced("find", lambda ledger: ledger.find(entries), keys)
 
     async def accounts(self) -> list[Account]:
         return await self._paced("accounts", lambda ledger: ledger.accounts())
