@@ -293,9 +293,10 @@ async def _answer(probe: Awaitable[object]) -> str:
 def _schema(settings: Settings) -> BaseSchema:
     """The module's schema, unless settings or tracing (on before the app is made) ask for
     other extensions."""
-    if settings.introspection and not tracing.enabled():
+    traced = tracing.enabled()
+    if settings.introspection and not traced:
         return schema
-    return build_schema(introspection=settings.introspection, tracing=tracing.enabled())
+    return build_schema(introspection=settings.introspection, tracing=traced)
 
 
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:

@@ -51,7 +51,7 @@ class ParseOnce(SchemaExtension):
 
 def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema:
     """The schema; production may refuse introspection (`INTROSPECTION=false`). With
-    `tracing`, each operation and resolver is a span (`models.tracing`)."""
+    `tracing`, each operation is a span (`api.tracing.OperationSpans`)."""
     traced = [OperationSpans] if tracing else []
     return Schema(
         query=merge_types("Query", (Query, AlertQuery, StatsQuery, WebhookQuery)),
