@@ -37,7 +37,7 @@ from api.downloads import ROUTE as DOWNLOAD_ROUTE
 from api.downloads import download
 from api.http import GRAPHQL_RESPONSE, decode_body, is_request_error, refusal, response_type
 from api.hub import Hub
-from api.live_ws import LiveTransportWSHandler
+from api.live_ws import LiveTransportWSHandler, Pings
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from api.tracing import request_span
@@ -63,6 +63,7 @@ class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, schema: BaseSchema, *, settings: Settings, **options: Any) -> None:
         super().__init__(schema, **options)
         self.settings = settings
+        self.pings = Pings(settings.ws_keep_alive_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -299,6 +300,23 @@ def _schema(settings: Settings) -> BaseSchema:
     return build_schema(introspection=settings.introspection, tracing=traced)
 
 
+class App(Starlette):
+    """Starlette, but a WebSocket to /graphql goes straight to GraphQL: its routing and
+    middleware would stay suspended beneath every open subscription (about 3 KiB each) and
+    do nothing for it (they act on HTTP, or on exceptions Strawberry does not raise)."""
+
+    def __init__(self, graphql: "GraphQLApp", **options: Any) -> None:
+        super().__init__(**options)
+        self.graphql = graphql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/graphql":
+            scope["app"] = self
+            await self.graphql(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
     """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
     graphql = GraphQLApp(
@@ -306,7 +324,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
         settings=settings,
         graphql_ide="graphiql" if settings.graphiql else None,
         multipart_uploads_enabled=True,  # only for requests whose key `_admit` accepted
-        keep_alive=True,  # "ka" on graphql-ws; LiveTransportWSHandler pings at the same pace
+        keep_alive=True,  # "ka" on graphql-ws; `Pings` pings graphql-transport-ws at that pace
         keep_alive_interval=settings.ws_keep_alive_seconds,
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
@@ -327,7 +345,8 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
         process_exited()
         tracing.flush()  # uvicorn ends the process by its signal once this returns
 
-    return Starlette(
+    return App(
+        graphql,
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),

@@ -2,10 +2,9 @@
 
 from collections.abc import Mapping
 
-from models.company import company_by_key
+from models.company import Caller, company_by_key
 from models.db import Database
 from models.errors import Unauthenticated
-from models.tables import Company
 
 
 def bearer_key(headers: Mapping[str, str]) -> str | None:
@@ -14,7 +13,7 @@ def bearer_key(headers: Mapping[str, str]) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
-async def authenticate(db: Database, headers: Mapping[str, str]) -> Company:
+async def authenticate(db: Database, headers: Mapping[str, str]) -> Caller:
     key = bearer_key(headers)
     if key is None:
         raise Unauthenticated("Send the company API key as 'Authorization: Bearer <key>'.")

@@ -16,7 +16,7 @@ from api.hub import Hub
 from ledgers.gateway import Gateway, Pace, pace
 from ledgers.protocol import LedgerFactory
 from models.batch import documents_ahead, item_pages, progress_completion
-from models.company import connection_of
+from models.company import Caller, connection_of
 from models.db import rows_by_parent
 from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
@@ -24,7 +24,6 @@ from models.pagination import Page, PageRequest
 from models.services import Services
 from models.settings import Settings
 from models.tables import (
-    Company,
     PushAttempt,
     SyncAttachment,
     SyncBatch,
@@ -46,12 +45,12 @@ class Context:
     services: Services
     hub: Hub
     ledger_for: LedgerFactory
-    caller: Company | None = None
+    caller: Caller | None = None
     connection_params: dict[str, Any] | None = field(default=None)  # Any: the client's JSON
     socket: WebSocket | None = None  # the connection, over WebSocket
 
     @property
-    def company(self) -> Company:
+    def company(self) -> Caller:
         if self.caller is None:
             raise Unauthenticated("Send the company API key first.")
         return self.caller

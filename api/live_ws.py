@@ -9,8 +9,8 @@ that has caught up becomes a sink of its company's feed, which writes each burst
 to its socket directly (`api/wire.py`); one that falls behind awaits its socket again, reading
 the feed or the log. Anything that
 is not a plain live subscription (queries, mutations, invalid documents) takes Strawberry's
-own path, errors and all. The server also pings every `keep_alive_interval` to keep idle
-connections alive through proxies.
+own path, errors and all. The server also pings every `keep_alive_interval` (`Pings`) to keep
+idle connections alive through proxies.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -107,45 +108,112 @@ def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Live
 PLANS = _Plans()
 
 
-class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    _pinger: asyncio.Task[None] | None = None
+def _executor(
+    schema: GraphQLSchema, plan: LivePlan, context: Context, operation: Operation[Context, None]
+) -> Executor[Context] | list[GraphQLError]:
+    """The operation's executor, or what is wrong with its variables."""
+    return Executor.build(
+        schema,
+        plan.document,
+        context_value=context,
+        raw_variable_values=operation.variables,
+        operation_name=operation.operation_name,
+    )
 
+
+def _arguments(
+    schema: GraphQLSchema, plan: LivePlan, context: Context, operation: Operation[Context, None]
+) -> dict[str, Any] | None:
+    """The live field's arguments; None when the variables are wrong. The executor is not
+    kept: about 1.5 KiB for each idle subscriber, while most results never need it."""
+    executor = _executor(schema, plan, context, operation)
+    if not isinstance(executor, Executor):
+        return None
+    assert schema.subscription_type is not None
+    definition = schema.subscription_type.fields[plan.field.name.value]
+    return get_argument_values(definition, plan.field, executor.variable_values)
+
+
+PING = b'{"type":"ping"}'
+PING_FRAME = text_frame_header(len(PING)) + PING
+
+
+class Pings:
+    """One task pings every acknowledged connection of an app every `interval` s: a task
+    per connection would hold about 1.5 KiB of each idle subscriber's memory."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.handlers: set[LiveTransportWSHandler] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()  # pings through ASGI, under way
+
+    def add(self, handler: "LiveTransportWSHandler") -> None:
+        self.handlers.add(handler)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def discard(self, handler: "LiveTransportWSHandler") -> None:
+        self.handlers.discard(handler)
+        if not self.handlers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            for handler in list(self.handlers):
+                self._ping(handler)
+
+    def _ping(self, handler: "LiveTransportWSHandler") -> None:
+        """A direct write where the server offers it; a socket that is full needs no ping."""
+        frames = handler.frames
+        if frames is None:
+            send = asyncio.create_task(_send_ping(handler))
+            self._sends.add(send)
+            send.add_done_callback(self._sends.discard)
+        elif frames.writable():
+            frames.write(PING_FRAME)
+
+
+async def _send_ping(handler: "LiveTransportWSHandler") -> None:
+    with contextlib.suppress(Exception):  # a closing socket: its handler is shutting down
+        await handler.send_message({"type": "ping"})
+
+
+class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
-        if self.connection_acknowledged and self._pinger is None:
-            self._pinger = asyncio.create_task(self._ping())
-
-    async def _ping(self) -> None:
-        while True:
-            await asyncio.sleep(self.view.keep_alive_interval or 15.0)
-            await self.send_message({"type": "ping"})
+        self.connection_init_timeout_task = None  # cancelled once init came: let it go
+        if self.connection_acknowledged:
+            self._pings.add(self)
 
     async def shutdown(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pinger
+        self._pings.discard(self)
         await super().shutdown()
+
+    @property
+    def _pings(self) -> Pings:
+        pings: Pings = self.view.pings  # type: ignore[attr-defined]  # GraphQLApp's
+        return pings
+
+    @property
+    def frames(self) -> Frames | None:
+        """Direct frame writes to this socket, where the server offers them (`api/wire.py`)."""
+        websocket = self.websocket.ws  # type: ignore[attr-defined]
+        frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
+        return frames
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         schema: GraphQLSchema = self.schema._schema  # type: ignore[attr-defined]
         plan = PLANS.get(schema, operation.query, operation.operation_name)
-        executor = (
-            Executor.build(
-                schema,
-                plan.document,
-                context_value=self.context,
-                raw_variable_values=operation.variables,
-                operation_name=operation.operation_name,
-            )
-            if plan is not None
-            else None
-        )
-        if plan is None or not isinstance(executor, Executor):
+        arguments = None if plan is None else _arguments(schema, plan, self.context, operation)
+        if plan is None or arguments is None:
             await super().run_operation(operation)  # Strawberry's path reports what is wrong
             return
         try:
-            await self._stream(operation, plan, executor)
+            message = _Message(schema, self.context, operation, plan)
+            await self._stream(operation, plan, arguments, message)
         except Exception as error:
             failure = GraphQLError(str(error), path=[plan.field.name.value], original_error=error)
             payload = [coded(failure, plan.document).formatted]
@@ -162,16 +230,15 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super()._handle_pre_execution_error(operation, result)
 
     async def _stream(
-        self, operation: Operation[Context, None], plan: LivePlan, executor: Executor[Context]
+        self,
+        operation: Operation[Context, None],
+        plan: LivePlan,
+        arguments: dict[str, Any],
+        message: "_Message",
     ) -> None:
-        assert executor.schema.subscription_type is not None
-        definition = executor.schema.subscription_type.fields[plan.field.name.value]
-        arguments = get_argument_values(definition, plan.field, executor.variable_values)
         interest = await authorise(self.context, plan.field.name.value, arguments)
-        message = _Message(operation, plan, executor)
         websocket = self.websocket.ws  # type: ignore[attr-defined]
-        frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
-
+        frames = self.frames
         direct = (
             partial(self._written_by_the_feed, message=message, frames=frames)
             if frames is not None
@@ -202,11 +269,30 @@ class _Message:
     and kept on the event for every other subscriber of the same; only the id differs.
     """
 
+    __slots__ = (
+        "context",
+        "executor",
+        "field",
+        "id",
+        "key",
+        "operation",
+        "plan",
+        "prefix",
+        "schema",
+    )
+
     def __init__(
-        self, operation: Operation[Context, None], plan: LivePlan, executor: Executor[Context]
+        self,
+        schema: GraphQLSchema,
+        context: Context,
+        operation: Operation[Context, None],
+        plan: LivePlan,
     ) -> None:
-        self.executor = executor
-        self.render = plan.render
+        self.schema = schema
+        self.context = context
+        self.operation = operation
+        self.plan = plan
+        self.executor: Executor[Context] | None = None  # built for the first result not plain
         self.field = (plan.field.alias or plan.field.name).value
         self.id = operation.id
         self.key = json.dumps([operation.query, operation.operation_name, operation.variables])
@@ -221,9 +307,13 @@ class _Message:
         return payload
 
     def _result(self, event: SyncEvent) -> object:
-        if self.render is not None:
+        if self.plan.render is not None:
             with contextlib.suppress(NotPlain):
-                return {"data": {self.field: self.render(event)}}
+                return {"data": {self.field: self.plan.render(event)}}
+        if self.executor is None:
+            built = _executor(self.schema, self.plan, self.context, self.operation)
+            assert isinstance(built, Executor), "its variables were checked before it began"
+            self.executor = built
         # SyncEvent's fields are plain values: execution never awaits
         result = execute_subscription_event(self.executor.build_per_event_executor(event))
         assert isinstance(result, ExecutionResult), "live fields must resolve synchronously"
@@ -249,6 +339,8 @@ class _FrameSink:
     the socket's buffer is full: then its task catches up from the feed or the log, awaiting the
     socket, so a slow client holds no more than its socket buffer and never delays the rest.
     """
+
+    __slots__ = ("follower", "frames", "message", "operations", "released")
 
     def __init__(
         self,

@@ -24,6 +24,16 @@ Connect = Callable[[AsyncSession, str], Awaitable[Tokens]]
 """Connects a new company at once, in the transaction that creates it (the sandbox does)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The company an API key belongs to, as a request or a socket holds it: a few plain
+    fields, not an ORM row (each idle subscriber keeps one for its connection's life)."""
+
+    id: str
+    name: str
+    api_key_hash: str
+
+
 @dataclass(frozen=True)
 class NewCompany:
     company: Company
@@ -61,16 +71,17 @@ async def create_company(
     return NewCompany(company, api_key)
 
 
-async def company_by_key(db: Database, *, api_key: str) -> Company | None:
-    return await company_by_key_hash(db, key_hash=hash_key(api_key))
-
-
-async def company_by_key_hash(db: Database, *, key_hash: str) -> Company | None:
+async def company_by_key(db: Database, *, api_key: str) -> Caller | None:
     """Looked up by the key's digest (a unique index); compared once more in constant time."""
+    key_hash = hash_key(api_key)
+    query = select(Company.id, Company.name, Company.api_key_hash).where(
+        Company.api_key_hash == key_hash
+    )
     async with db.sessions() as session:
-        rows = await session.scalars(select(Company).where(Company.api_key_hash == key_hash))
-        company = rows.first()
-    return company if company and hmac.compare_digest(company.api_key_hash, key_hash) else None
+        row = (await session.execute(query)).first()
+    if row is None or not hmac.compare_digest(row.api_key_hash, key_hash):
+        return None
+    return Caller(row.id, row.name, row.api_key_hash)
 
 
 async def valid_key_hashes(db: Database, *, key_hashes: Sequence[str]) -> set[str]:

@@ -228,16 +228,21 @@ async def synced_batch(api: Api, company: NewCompany, run_jobs: Any) -> dict[str
 
 
 @pytest.fixture
-async def live_server(services: Services, settings: Settings) -> AsyncIterator[str]:
-    """The app on a loopback port ("host:port"), with short live-path timings for tests."""
-    fast = settings.model_copy(
+def live_settings(settings: Settings) -> Settings:
+    """Short live-path timings for tests."""
+    return settings.model_copy(
         update={
             "live_check_seconds": 0.2,
             "ws_init_timeout_seconds": 1,
             "ws_keep_alive_seconds": 0.3,
         }
     )
-    async with serving(create_app(fast, runtime=runtime_of(services))) as address:
+
+
+@pytest.fixture
+async def live_server(services: Services, live_settings: Settings) -> AsyncIterator[str]:
+    """The app on a loopback port ("host:port"), with short live-path timings."""
+    async with serving(create_app(live_settings, runtime=runtime_of(services))) as address:
         yield address
 
 

@@ -34,10 +34,11 @@ subscription Company($companyId: ID!, $after: ID) {
 
 
 @asynccontextmanager
-async def serving(app: Starlette, *, port: int = 0) -> AsyncIterator[str]:
-    """Serve the app with uvicorn on a loopback port (0: a free one); yields "host:port"."""
+async def serving(app: Starlette, *, port: int = 0, **options: Any) -> AsyncIterator[str]:
+    """Serve the app with uvicorn on a loopback port (0: a free one), with our server options
+    or `options` instead; yields "host:port"."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", **server_options()
+        app, host="127.0.0.1", port=port, log_level="warning", **(server_options() | options)
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

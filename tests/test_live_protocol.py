@@ -12,6 +12,7 @@ import websockets
 from prometheus_client import REGISTRY
 from websockets.typing import Subprotocol
 
+from api.app import create_app
 from api.context import Context
 from api.hub import Hub, LiveEvent
 from api.subscriptions import Interest, follow
@@ -19,12 +20,13 @@ from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import books as sandbox
 from models.batch import create_batch
-from models.company import NewCompany
+from models.company import Caller, NewCompany
 from models.enums import RecordType
-from models.events import company_channel, company_events
+from models.events import batch_events, company_channel, company_events
 from models.records import Expense
 from models.services import Services
-from tests.conftest import Api
+from models.settings import Settings
+from tests.conftest import Api, runtime_of
 from tests.helpers import CREATE_EXPENSES, data, eventually, expense
 from tests.live import (
     BATCH_EVENTS,
@@ -32,6 +34,7 @@ from tests.live import (
     LEGACY_WS,
     TRANSPORT_WS,
     GraphQLWebSocket,
+    serving,
 )
 
 
@@ -131,6 +134,44 @@ async def test_the_server_keeps_idle_connections_alive(
             await eventually(lambda: client.pings >= 2, f"two pings on {protocol}")
 
 
+FRAGMENT_EVENTS = """
+subscription($batchId: ID!) { syncBatchEvents(batchId: $batchId) { ... on SyncEvent { eventId } } }
+"""
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-writes", "asgi-only"])
+async def test_pings_and_events_reach_the_socket_with_or_without_direct_writes(
+    api: Api,
+    company: NewCompany,
+    services: Services,
+    live_settings: Settings,
+    run_jobs: Any,
+    direct: bool,
+) -> None:
+    """Our server writes pings and caught-up events straight to the socket; another (here
+    uvicorn compressing, which turns that off) gets them through ASGI. A selection that
+    graphql-core executes arrives as a plain one does."""
+    created = data(
+        await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()]})
+    )
+    batch_id = created["createExpenses"]["syncBatchId"]
+    app = create_app(live_settings, runtime=runtime_of(services))
+    async with (
+        serving(app, ws_per_message_deflate=not direct) as address,
+        GraphQLWebSocket.connect(address, company.api_key) as client,
+    ):
+        await client.subscribe("plain", BATCH_EVENTS, {"batchId": batch_id})
+        await client.subscribe("fragment", FRAGMENT_EVENTS, {"batchId": batch_id})
+        replayed = await client.events("plain", count=2)  # the batch and its item, created
+        await eventually(lambda: client.pings >= 2, "two pings")
+        await run_jobs()
+        plain = replayed + await client.events("plain")
+        fragment = await client.events("fragment")
+    logged = [str(event.id) for event in await batch_events(services.db, batch_id=batch_id)]
+    assert [event["eventId"] for event in plain] == logged
+    assert [event["eventId"] for event in fragment] == logged
+
+
 async def _redis_listeners(services: Services, company: NewCompany) -> int:
     counts = await services.redis.pubsub_numsub(company_channel(company.company.id))
     return int(counts[0][1])
@@ -184,7 +225,8 @@ async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
         )
     ] * 60
     async with Hub.running(services.db, services.redis_url, check_seconds=0.2, keep=8) as hub:
-        ctx = Context(services, hub, ledgers, caller=company.company)
+        row = company.company
+        ctx = Context(services, hub, ledgers, caller=Caller(row.id, row.name, row.api_key_hash))
         everything = Interest(company.company.id, batch_id=None, after=0)
         fast = follow(ctx, everything)
         slow = follow(ctx, everything)

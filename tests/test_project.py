@@ -111,6 +111,7 @@ def _internals() -> list[tuple[type, str]]:
         (handler, "send_message"),
         (handler, "operations"),
         (handler, "connection_acknowledged"),
+        (handler, "connection_init_timeout_task"),
         (handler, "websocket"),
         (handler, "view"),
         (ASGIWebSocketAdapter, "ws"),
@@ -125,6 +126,10 @@ def _internals() -> list[tuple[type, str]]:
         (WebSocketsSansIOProtocol, "writable"),
         (WebSocketsSansIOProtocol, "transport"),
         (WebSocketsSansIOProtocol, "scope"),
+        (WebSocketsSansIOProtocol, "queue"),
+        (WebSocketsSansIOProtocol, "request"),
+        (WebSocketsSansIOProtocol, "response"),
+        (WebSocketsSansIOProtocol, "start_keepalive"),
     ]
 
 
