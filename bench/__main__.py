@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline] [limited] [live] …` (all of them when none is named).
+"""`python -m bench [pipeline] [tracing] [limited] [live] …` (all of them when none is named).
 
 Starts the service as production runs it (PostgreSQL `BENCH_DATABASE_URL`, Redis
 `BENCH_REDIS_URL`, one API process, worker processes), drives it through the public API
@@ -8,6 +8,7 @@ only, and prints a table of figures per scenario. Benchmarks print; they never f
 import argparse
 import platform
 import resource
+import statistics
 
 import uvloop
 
@@ -55,6 +56,31 @@ async def _pipeline(args: argparse.Namespace) -> None:
     print(f"CPU ms per item: {shares}; all {sum(f.cpu_ms_per_item.values()):.2f}")
     if args.tracing:
         _spans(f.items)
+
+
+async def _tracing_cost(args: argparse.Namespace) -> None:
+    """Runs of one setting differ by up to a third on a shared machine: pairs, medians."""
+    share = args.tracing or 1.0
+    print(f"tracing: the pipeline scenario ({args.items} items, {args.workers} worker(s)) in "
+          f"{args.pairs} pairs of runs, tracing off then on with {share:.0%} of traces "
+          "sampled; the service's CPU (API, workers, PostgreSQL, Redis) per item")  # fmt: skip
+    print(f"{'pair':>4} {'off ms':>7} {'on ms':>7} {'on/off':>7} {'spans/item':>10}")
+    off: list[float] = []
+    on: list[float] = []
+    for pair in range(1, args.pairs + 1):
+        for sampled, runs in ((0.0, off), (share, on)):
+            async with running(workers=args.workers, tracing=sampled) as service:
+                f = await pipeline.throughput(
+                    service, companies=args.companies, items=args.items, batch_size=args.batch
+                )
+            runs.append(sum(ms for role, ms in f.cpu_ms_per_item.items() if role != "driver"))
+        spans = otlp.spans().total() / args.items
+        print(f"{pair:>4} {off[-1]:>7.2f} {on[-1]:>7.2f} {on[-1] / off[-1]:>7.2f} {spans:>10.2f}")
+    median_off, median_on = statistics.median(off), statistics.median(on)
+    cost = median_on / median_off - 1
+    ratios = statistics.median(b / a for a, b in zip(off, on, strict=True)) - 1
+    print(f"median: off {median_off:.2f}, on {median_on:.2f} ms per item: tracing costs "
+          f"{cost:+.1%} (median of the pairs' ratios {ratios:+.1%})")  # fmt: skip
 
 
 def _spans(items: int) -> None:
@@ -134,6 +160,7 @@ async def _uploads(args: argparse.Namespace) -> None:
 
 SCENARIOS = {
     "pipeline": _pipeline,
+    "tracing": _tracing_cost,
     "limited": _limited,
     "creates": _creates,
     "live": _live,
@@ -186,8 +213,10 @@ def main() -> None:
         nargs="?",
         const=1.0,
         default=0.0,
-        help="pipeline, queries: OpenTelemetry on (OTLP), sampling this share (default 1)",
+        help="pipeline, queries: OpenTelemetry on (OTLP), sampling this share (default 1); "
+        "tracing: the share sampled in its runs with tracing on",
     )
+    parser.add_argument("--pairs", type=int, default=5, help="tracing: pairs of runs")
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

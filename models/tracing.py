@@ -10,20 +10,30 @@ Span attributes name companies, batches, items and providers, never tokens or ke
 """
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 tracer = trace.get_tracer("sync2books")
 
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-SQL_SPANS = "opentelemetry.instrumentation.sqlalchemy"
+SQL_SPANS = "sync2books.sql"
+QUERY_TEXT_CHARS = 2000  # a batch insert repeats its VALUES row hundreds of times
+SUMMARY_CHARS = 4000  # where a SELECT of many columns names its table
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)', re.IGNORECASE)
+_SPAN = "_sync2books_span"  # where a statement's span waits on its execution context
 
 
 def enabled() -> bool:
@@ -65,20 +75,78 @@ def configured(service_name: str) -> Iterator[None]:
 
 
 def instrument(engine: AsyncEngine) -> None:
-    """A span per SQL statement of this engine, while tracing is on.
+    """A span per SQL statement of this engine, while tracing is on, named and described as
+    OpenTelemetry's database conventions say ("INSERT sync_event"; `db.query.text` and the
+    rest), from two engine events. The SQLAlchemy instrumentation package did more work a
+    statement (90 against 70 µs of CPU, span and export, in a microbenchmark), recorded each
+    statement whole under the conventions' old names, and declares SQLAlchemy < 2.1."""
+    if enabled():
+        statement_spans(engine, trace.get_tracer(SQL_SPANS))
 
-    The instrumentation's tracer for this one engine, not its instrumentor: that one also
-    wraps every `Engine.connect` in a span, one per pool checkout, as many as the statements
-    and telling nothing. It declares SQLAlchemy < 2.1; the engine events it listens to are
-    unchanged in 2.1, and tests/test_tracing.py checks the statements' spans arrive."""
-    if not enabled():
-        return
-    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 
-    usage = metrics.get_meter(SQL_SPANS).create_up_down_counter("db.client.connections.usage")
-    EngineTracer(  # type: ignore[no-untyped-call]
-        trace.get_tracer(SQL_SPANS), engine.sync_engine, usage, enable_commenter=False
-    )
+def statement_spans(engine: AsyncEngine, sql: trace.Tracer) -> None:
+    """Record each statement of the engine as a span of `sql`."""
+    sync_engine = engine.sync_engine
+    described: dict[str, AttributeValue] = {"db.system.name": sync_engine.dialect.name}
+    if sync_engine.url.database:
+        described["db.namespace"] = sync_engine.url.database
+
+    def started(
+        conn: object,
+        cursor: object,
+        statement: str,
+        parameters: object,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        operation, table = _summary(statement[:SUMMARY_CHARS])
+        attributes = described | {
+            "db.query.text": statement[:QUERY_TEXT_CHARS],
+            "db.operation.name": operation,
+        }
+        if table:
+            attributes["db.collection.name"] = table
+        if executemany and isinstance(parameters, list | tuple):
+            attributes["db.operation.batch.size"] = len(parameters)
+        span = sql.start_span(
+            f"{operation} {table}" if table else operation,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        if context is not None:
+            setattr(context, _SPAN, span)
+
+    def ended(
+        conn: object,
+        cursor: object,
+        statement: str,
+        parameters: object,
+        context: ExecutionContext | None,
+        executemany: bool,
+    ) -> None:
+        span = getattr(context, _SPAN, None)
+        if span is not None:
+            span.end()
+
+    def failed(failure: ExceptionContext) -> None:
+        span = getattr(failure.execution_context, _SPAN, None)
+        if span is not None:
+            error = type(failure.original_exception).__qualname__
+            span.set_attribute("error.type", error)
+            span.set_status(Status(StatusCode.ERROR, error))
+            span.end()
+
+    event.listen(sync_engine, "before_cursor_execute", started)
+    event.listen(sync_engine, "after_cursor_execute", ended)
+    event.listen(sync_engine, "handle_error", failed)
+
+
+@lru_cache(maxsize=512)
+def _summary(statement: str) -> tuple[str, str | None]:
+    """The statement's operation and the table it names first: ("UPDATE", "sync_item")."""
+    operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    found = _TABLE.search(statement)
+    return operation, found.group(1) if found else None
 
 
 def flush() -> None:

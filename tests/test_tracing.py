@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from models import tracing
 from models.services import Services
@@ -104,12 +110,16 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
     assert push["attributes"]["sync2books.provider"] == "sandbox"
     assert len(push["attributes"]["sync2books.item_ids"]) == 2  # one call carried both
 
-    statements = [span for span in spans if "db.statement" in span["attributes"]]
+    statements = [span for span in spans if "db.query.text" in span["attributes"]]
     in_api = [s for s in statements if service(s) == "test-serve"]
     in_worker = [s for s in statements if service(s) == "test-worker"]
-    inserts = [s for s in in_api if "INSERT INTO sync_item" in s["attributes"]["db.statement"]]
+    inserts = [s for s in in_api if s["name"] == "INSERT sync_item"]
     assert inserts and all(ancestry(s)[0] == "GraphQL Create" for s in inserts)
-    assert any("UPDATE sync_item" in s["attributes"]["db.statement"] for s in in_worker)
+    assert inserts[0]["attributes"]["db.query.text"].startswith("INSERT INTO sync_item")
+    assert inserts[0]["attributes"]["db.collection.name"] == "sync_item"
+    backend = settings.database_url.partition(":")[0].partition("+")[0]  # postgresql, sqlite
+    assert {s["attributes"]["db.system.name"] for s in statements} == {backend}
+    assert any(s["name"] == "UPDATE sync_item" for s in in_worker)
     assert all("sync batch" in ancestry(s) for s in in_worker)
 
     dumped = (tmp_path / "spans.jsonl").read_text()
@@ -137,3 +147,35 @@ def test_tracing_is_off_unless_the_environment_configures_an_exporter(
     assert isinstance(tracing._exporter(), ConsoleSpanExporter)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert tracing._exporter() is None
+
+
+async def test_each_statement_is_a_span_described_by_the_database_conventions() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # this test's own: tracing stays off for the rest
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = create_async_engine("sqlite+aiosqlite://")
+    tracing.statement_spans(engine, provider.get_tracer("test"))
+    insert = "INSERT INTO note (id, body) VALUES (:id, :body)"
+    wide = "SELECT " + ", ".join(f"id AS c{n}" for n in range(250)) + " FROM note"
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE note (id INTEGER, body TEXT)"))
+        await conn.execute(text(insert), [{"id": 1, "body": "private"}, {"id": 2, "body": "x"}])
+        await conn.execute(text(wide))
+        with pytest.raises(DBAPIError):
+            await conn.execute(text("SELECT body FROM missing"))
+    await engine.dispose()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+
+    assert spans["INSERT note"].attributes == {
+        "db.system.name": "sqlite",
+        "db.operation.name": "INSERT",
+        "db.collection.name": "note",
+        "db.operation.batch.size": 2,
+        "db.query.text": "INSERT INTO note (id, body) VALUES (?, ?)",  # never the values
+    }
+    assert spans["INSERT note"].kind is SpanKind.CLIENT
+    selected = spans["SELECT note"].attributes  # its table found past the text's cut
+    assert selected is not None and selected["db.query.text"] == wide[: tracing.QUERY_TEXT_CHARS]
+    failed = spans["SELECT missing"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None and failed.attributes["error.type"] == "OperationalError"
