@@ -53,6 +53,7 @@ from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
 from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import Follower, SyncEvent, authorise, follow
 from api.wire import FRAMES_EXTENSION, Frames, text_frame_header
+from models.errors import AppError
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             message = _Message(schema, self.context, operation, plan)
             await self._stream(operation, plan, arguments, message)
         except Exception as error:
+            if not isinstance(error, AppError):  # ours are what the client asked wrongly
+                log.exception("subscription %s ended by an unexpected error", operation.id)
             failure = GraphQLError(str(error), path=[plan.field.name.value], original_error=error)
             payload = [coded(failure, plan.document).formatted]
             with contextlib.suppress(Exception):

@@ -45,9 +45,13 @@ class _Finished:
     def __init__(self) -> None:
         self.batches: dict[str, float] = {}
         self.changed = asyncio.Event()
+        self.ended: object = None  # what ended the subscription, if the server did
 
     def __call__(self, text: bytes, now: float) -> None:
         message = json.loads(text)
+        if message["type"] in ("error", "complete"):
+            self.ended = message
+            self.changed.set()
         if message["type"] != "next":
             return  # a ping
         event = message["payload"]["data"]["companySyncEvents"]
@@ -58,6 +62,8 @@ class _Finished:
     async def wait_for(self, batch_ids: set[str]) -> float:
         """When the last of these batches finished."""
         while not batch_ids <= self.batches.keys():
+            if self.ended is not None:
+                raise RuntimeError(f"the server ended a subscription: {self.ended}")
             self.changed.clear()
             await self.changed.wait()
         return max(self.batches[batch_id] for batch_id in batch_ids)
