@@ -50,14 +50,21 @@ class _Finished:
     def __call__(self, text: bytes, now: float) -> None:
         message = json.loads(text)
         if message["type"] in ("error", "complete"):
-            self.ended = message
-            self.changed.set()
+            self.end(message)
         if message["type"] != "next":
             return  # a ping
         event = message["payload"]["data"]["companySyncEvents"]
         if event["itemId"] is None and event["toStatus"] in TERMINAL:
             self.batches[event["batchId"]] = now
             self.changed.set()
+
+    def end(self, why: object) -> None:
+        if self.ended is None:
+            self.ended = why
+            self.changed.set()
+
+    def closed(self, code: int | None) -> None:
+        self.end(f"its socket closed (code {code})")
 
     async def wait_for(self, batch_ids: set[str]) -> float:
         """When the last of these batches finished."""
@@ -72,7 +79,10 @@ class _Finished:
 async def watch(service: Service, company: Company) -> tuple[_Finished, wsclient.Subscriber]:
     finished = _Finished()
     payload: dict[str, object] = {"query": DONE, "variables": {"c": company.id}}
-    return finished, await wsclient.subscribe(service.address, company.headers, payload, finished)
+    subscriber = await wsclient.subscribe(
+        service.address, company.headers, payload, finished, finished.closed
+    )
+    return finished, subscriber
 
 
 async def create(http: httpx.AsyncClient, company: Company, expenses: list[dict[str, str]]) -> str:

@@ -32,8 +32,14 @@ def _frame(opcode: int, payload: bytes) -> bytes:
 
 
 class Subscriber(asyncio.Protocol):
-    def __init__(self, on_text: Callable[[bytes, float], None]) -> None:
+    def __init__(
+        self,
+        on_text: Callable[[bytes, float], None],
+        on_close: Callable[[int | None], None] | None = None,
+    ) -> None:
         self.on_text = on_text
+        self.on_close = on_close  # told the server's close code (None: no close frame came)
+        self.close_code: int | None = None
         self.buffer = b""
         self.upgraded = False
         self.transport: asyncio.WriteTransport | None = None
@@ -42,6 +48,10 @@ class Subscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # TCP: always writable
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_close is not None:
+            self.on_close(self.close_code)
 
     def send_json(self, message: Mapping[str, object]) -> None:
         assert self.transport is not None
@@ -79,6 +89,8 @@ class Subscriber(asyncio.Protocol):
                     self.acked.set_result(None)
                 else:
                     self.on_text(payload, now)
+            elif opcode == 0x8 and len(payload) >= 2:
+                (self.close_code,) = struct.unpack_from("!H", payload)
             elif opcode == 0x9 and self.transport is not None:
                 self.transport.write(_frame(0xA, payload))
 
@@ -88,10 +100,13 @@ async def subscribe(
     headers: dict[str, str],
     payload: dict[str, object],
     on_text: Callable[[bytes, float], None],
+    on_close: Callable[[int | None], None] | None = None,
 ) -> Subscriber:
     host, port = address.split(":")
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: Subscriber(on_text), host, int(port))
+    _, protocol = await loop.create_connection(
+        lambda: Subscriber(on_text, on_close), host, int(port)
+    )
     assert protocol.transport is not None
     key = base64.b64encode(os.urandom(16)).decode()
     protocol.transport.write(_HANDSHAKE.format(host=address, key=key).encode())
