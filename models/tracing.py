@@ -116,15 +116,8 @@ def statement_spans(engine: AsyncEngine, sql: trace.Tracer) -> None:
         if context is not None:
             setattr(context, _SPAN, span)
 
-    def ended(
-        conn: object,
-        cursor: object,
-        statement: str,
-        parameters: object,
-        context: ExecutionContext | None,
-        executemany: bool,
-    ) -> None:
-        span = getattr(context, _SPAN, None)
+    def ended(**execution: object) -> None:
+        span = getattr(execution["context"], _SPAN, None)
         if span is not None:
             span.end()
 
@@ -137,7 +130,7 @@ def statement_spans(engine: AsyncEngine, sql: trace.Tracer) -> None:
             span.end()
 
     event.listen(sync_engine, "before_cursor_execute", started)
-    event.listen(sync_engine, "after_cursor_execute", ended)
+    event.listen(sync_engine, "after_cursor_execute", ended, named=True)
     event.listen(sync_engine, "handle_error", failed)
 
 
