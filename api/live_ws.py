@@ -213,8 +213,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().run_operation(operation)  # Strawberry's path reports what is wrong
             return
         try:
-            message = _Message(schema, self.context, operation, plan)
-            await self._stream(operation, plan, arguments, message)
+            await self._stream(_Message(schema, self.context, operation, plan), arguments)
         except Exception as error:
             if not isinstance(error, AppError):  # ours are what the client asked wrongly
                 log.exception("subscription %s ended by an unexpected error", operation.id)
@@ -232,14 +231,8 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         result.errors = [coded(error, None) for error in result.errors or []]
         await super()._handle_pre_execution_error(operation, result)
 
-    async def _stream(
-        self,
-        operation: Operation[Context, None],
-        plan: LivePlan,
-        arguments: dict[str, Any],
-        message: "_Message",
-    ) -> None:
-        interest = await authorise(self.context, plan.field.name.value, arguments)
+    async def _stream(self, message: "_Message", arguments: dict[str, Any]) -> None:
+        interest = await authorise(self.context, message.plan.field.name.value, arguments)
         websocket = self.websocket.ws  # type: ignore[attr-defined]
         frames = self.frames
         direct = (
@@ -250,7 +243,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         async with aclosing(follow(self.context, interest, caught_up=direct)) as events:
             async for event in events:
                 await websocket.send_text(message.text(event))
-        await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        await message.operation.send_operation_message({"id": message.id, "type": "complete"})
 
     async def _written_by_the_feed(
         self, follower: Follower, *, message: "_Message", frames: Frames

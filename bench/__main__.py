@@ -45,10 +45,7 @@ async def _pipeline(args: argparse.Namespace) -> None:
     print(f"pipeline: {args.items} items, {args.companies} companies, batches of {args.batch}; "
           f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)"
           f"{_tracing(args)}")  # fmt: skip
-    async with running(workers=args.workers, tracing=args.tracing) as service:
-        f = await pipeline.throughput(
-            service, companies=args.companies, items=args.items, batch_size=args.batch
-        )
+    f = await _throughput(args, args.tracing)
     print(f"{'items':>7} {'created s':>9} {'synced s':>9} {'items/s':>8}")
     print(f"{f.items:>7} {f.create_seconds:>9.2f} {f.total_seconds:>9.2f} "
           f"{f.items_per_second:>8.0f}")  # fmt: skip
@@ -56,6 +53,14 @@ async def _pipeline(args: argparse.Namespace) -> None:
     print(f"CPU ms per item: {shares}; all {sum(f.cpu_ms_per_item.values()):.2f}")
     if args.tracing:
         _spans(f.items)
+
+
+async def _throughput(args: argparse.Namespace, tracing: float) -> pipeline.Throughput:
+    """One run of the pipeline scenario, on a service started for it."""
+    async with running(workers=args.workers, tracing=tracing) as service:
+        return await pipeline.throughput(
+            service, companies=args.companies, items=args.items, batch_size=args.batch
+        )
 
 
 async def _tracing_cost(args: argparse.Namespace) -> None:
@@ -69,10 +74,7 @@ async def _tracing_cost(args: argparse.Namespace) -> None:
     on: list[float] = []
     for pair in range(1, args.pairs + 1):
         for sampled, runs in ((0.0, off), (share, on)):
-            async with running(workers=args.workers, tracing=sampled) as service:
-                f = await pipeline.throughput(
-                    service, companies=args.companies, items=args.items, batch_size=args.batch
-                )
+            f = await _throughput(args, sampled)
             runs.append(sum(ms for role, ms in f.cpu_ms_per_item.items() if role != "driver"))
         spans = otlp.spans().total() / args.items
         print(f"{pair:>4} {off[-1]:>7.2f} {on[-1]:>7.2f} {on[-1] / off[-1]:>7.2f} {spans:>10.2f}")
