@@ -12,6 +12,8 @@ from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -34,13 +36,15 @@ from strawberry.types import ExecutionResult
 from api.auth import authenticate
 from api.context import Context, Runtime
 from api.downloads import ROUTE as DOWNLOAD_ROUTE
-from api.downloads import download
+from api.downloads import download, public_base
 from api.http import GRAPHQL_RESPONSE, decode_body, is_request_error, refusal, response_type
 from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler, Pings
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from api.tracing import request_span
+from api.uploads import BadMultipart, operation_with_files
+from ledgers.link import CALLBACK as LINK_CALLBACK
 from ledgers.link import LinkFailed, finish_link
 from models import tracing
 from models.errors import Unauthenticated
@@ -81,14 +85,16 @@ class GraphQLApp(GraphQL[Context, None]):
         response = await _admit(request, self.settings)
         try:
             if response is None:
+                media_type = response_type(request.headers)
                 try:
                     response = await self.run(request)
                 except HTTPException as exc:  # Strawberry's answer would be plain text
                     allow = {"Allow": "POST"} if exc.status_code == 405 else None
-                    media_type = response_type(request.headers)
                     response = refusal(
                         exc.status_code, exc.reason, media_type=media_type, headers=allow
                     )
+                except BadMultipart as exc:
+                    response = refusal(400, exc.message, media_type=media_type, field=exc.field)
             await response(scope, receive, send)
         finally:
             await request.close()  # an upload's spooled files
@@ -99,6 +105,16 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_json(self, data: str | bytes) -> object:
         return decode_body(data)
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:
+        """The spec's body read by `api.uploads`, whose every refusal is a JSON 400; broken
+        framing (Starlette answers it in plain text) is one of them."""
+        try:
+            form = await request.get_form_data()
+        except (StarletteHTTPException, MultiPartException) as exc:
+            detail = exc.detail if isinstance(exc, StarletteHTTPException) else exc.message
+            raise BadMultipart(f"The multipart body is malformed: {detail}") from None
+        return operation_with_files(form.form)
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -150,6 +166,7 @@ class GraphQLApp(GraphQL[Context, None]):
             services=_services(request),
             hub=request.state.hub,
             ledger_for=request.state.ledgers,
+            base_url=public_base(request, self.settings),
             caller=request.scope.get(_COMPANY),  # over WebSocket, set by on_ws_connect
             socket=request if isinstance(request, WebSocket) else None,
         )
@@ -353,7 +370,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/monitor", monitor),
             Route(DOWNLOAD_ROUTE, download),
-            Route("/link/callback", link_callback),
+            Route(LINK_CALLBACK, link_callback),
             Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -45,6 +45,7 @@ class Context:
     services: Services
     hub: Hub
     ledger_for: LedgerFactory
+    base_url: str  # where this client reaches the service: see api.downloads.public_base
     caller: Caller | None = None
     connection_params: dict[str, Any] | None = field(default=None)  # Any: the client's JSON
     socket: WebSocket | None = None  # the connection, over WebSocket

@@ -7,7 +7,7 @@ have passed, and for nothing else. The file streams from storage a chunk at a ti
 
 from urllib.parse import quote
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from models.attachments import get_attachment
@@ -18,9 +18,21 @@ from models.settings import Settings
 ROUTE = "/attachments/{attachment_id}"
 
 
-def download_url(settings: Settings, vault: Vault, company_id: str, attachment_id: str) -> str:
+def public_base(connection: HTTPConnection, settings: Settings) -> str:
+    """Where this client reaches the service, for the addresses handed to it: `PUBLIC_URL`
+    when set (behind a proxy that rewrites the address), else the scheme, host and port the
+    client used (the served address when it sent no `Host`); WebSocket clients get HTTP's."""
+    if settings.public_url is not None:
+        return settings.public_url.rstrip("/")
+    url = connection.base_url
+    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
+    return str(url.replace(scheme=scheme)).rstrip("/")
+
+
+def download_url(base: str, vault: Vault, company_id: str, attachment_id: str) -> str:
+    """A link to the company's file, under `base` (see `public_base`)."""
     token = vault.sign(f"{company_id}/{attachment_id}")
-    return f"{settings.public_url.rstrip('/')}/attachments/{attachment_id}?token={token}"
+    return f"{base}{ROUTE.format(attachment_id=attachment_id)}?token={token}"
 
 
 async def download(request: Request) -> Response:

@@ -33,24 +33,25 @@ _CODES = {
 }
 
 
-def decode_body(data: str | bytes) -> dict[str, object]:
-    """The request's JSON object, or HTTP 400 saying what is wrong with it."""
+def decode_body(data: str | bytes, *, what: str = "The request body") -> dict[str, object]:
+    """The request's JSON object, or HTTP 400 saying what is wrong with it (`what`: the
+    body, or the part of a multipart body that held it)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
-        raise HTTPException(400, "The request body is not valid UTF-8.") from None
+        raise HTTPException(400, f"{what} is not valid UTF-8.") from None
     try:
         parsed = json.loads(text)
         unstorable = _has_unstorable(parsed)  # recursive too: within the guard
     except RecursionError:
-        raise HTTPException(400, "The request body is nested too deeply.") from None
+        raise HTTPException(400, f"{what} is nested too deeply.") from None
     except ValueError as exc:  # JSONDecodeError, and ints over Python's digit limit
-        raise HTTPException(400, f"The request body is not valid JSON: {exc}.") from None
+        raise HTTPException(400, f"{what} is not valid JSON: {exc}.") from None
     if not isinstance(parsed, dict):
-        raise HTTPException(400, "The request body must be a JSON object.")
+        raise HTTPException(400, f"{what} must be a JSON object.")
     if unstorable:  # no text column (PostgreSQL's least of all) can hold one
         raise HTTPException(
-            400, "The request contains a NUL character or an unpaired surrogate (\\ud800-\\udfff)."
+            400, f"{what} contains a NUL character or an unpaired surrogate (\\ud800-\\udfff)."
         )
     return parsed
 
@@ -103,8 +104,13 @@ def refusal(
     *,
     media_type: str = JSON,
     code: str | None = None,
+    field: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """A GraphQL-shaped error for a request that no operation answers."""
-    error = {"message": message, "extensions": {"code": code or _CODES.get(status, "BAD_REQUEST")}}
+    """A GraphQL-shaped error for a request that no operation answers; `field` names the
+    part of the request at fault, where one is."""
+    extensions = {"code": code or _CODES.get(status, "BAD_REQUEST")}
+    if field is not None:
+        extensions["field"] = field
+    error = {"message": message, "extensions": extensions}
     return Response(json.dumps({"errors": [error]}), status, headers, media_type=media_type)

@@ -186,7 +186,9 @@ class Mutation:
         connection = await ledger_connection(ctx.services.db, company_id=owner)
         provider = Provider(connection.provider)
         if provider is not Provider.SANDBOX:
-            link = await start_link(ctx.services, company_id=owner, provider=provider)
+            link = await start_link(
+                ctx.services, company_id=owner, provider=provider, base_url=ctx.base_url
+            )
             return LedgerConnection.from_row(connection, link.authorization_url)
         tokens = await ctx.ledger_for(connection).reconnect()
         fresh = await reconnected(ctx.services, company_id=owner, tokens=tokens)
@@ -201,7 +203,10 @@ class Mutation:
         self, info: Info, company_id: strawberry.ID, provider: Provider
     ) -> LedgerLink:
         ctx = info.context
-        link = await start_link(ctx.services, company_id=ctx.own(company_id), provider=provider)
+        owner = ctx.own(company_id)
+        link = await start_link(
+            ctx.services, company_id=owner, provider=provider, base_url=ctx.base_url
+        )
         return LedgerLink(authorization_url=link.authorization_url, expires_at=link.expires_at)
 
     @strawberry.mutation(description="Create an account in the company's ledger.")
@@ -293,12 +298,14 @@ async def _record_files(
     if sum(map(len, uploads)) > most:
         message = f"Send at most {most} files with the records; attach more with attachFiles."
         raise InvalidInput(message, field=field)
-    largest = await _largest_file(info, company_id)
-    scans = [
-        await checked(sent, field=f"{field}.{n}.attachments", max_bytes=largest) if sent else []
+    named = {
+        f"{field}.{n}.attachments.{m}": one
         for n, sent in enumerate(uploads)
-    ]
-    return uploads, scans
+        for m, one in enumerate(sent)
+    }
+    found = await checked(named, max_bytes=await _largest_file(info, company_id))
+    scans = iter(found.values())  # in the order sent
+    return uploads, [[next(scans) for _ in sent] for sent in uploads]
 
 
 async def _largest_file(info: Info, company_id: str) -> int:

@@ -243,8 +243,8 @@ class SyncAttachment:
         "short-lived (DOWNLOAD_URL_SECONDS); ask again for a fresh one."
     )
     def download_url(self, info: Info) -> str:
-        services = info.context.services
-        return download_url(services.settings, services.vault, self.company_id, self.id)
+        ctx = info.context
+        return download_url(ctx.base_url, ctx.services.vault, self.company_id, self.id)
 
 
 @strawberry.type(description="One record on its way to the ledger.")

@@ -3,9 +3,10 @@
 `start_link` returns the ledger's authorization URL with a random `state` bound to the
 company (kept in Redis for `LINK_SECONDS`, usable once) and, where the ledger supports it,
 a PKCE challenge (Xero; QuickBooks Online authenticates the code exchange with the client
-secret alone). The ledger sends the browser back to `<PUBLIC_URL>/link/callback`, where
-`finish_link` exchanges the code, reads the tenant (QuickBooks passes its realm id in the
-callback; Xero lists it at `/connections`), seals the tokens and marks the connection ACTIVE.
+secret alone). The ledger sends the browser back to `CALLBACK` on the address the API client
+used (or `PUBLIC_URL`), where `finish_link` exchanges the code, reads the tenant (QuickBooks
+passes its realm id in the callback; Xero lists it at `/connections`), seals the tokens and
+marks the connection ACTIVE.
 Token code is Authlib's OAuth2 client, not ours.
 """
 
@@ -29,6 +30,7 @@ from models.settings import Settings
 from models.tables import Connection
 
 LINK_SECONDS = 600
+CALLBACK = "/link/callback"  # the service's route for the ledger's redirect
 _STATE = "sync2books:link:"
 XERO_SCOPE = "offline_access accounting.transactions accounting.settings accounting.contacts"
 QUICKBOOKS_SCOPE = "com.intuit.quickbooks.accounting"
@@ -79,26 +81,31 @@ def _client(app: OAuthApp, redirect_uri: str | None = None) -> AsyncOAuth2Client
     )
 
 
-def redirect_uri(settings: Settings) -> str:
-    return settings.public_url.rstrip("/") + "/link/callback"
-
-
 @dataclass(frozen=True)
 class LinkStart:
     authorization_url: str
     expires_at: datetime
 
 
-async def start_link(services: Services, *, company_id: str, provider: Provider) -> LinkStart:
-    """The URL to send the company's user to; it works once, for `LINK_SECONDS`."""
+async def start_link(
+    services: Services, *, company_id: str, provider: Provider, base_url: str
+) -> LinkStart:
+    """The URL to send the company's user to; it works once, for `LINK_SECONDS`. The ledger
+    sends the user back to `<base_url>/link/callback` (registered with the ledger's app)."""
     app = oauth_app(services.settings, provider)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(48) if app.pkce else None
-    async with _client(app, redirect_uri(services.settings)) as client:
+    redirect_uri = f"{base_url}{CALLBACK}"
+    async with _client(app, redirect_uri) as client:
         url, _ = client.create_authorization_url(
             app.authorize_url, state=state, code_verifier=verifier
         )
-    pending = {"companyId": company_id, "provider": provider, "verifier": verifier}
+    pending = {
+        "companyId": company_id,
+        "provider": provider,
+        "verifier": verifier,
+        "redirectUri": redirect_uri,  # the code exchange must name the same one
+    }
     await services.redis.set(_STATE + state, json.dumps(pending), ex=LINK_SECONDS)
     return LinkStart(url, datetime.now(UTC) + timedelta(seconds=LINK_SECONDS))
 
@@ -118,7 +125,7 @@ async def finish_link(
     provider = Provider(pending["provider"])
     app = oauth_app(services.settings, provider)
     try:
-        async with _client(app, redirect_uri(services.settings)) as client:
+        async with _client(app, pending["redirectUri"]) as client:
             token = await client.fetch_token(
                 app.token_url, code=code, code_verifier=pending["verifier"]
             )

@@ -7,7 +7,7 @@ is one attachment.
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -39,7 +39,8 @@ async def attach_files(
     most = services.settings.max_files_per_request
     if not 1 <= len(uploads) <= most:
         raise InvalidInput(f"Send 1 to {most} files.", field="files")
-    scans = await checked(uploads, field="files", max_bytes=max_bytes)
+    found = await checked({f"files.{n}": u for n, u in enumerate(uploads)}, max_bytes=max_bytes)
+    scans = list(found.values())
     files = [Files(item.id, uploads, scans)]
     if await add_files(services, company_id=company_id, batch_id=item.batch_id, files=files):
         await enqueue_sync(services.queue, batch_id=item.batch_id)
@@ -56,12 +57,17 @@ class Files:
     scans: Sequence[Scanned]
 
 
-async def checked(uploads: Sequence[Upload], *, field: str, max_bytes: int) -> list[Scanned]:
-    """What each file is, or BAD_USER_INPUT naming the first refused one (`field`.N)."""
-    scans = await asyncio.gather(*(asyncio.to_thread(scan, upload.file) for upload in uploads))
-    for position, scanned in enumerate(scans):
-        _check(scanned, field=f"{field}.{position}", max_bytes=max_bytes)
-    return list(scans)
+async def checked(uploads: Mapping[str, Upload], *, max_bytes: int) -> dict[str, Scanned]:
+    """What each file is, by the field it was sent as (`files.0`), or BAD_USER_INPUT naming
+    the first refused one. One file object sent as several fields (a multipart part mapped
+    to several paths) is read once: two reads of one file never interleave."""
+    files = {id(upload.file): upload.file for upload in uploads.values()}
+    scans = await asyncio.gather(*(asyncio.to_thread(scan, file) for file in files.values()))
+    of_file = dict(zip(files, scans, strict=True))
+    found = {field: of_file[id(upload.file)] for field, upload in uploads.items()}
+    for field, scanned in found.items():
+        _check(scanned, field=field, max_bytes=max_bytes)
+    return found
 
 
 async def add_files(

@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: float = 5 * 86400  # an endpoint failing this long is disabled
     webhook_timeout_seconds: float = 15.0
     webhook_allow_private_networks: bool = False  # endpoints on loopback/private addresses
-    public_url: str = "http://127.0.0.1:8000"  # where browsers reach this service: the Link
-    # flow's redirect URI is <public_url>/link/callback, registered with each ledger's app
+    public_url: str | None = None  # where clients and browsers reach this service, when it is
+    # not the address they used (a proxy that rewrites it): download links and the Link flow's
+    # redirect URI, <public_url>/link/callback, registered with each ledger's app
     quickbooks_client_id: str | None = None
     quickbooks_client_secret: SecretStr | None = None
     quickbooks_auth_url: str = "https://appcenter.intuit.com/connect/oauth2"

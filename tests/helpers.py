@@ -174,3 +174,20 @@ async def multipart(
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+BOUNDARY = "sync2books-test-boundary"
+Part = tuple[str, str | None, bytes]  # name, file name (None: a plain field), content
+
+
+def multipart_body(parts: list[Part], boundary: str = BOUNDARY) -> bytes:
+    """A multipart/form-data body, written out byte by byte."""
+    chunks = []
+    for name, file_name, content in parts:
+        disposition = f'form-data; name="{name}"'
+        if file_name is not None:
+            disposition += f'; filename="{file_name}"\r\nContent-Type: application/pdf'
+        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode())
+        chunks.append(content + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks)

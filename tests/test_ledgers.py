@@ -141,6 +141,23 @@ async def test_link_connects_the_company_once_per_authorization(ledger: Ledger) 
     assert ledger.expense_account in {account["code"] for account in accounts}
 
 
+async def test_without_public_url_the_ledger_sends_the_user_back_to_the_address_used(
+    ledger: Ledger, live_server: str, settings: Settings
+) -> None:
+    settings.public_url = None  # which the fixture set for the ASGI client
+    async with httpx.AsyncClient(base_url=f"http://{live_server}") as client:
+        variables = {"c": ledger.cid, "p": ledger.provider.name}
+        headers = {"Authorization": f"Bearer {ledger.company.api_key}"}
+        answer = await client.post(
+            "/graphql", json={"query": LINK, "variables": variables}, headers=headers
+        )
+    start = data(answer.json())["linkLedger"]
+    redirect = httpx.URL(start["authorizationUrl"]).params["redirect_uri"]
+    assert redirect == f"http://{live_server}/link/callback"
+    back = await _follow(start["authorizationUrl"])
+    assert back.status_code == 200 and "Connected" in back.text, back.text
+
+
 async def test_the_seed_scenario_invalid_references_fixed_then_retried(
     ledger: Ledger, run_jobs: Any
 ) -> None:

@@ -226,7 +226,8 @@ async def test_a_slow_subscriber_catches_up_from_the_log_without_slowing_others(
     ] * 60
     async with Hub.running(services.db, services.redis_url, check_seconds=0.2, keep=8) as hub:
         row = company.company
-        ctx = Context(services, hub, ledgers, caller=Caller(row.id, row.name, row.api_key_hash))
+        caller = Caller(row.id, row.name, row.api_key_hash)
+        ctx = Context(services, hub, ledgers, base_url="http://test", caller=caller)
         everything = Interest(company.company.id, batch_id=None, after=0)
         fast = follow(ctx, everything)
         slow = follow(ctx, everything)

@@ -1,5 +1,6 @@
 """The monitor page in a real headless Chromium: sign in, watch a batch sync live, retry."""
 
+import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +97,10 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         files = page.locator("#attachments tbody tr")
         await files.filter(has_text="receipt.pdf").filter(has_text="SUCCESS").wait_for()
         assert "ok-1" in await files.inner_text()
+        async with page.expect_download() as downloading:  # its link, as the page gives it
+            await files.get_by_role("link", name="receipt.pdf").click()
+        download = await downloading.value
+        assert await asyncio.to_thread(Path(await download.path()).read_bytes) == PDF
         if pictures:
             await page.screenshot(path=str(Path(pictures) / "monitor.png"), full_page=True)
 

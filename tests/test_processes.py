@@ -26,7 +26,17 @@ from models.events import batch_events
 from models.services import Services
 from models.settings import Settings
 from models.tables import SyncEvent
-from tests.helpers import CREATE_EXPENSES, data, expense, metric_figures
+from tests.helpers import (
+    ATTACH,
+    BOUNDARY,
+    CREATE_EXPENSES,
+    PDF,
+    Part,
+    data,
+    expense,
+    metric_figures,
+    multipart_body,
+)
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
@@ -54,6 +64,31 @@ async def _sync_one_batch(client: httpx.AsyncClient, company_id: str) -> dict[st
     pytest.fail(f"batch never completed: {batch}")
 
 
+async def _a_files_link(client: httpx.AsyncClient, batch_id: str) -> str:
+    """The download link of a receipt attached to the batch's first item."""
+    query = "query($b: ID!) { syncItems(batchId: $b, first: 1) { edges { node { id } } } }"
+    answer = await client.post("/graphql", json={"query": query, "variables": {"b": batch_id}})
+    item_id = data(answer.json())["syncItems"]["edges"][0]["node"]["id"]
+    operations = {"query": ATTACH, "variables": {"item": item_id, "files": [None]}}
+    parts: list[Part] = [
+        ("operations", None, json.dumps(operations).encode()),
+        ("map", None, b'{"0": ["variables.files.0"]}'),
+        ("0", "receipt.pdf", PDF),
+    ]
+    kind = f"multipart/form-data; boundary={BOUNDARY}"
+    response = await client.post(
+        "/graphql", content=multipart_body(parts), headers={"Content-Type": kind}
+    )
+    (attached,) = data(response.json())["attachFiles"]
+    query = "query($b: ID!) { syncItems(batchId: $b, first: 1) { edges { node { attachments {"
+    query += " id downloadUrl } } } } }"
+    answer = await client.post("/graphql", json={"query": query, "variables": {"b": batch_id}})
+    (shown,) = data(answer.json())["syncItems"]["edges"][0]["node"]["attachments"]
+    assert shown["id"] == attached["id"]
+    link: str = shown["downloadUrl"]
+    return link
+
+
 async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
     env = env_without_config()
     company = json.loads(cli("create-company", "--name", "Embedded Ltd", cwd=tmp_path, env=env))
@@ -61,6 +96,10 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
     with running("serve", "--port", str(port), cwd=tmp_path, env=env) as server:
         async with ready_client(port, company["apiKey"]) as client:
             batch = await _sync_one_batch(client, company["companyId"])
+            link = await _a_files_link(client, batch["id"])
+        assert link.startswith(f"http://127.0.0.1:{port}/attachments/")  # `serve --port`'s
+        async with httpx.AsyncClient() as stranger:  # followed as given
+            assert (await stranger.get(link)).content == PDF
         server.send_signal(signal.SIGTERM)
         exit_code = server.wait(timeout=20)  # uvicorn re-raises the signal once it has shut down
         log = (tmp_path / "serve.log").read_text()

@@ -403,6 +403,7 @@ async function showAttachments(batchId) {
       cell(row, node.reference || node.id);
       const link = document.createElement("a");
       link.href = file.downloadUrl;
+      link.download = file.fileName;
       link.textContent = file.fileName;
       row.insertCell().append(link);
       cell(row, file.size.toLocaleString(), "num");
