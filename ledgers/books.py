@@ -2,23 +2,20 @@
 
 It plays a third party, so only `ledgers.sandbox` posts to it, through `Books`, each method
 one transaction of its own; the session functions serve company creation and the `sandbox`
-CLI (what was posted, how it misbehaves). Its chart is seeded like Xero's demo company.
+CLI (what was posted, how it misbehaves). Its chart is seeded like Xero's demo company. Its
+tables are declared in `models.sandbox`, beside every other table.
 """
 
 import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
     String,
-    UniqueConstraint,
     bindparam,
     delete,
     insert,
@@ -28,15 +25,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import col, select
 
 from ledgers.protocol import Account, Entry, File, Outcome, TaxRate
 from models.db import Database, is_outage, refusal
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, dump_record
+from models.sandbox import (
+    SandboxAccount,
+    SandboxAttachment,
+    SandboxBehaviour,
+    SandboxGrant,
+    SandboxRecord,
+    SandboxTaxRate,
+)
 from models.secrets import Tokens
-from models.tables import Connection, enum_type, new_id, utcnow
+from models.tables import Connection, new_id, utcnow
 
 TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
 
@@ -75,78 +80,6 @@ STANDARD_TAX_RATES = [
 ]
 
 
-class SandboxAccount(SQLModel, table=True):
-    __tablename__ = "sandbox_account"
-    __table_args__ = (UniqueConstraint("company_id", "code"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    company_id: str = Field(max_length=40)
-    code: str = Field(max_length=255)
-    name: str = Field(max_length=255)
-    type: AccountType = Field(sa_type=enum_type(AccountType))
-
-
-class SandboxTaxRate(SQLModel, table=True):
-    __tablename__ = "sandbox_tax_rate"
-    __table_args__ = (UniqueConstraint("company_id", "code"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    company_id: str = Field(max_length=40)
-    code: str = Field(max_length=255)
-    name: str = Field(max_length=255)
-    rate: str = Field(max_length=32)  # decimal string: exact on SQLite too
-
-
-class SandboxRecord(SQLModel, table=True):
-    """A record posted to the sandbox; the idempotency key makes a repeated push a no-op."""
-
-    __tablename__ = "sandbox_record"
-    __table_args__ = (UniqueConstraint("company_id", "idempotency_key"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    external_id: str = Field(max_length=64, unique=True)
-    company_id: str = Field(max_length=40, index=True)
-    idempotency_key: str = Field(max_length=255)
-    record_type: str = Field(max_length=16)
-    amount: str = Field(max_length=40)
-    currency: str = Field(max_length=3)
-    reference: str | None = Field(default=None, max_length=255)
-    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class SandboxAttachment(SQLModel, table=True):
-    """A file attached to a sandbox record: what it was sent, checked by size and SHA-256.
-    A file already on the record is not added again."""
-
-    __tablename__ = "sandbox_attachment"
-    __table_args__ = (UniqueConstraint("record_external_id", "sha256"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    company_id: str = Field(max_length=40)
-    record_external_id: str = Field(max_length=64)
-    external_id: str = Field(max_length=64, unique=True)
-    file_name: str = Field(max_length=255)
-    content_type: str = Field(max_length=100)
-    size: int = Field(sa_type=BigInteger)
-    sha256: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class SandboxBehaviour(SQLModel, table=True):
-    """How a company's sandbox misbehaves (`sync2books sandbox configure`); None: the default."""
-
-    __tablename__ = "sandbox_behaviour"
-
-    company_id: str = Field(primary_key=True, max_length=40)
-    rate_limit_per_minute: int | None = None
-    max_concurrent: int | None = None
-    documents_per_call: int | None = None
-    transient_error_rate: float = 0.0  # share of calls answered 503
-    latency_ms: int = 0
-    timeout_rate: float = 0.0  # share of posts recorded, yet answered with a timeout
-
-
 async def behaviour(session: AsyncSession, *, company_id: str) -> SandboxBehaviour:
     found = await session.get(SandboxBehaviour, company_id)
     return found if found is not None else SandboxBehaviour(company_id=company_id)
@@ -161,17 +94,6 @@ async def configure(
         setattr(row, name, value)
     session.add(row)
     return row
-
-
-class SandboxGrant(SQLModel, table=True):
-    """The tokens the sandbox's authorization server issued a company, kept as digests."""
-
-    __tablename__ = "sandbox_grant"
-
-    company_id: str = Field(primary_key=True, max_length=40)
-    access_digest: str = Field(max_length=64)
-    access_expires_at: datetime
-    refresh_digest: str = Field(max_length=64)
 
 
 def _digest(token: str) -> str:

@@ -7,7 +7,7 @@ to `DOCUMENTS_PER_CALL` records in one transaction, each checked on its own, as 
 from, and misbehaves as configured per company (`sandbox configure`): a per-minute rate limit
 and a concurrency limit (429 with Retry-After, as Xero's), 503s, latency, posts recorded yet
 answered with a timeout, and revoked tokens. Its tokens are real: random, expiring, the
-refresh token single-use (`ledgers.books.SandboxGrant`).
+refresh token single-use (`models.sandbox.SandboxGrant`).
 """
 
 import asyncio
@@ -17,11 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from ledgers.books import Books, SandboxBehaviour
+from ledgers.books import Books
 from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType
 from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
+from models.sandbox import SandboxBehaviour
 from models.secrets import Tokens
 from models.services import Services
 

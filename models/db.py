@@ -140,7 +140,8 @@ def _sqlite_on_begin(conn: Any) -> None:  # Any: SQLAlchemy's sync Connection
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
-def _alembic_config(url: str) -> Config:
+def alembic_config(url: str) -> Config:
+    """Alembic's configuration for our migrations against `url`."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -149,7 +150,7 @@ def _alembic_config(url: str) -> Config:
 
 async def migrate(url: str) -> None:
     """Bring the schema to the newest migration (in a thread: Alembic runs its own event loop)."""
-    await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from ledgers import books as sandbox
-from ledgers.books import SandboxAttachment
 from models.company import NewCompany
 from models.events import batch_events
+from models.sandbox import SandboxAttachment
 from models.services import Services
 from models.settings import Settings
 from models.storage import Storage, open_storage

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 from sqlalchemy import text, update
 from sqlmodel import col
 
-from ledgers import books as sandbox
 from models.company import NewCompany, connection_of
 from models.connections import reseal_tokens
+from models.sandbox import SandboxGrant
 from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
 from models.services import Services
 from models.settings import Settings
@@ -110,8 +110,8 @@ async def test_an_access_token_the_ledger_refuses_early_is_refreshed_once_and_pu
     password change): the job's pushes, running at once, refresh it once and push again."""
     async with services.db.transaction() as session:
         await session.execute(
-            update(sandbox.SandboxGrant)
-            .where(col(sandbox.SandboxGrant.company_id) == company.company.id)
+            update(SandboxGrant)
+            .where(col(SandboxGrant.company_id) == company.company.id)
             .values(access_expires_at=utcnow())
         )
     variables = {"companyId": company.company.id, "expenses": [expense()] * 6}

@@ -7,7 +7,9 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+# These two register every table on SQLModel.metadata.
+import models.sandbox
+import models.tables  # noqa: F401
 from models.db import create_engine
 
 target_metadata = SQLModel.metadata
