@@ -44,14 +44,14 @@ from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from api.tracing import request_span
 from api.uploads import BadMultipart, operation_with_files
+from infra import tracing
+from infra.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from infra.metrics import exposition, process_exited, service_state
+from infra.services import Services
+from infra.settings import Settings
 from ledgers.link import CALLBACK as LINK_CALLBACK
 from ledgers.link import LinkFailed, finish_link
-from models import tracing
 from models.errors import Unauthenticated
-from models.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from models.metrics import exposition, process_exited, service_state
-from models.services import Services
-from models.settings import Settings
 
 log = logging.getLogger(__name__)
 

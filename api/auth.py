@@ -2,8 +2,8 @@
 
 from collections.abc import Mapping
 
+from infra.db import Database
 from models.company import Caller, company_by_key
-from models.db import Database
 from models.errors import Unauthenticated
 
 

@@ -13,16 +13,16 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from api.hub import Hub
+from infra.db import rows_by_parent
+from infra.services import Services
+from infra.settings import Settings
 from ledgers.gateway import Gateway, Pace, pace
 from ledgers.protocol import LedgerFactory
 from models.batch import documents_ahead, item_pages, progress_completion
 from models.company import Caller, connection_of
-from models.db import rows_by_parent
 from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
 from models.pagination import Page, PageRequest
-from models.services import Services
-from models.settings import Settings
 from models.tables import (
     PushAttempt,
     SyncAttachment,

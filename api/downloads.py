@@ -10,10 +10,10 @@ from urllib.parse import quote
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
+from infra.services import Services
+from infra.settings import Settings
 from models.attachments import get_attachment
 from models.secrets import Vault
-from models.services import Services
-from models.settings import Settings
 
 ROUTE = "/attachments/{attachment_id}"
 

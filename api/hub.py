@@ -26,16 +26,16 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
+from infra.db import Database
+from infra.metrics import ALERT_SUBSCRIPTIONS, LIVE_SUBSCRIPTIONS
 from models.alerts import ALERTS_PREFIX
 from models.company import KEYS_CHANNEL, valid_key_hashes
-from models.db import Database
 from models.events import (
     company_channel,
     company_events,
     event_from_payload,
     last_event_seqs,
 )
-from models.metrics import ALERT_SUBSCRIPTIONS, LIVE_SUBSCRIPTIONS
 from models.tables import SyncEvent
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from models.settings import Settings
-from models.tracing import current_trace_id
+from infra.settings import Settings
+from infra.tracing import current_trace_id
 
 _SECRET = re.compile(r"token|secret|password|authorization|api_?key", re.IGNORECASE)
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -32,6 +32,8 @@ from api.types import (
     TaxRate,
     record_of,
 )
+from infra.queue import enqueue_sync
+from infra.storage import Scanned
 from ledgers.gateway import limits as ledger_limits
 from ledgers.link import start_link
 from models.attachments import Files, add_files, attach_files, checked
@@ -41,8 +43,6 @@ from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.errors import InvalidInput
-from models.queue import enqueue_sync
-from models.storage import Scanned
 
 IDEMPOTENCY_KEY = Annotated[
     str | None,

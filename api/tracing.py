@@ -1,5 +1,5 @@
 """The API's spans: one per HTTP operation request, continuing a caller's `traceparent`, and
-Strawberry's operation spans beneath it (`models.tracing` says when it is on)."""
+Strawberry's operation spans beneath it (`infra.tracing` says when it is on)."""
 
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -9,7 +9,7 @@ from starlette.requests import Request
 from strawberry.extensions import LifecycleStep, SchemaExtension
 from strawberry.extensions.tracing import OpenTelemetryExtension
 
-from models.tracing import enabled, extracted, tracer
+from infra.tracing import enabled, extracted, tracer
 
 
 class OperationSpans(OpenTelemetryExtension):

@@ -6,8 +6,8 @@ from functools import cached_property
 
 import httpx
 
+from infra.services import Services
 from ledgers.protocol import LedgerFactory
-from models.services import Services
 
 _KEY = "sync2books"
 

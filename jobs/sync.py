@@ -28,6 +28,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from infra.db import is_outage, refusal
+from infra.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
+from infra.queue import enqueue_sync, forget_job
+from infra.settings import Settings
+from infra.tracing import extracted, tracer
 from jobs.context import WorkerContext, from_ctx
 from jobs.lease import Lease, held, reclaim_expired
 from ledgers.gateway import Gateway
@@ -36,15 +41,10 @@ from models.alerts import judge_failure_rate, record_outcomes
 from models.attachments import attachments_in
 from models.batch import items_by_id, items_in, unfinished_batches
 from models.company import get_connection
-from models.db import is_outage, refusal
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
-from models.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
-from models.queue import enqueue_sync, forget_job
 from models.records import load_record
-from models.settings import Settings
 from models.tables import Connection, SyncAttachment, SyncBatch, SyncItem, utcnow
-from models.tracing import extracted, tracer
 from models.transitions import AttachmentMove, Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks import Webhook
 
+from infra.services import Services
 from jobs.context import from_ctx
-from models.services import Services
 from models.tables import WebhookDelivery, WebhookEndpoint, utcnow
 from models.webhooks import (
     Outcome,

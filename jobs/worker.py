@@ -8,13 +8,13 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 import ledgers
+from infra.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
+from infra.services import Services
 from jobs.context import WorkerContext, attach
 from jobs.sync import reclaim_batches, requeue_unfinished, sync_batch
 from jobs.webhooks import pump_webhooks
 from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
-from models.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
-from models.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ from functools import partial
 
 import httpx
 
+from infra.db import Database
+from infra.services import Services
 from ledgers import books
 from ledgers.http import open_http
 from ledgers.protocol import Ledger, LedgerFactory
@@ -15,11 +17,9 @@ from ledgers.quickbooks import QuickBooksLedger
 from ledgers.sandbox import SandboxLedger
 from ledgers.xero import XeroLedger
 from models import company
-from models.db import Database
 from models.enums import Provider
 from models.errors import NotFound
 from models.secrets import Vault, open_tokens
-from models.services import Services
 from models.tables import Connection
 
 

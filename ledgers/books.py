@@ -27,8 +27,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
+from infra.db import Database, is_outage, refusal
 from ledgers.protocol import Account, Entry, File, Outcome, TaxRate
-from models.db import Database, is_outage, refusal
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, dump_record

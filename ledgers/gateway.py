@@ -18,14 +18,14 @@ from typing import TypeVar
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from infra.services import Services
+from infra.tracing import tracer
 from ledgers import chart
 from ledgers.limiter import Limiter
 from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
 from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus
-from models.services import Services
 from models.tables import Connection
-from models.tracing import tracer
 
 T = TypeVar("T")
 

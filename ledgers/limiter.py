@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from infra.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from ledgers.protocol import Limits
-from models.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute
 POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks again

@@ -21,12 +21,12 @@ import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from infra.services import Services
+from infra.settings import Settings
 from models.connections import reconnected
 from models.enums import Provider
 from models.errors import InvalidInput, LedgerError, SyncErrorCode
 from models.secrets import Tokens
-from models.services import Services
-from models.settings import Settings
 from models.tables import Connection
 
 LINK_SECONDS = 600

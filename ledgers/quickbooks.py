@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
 from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
@@ -34,7 +35,6 @@ from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
 from models.secrets import Tokens
-from models.services import Services
 
 MINOR_VERSION = "75"
 OPERATIONS_PER_BATCH = 30

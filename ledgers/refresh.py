@@ -8,6 +8,7 @@ the connection becomes EXPIRED and stays so until the company reconnects.
 
 from datetime import timedelta
 
+from infra.services import Services
 from ledgers.protocol import LedgerFactory
 from models.alerts import raise_alert
 from models.company import get_connection
@@ -15,7 +16,6 @@ from models.connections import save_connection
 from models.enums import AlertKind, ConnectionStatus
 from models.errors import LedgerError, SyncErrorCode
 from models.secrets import seal_tokens
-from models.services import Services
 from models.tables import Alert, Connection, utcnow
 
 REFRESH_BEFORE = timedelta(minutes=2)  # a token this close to expiry is refreshed first

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from infra.services import Services
 from ledgers.books import Books
 from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
 from models.enums import AccountType
@@ -24,7 +25,6 @@ from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
 from models.sandbox import SandboxBehaviour
 from models.secrets import Tokens
-from models.services import Services
 
 CALL_SECONDS = 30.0  # the longest a call counts as in flight
 DOCUMENTS_PER_CALL = 50  # as Xero, unless configured

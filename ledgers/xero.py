@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
 from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
@@ -29,7 +30,6 @@ from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
 from models.secrets import Tokens
-from models.services import Services
 
 API = "/api.xro/2.0"
 DOCUMENTS_PER_CALL = 50

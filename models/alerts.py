@@ -20,10 +20,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from models.db import Database
+from infra.db import Database
+from infra.services import Services
+from infra.settings import Settings
 from models.enums import AlertKind, AlertStatus, WebhookEventType
-from models.services import Services
-from models.settings import Settings
 from models.tables import Alert, utcnow
 from models.webhooks import enqueue_message
 

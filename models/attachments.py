@@ -13,11 +13,11 @@ from typing import IO
 
 from sqlmodel import col, select
 
+from infra.queue import enqueue_sync
+from infra.services import Services
+from infra.storage import ACCEPTED_TYPES, Scanned, scan
 from models.enums import ItemStatus
 from models.errors import InvalidInput, NotFound, SyncErrorCode
-from models.queue import enqueue_sync
-from models.services import Services
-from models.storage import ACCEPTED_TYPES, Scanned, scan
 from models.tables import SyncAttachment, SyncItem, is_id, new_id, utcnow
 from models.transitions import add_attachments
 

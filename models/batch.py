@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.db import Database
+from infra.db import Database
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, InvalidInput, NotFound
 from models.events import EventBus

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from models.db import Database
+from infra.db import Database
 from models.enums import ConnectionStatus, Provider
 from models.errors import InvalidInput, NotFound
 from models.secrets import Tokens, Vault, seal_tokens

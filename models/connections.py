@@ -2,12 +2,12 @@
 
 from sqlmodel import select
 
+from infra.db import Database
+from infra.services import Services
 from models.alerts import clear_alert
 from models.company import get_connection
-from models.db import Database
 from models.enums import AlertKind, ConnectionStatus, Provider
 from models.secrets import Tokens, Vault, seal_tokens
-from models.services import Services
 from models.tables import Connection, utcnow
 
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlmodel import col, select
 
-from models.db import Database
+from infra.db import Database
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from models.tables import Company, SyncEvent, as_loaded
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.db import Database
+from infra.db import Database
 from models.enums import RecordType
 from models.errors import Conflict, InvalidInput
 from models.tables import IdempotencyKey, utcnow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from models.settings import Settings
+from infra.settings import Settings
 from models.tables import Connection
 
 KEY_FILE = ".sync2books-secret.key"

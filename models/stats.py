@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Integer, Select, cast, func, literal, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
-from models.db import Database
+from infra.db import Database
 from models.enums import ItemStatus
 from models.errors import InvalidInput
 from models.tables import ITEM_OUTCOMES, SyncEvent

@@ -27,12 +27,12 @@ from typing import Any
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.db import Database
+from infra.db import Database
+from infra.metrics import count_events
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
 from models.events import EventBus
 from models.idempotency import Keyed, claim
-from models.metrics import count_events
 from models.tables import (
     ITEM_COUNTERS,
     Company,

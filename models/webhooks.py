@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.db import Database
+from infra.db import Database
 from models.enums import BatchStatus, DeliveryStatus, ItemStatus, WebhookEventType
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, event_payload

@@ -25,6 +25,9 @@ from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
 
 from api.app import create_app
+from infra.db import migrate
+from infra.services import Services, open_services
+from infra.settings import Settings
 from jobs.context import WorkerContext
 from jobs.worker import build_worker
 from ledgers import create_company, ledger_for, open_ledgers
@@ -32,11 +35,8 @@ from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany, connection_of
-from models.db import migrate
 from models.enums import Provider
 from models.secrets import open_tokens
-from models.services import Services, open_services
-from models.settings import Settings
 from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.live import serving
 from tests.processes import SECRET_KEY

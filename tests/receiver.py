@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from infra.services import Services
 from jobs.webhooks import dispatch_new_events, send_due
 from ledgers.http import open_http
 from models.company import NewCompany
-from models.services import Services
 from tests.conftest import Api
 from tests.helpers import data
 from tests.live import serving

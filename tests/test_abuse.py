@@ -3,9 +3,9 @@ introspection and GraphiQL switches for production."""
 
 from typing import Any
 
+from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany
-from models.services import Services
-from models.settings import Settings
 from tests.conftest import asgi_api
 from tests.helpers import data
 

@@ -7,9 +7,9 @@ from typing import Any
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
+from infra.services import Services
 from ledgers import books as sandbox
 from models.company import NewCompany
-from models.services import Services
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, RETRY, data, error, expense
 from tests.live import GraphQLWebSocket

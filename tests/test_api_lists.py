@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from infra.services import Services
 from models.company import NewCompany
-from models.services import Services
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, data, error, expense
 

@@ -15,13 +15,13 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from infra.services import Services
+from infra.settings import Settings
+from infra.storage import Storage, open_storage
 from ledgers import books as sandbox
 from models.company import NewCompany
 from models.events import batch_events
 from models.sandbox import SandboxAttachment
-from models.services import Services
-from models.settings import Settings
-from models.storage import Storage, open_storage
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, ELF, PDF, PNG, data, expense, multipart, upload
 from tests.processes import cli, env_without_config, free_port

@@ -3,11 +3,11 @@
 import asyncio
 from typing import Any
 
+from infra.services import Services
 from ledgers import books as sandbox
 from ledgers.protocol import Entry, LedgerFactory
 from ledgers.refresh import usable_connection
 from models.company import NewCompany, connection_of
-from models.services import Services
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger
 from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense, expense_record

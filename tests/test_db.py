@@ -5,8 +5,8 @@ import asyncio
 from sqlalchemy import select, update
 from sqlmodel import col
 
+from infra.services import Services
 from models.company import NewCompany
-from models.services import Services
 from models.tables import Company
 
 

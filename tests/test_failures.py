@@ -15,17 +15,17 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlmodel import col, select
 
+from infra.db import is_outage
+from infra.services import Services
+from infra.settings import Settings
 from jobs.sync import backoff
 from jobs.worker import build_worker
 from ledgers import books as sandbox
 from ledgers.protocol import Entry
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
-from models.db import is_outage
 from models.enums import RecordType
 from models.errors import LedgerError
-from models.services import Services
-from models.settings import Settings
 from models.tables import SyncItem
 from tests.conftest import Api, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from infra.services import Services
+from infra.settings import Settings
 from ledgers import books as sandbox
 from models.batch import get_batch
 from models.enums import ItemStatus
 from models.events import batch_events
-from models.services import Services
-from models.settings import Settings
 from models.tables import SyncAttachment, SyncBatch, SyncItem
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, PDF, data, expense, upload

@@ -31,7 +31,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, queries
 
-from models.settings import Settings
+from infra.settings import Settings
 from tests.helpers import (
     BOUNDARY,
     CREATE_EXPENSES,

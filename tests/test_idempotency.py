@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany
-from models.services import Services
-from models.settings import Settings
 from models.tables import IdempotencyKey, utcnow
 from tests.conftest import Api
 from tests.helpers import data, error, expense

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import text
 
 from api.schema import schema
+from infra.services import Services
 from models.company import NewCompany
-from models.services import Services
 from tests.conftest import Api
 from tests.helpers import data, expense
 from tests.live import GraphQLWebSocket

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany, replace_key
-from models.services import Services
-from models.settings import Settings
 from tests.conftest import Api
 from tests.live import GraphQLWebSocket
 from tests.processes import cli, cli_result, env_without_config

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from infra.services import Services
 from jobs.lease import HOLDERS, Lapsed, Lease, held, reclaim_expired
-from models.services import Services
 
 
 def _lease(services: Services, job_id: str, seconds: float = 5.0) -> Lease:

@@ -13,6 +13,8 @@ from arq import Retry
 from pydantic import SecretStr
 from sqlalchemy import update
 
+from infra.services import Services
+from infra.settings import Settings
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import create_company
@@ -21,8 +23,6 @@ from models.batch import items_in
 from models.company import NewCompany, connection_of
 from models.enums import ItemStatus, Provider
 from models.records import Expense
-from models.services import Services
-from models.settings import Settings
 from models.tables import SyncItem, utcnow
 from models.transitions import ItemMove, transition
 from tests.conftest import Api, asgi_api

@@ -5,11 +5,11 @@ from typing import Any
 
 from sqlalchemy import text
 
+from infra.services import Services
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
 from models.events import EventBus, batch_events
-from models.services import Services
 from models.tables import SyncEvent
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record

@@ -16,6 +16,8 @@ from api.app import create_app
 from api.context import Context
 from api.hub import Hub, LiveEvent
 from api.subscriptions import Interest, follow
+from infra.services import Services
+from infra.settings import Settings
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import books as sandbox
@@ -24,8 +26,6 @@ from models.company import Caller, NewCompany
 from models.enums import RecordType
 from models.events import batch_events, company_channel, company_events
 from models.records import Expense
-from models.services import Services
-from models.settings import Settings
 from tests.conftest import Api, runtime_of
 from tests.helpers import CREATE_EXPENSES, data, eventually, expense
 from tests.live import (

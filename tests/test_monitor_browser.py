@@ -11,8 +11,8 @@ from playwright.async_api import ConsoleMessage, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import update
 
+from infra.services import Services
 from models.company import NewCompany
-from models.services import Services
 from models.tables import SyncEvent
 from tests.conftest import CHROMIUM_FLAGS, Api
 from tests.helpers import CREATE_EXPENSES, PDF, data, eventually, expense, upload

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from api.logs import REDACTED, configure_logging
+from infra.settings import Settings
 from models.company import NewCompany
-from models.settings import Settings
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, expense, metric_figures
 

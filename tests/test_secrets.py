@@ -11,12 +11,12 @@ from pydantic import SecretStr
 from sqlalchemy import text, update
 from sqlmodel import col
 
+from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany, connection_of
 from models.connections import reseal_tokens
 from models.sandbox import SandboxGrant
 from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
-from models.services import Services
-from models.settings import Settings
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, data, expense

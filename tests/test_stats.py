@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import text, update
 
+from infra.services import Services
 from models.company import NewCompany
-from models.services import Services
 from models.stats import stats_query
 from models.tables import SyncEvent
 from tests.conftest import Api

@@ -8,13 +8,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+from infra.services import Services
 from ledgers import books as sandbox
 from ledgers.protocol import Entry, Ledger, Outcome
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany
 from models.events import batch_events, company_channel
 from models.secrets import open_tokens
-from models.services import Services
 from models.tables import Connection
 from tests.conftest import Api
 from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, data, error, expense

@@ -16,9 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from models import tracing
-from models.services import Services
-from models.settings import Settings
+from infra import tracing
+from infra.services import Services
+from infra.settings import Settings
 from tests.helpers import data, eventually, expense
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running

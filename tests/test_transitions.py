@@ -7,6 +7,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from infra.queue import enqueue_sync
+from infra.services import Services
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import books as sandbox
@@ -15,8 +17,6 @@ from models.company import NewCompany
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, SyncError, SyncErrorCode
 from models.events import batch_events
-from models.queue import enqueue_sync
-from models.services import Services
 from models.tables import Company, SyncBatch, SyncEvent, batches_in
 from models.transitions import ItemMove, transition
 from tests.helpers import expense_record

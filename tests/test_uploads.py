@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany
-from models.services import Services
-from models.settings import Settings
 from tests.conftest import Api, asgi_api
 from tests.helpers import (
     ATTACH,

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from infra.services import Services
 from jobs.worker import build_worker
 from models.company import NewCompany
-from models.services import Services
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, data, error, expense
 from tests.processes import free_port

@@ -10,7 +10,7 @@ from sqlmodel import SQLModel
 # These two register every table on SQLModel.metadata.
 import models.sandbox
 import models.tables  # noqa: F401
-from models.db import create_engine
+from infra.db import create_engine
 
 target_metadata = SQLModel.metadata
 

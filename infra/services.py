@@ -9,13 +9,13 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
-from models import tracing
-from models.db import Database, connect, migrate
+from infra import tracing
+from infra.db import Database, connect, migrate
+from infra.queue import QUEUE_NAME, deserialize, serialize
+from infra.settings import Settings
+from infra.storage import Storage, open_storage
 from models.events import EventBus
-from models.queue import QUEUE_NAME, deserialize, serialize
 from models.secrets import Vault, load_vault
-from models.settings import Settings
-from models.storage import Storage, open_storage
 
 REDIS_TIMEOUT_SECONDS = 5
 

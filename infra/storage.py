@@ -15,7 +15,7 @@ import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import LocalStore, ObjectStore, S3Store
 
-from models.settings import Settings
+from infra.settings import Settings
 
 ACCEPTED_TYPES = frozenset(
     {"application/pdf", "image/png", "image/jpeg", "image/heic", "image/webp", "image/tiff"}

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "models" / "migrations"
 PGBOUNCER = "pgbouncer"  # DATABASE_URL query parameter: PostgreSQL through PgBouncer
 STATEMENT_TIMEOUT_MS = 30_000
 _WRITES_OPTION = "sync2books_writes"

@@ -29,9 +29,9 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from models.db import Database
+from infra.db import Database
+from infra.queue import QUEUE_NAME
 from models.enums import BatchStatus
-from models.queue import QUEUE_NAME
 from models.tables import SyncBatch, SyncEvent, utcnow
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -7,7 +7,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
-from models.tracing import carrier
+from infra.tracing import carrier
 
 QUEUE_NAME = "sync2books:queue"
 SYNC_BATCH = "sync_batch"
