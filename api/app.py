@@ -46,12 +46,13 @@ from api.tracing import request_span
 from api.uploads import BadMultipart, operation_with_files
 from infra import tracing
 from infra.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from infra.metrics import exposition, process_exited, service_state
+from infra.metrics import exposition, process_exited
 from infra.services import Services
 from infra.settings import Settings
 from ledgers.link import CALLBACK as LINK_CALLBACK
 from ledgers.link import LinkFailed, finish_link
 from models.errors import Unauthenticated
+from models.stats import service_state
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,16 @@ from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.wire import server_options
 from infra import tracing
-from infra.db import connect, migrate
+from infra.db import connect
 from infra.settings import Settings
+from infra.vault import SecretKeyError, load_vault
 from ledgers import books as sandbox
 from ledgers import create_company
 from models.company import replace_key
 from models.connections import reseal_tokens
 from models.enums import Provider
 from models.errors import NotFound
-from models.secrets import SecretKeyError, load_vault
+from models.migrate import migrate
 from models.tables import Company
 
 

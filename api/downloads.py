@@ -12,8 +12,8 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from infra.services import Services
 from infra.settings import Settings
+from infra.vault import Vault
 from models.attachments import get_attachment
-from models.secrets import Vault
 
 ROUTE = "/attachments/{attachment_id}"
 

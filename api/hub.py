@@ -257,7 +257,7 @@ class Hub:
             task.add_done_callback(self._closing.discard)
 
     async def _on_message(self, data: bytes) -> None:
-        """A transition's events, in order (`EventBus.publish`)."""
+        """A transition's events, in order (`models.events.publish`)."""
         try:
             events = [event_from_payload(payload) for payload in json.loads(data)]
         except (ValueError, KeyError, TypeError) as exc:

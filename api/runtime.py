@@ -21,6 +21,7 @@ from infra.settings import Settings
 from jobs.worker import build_worker
 from ledgers import open_ledgers
 from ledgers.protocol import LedgerFactory
+from models.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,20 @@ async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
-    """The API's services; embedded (no `REDIS_URL`), an arq worker runs in-process too."""
+async def opened(settings: Settings) -> AsyncIterator[Services]:
+    """The process's services, over a schema brought up to date."""
     async with (
         redis_url_for(settings) as redis_url,
         open_services(settings, redis_url=redis_url) as services,
-        open_ledgers(services) as ledgers,
     ):
+        await migrate(settings.async_database_url)
+        yield services
+
+
+@asynccontextmanager
+async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, LedgerFactory]]:
+    """The API's services; embedded (no `REDIS_URL`), an arq worker runs in-process too."""
+    async with opened(settings) as services, open_ledgers(services) as ledgers:
         if settings.redis_url is not None:
             yield services, ledgers
             return
@@ -68,10 +76,7 @@ async def run_worker(settings: Settings) -> None:
 
     arq's worker stops when Redis goes away; this one starts a new worker until Redis is back
     (jobs interrupted meanwhile are resumed by the recovery sweep)."""
-    async with (
-        redis_url_for(settings) as redis_url,
-        open_services(settings, redis_url=redis_url) as services,
-    ):
+    async with opened(settings) as services:
         if settings.worker_metrics_port is not None:
             start_http_server(settings.worker_metrics_port, registry=process_registry())
         backoff = 0.1

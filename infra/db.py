@@ -1,15 +1,11 @@
 """The database handle: one async engine and its sessions, for PostgreSQL or the embedded SQLite."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from redis.exceptions import RedisError
 from sqlalchemy import event, make_url, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -22,7 +18,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 
-MIGRATIONS = Path(__file__).parent.parent / "models" / "migrations"
 PGBOUNCER = "pgbouncer"  # DATABASE_URL query parameter: PostgreSQL through PgBouncer
 STATEMENT_TIMEOUT_MS = 30_000
 _WRITES_OPTION = "sync2books_writes"
@@ -138,19 +133,6 @@ def _sqlite_on_begin(conn: Any) -> None:  # Any: SQLAlchemy's sync Connection
     cancelled task left open, cannot hold the writers up."""
     writes = conn.get_execution_options().get(_WRITES_OPTION, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
-
-
-def alembic_config(url: str) -> Config:
-    """Alembic's configuration for our migrations against `url`."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
-
-
-async def migrate(url: str) -> None:
-    """Bring the schema to the newest migration (in a thread: Alembic runs its own event loop)."""
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
 def is_outage(exc: BaseException) -> bool:

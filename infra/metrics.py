@@ -12,7 +12,7 @@ many processes there are. No label carries a company id: metrics are the operato
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,17 +26,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
-from sqlalchemy import func, select
-
-from infra.db import Database
-from infra.queue import QUEUE_NAME
-from models.enums import BatchStatus
-from models.tables import SyncBatch, SyncEvent, utcnow
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-_UNFINISHED = (BatchStatus.PENDING, BatchStatus.PROCESSING)
-_batches = SyncBatch.__table__  # type: ignore[attr-defined]
 
 BATCHES = Counter("sync2books_batches", "Batches reaching each status.", ["record_type", "status"])
 ITEMS = Counter("sync2books_items", "Items reaching each status.", ["record_type", "status"])
@@ -79,17 +70,6 @@ ALERT_SUBSCRIPTIONS = Gauge(
 )
 
 
-def count_events(record_type: str, events: Sequence[SyncEvent]) -> None:
-    """Count the committed transitions: a batch's (no item id), its items' or their
-    attachments'."""
-    for event in events:
-        if event.attachment_id is not None:
-            counter = ATTACHMENTS
-        else:
-            counter = BATCHES if event.item_id is None else ITEMS
-        counter.labels(record_type, event.to_status).inc()
-
-
 @dataclass(frozen=True)
 class ServiceState:
     """The service as a whole, at one moment."""
@@ -97,31 +77,6 @@ class ServiceState:
     unfinished: Sequence[tuple[str, str, int, int, int]]  # status, type, batches, pending, proc.
     queue_depth: int
     oldest_pending: datetime | None
-
-
-async def service_state(db: Database, redis: Redis) -> ServiceState:
-    """Unfinished batches only: the recovery sweep's index keeps this cheap at any history.
-    Queue depth is arq's queue, a sorted set of the jobs waiting to start."""
-    queue_depth = int(await redis.zcard(QUEUE_NAME))
-    async with db.sessions() as session:
-        rows = await session.execute(
-            select(
-                _batches.c.status,
-                _batches.c.record_type,
-                func.count(),
-                func.coalesce(func.sum(_batches.c.pending_count), 0),
-                func.coalesce(func.sum(_batches.c.processing_count), 0),
-            )
-            .where(_batches.c.status.in_(_UNFINISHED))
-            .group_by(_batches.c.status, _batches.c.record_type)
-        )
-        unfinished = [(str(s), str(t), int(b), int(p), int(r)) for s, t, b, p, r in rows]
-        oldest = await session.scalar(
-            select(func.min(_batches.c.created_at)).where(
-                _batches.c.status.in_(_UNFINISHED), _batches.c.pending_count > 0
-            )
-        )
-    return ServiceState(unfinished, queue_depth, oldest)
 
 
 class _StateCollector(Collector):
@@ -154,7 +109,7 @@ class _StateCollector(Collector):
             self.state.queue_depth,
         )
         oldest = self.state.oldest_pending
-        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         yield GaugeMetricFamily(
             "sync2books_oldest_pending_seconds",
             "Age of the oldest batch with items still PENDING (0 when none).",

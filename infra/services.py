@@ -10,12 +10,12 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from infra import tracing
-from infra.db import Database, connect, migrate
+from infra.bus import Bus
+from infra.db import Database, connect
 from infra.queue import QUEUE_NAME, deserialize, serialize
 from infra.settings import Settings
 from infra.storage import Storage, open_storage
-from models.events import EventBus
-from models.secrets import Vault, load_vault
+from infra.vault import Vault, load_vault
 
 REDIS_TIMEOUT_SECONDS = 5
 
@@ -27,7 +27,7 @@ class Services:
     db: Database
     redis: Redis
     queue: ArqRedis
-    bus: EventBus
+    bus: Bus
     vault: Vault
     storage: Storage
 
@@ -44,9 +44,9 @@ def redis_settings(redis_url: str) -> RedisSettings:
 
 @asynccontextmanager
 async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[Services]:
-    """Migrate the schema, then open every connection; everything is closed on exit."""
+    """Open every connection; everything is closed on exit. The schema is the caller's to
+    migrate (`models.migrate`) before it queries."""
     vault = load_vault(settings)  # first: a missing SECRET_KEY stops the process at once
-    await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
     tracing.instrument(db.engine)
     redis = Redis.from_url(
@@ -62,7 +62,7 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
     )
     try:
         storage = open_storage(settings)
-        yield Services(settings, redis_url, db, redis, queue, EventBus(redis), vault, storage)
+        yield Services(settings, redis_url, db, redis, queue, Bus(redis), vault, storage)
     finally:
         await queue.aclose()
         await redis.aclose()

@@ -10,6 +10,7 @@ import httpx
 
 from infra.db import Database
 from infra.services import Services
+from infra.vault import Vault
 from ledgers import books
 from ledgers.http import open_http
 from ledgers.protocol import Ledger, LedgerFactory
@@ -19,7 +20,7 @@ from ledgers.xero import XeroLedger
 from models import company
 from models.enums import Provider
 from models.errors import NotFound
-from models.secrets import Vault, open_tokens
+from models.secrets import open_tokens
 from models.tables import Connection
 
 

@@ -9,10 +9,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from infra.bus import Bus
 from infra.db import Database
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, InvalidInput, NotFound
-from models.events import EventBus
 from models.idempotency import FIELD, first_batch, keyed
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
@@ -45,7 +45,7 @@ class BatchFilter:
 async def create_batch(
     db: Database,
     *,
-    bus: EventBus,
+    bus: Bus,
     company_id: str,
     record_type: RecordType,
     records: Sequence[Expense | Bill | Invoice],
@@ -70,7 +70,7 @@ class Created:
 async def create_batch_once(
     db: Database,
     *,
-    bus: EventBus,
+    bus: Bus,
     company_id: str,
     record_type: RecordType,
     records: Sequence[Expense | Bill | Invoice],
@@ -309,7 +309,7 @@ async def items_in(
 async def retry_failed_items(
     db: Database,
     *,
-    bus: EventBus,
+    bus: Bus,
     company_id: str,
     batch_id: str,
     item_ids: Sequence[str] | None,

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from infra.db import Database
+from infra.vault import Vault
 from models.enums import ConnectionStatus, Provider
 from models.errors import InvalidInput, NotFound
-from models.secrets import Tokens, Vault, seal_tokens
+from models.secrets import Tokens, seal_tokens
 from models.tables import Company, Connection
 
 KEY_PREFIX = "s2b_"

@@ -4,10 +4,11 @@ from sqlmodel import select
 
 from infra.db import Database
 from infra.services import Services
+from infra.vault import Vault
 from models.alerts import clear_alert
 from models.company import get_connection
 from models.enums import AlertKind, ConnectionStatus, Provider
-from models.secrets import Tokens, Vault, seal_tokens
+from models.secrets import Tokens, seal_tokens
 from models.tables import Connection, utcnow
 
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlmodel import col, select
 
+from infra.bus import Bus
 from infra.db import Database
+from infra.metrics import ATTACHMENTS, BATCHES, ITEMS
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from models.tables import Company, SyncEvent, as_loaded
 
@@ -52,23 +52,15 @@ def event_payload(event: SyncEvent) -> dict[str, Any]:  # Any: JSON values
     }
 
 
-class EventBus:
-    """Publishes committed events: one message per transition (a list of its events, all of
-    one company), not one per event, which cost a 1,000-item transition a thousand messages
-    to send and every API process a thousand to read."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    async def publish(self, events: Sequence[SyncEvent]) -> None:
-        if not events:
-            return
-        (company_id,) = {event.company_id for event in events}
-        message = json.dumps([event_payload(event) for event in events])
-        try:
-            await self.redis.publish(company_channel(company_id), message)
-        except RedisError:
-            log.warning("publish failed for events %s..%s", events[0].id, events[-1].id)
+async def publish(bus: Bus, events: Sequence[SyncEvent]) -> None:
+    """Announce one transition's events (all of one company) in one message, not one per
+    event, which cost a 1,000-item transition a thousand messages to send and every API
+    process a thousand to read."""
+    if not events:
+        return
+    (company_id,) = {event.company_id for event in events}
+    message = json.dumps([event_payload(event) for event in events])
+    await bus.publish(company_channel(company_id), message)
 
 
 def event_from_payload(payload: dict[str, Any]) -> SyncEvent:  # Any: JSON values
@@ -158,3 +150,14 @@ async def last_event_id(db: Database, *, company_id: str) -> int | None:
             .order_by(col(SyncEvent.company_seq).desc())
             .limit(1)
         )
+
+
+def count_events(record_type: str, events: Sequence[SyncEvent]) -> None:
+    """Count the committed transitions: a batch's (no item id), its items' or their
+    attachments'."""
+    for event in events:
+        if event.attachment_id is not None:
+            counter = ATTACHMENTS
+        else:
+            counter = BATCHES if event.item_id is None else ITEMS
+        counter.labels(record_type, event.to_status).inc()

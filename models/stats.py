@@ -1,4 +1,5 @@
-"""A company's sync history in time buckets: items synced and failed, for the monitor's charts.
+"""A company's sync history in time buckets: items synced and failed, for the monitor's charts;
+and the whole service's unfinished work, for `/metrics`.
 
 Counted by SQL over the event log, from the index of item outcomes alone
 (`ix_sync_event_outcomes`, partial: only SUCCESS and FAILED moves of items), so an hour of a
@@ -8,16 +9,21 @@ busy company is one short index range however long the log.
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from redis.asyncio import Redis
 from sqlalchemy import Integer, Select, cast, func, literal, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from infra.db import Database
-from models.enums import ItemStatus
+from infra.metrics import ServiceState
+from infra.queue import QUEUE_NAME
+from models.enums import BatchStatus, ItemStatus
 from models.errors import InvalidInput
-from models.tables import ITEM_OUTCOMES, SyncEvent
+from models.tables import ITEM_OUTCOMES, SyncBatch, SyncEvent
 
 MAX_BUCKETS = 1440  # a day of minutes, a chart's width many times over
 _events = SyncEvent.__table__.c  # type: ignore[attr-defined]
+_batches = SyncBatch.__table__  # type: ignore[attr-defined]
+_UNFINISHED = (BatchStatus.PENDING, BatchStatus.PROCESSING)
 
 OUTCOMES = text(ITEM_OUTCOMES)  # the partial index's own condition: the planner then uses it
 
@@ -89,3 +95,28 @@ def stats_query(
 def default_since(now: datetime, bucket_seconds: int) -> datetime:
     """An hour of minutes; a day of anything longer."""
     return now - (timedelta(hours=1) if bucket_seconds < 3600 else timedelta(days=1))
+
+
+async def service_state(db: Database, redis: Redis) -> ServiceState:
+    """Unfinished batches only: the recovery sweep's index keeps this cheap at any history.
+    Queue depth is arq's queue, a sorted set of the jobs waiting to start."""
+    queue_depth = int(await redis.zcard(QUEUE_NAME))
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(
+                _batches.c.status,
+                _batches.c.record_type,
+                func.count(),
+                func.coalesce(func.sum(_batches.c.pending_count), 0),
+                func.coalesce(func.sum(_batches.c.processing_count), 0),
+            )
+            .where(_batches.c.status.in_(_UNFINISHED))
+            .group_by(_batches.c.status, _batches.c.record_type)
+        )
+        unfinished = [(str(s), str(t), int(b), int(p), int(r)) for s, t, b, p, r in rows]
+        oldest = await session.scalar(
+            select(func.min(_batches.c.created_at)).where(
+                _batches.c.status.in_(_UNFINISHED), _batches.c.pending_count > 0
+            )
+        )
+    return ServiceState(unfinished, queue_depth, oldest)

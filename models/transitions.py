@@ -27,11 +27,11 @@ from typing import Any
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from infra.bus import Bus
 from infra.db import Database
-from infra.metrics import count_events
 from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, NotFound, SyncError
-from models.events import EventBus
+from models.events import count_events, publish
 from models.idempotency import Keyed, claim
 from models.tables import (
     ITEM_COUNTERS,
@@ -100,7 +100,7 @@ class AttachmentMove:
 async def open_batch(
     db: Database,
     *,
-    bus: EventBus,
+    bus: Bus,
     company_id: str,
     record_type: RecordType,
     payloads: Sequence[dict[str, Any]],  # Any: JSON documents
@@ -146,7 +146,7 @@ async def open_batch(
             await claim(session, company_id=company_id, keyed=keyed, batch_id=batch.id)
         await session.execute(insert(_items), rows)
         logged = await _log_events(session, events)
-    await bus.publish(logged)
+    await publish(bus, logged)
     count_events(record_type, logged)
     return batch, item_ids
 
@@ -154,7 +154,7 @@ async def open_batch(
 async def transition(
     db: Database,
     *,
-    bus: EventBus,
+    bus: Bus,
     batch_id: str,
     moves: Sequence[ItemMove] = (),
     attachment_moves: Sequence[AttachmentMove] = (),
@@ -192,7 +192,7 @@ async def transition(
             for move, before, item_id in files
         ]
         logged = await _log_events(session, [*opening, *item_events, *closing])
-    await bus.publish(logged)
+    await publish(bus, logged)
     count_events(batch.record_type, logged)
     return logged
 
@@ -341,7 +341,7 @@ async def _open_attachments(session: AsyncSession, batch_id: str) -> int:
 
 
 async def add_attachments(
-    db: Database, *, bus: EventBus, batch_id: str, rows: Sequence[Row]
+    db: Database, *, bus: Bus, batch_id: str, rows: Sequence[Row]
 ) -> list[SyncEvent]:
     """Insert PENDING attachments (`sync_attachment` values) of the batch's items, with their
     `null → PENDING` events; a finished batch reopens to push them."""
@@ -357,7 +357,7 @@ async def add_attachments(
             for row in rows
         ]
         logged = await _log_events(session, [*opening, *events])
-    await bus.publish(logged)
+    await publish(bus, logged)
     count_events(batch.record_type, logged)
     return logged
 

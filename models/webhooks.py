@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from infra.db import Database
+from infra.vault import Vault
 from models.enums import BatchStatus, DeliveryStatus, ItemStatus, WebhookEventType
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, event_payload
 from models.pagination import Key, Page, PageRequest, paginate
-from models.secrets import Vault
 from models.tables import (
     Company,
     SyncBatch,

@@ -25,7 +25,6 @@ from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
 
 from api.app import create_app
-from infra.db import migrate
 from infra.services import Services, open_services
 from infra.settings import Settings
 from jobs.context import WorkerContext
@@ -36,6 +35,7 @@ from ledgers.protocol import LedgerFactory
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany, connection_of
 from models.enums import Provider
+from models.migrate import migrate
 from models.secrets import open_tokens
 from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.live import serving

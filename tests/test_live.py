@@ -5,11 +5,12 @@ from typing import Any
 
 from sqlalchemy import text
 
+from infra.bus import Bus
 from infra.services import Services
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
-from models.events import EventBus, batch_events
+from models.events import batch_events
 from models.tables import SyncEvent
 from tests.conftest import Api
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
@@ -130,10 +131,10 @@ async def test_a_retry_reopens_a_finished_batch_for_new_subscribers(
     assert rest[-1]["toStatus"] == "COMPLETED"
 
 
-class _SilentBus(EventBus):
+class _SilentBus(Bus):
     """Commits events but loses their pub/sub messages, as a dropped message would be."""
 
-    async def publish(self, events: Any) -> None:
+    async def publish(self, channel: str, message: str) -> None:
         return None
 
 

@@ -13,10 +13,11 @@ from sqlmodel import col
 
 from infra.services import Services
 from infra.settings import Settings
+from infra.vault import KEY_FILE, SecretKeyError, Vault, load_vault
 from models.company import NewCompany, connection_of
 from models.connections import reseal_tokens
 from models.sandbox import SandboxGrant
-from models.secrets import KEY_FILE, SecretKeyError, Vault, load_vault, open_tokens
+from models.secrets import open_tokens
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, data, expense
