@@ -123,7 +123,7 @@ def _share(text: str) -> float:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     load_vault(settings)  # a missing SECRET_KEY stops here, not in the server's startup
-    with tracing.configured("sync2books-api"):
+    with tracing.configured(settings, "sync2books-api"):
         uvicorn.run(
             create_app(settings, runtime=serve_runtime),
             host=args.host,
@@ -134,7 +134,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _worker(_: argparse.Namespace, settings: Settings) -> None:
-    with tracing.configured("sync2books-worker"):
+    with tracing.configured(settings, "sync2books-worker"):
         uvloop.run(run_worker(settings))  # on uvloop, as uvicorn serves
 
 

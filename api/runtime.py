@@ -78,7 +78,7 @@ async def run_worker(settings: Settings) -> None:
     (jobs interrupted meanwhile are resumed by the recovery sweep)."""
     async with opened(settings) as services:
         if settings.worker_metrics_port is not None:
-            start_http_server(settings.worker_metrics_port, registry=process_registry())
+            start_http_server(settings.worker_metrics_port, registry=process_registry(settings))
         backoff = 0.1
         while True:
             worker = build_worker(services)

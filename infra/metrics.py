@@ -27,6 +27,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from infra.settings import Settings
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 BATCHES = Counter("sync2books_batches", "Batches reaching each status.", ["record_type", "status"])
@@ -117,26 +119,26 @@ class _StateCollector(Collector):
         )
 
 
-def process_registry() -> CollectorRegistry:
+def process_registry(settings: Settings) -> CollectorRegistry:
     """Every process's counters when they share a directory, else this process's own."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.prometheus_multiproc_dir is None:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    MultiProcessCollector(registry, path=str(settings.prometheus_multiproc_dir))  # type: ignore[no-untyped-call]
     return registry
 
 
-def process_exited() -> None:
+def process_exited(settings: Settings) -> None:
     """Drop this process's live gauges from the shared directory (its counters stay: they
     still count what happened)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+    if settings.prometheus_multiproc_dir is not None:
+        mark_process_dead(os.getpid(), path=str(settings.prometheus_multiproc_dir))  # type: ignore[no-untyped-call]
 
 
-def exposition(state: ServiceState | None) -> bytes:
+def exposition(settings: Settings, state: ServiceState | None) -> bytes:
     """The text `/metrics` answers: the processes' figures, then the service's state (left
     out when the database or Redis did not answer: the rest is still worth scraping)."""
-    text = generate_latest(process_registry())
+    text = generate_latest(process_registry(settings))
     if state is None:
         return text
     shared = CollectorRegistry(auto_describe=False)

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     database_url: str = EMBEDDED_DATABASE_URL
     redis_url: str | None = None
     data_dir: Path = Path(".")
-    secret_key: SecretStr | None = None  # Fernet keys sealing ledger tokens; see models.secrets
+    secret_key: SecretStr | None = None  # Fernet keys sealing ledger tokens; see infra.vault
     graphiql: bool = True
     introspection: bool = True  # production may turn it off, with GraphiQL
     api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
@@ -76,8 +76,16 @@ class Settings(BaseSettings):
     quickbooks_max_concurrent: int = 10
     worker_metrics_port: int | None = None  # a worker's own /metrics, for workers on hosts
     # with no API process (where one is, PROMETHEUS_MULTIPROC_DIR lets it report the host's)
+    prometheus_multiproc_dir: Path | None = None  # shared by a host's processes: see metrics
     log_format: Literal["json", "text"] = "json"  # JSON lines; text for a terminal
     log_level: str = "INFO"
+    # OpenTelemetry's own variables, as its SDK documents them (infra/tracing.py): the
+    # exporter reads the rest (headers, timeouts, samplers) itself
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str | None = None  # otlp, console or none
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None
 
     @property
     def async_database_url(self) -> str:

@@ -9,7 +9,6 @@ A job runs in another process: the context travels in its payload (`carrier`, `e
 Span attributes name companies, batches, items and providers, never tokens or keys.
 """
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,9 +25,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from infra.settings import Settings
+
 tracer = trace.get_tracer("sync2books")
 
-ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 SQL_SPANS = "sync2books.sql"
 QUERY_TEXT_CHARS = 2000  # a batch insert repeats its VALUES row hundreds of times
 SUMMARY_CHARS = 4000  # where a SELECT of many columns names its table
@@ -41,14 +41,15 @@ def enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
-def _exporter() -> SpanExporter | None:
-    """The exporter the environment asks for, or None: tracing stays off."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+def exporter(settings: Settings) -> SpanExporter | None:
+    """The exporter the settings (`OTEL_*`) ask for, or None: tracing stays off."""
+    if settings.otel_sdk_disabled:
         return None
-    configured = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    configured = (settings.otel_traces_exporter or "").strip().lower()
     if configured == "console":
         return ConsoleSpanExporter()
-    if configured == "otlp" or (not configured and any(os.environ.get(e) for e in ENDPOINTS)):
+    endpoint = settings.otel_exporter_otlp_endpoint or settings.otel_exporter_otlp_traces_endpoint
+    if configured == "otlp" or (not configured and endpoint):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()  # reads its endpoint, headers and timeout from OTEL_*
@@ -56,17 +57,17 @@ def _exporter() -> SpanExporter | None:
 
 
 @contextmanager
-def configured(service_name: str) -> Iterator[None]:
-    """Install the process's tracer provider for as long as it runs, if the environment asks
-    for one; its last spans are exported on the way out. `OTEL_SERVICE_NAME` wins over
+def configured(settings: Settings, service_name: str) -> Iterator[None]:
+    """Install the process's tracer provider for as long as it runs, if the settings ask for
+    one; its last spans are exported on the way out. `OTEL_SERVICE_NAME` wins over
     `service_name` (sync2books-api, sync2books-worker)."""
-    exporter = None if enabled() else _exporter()
-    if exporter is None:
+    chosen = None if enabled() else exporter(settings)
+    if chosen is None:
         yield
         return
-    named = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    named = {} if settings.otel_service_name else {SERVICE_NAME: service_name}
     provider = TracerProvider(resource=Resource.create(named))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(chosen))
     trace.set_tracer_provider(provider)
     try:
         yield

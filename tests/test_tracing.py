@@ -23,6 +23,8 @@ from tests.helpers import data, eventually, expense
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
+ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
 TRACED = (sys.executable, str(Path(__file__).with_name("traced.py")))
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"  # the client's own trace, continued
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -134,19 +136,19 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
 def test_tracing_is_off_unless_the_environment_configures_an_exporter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", *tracing.ENDPOINTS):
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", *ENDPOINTS, "OTEL_SERVICE_NAME"):
         monkeypatch.delenv(name, raising=False)
-    assert tracing._exporter() is None
+    assert tracing.exporter(Settings()) is None
     assert not tracing.enabled() and tracing.carrier() == {}  # this test process: no provider
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    assert isinstance(tracing._exporter(), OTLPSpanExporter)
+    assert isinstance(tracing.exporter(Settings()), OTLPSpanExporter)
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert tracing._exporter() is None
+    assert tracing.exporter(Settings()) is None
     monkeypatch.delenv("OTEL_SDK_DISABLED")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
-    assert isinstance(tracing._exporter(), ConsoleSpanExporter)
+    assert isinstance(tracing.exporter(Settings()), ConsoleSpanExporter)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert tracing._exporter() is None
+    assert tracing.exporter(Settings()) is None
 
 
 async def test_each_statement_is_a_span_described_by_the_database_conventions() -> None:
