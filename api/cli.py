@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable, Sequence
 import uvicorn
 import uvloop
 from cryptography.fernet import Fernet
-from redis.asyncio import Redis
 
 from api.app import create_app
 from api.logs import configure_logging
@@ -18,6 +17,7 @@ from api.schema import sdl
 from api.wire import server_options
 from infra import tracing
 from infra.db import connect
+from infra.services import redis_client
 from infra.settings import Settings
 from infra.vault import SecretKeyError, load_vault
 from ledgers import books as sandbox
@@ -241,7 +241,7 @@ async def _replace_key(args: argparse.Namespace, settings: Settings, *, show: bo
     set, and check their open sockets' keys every `LIVE_CHECK_SECONDS` anyway."""
     await migrate(settings.async_database_url)
     db = connect(settings.async_database_url)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
         api_key = await replace_key(db, redis, company_id=args.company_id)
     except NotFound as exc:

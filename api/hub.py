@@ -21,17 +21,16 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
+from infra import keys
 from infra.db import Database
 from infra.metrics import ALERT_SUBSCRIPTIONS, LIVE_SUBSCRIPTIONS
-from models.alerts import ALERTS_PREFIX
-from models.company import KEYS_CHANNEL, valid_key_hashes
+from infra.services import redis_client
+from models.company import valid_key_hashes
 from models.events import (
-    company_channel,
     company_events,
     event_from_payload,
     last_event_seqs,
@@ -119,7 +118,7 @@ class Hub:
     ) -> None:
         self.db = db
         self.keep = keep
-        self.redis = Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=10)
+        self.redis = redis_client(redis_url, listening=True)
         self.check_seconds = check_seconds
         self.feeds: dict[str, Feed] = {}
         self._pubsub: PubSub | None = None
@@ -184,7 +183,7 @@ class Hub:
                 del self._alerts[company_id]
 
     def _on_alert(self, channel: bytes, data: bytes) -> None:
-        company_id = channel.decode().removeprefix(ALERTS_PREFIX)
+        company_id = channel.decode().removeprefix(keys.ALERTS_CHANNELS)
         try:
             alert_id = str(json.loads(data)["alertId"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -209,7 +208,7 @@ class Hub:
         if self._pubsub is None:
             return  # the reader subscribes every feed's channel when it reconnects
         try:
-            await getattr(self._pubsub, command)(company_channel(company_id))
+            await getattr(self._pubsub, command)(keys.events_channel(company_id))
         except (RedisError, OSError):
             log.warning(
                 "redis %s failed for company %s; the log check covers it", command, company_id
@@ -221,9 +220,9 @@ class Hub:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                channels = [company_channel(c) for c in self.feeds]
-                await pubsub.subscribe(KEYS_CHANNEL, *channels)  # open even with no feeds
-                await pubsub.psubscribe(ALERTS_PREFIX + "*")
+                channels = [keys.events_channel(c) for c in self.feeds]
+                await pubsub.subscribe(keys.KEYS_CHANNEL, *channels)  # open even with no feeds
+                await pubsub.psubscribe(keys.ALERTS_CHANNELS + "*")
                 self._pubsub = pubsub
                 await self._heal_or_log()
                 backoff = 0.1
@@ -233,7 +232,7 @@ class Hub:
                         continue
                     if message["type"] == "pmessage":
                         self._on_alert(message["channel"], message["data"])
-                    elif message["channel"] == KEYS_CHANNEL.encode():
+                    elif message["channel"] == keys.KEYS_CHANNEL.encode():
                         self._on_key_replaced(message["data"].decode())
                     else:
                         await self._on_message(message["data"])
@@ -242,7 +241,7 @@ class Hub:
             finally:
                 self._pubsub = None
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py 5
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

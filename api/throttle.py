@@ -8,11 +8,13 @@ import time
 
 from redis.asyncio import Redis
 
+from infra import keys
+
 
 async def seconds_until_allowed(redis: Redis, *, key_hash: str, per_minute: int) -> float:
     """0 if this request is within the key's limit; else how long until the next window."""
     now = time.time()
-    window = f"sync2books:requests:{key_hash}:{int(now // 60)}"
+    window = keys.requests(key_hash, int(now // 60))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(window)
         pipe.expire(window, 61)

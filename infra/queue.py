@@ -7,9 +7,10 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
+from infra import keys
 from infra.tracing import carrier
 
-QUEUE_NAME = "sync2books:queue"
+QUEUE_NAME = keys.QUEUE
 SYNC_BATCH = "sync_batch"
 
 

@@ -18,6 +18,7 @@ from infra.storage import Storage, open_storage
 from infra.vault import Vault, load_vault
 
 REDIS_TIMEOUT_SECONDS = 5
+HEALTH_CHECK_SECONDS = 10  # a listening connection pings when idle this long
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,20 @@ class Services:
         return redis_settings(self.redis_url)
 
 
+def redis_client(redis_url: str, *, listening: bool = False) -> Redis:
+    """A Redis client with our timeouts. A `listening` one (pub/sub) waits on reads as long
+    as it takes, and checks its connection's health instead."""
+    client: Redis = Redis.from_url(
+        redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=None if listening else REDIS_TIMEOUT_SECONDS,
+        health_check_interval=HEALTH_CHECK_SECONDS if listening else 0,
+    )
+    return client
+
+
 def redis_settings(redis_url: str) -> RedisSettings:
+    """arq's connection settings, with the same connect timeout."""
     settings = RedisSettings.from_dsn(redis_url)
     settings.conn_timeout = REDIS_TIMEOUT_SECONDS
     return settings
@@ -49,11 +63,7 @@ async def open_services(settings: Settings, *, redis_url: str) -> AsyncIterator[
     vault = load_vault(settings)  # first: a missing SECRET_KEY stops the process at once
     db = connect(settings.async_database_url)
     tracing.instrument(db.engine)
-    redis = Redis.from_url(
-        redis_url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-    )
+    redis = redis_client(redis_url)
     queue = await create_pool(
         redis_settings(redis_url),
         job_serializer=serialize,

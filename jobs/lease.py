@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from infra import keys
+
 log = logging.getLogger(__name__)
 
-DEADLINES = "sync2books:leases"  # batch id → when its lease lapses (ms, Redis's clock)
-HOLDERS = "sync2books:lease-holders"  # batch id → the arq job id holding it
 
 _NOW = """
 local t = redis.call('TIME')
@@ -81,7 +81,13 @@ class Lease:
         self.ms = int(seconds * 1000)
 
     async def _call(self, script: str, *extra: str) -> int:
-        keys_and_args = (DEADLINES, HOLDERS, self.batch_id, self.job_id, *extra)
+        keys_and_args = (
+            keys.LEASE_DEADLINES,
+            keys.LEASE_HOLDERS,
+            self.batch_id,
+            self.job_id,
+            *extra,
+        )
         result: int = await self.redis.eval(script, 2, *keys_and_args)  # type: ignore[misc]
         return result
 
@@ -131,7 +137,7 @@ class Lease:
 
 async def reclaim_expired(redis: Redis) -> list[Lapsed]:
     """Take away every lapsed lease, atomically: each is reclaimed once, whoever sweeps."""
-    flat: list[bytes] = await redis.eval(_RECLAIM, 2, DEADLINES, HOLDERS)  # type: ignore[misc]
+    flat: list[bytes] = await redis.eval(_RECLAIM, 2, keys.LEASE_DEADLINES, keys.LEASE_HOLDERS)  # type: ignore[misc]
     return [Lapsed(flat[n].decode(), flat[n + 1].decode()) for n in range(0, len(flat), 2)]
 
 
@@ -139,5 +145,5 @@ async def held(redis: Redis, batch_ids: list[str]) -> set[str]:
     """Those of the batches a job holds now (lapsed leases included, until reclaimed)."""
     if not batch_ids:
         return set()
-    deadlines = await redis.zmscore(DEADLINES, batch_ids)
+    deadlines = await redis.zmscore(keys.LEASE_DEADLINES, batch_ids)
     return {b for b, deadline in zip(batch_ids, deadlines, strict=True) if deadline is not None}

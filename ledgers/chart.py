@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from infra import keys
 from ledgers.protocol import Account, TaxRate
 from models.enums import AccountType
 from models.errors import HINTS, SyncErrorCode
@@ -41,7 +42,7 @@ class Chart:
 
 
 def _key(connection_id: str) -> str:
-    return f"sync2books:chart:{connection_id}"
+    return keys.chart(connection_id)
 
 
 async def cached(

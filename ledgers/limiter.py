@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from infra import keys
 from infra.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from ledgers.protocol import Limits
 
@@ -76,10 +77,10 @@ class Limiter:
         self.limits = limits
         self.lease_seconds = lease_seconds
         self.interval = 60 / limits.per_minute * MARGIN
-        self._slots = f"sync2books:limit:{connection_id}:slots"
-        self._calls = f"sync2books:limit:{connection_id}:calls"
-        self._minute = f"sync2books:limit:{connection_id}:minute"
-        self._day = f"sync2books:limit:{connection_id}:day"
+        self._slots = keys.limit(connection_id, "slots")
+        self._calls = keys.limit(connection_id, "calls")
+        self._minute = keys.limit(connection_id, "minute")
+        self._day = keys.limit(connection_id, "day")
         self._reserve = redis.register_script(_RESERVE)
         self._backlog = redis.register_script(_BACKLOG)
         self._hold = redis.register_script(_HOLD)
@@ -118,8 +119,8 @@ class Limiter:
         reserve a slot or ask Redis for a lease."""
         async with self._here:
             start = time.perf_counter()
-            keys = [self._slots, self._minute, self._day]
-            wait = float(await self._reserve(keys=keys, args=[self.interval]))
+            budget = [self._slots, self._minute, self._day]
+            wait = float(await self._reserve(keys=budget, args=[self.interval]))
             await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
             while not await self._lease(lease):

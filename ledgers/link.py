@@ -21,6 +21,7 @@ import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from infra import keys
 from infra.services import Services
 from infra.settings import Settings
 from models.connections import reconnected
@@ -31,7 +32,6 @@ from models.tables import Connection
 
 LINK_SECONDS = 600
 CALLBACK = "/link/callback"  # the service's route for the ledger's redirect
-_STATE = "sync2books:link:"
 XERO_SCOPE = "offline_access accounting.transactions accounting.settings accounting.contacts"
 QUICKBOOKS_SCOPE = "com.intuit.quickbooks.accounting"
 
@@ -106,7 +106,7 @@ async def start_link(
         "verifier": verifier,
         "redirectUri": redirect_uri,  # the code exchange must name the same one
     }
-    await services.redis.set(_STATE + state, json.dumps(pending), ex=LINK_SECONDS)
+    await services.redis.set(keys.link_state(state), json.dumps(pending), ex=LINK_SECONDS)
     return LinkStart(url, datetime.now(UTC) + timedelta(seconds=LINK_SECONDS))
 
 
@@ -118,7 +118,7 @@ async def finish_link(
     services: Services, *, state: str, code: str, realm_id: str | None
 ) -> Connection:
     """Exchange the code for tokens and connect the company whose `state` this is."""
-    raw = await services.redis.getdel(_STATE + state) if state else None
+    raw = await services.redis.getdel(keys.link_state(state)) if state else None
     if raw is None:
         raise LinkFailed("This link is unknown, used or expired: start connecting again.")
     pending = json.loads(raw)

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from infra import keys
 from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
@@ -69,7 +70,7 @@ class QuickBooksLedger:
             tokens=tokens,
             classify=_classify,
         )
-        self.memo = Memo(services.redis, f"quickbooks:{realm_id}")
+        self.memo = Memo(services.redis, keys.ledger("quickbooks", realm_id, "memo"))
 
     async def limits(self) -> Limits:
         settings = self.services.settings

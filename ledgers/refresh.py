@@ -8,6 +8,7 @@ the connection becomes EXPIRED and stays so until the company reconnects.
 
 from datetime import timedelta
 
+from infra import keys
 from infra.services import Services
 from ledgers.protocol import LedgerFactory
 from models.alerts import raise_alert
@@ -34,7 +35,7 @@ async def usable_connection(
         return connection
     stale_expiry = connection.expires_at
     async with services.redis.lock(
-        f"sync2books:refresh:{connection.id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        keys.refresh_lock(connection.id), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
     ):
         async with services.db.sessions() as session:
             current = await get_connection(session, company_id=connection.company_id)

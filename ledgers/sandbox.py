@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from infra import keys
 from infra.services import Services
 from ledgers.books import Books
 from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
@@ -37,7 +38,7 @@ class SandboxLedger:
         self.settings = services.settings
         self.company_id = company_id
         self.tokens = tokens
-        self._refreshes = f"sandbox:{company_id}:refreshes"
+        self._refreshes = keys.sandbox(company_id, "refreshes")
 
     async def limits(self) -> Limits:
         return self._limits(await self.books.behaviour())
@@ -57,7 +58,7 @@ class SandboxLedger:
         return Remaining(this_minute=max(0, limits.per_minute - int(calls or 0)))
 
     def _minute(self, now: float) -> str:
-        return f"sandbox:{self.company_id}:minute:{int(now // 60)}"
+        return keys.sandbox(self.company_id, f"minute:{int(now // 60)}")
 
     async def refresh(self) -> Tokens:
         fresh = None if self.tokens is None else await self.books.refresh(self.tokens.refresh_token)
@@ -129,7 +130,7 @@ class SandboxLedger:
         at most `CALL_SECONDS`: a caller that died mid-call does not hold its place forever."""
         now = time.time()
         minute = self._minute(now)
-        in_flight = f"sandbox:{self.company_id}:in-flight"
+        in_flight = keys.sandbox(self.company_id, "in-flight")
         call = uuid.uuid4().hex
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(minute)

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from infra import keys
 from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
@@ -54,9 +55,9 @@ class XeroLedger:
             classify=_classify,
             observe=self._observe,
         )
-        self.memo = Memo(services.redis, f"xero:{tenant_id}")
-        self._remaining = f"xero:{tenant_id}:remaining:minute"
-        self._remaining_today = f"xero:{tenant_id}:remaining:day"
+        self.memo = Memo(services.redis, keys.ledger("xero", tenant_id, "memo"))
+        self._remaining = keys.ledger("xero", tenant_id, "remaining:minute")
+        self._remaining_today = keys.ledger("xero", tenant_id, "remaining:day")
 
     async def limits(self) -> Limits:
         settings = self.services.settings

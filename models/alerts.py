@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from infra import keys
 from infra.db import Database
 from infra.services import Services
 from infra.settings import Settings
@@ -30,13 +31,7 @@ from models.webhooks import enqueue_message
 log = logging.getLogger(__name__)
 
 BUCKET_SECONDS = 10
-ALERTS_PREFIX = "sync2books:alerts:"
-_OUTCOMES = "sync2books:outcomes:"
 _alerts = Alert.__table__  # type: ignore[attr-defined]
-
-
-def alerts_channel(company_id: str) -> str:
-    return ALERTS_PREFIX + company_id
 
 
 @dataclass(frozen=True)
@@ -55,13 +50,13 @@ async def record_outcomes(
     """Add terminal item outcomes to the company's window; the window as it now stands."""
     now = int(time.time()) // BUCKET_SECONDS
     buckets = settings.alert_window_seconds // BUCKET_SECONDS
-    key = f"{_OUTCOMES}{company_id}:{now}"
+    key = keys.outcomes(company_id, now)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hincrby(key, "failed", failed)
         pipe.hincrby(key, "total", succeeded + failed)
         pipe.expire(key, settings.alert_window_seconds + BUCKET_SECONDS)
         for bucket in range(now - buckets + 1, now + 1):
-            pipe.hmget(f"{_OUTCOMES}{company_id}:{bucket}", ["failed", "total"])
+            pipe.hmget(keys.outcomes(company_id, bucket), ["failed", "total"])
         answers = await pipe.execute()
     counts = answers[3:]
     return Window(
@@ -180,7 +175,9 @@ async def _publish(redis: Redis, alert: Alert) -> None:
     """Wake live subscribers; the alert table is the truth, so a lost publish loses nothing
     a query cannot show."""
     try:
-        await redis.publish(alerts_channel(alert.company_id), json.dumps({"alertId": alert.id}))
+        await redis.publish(
+            keys.alerts_channel(alert.company_id), json.dumps({"alertId": alert.id})
+        )
     except RedisError:
         log.warning("alert publish failed", extra={"alert_id": alert.id})
 

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from infra import keys
 from infra.db import Database
 from infra.vault import Vault
 from models.enums import ConnectionStatus, Provider
@@ -18,7 +19,6 @@ from models.secrets import Tokens, seal_tokens
 from models.tables import Company, Connection
 
 KEY_PREFIX = "s2b_"
-KEYS_CHANNEL = "sync2books:keys"  # API processes hear of replaced keys here, to close sockets
 
 
 Connect = Callable[[AsyncSession, str], Awaitable[Tokens]]
@@ -96,7 +96,7 @@ async def valid_key_hashes(db: Database, *, key_hashes: Sequence[str]) -> set[st
 
 async def replace_key(db: Database, redis: Redis | None, *, company_id: str) -> str:
     """Give the company a new key, returned once; the old one stops working at once, on open
-    WebSockets too (announced on `KEYS_CHANNEL`). Revoking is replacing without telling."""
+    WebSockets too (announced on `keys.KEYS_CHANNEL`). Revoking is replacing without telling."""
     api_key = new_key()
     async with db.transaction() as session:
         company = await session.get(Company, company_id, with_for_update=True)
@@ -105,7 +105,7 @@ async def replace_key(db: Database, redis: Redis | None, *, company_id: str) -> 
         old_hash, company.api_key_hash = company.api_key_hash, hash_key(api_key)
         session.add(company)
     if redis is not None:
-        await redis.publish(KEYS_CHANNEL, old_hash)
+        await redis.publish(keys.KEYS_CHANNEL, old_hash)
     return api_key
 
 

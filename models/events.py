@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from infra import keys
 from infra.bus import Bus
 from infra.db import Database
 from infra.metrics import ATTACHMENTS, BATCHES, ITEMS
@@ -20,12 +21,6 @@ from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from models.tables import Company, SyncEvent, as_loaded
 
 log = logging.getLogger(__name__)
-
-CHANNEL_PREFIX = "sync2books:events:"
-
-
-def company_channel(company_id: str) -> str:
-    return CHANNEL_PREFIX + company_id
 
 
 def event_payload(event: SyncEvent) -> dict[str, Any]:  # Any: JSON values
@@ -60,7 +55,7 @@ async def publish(bus: Bus, events: Sequence[SyncEvent]) -> None:
         return
     (company_id,) = {event.company_id for event in events}
     message = json.dumps([event_payload(event) for event in events])
-    await bus.publish(company_channel(company_id), message)
+    await bus.publish(keys.events_channel(company_id), message)
 
 
 def event_from_payload(payload: dict[str, Any]) -> SyncEvent:  # Any: JSON values

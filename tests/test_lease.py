@@ -4,8 +4,9 @@ import asyncio
 
 import pytest
 
+from infra import keys
 from infra.services import Services
-from jobs.lease import HOLDERS, Lapsed, Lease, held, reclaim_expired
+from jobs.lease import Lapsed, Lease, held, reclaim_expired
 
 
 def _lease(services: Services, job_id: str, seconds: float = 5.0) -> Lease:
@@ -46,7 +47,7 @@ async def test_a_kept_lease_is_renewed_and_the_body_cancelled_once_it_is_lost(
         async with lease.kept():
             await asyncio.sleep(0.6)  # renewed meanwhile: not reclaimed
             assert await reclaim_expired(services.redis) == []
-            await services.redis.hset(HOLDERS, "bat_1", "job-2")  # type: ignore[misc]
+            await services.redis.hset(keys.LEASE_HOLDERS, "bat_1", "job-2")  # type: ignore[misc]
             await asyncio.sleep(1)  # the next renewal finds the lease another's
     assert await held(services.redis, ["bat_1"]) == {"bat_1"}  # job-2's, left alone
 

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.context import Context
 from api.hub import Hub, LiveEvent
 from api.subscriptions import Interest, follow
+from infra import keys
 from infra.services import Services
 from infra.settings import Settings
 from jobs.context import WorkerContext
@@ -24,7 +25,7 @@ from ledgers import books as sandbox
 from models.batch import create_batch
 from models.company import Caller, NewCompany
 from models.enums import RecordType
-from models.events import batch_events, company_channel, company_events
+from models.events import batch_events, company_events
 from models.records import Expense
 from tests.conftest import Api, runtime_of
 from tests.helpers import CREATE_EXPENSES, data, eventually, expense
@@ -173,7 +174,7 @@ async def test_pings_and_events_reach_the_socket_with_or_without_direct_writes(
 
 
 async def _redis_listeners(services: Services, company: NewCompany) -> int:
-    counts = await services.redis.pubsub_numsub(company_channel(company.company.id))
+    counts = await services.redis.pubsub_numsub(keys.events_channel(company.company.id))
     return int(counts[0][1])
 
 

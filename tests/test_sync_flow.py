@@ -8,12 +8,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+from infra import keys
 from infra.services import Services
 from ledgers import books as sandbox
 from ledgers.protocol import Entry, Ledger, Outcome
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany
-from models.events import batch_events, company_channel
+from models.events import batch_events
 from models.secrets import open_tokens
 from models.tables import Connection
 from tests.conftest import Api
@@ -148,7 +149,7 @@ async def test_every_transition_is_published_on_the_company_channel(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     pubsub = services.redis.pubsub()
-    await pubsub.subscribe(company_channel(company.company.id))
+    await pubsub.subscribe(keys.events_channel(company.company.id))
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     created = data(
         await api.gql(CREATE_EXPENSES, {"companyId": company.company.id, "expenses": [expense()]})
@@ -383,3 +384,16 @@ async def test_a_batch_estimates_its_completion_behind_the_ones_queued_before_it
     for batch_id in (first, second):
         batch = data(await api.gql(ETA, {"id": batch_id}))["syncBatch"]
         assert (batch["status"], batch["estimatedCompletionAt"]) == ("COMPLETED", None)
+
+
+async def test_every_redis_key_the_service_leaves_is_under_its_prefix(
+    api: Api, company: NewCompany, services: Services, run_jobs: Any
+) -> None:
+    """A sync (the sandbox's limits, the gateway's limiter, the chart, leases, the API's rate
+    limit, alert outcomes) leaves only `sync2books:` keys, and arq's own."""
+    variables = {"companyId": company.company.id, "expenses": [expense(), expense(accountId="9")]}
+    data(await api.gql(CREATE_EXPENSES, variables))
+    await run_jobs()
+    found = {key.decode() async for key in services.redis.scan_iter()}
+    assert found, "a sync leaves keys behind"
+    assert [key for key in found if not key.startswith((keys.PREFIX, "arq:"))] == []
