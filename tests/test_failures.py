@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from infra.db import is_outage
 from infra.services import Services
 from infra.settings import Settings
-from jobs.sync import backoff
+from jobs.retries import backoff
 from jobs.worker import build_worker
 from ledgers import books as sandbox
 from ledgers.protocol import Entry

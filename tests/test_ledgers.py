@@ -2,6 +2,7 @@
 speak their documented HTTP: the Link flow, the seed scenario (invalid account, invalid tax
 rate, fix, retry), token expiry, rate limits and idempotency."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -393,3 +394,22 @@ async def test_a_receipt_reaches_the_document_once_though_an_answer_was_lost(
         next(iter(held)),
     )
     assert data(answer)["syncBatch"]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)  # Xero's daily limit
+async def test_a_receipt_that_meets_a_daily_limit_waits_in_the_queue_not_in_a_worker(
+    ledger: Ledger, run_jobs: Any, worker_context: WorkerContext
+) -> None:
+    await _link(ledger)
+    batch = await _sync(ledger, run_jobs, ledger.expense(reference="with-receipt"))
+    (item,) = [edge["node"] for edge in batch["items"]["edges"]]
+    data(await upload(ledger.api, item["id"], [("receipt.pdf", PDF, "application/pdf")]))
+    assert isinstance(ledger.fake, FakeXero)
+    ledger.fake.throttle(1, problem="day", retry_after=3600)
+    with pytest.raises(Retry) as deferred:  # at once: the push did not sleep out the hour
+        await asyncio.wait_for(run_sync(worker_context, batch_id=batch["id"]), 30)
+    assert 3500_000 < (deferred.value.defer_score or 0) <= 3600_000
+    answer = await ledger.api.gql(ATTACHMENTS, {"id": batch["id"]})
+    (node,) = [edge["node"] for edge in data(answer)["syncBatch"]["items"]["edges"]]
+    (file,) = node["attachments"]
+    assert file["status"] == "PENDING"  # back in line, its push counted: looked for first
