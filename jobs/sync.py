@@ -18,46 +18,35 @@ with a large, slow backlog takes turns with the others instead of holding every 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import replace
 
 from arq import Retry
 from opentelemetry.trace import SpanKind, StatusCode
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from infra.backoff import pause
-from infra.db import is_outage, refusal
-from infra.metrics import ITEM_FAILURES, PUSH_ATTEMPTS, PUSH_SECONDS
-from infra.queue import enqueue_sync, forget_job
+from infra.db import is_outage
+from infra.metrics import ITEM_FAILURES
 from infra.tracing import extracted, tracer
+from jobs.attachments import push_attachments
 from jobs.context import WorkerContext, from_ctx
-from jobs.lease import Lease, held, reclaim_expired
-from jobs.retries import Next, Retries, backoff
+from jobs.lease import Lease
+from jobs.outcomes import judge, report
+from jobs.pushes import OUTAGE_RETRY_SECONDS, push, settle
 from ledgers.gateway import Gateway
-from ledgers.protocol import Entry, File
-from models.alerts import judge_failure_rate, record_outcomes
 from models.attachments import attachments_in
-from models.batch import items_by_id, items_in, unfinished_batches
+from models.batch import items_in
 from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
-from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
-from models.records import load_record
-from models.tables import Connection, SyncAttachment, SyncBatch, SyncItem, utcnow
+from models.errors import SyncError, SyncErrorCode
+from models.tables import Connection, SyncBatch, utcnow
 from models.transitions import AttachmentMove, Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 500  # items claimed and settled in one transition each way
-OUTAGE_RETRY_SECONDS = 1  # the first wait for our database or Redis; it doubles…
-OUTAGE_MAX_SECONDS = 30  # …up to this
+OUTAGE_MAX_SECONDS = 30  # the longest pause before a job hit by an outage runs again
 OUTAGE_RETRIES = 10  # then the job ends; the recovery sweep queues the batch once they answer
-OUTAGE_WAITS = 5  # waits within one push before its job's outage handling takes over
-ITEM_FAILED = SyncError(
-    SyncErrorCode.VALIDATION_ERROR,
-    "Its record failed to sync: retrying the item (retryFailedItems) retries the file too.",
-)
 STRANDED = SyncError(
     SyncErrorCode.PROVIDER_ERROR, "The worker stopped mid-push: the outcome is looked up."
 )
@@ -167,11 +156,11 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         items = [item for item in chunk if item.id in mine]
         per_call = limits.documents_per_call
         calls_made = await asyncio.gather(
-            *(_push(deps, gateway, items[n : n + per_call]) for n in range(0, len(items), per_call))
+            *(push(deps, gateway, items[n : n + per_call]) for n in range(0, len(items), per_call))
         )
-        results = await _settle(deps, batch_id, [move for moves in calls_made for move in moves])
-        _report(gateway.connection.provider, batch, results)
-        await _judge(deps, batch, results)
+        results = await settle(deps, batch_id, [move for moves in calls_made for move in moves])
+        report(gateway.connection.provider, batch, results)
+        await judge(deps, batch, results)
         if not await gateway.usable():
             await _fail_batch(deps, batch, gateway.connection)
             return
@@ -179,7 +168,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         deps.services, batch_id=batch_id, status=ItemStatus.PENDING, limit=calls
     ):
         await _within_slice(gateway, batch_id, ends, slice_seconds)
-        if not await _push_attachments(deps, gateway, batch, files):
+        if not await push_attachments(deps, gateway, batch, files):
             break  # their items were put back meanwhile (a retry): the next job runs them
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
 
@@ -195,281 +184,6 @@ async def _within_slice(gateway: Gateway, batch_id: str, ends: float, slice_seco
             extra={"batch_id": batch_id},
         )
         raise Retry(defer=backlog)  # the same job (one per batch), behind the others
-
-
-async def _push_attachments(
-    deps: WorkerContext, gateway: Gateway, batch: SyncBatch, pending: Sequence[SyncAttachment]
-) -> bool:
-    """Put each PENDING attachment of a SUCCESS item on the item's document, one call each,
-    paced by the gateway. One whose item FAILED fails with it: retrying the item retries it.
-    False when none could move (their items are not finished)."""
-    db, bus = deps.services.db, deps.services.bus
-    item_ids = list(dict.fromkeys(file.item_id for file in pending))
-    items = {item.id: item for item in await items_by_id(db, batch_id=batch.id, item_ids=item_ids)}
-    orphans = [
-        AttachmentMove(file.id, ItemStatus.FAILED, error=ITEM_FAILED)
-        for file in pending
-        if items[file.item_id].status is ItemStatus.FAILED
-    ]
-    ready = [file for file in pending if items[file.item_id].status is ItemStatus.SUCCESS]
-    if orphans:
-        await transition(db, bus=bus, batch_id=batch.id, attachment_moves=orphans, strict=False)
-    if not ready:
-        return bool(orphans)
-    claims = [AttachmentMove(file.id, ItemStatus.PROCESSING) for file in ready]
-    claimed = await transition(
-        db, bus=bus, batch_id=batch.id, attachment_moves=claims, strict=False
-    )
-    mine = {event.attachment_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
-    moves = await asyncio.gather(
-        *(_attach(deps, gateway, items[file.item_id], file) for file in ready if file.id in mine)
-    )
-    await transition(db, bus=bus, batch_id=batch.id, attachment_moves=moves)
-    return True
-
-
-async def _attach(
-    deps: WorkerContext, gateway: Gateway, item: SyncItem, attachment: SyncAttachment
-) -> AttachmentMove:
-    """One attachment's push, retried as an item's (`jobs.retries`). A repeated push is found
-    by the ledger (the file is on the document already), so it attaches once."""
-    storage = deps.services.storage
-    key = storage.key(attachment.company_id, attachment.sha256)
-    file = File(
-        attachment.id,
-        attachment.file_name,
-        attachment.content_type,
-        attachment.size,
-        attachment.sha256,
-        lambda: storage.chunks(key),
-        pushed_before=attachment.attempts > 0,
-    )
-    entry = Entry(item.id, load_record(item.payload))
-    assert item.external_id is not None  # SUCCESS items have their ledger id
-    retries, tries = Retries(gateway, deps.services.settings), 0
-    while True:
-        tries += 1
-        connection = gateway.connection
-        try:
-            async with gateway.turn("attach", [item.id]) as ledger, deps.pushes:
-                external_id = await ledger.attach(item.external_id, entry, file)
-            return AttachmentMove(attachment.id, ItemStatus.SUCCESS, None, external_id, tries)
-        except LedgerError as exc:
-            error, retry_after = exc.error, exc.retry_after
-        except (DBAPIError, RedisError):
-            raise  # our own outage: the job's outage handling runs it again
-        except Exception as exc:  # an adapter's bug or an unclassified vendor failure
-            log.exception("attachment push failed unexpectedly", extra={"batch_id": item.batch_id})
-            message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
-            error, retry_after = SyncError(SyncErrorCode.PROVIDER_ERROR, message), None
-        following = await retries.after(error, retry_after, tries=tries, used=connection)
-        if following is Next.FAILED:
-            return AttachmentMove(attachment.id, ItemStatus.FAILED, error, None, tries)
-        if following is Next.PENDING:  # the job is deferred; its next push looks first
-            return AttachmentMove(attachment.id, ItemStatus.PENDING, attempts=tries)
-        file = replace(file, pushed_before=True)  # it may have arrived: look before adding
-
-
-async def _push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]) -> list[ItemMove]:
-    """Push the items in one call (again, for those a transient failure left), retrying with
-    backoff up to `max_push_attempts`, and return each one's move.
-
-    Items pushed before, by an earlier job or attempt whose outcome is unknown, are first
-    looked for in the ledger: the ones found succeeded. A call that fails as a whole after
-    the ledger may have written (a timeout, a dropped connection, a 5xx) is repeated
-    identically, with the same idempotency key, so the ledger answers what it did.
-
-    A refused access token is refreshed once and the call made again at once. A 429's
-    Retry-After holds every call to the ledger (the limiter) for that long; when it is longer
-    than `retry_max_seconds` (a daily limit), the items go back to PENDING and the batch's
-    job is deferred until then, holding no worker meanwhile (`jobs.retries`). An outage of
-    our own Redis or database spends no attempt."""
-    settings = deps.services.settings
-    retries = Retries(gateway, settings)
-    entries, moves = _loaded(items)
-    attempts: dict[str, list[Attempt]] = {key: [] for key in entries}
-    pending = [entries[item.id] for item in items if item.id in entries]
-    pushed_before = {item.id for item in items if item.attempts}
-    unknown = [entry for entry in pending if entry.key in pushed_before]
-    outage_waits = 0
-    while pending:
-        retry_after: float | None = None
-        connection = gateway.connection
-        started_at, start = utcnow(), time.perf_counter()
-        try:
-            if unknown:
-                found = await gateway.find(unknown)
-                for key, external_id in found.items():
-                    moves[key] = _moved(key, ItemStatus.SUCCESS, attempts, external_id)
-                pending, unknown = [entry for entry in pending if entry.key not in found], []
-                if not pending:
-                    break
-            keys = [entry.key for entry in pending]
-            async with gateway.turn("push", keys) as ledger, deps.pushes:  # our turn, a slot
-                started_at, start = utcnow(), time.perf_counter()  # the call, not the wait
-                try:
-                    outcomes = await ledger.push(pending)
-                finally:
-                    PUSH_SECONDS.labels(connection.provider).observe(time.perf_counter() - start)
-        except LedgerError as exc:
-            error, retry_after = exc.error, exc.retry_after
-        except (DBAPIError, RedisError) as exc:  # our own database or Redis: not the ledger's
-            outage_waits += 1
-            if not is_outage(exc) or outage_waits > OUTAGE_WAITS:
-                raise
-            log.warning(
-                "push interrupted by our own outage: %r; again in %ss",
-                exc,
-                OUTAGE_RETRY_SECONDS,
-                extra={"batch_id": items[0].batch_id},
-            )
-            await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the keys make a
-            continue  # post that did happen a no-op)
-        except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
-            log.exception("push failed unexpectedly", extra={"batch_id": items[0].batch_id})
-            message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
-            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
-        else:
-            took = _ms_since(start)
-            again = []
-            for entry, outcome in zip(pending, outcomes, strict=True):
-                failure = outcome.error if isinstance(outcome, LedgerError) else None
-                attempts[entry.key].append(Attempt(started_at, took, failure))
-                if failure is None:
-                    moves[entry.key] = _moved(entry.key, ItemStatus.SUCCESS, attempts, str(outcome))
-                elif (
-                    failure.code in TRANSIENT
-                    and len(attempts[entry.key]) < settings.max_push_attempts
-                ):
-                    again.append(entry)
-                else:
-                    moves[entry.key] = _moved(entry.key, ItemStatus.FAILED, attempts, error=failure)
-            pending = again
-            if pending:
-                await asyncio.sleep(backoff(len(attempts[pending[0].key]), None, settings))
-            continue
-        took = _ms_since(start)
-        for entry in pending:
-            attempts[entry.key].append(Attempt(started_at, took, error))
-        tries = len(attempts[pending[0].key])
-        following = await retries.after(error, retry_after, tries=tries, used=connection)
-        if following is Next.PENDING:  # e.g. a daily limit: the job is deferred
-            return _all(moves, pending, ItemStatus.PENDING, attempts)
-        if following is Next.FAILED:
-            return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
-    return [moves[item.id] for item in items]
-
-
-async def _settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> list[ItemMove]:
-    """Record the chunk's outcomes in one transition. When the database refuses it (a value it
-    cannot hold), record them one by one: the item it refuses fails with PROVIDER_ERROR, and
-    the rest of the chunk is recorded as it went."""
-    db, bus = deps.services.db, deps.services.bus
-    try:
-        await transition(db, bus=bus, batch_id=batch_id, moves=moves)
-        return moves
-    except DBAPIError as exc:
-        if is_outage(exc):
-            raise
-    settled = []
-    for move in moves:
-        try:
-            await transition(db, bus=bus, batch_id=batch_id, moves=[move])
-        except DBAPIError as exc:
-            if is_outage(exc):
-                raise
-            message = f"The outcome could not be recorded ({refusal(exc)})."
-            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
-            move = ItemMove(move.item_id, ItemStatus.FAILED, error=error, attempts=move.attempts)
-            await transition(db, bus=bus, batch_id=batch_id, moves=[move])
-        settled.append(move)
-    return settled
-
-
-def _loaded(items: Sequence[SyncItem]) -> tuple[dict[str, Entry], dict[str, ItemMove]]:
-    """Each item's record, by item id; an item whose stored record no longer validates (a row
-    written by hand, or by an older version) fails alone, before any push."""
-    entries: dict[str, Entry] = {}
-    moves: dict[str, ItemMove] = {}
-    for item in items:
-        try:
-            entries[item.id] = Entry(item.id, load_record(item.payload))
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            message = (
-                f"The stored record is not valid ({where}: {problem['msg']}); create it again."
-            )
-            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
-            moves[item.id] = ItemMove(item.id, ItemStatus.FAILED, error=error)
-    return entries, moves
-
-
-def _moved(
-    key: str,
-    to: ItemStatus,
-    attempts: dict[str, list[Attempt]],
-    external_id: str | None = None,
-    error: SyncError | None = None,
-) -> ItemMove:
-    return ItemMove(key, to, error=error, external_id=external_id, attempts=attempts[key])
-
-
-def _all(
-    moves: dict[str, ItemMove],
-    pending: Sequence[Entry],
-    to: ItemStatus,
-    attempts: dict[str, list[Attempt]],
-    error: SyncError | None = None,
-) -> list[ItemMove]:
-    """Every item's move: the ones settled, and the rest moved `to`."""
-    rest = {e.key: _moved(e.key, to, attempts, error=error) for e in pending}
-    return list({**moves, **rest}.values())
-
-
-def _report(provider: str, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
-    """Count the items' outcomes, and log each failure with what identifies it."""
-    for move in moves:
-        if move.to is ItemStatus.PENDING:  # put back until the ledger allows: no outcome yet
-            continue
-        PUSH_ATTEMPTS.labels(provider).observe(len(move.attempts))
-        if move.error is None:
-            continue
-        ITEM_FAILURES.labels(provider, move.error.code).inc()
-        log.warning(
-            "item failed: %s",
-            move.error.message,
-            extra={
-                "company_id": batch.company_id,
-                "batch_id": batch.id,
-                "item_id": move.item_id,
-                "provider": provider,
-                "code": move.error.code,
-                "attempts": len(move.attempts),
-            },
-        )
-
-
-async def _judge(deps: WorkerContext, batch: SyncBatch, moves: Sequence[ItemMove]) -> None:
-    """Add the chunk's outcomes to the company's failure-rate window, and raise or clear its
-    alert. Alerts advise: an outage here is logged and never stops the sync."""
-    failed = sum(move.to is ItemStatus.FAILED for move in moves)
-    succeeded = sum(move.to is ItemStatus.SUCCESS for move in moves)
-    try:
-        window = await record_outcomes(
-            deps.services.redis,
-            deps.services.settings,
-            company_id=batch.company_id,
-            succeeded=succeeded,
-            failed=failed,
-        )
-        await judge_failure_rate(deps.services, company_id=batch.company_id, window=window)
-    except (DBAPIError, RedisError) as exc:
-        log.warning("failure-rate alert not judged: %r", exc, extra={"batch_id": batch.id})
-
-
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
 
 
 async def _recover(deps: WorkerContext, *, batch_id: str) -> None:
@@ -517,29 +231,3 @@ async def _fail_batch(deps: WorkerContext, batch: SyncBatch, connection: Connect
         "batch failed: no usable ledger connection",
         extra={"company_id": batch.company_id, "batch_id": batch.id, "items": len(moves)},
     )
-
-
-async def requeue_unfinished(ctx: dict[str, object]) -> None:
-    """arq cron: queue every unfinished batch no job holds. A no-op where its job is queued;
-    it finds batches whose enqueue never happened (a crash after the commit)."""
-    deps = from_ctx(ctx)
-    unfinished = await unfinished_batches(deps.services.db)
-    holding = await held(deps.services.redis, unfinished)
-    for batch_id in unfinished:
-        if batch_id not in holding and await enqueue_sync(deps.services.queue, batch_id=batch_id):
-            log.warning("unfinished batch had no job: queued", extra={"batch_id": batch_id})
-
-
-async def reclaim_batches(ctx: dict[str, object]) -> None:
-    """arq cron, one worker every `SWEEP_SECONDS`: a batch whose job stopped renewing its lease
-    (a worker killed, a machine gone) gets a new job at once, with an id of its own."""
-    deps = from_ctx(ctx)
-    queue = deps.services.queue
-    for lapsed in await reclaim_expired(deps.services.redis):
-        await forget_job(queue, lapsed.job_id)
-        await enqueue_sync(queue, batch_id=lapsed.batch_id, fresh=True)
-        log.warning(
-            "batch's job %s died: a new job took over",
-            lapsed.job_id,
-            extra={"batch_id": lapsed.batch_id},
-        )

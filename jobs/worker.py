@@ -11,7 +11,8 @@ import ledgers
 from infra.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from infra.services import Services
 from jobs.context import WorkerContext, attach
-from jobs.sync import reclaim_batches, requeue_unfinished, sync_batch
+from jobs.sweeps import reclaim_batches, requeue_unfinished
+from jobs.sync import sync_batch
 from jobs.webhooks import pump_webhooks
 from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
