@@ -37,7 +37,7 @@ from api.auth import authenticate
 from api.context import Context, Runtime
 from api.downloads import ROUTE as DOWNLOAD_ROUTE
 from api.downloads import download, public_base
-from api.http import GRAPHQL_RESPONSE, decode_body, is_request_error, refusal, response_type
+from api.http import GRAPHQL_RESPONSE, decode_body, error_response, is_request_error, response_type
 from api.hub import Hub
 from api.live_ws import LiveTransportWSHandler, Pings
 from api.schema import build_schema, schema
@@ -91,11 +91,13 @@ class GraphQLApp(GraphQL[Context, None]):
                     response = await self.run(request)
                 except HTTPException as exc:  # Strawberry's answer would be plain text
                     allow = {"Allow": "POST"} if exc.status_code == 405 else None
-                    response = refusal(
+                    response = error_response(
                         exc.status_code, exc.reason, media_type=media_type, headers=allow
                     )
                 except BadMultipart as exc:
-                    response = refusal(400, exc.message, media_type=media_type, field=exc.field)
+                    response = error_response(
+                        400, exc.message, media_type=media_type, field=exc.field
+                    )
             await response(scope, receive, send)
         finally:
             await request.close()  # an upload's spooled files
@@ -108,7 +110,7 @@ class GraphQLApp(GraphQL[Context, None]):
         return decode_body(data)
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:
-        """The spec's body read by `api.uploads`, whose every refusal is a JSON 400; broken
+        """The spec's body read by `api.uploads`, whose every error_response is a JSON 400; broken
         framing (Starlette answers it in plain text) is one of them."""
         try:
             form = await request.get_form_data()
@@ -231,7 +233,7 @@ def _refused(
 ) -> Response:
     """A GraphQL-shaped error answered before any operation runs."""
     media_type = response_type(request.headers)
-    return refusal(status, message, media_type=media_type, code=code, headers=headers)
+    return error_response(status, message, media_type=media_type, code=code, headers=headers)
 
 
 MONITOR_POLICY = (  # the page runs only its own files, and talks only to this service

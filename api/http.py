@@ -98,7 +98,7 @@ def is_request_error(result: ExecutionResult) -> bool:
     return result.data is None and bool(errors) and all(e.path is None for e in errors)
 
 
-def refusal(
+def error_response(
     status: int,
     message: str,
     *,

@@ -18,7 +18,7 @@ from api.inputs import (
     to_records,
     to_tax_rate,
 )
-from api.preflight import ledger_problems, refusal
+from api.preflight import ledger_problems, preflight_refused
 from api.types import (
     Account,
     Bill,
@@ -245,7 +245,7 @@ async def _create(
     )
     uploads, scans = await _record_files(info, owner, inputs, field)
     if preflight and (found := await ledger_problems(ctx, owner, records, field=field)):
-        raise refusal(found)
+        raise preflight_refused(found)
     if key is None:
         batch, item_ids = await create_batch(
             services.db,

@@ -37,7 +37,7 @@ async def ledger_problems(
     return problems(records, await gateway.chart(), field=field)
 
 
-def refusal(found: Sequence[Problem]) -> InvalidInput:
+def preflight_refused(found: Sequence[Problem]) -> InvalidInput:
     """BAD_USER_INPUT naming the first problem, with all of them in `extensions.problems`."""
     first = found[0]
     listed = [

@@ -143,7 +143,7 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, RedisError | OSError)
 
 
-def refusal(exc: DBAPIError) -> str:
+def refused_because(exc: DBAPIError) -> str:
     """What the database refused a statement for, in one line: for the error of the item it
     was about."""
     return str(exc.orig).strip().splitlines()[0]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from infra.db import is_outage, refusal
+from infra.db import is_outage, refused_because
 from infra.metrics import PUSH_SECONDS
 from jobs.context import WorkerContext
 from jobs.retries import Next, Retries, backoff
@@ -137,7 +137,7 @@ async def settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> l
         except DBAPIError as exc:
             if is_outage(exc):
                 raise
-            message = f"The outcome could not be recorded ({refusal(exc)})."
+            message = f"The outcome could not be recorded ({refused_because(exc)})."
             error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
             move = ItemMove(move.item_id, ItemStatus.FAILED, error=error, attempts=move.attempts)
             await transition(db, bus=bus, batch_id=batch_id, moves=[move])

@@ -25,7 +25,7 @@ from infra.services import Services
 from jobs.context import from_ctx
 from models.tables import WebhookDelivery, WebhookEndpoint, utcnow
 from models.webhooks import (
-    Outcome,
+    DeliveryOutcome,
     claim_due,
     dispatch,
     lagging_endpoints,
@@ -95,7 +95,7 @@ async def _send(
             error = f"The endpoint answered HTTP {status_code}."
     except (httpx.HTTPError, OSError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    outcome = Outcome(
+    outcome = DeliveryOutcome(
         attempted_at, (time.perf_counter() - start) * 1000, status_code, error, answer
     )
     await record_attempt(

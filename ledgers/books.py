@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
-from infra.db import Database, is_outage, refusal
+from infra.db import Database, is_outage, refused_because
 from ledgers.protocol import Account, Entry, File, Outcome, TaxRate
 from models.enums import AccountType
 from models.errors import Conflict, LedgerError, SyncErrorCode
@@ -369,7 +369,7 @@ class Books:
         except DBAPIError as refused:
             if is_outage(refused):
                 raise
-            message = f"The ledger could not store this record ({refusal(refused)})."
+            message = f"The ledger could not store this record ({refused_because(refused)})."
             return LedgerError(SyncErrorCode.PROVIDER_ERROR, message)
         return outcome
 

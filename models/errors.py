@@ -5,7 +5,7 @@
     ├── NotFound              missing, malformed, or another company's id
     ├── Conflict              the row is not in a state that allows the request
     ├── InvalidInput          a value the API refuses; `field` names its path
-    └── LedgerError           the ledger refused a push; `sync_code` classifies it
+    └── LedgerError           the ledger refused a push; its `error.code` classifies it
 
 `SyncErrorCode` is the classification of a failed sync item, each with a hint on what to do.
 """

@@ -371,7 +371,7 @@ async def claim_due(
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """One attempt at a delivery, as the sender saw it."""
 
     attempted_at: datetime
@@ -388,7 +388,7 @@ class Outcome:
 async def record_attempt(
     db: Database,
     delivery: WebhookDelivery,
-    outcome: Outcome,
+    outcome: DeliveryOutcome,
     *,
     schedule: Sequence[float],
     disable_after: timedelta,
