@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic.alias_generators import to_snake
 
+from models.company import NewCompany
 from models.records import Expense
 
 if TYPE_CHECKING:
@@ -75,6 +76,27 @@ def expense(**overrides: Any) -> dict[str, Any]:  # Any: GraphQL variable values
         "vendorName": "Cafe Uno",
         **overrides,
     }
+
+
+async def new_batch(
+    api: "Api", company: NewCompany, expenses: list[dict[str, Any]], *, key: str | None = None
+) -> str:
+    """A batch of the company's expenses, created through the API (with `key`, another
+    company's key, when a test wants its refusal); its id."""
+    payload = await create_expenses(api, company, expenses, key=key)
+    batch_id: str = payload["syncBatchId"]
+    return batch_id
+
+
+async def create_expenses(
+    api: "Api", company: NewCompany, expenses: list[dict[str, Any]], *, key: str | None = None
+) -> dict[str, Any]:
+    """createExpenses' payload, for the company's `expenses`."""
+    variables = {"companyId": company.company.id, "expenses": expenses}
+    payload: dict[str, Any] = data(
+        await api.gql(CREATE_EXPENSES, variables, key=key or company.api_key)
+    )["createExpenses"]
+    return payload
 
 
 def expense_record(**overrides: Any) -> Expense:  # Any: field values

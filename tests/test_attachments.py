@@ -23,7 +23,17 @@ from models.company import NewCompany
 from models.events import batch_events
 from models.sandbox import SandboxAttachment
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, ELF, PDF, PNG, data, expense, multipart, upload
+from tests.helpers import (
+    CREATE_EXPENSES,
+    ELF,
+    PDF,
+    PNG,
+    create_expenses,
+    data,
+    expense,
+    multipart,
+    upload,
+)
 from tests.processes import cli, env_without_config, free_port
 
 ITEM = """
@@ -35,8 +45,7 @@ BATCHES = "query($c: ID!) { syncBatches(companyId: $c) { totalCount } }"
 
 
 async def _expense_item(api: Api, company: NewCompany, **overrides: Any) -> tuple[str, str]:
-    variables = {"companyId": company.company.id, "expenses": [expense(**overrides)]}
-    created = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]
+    created = await create_expenses(api, company, [expense(**overrides)])
     return created["syncBatchId"], created["expenses"][0]["id"]
 
 

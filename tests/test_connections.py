@@ -10,7 +10,7 @@ from ledgers.refresh import usable_connection
 from models.company import NewCompany, connection_of
 from models.tables import utcnow
 from tests.conftest import Api, sandbox_ledger
-from tests.helpers import BATCH, CREATE_EXPENSES, RETRY, data, expense, expense_record
+from tests.helpers import BATCH, RETRY, data, expense, expense_record, new_batch
 
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { status expiresAt } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status expiresAt } }"
@@ -21,12 +21,6 @@ async def _expire(services: Services, company: NewCompany, *, revoke: bool = Fal
         await sandbox.expire_access_token(session, company_id=company.company.id)
         if revoke:
             await sandbox.revoke(session, company_id=company.company.id)
-
-
-async def _create(api: Api, company: NewCompany, count: int) -> str:
-    variables = {"companyId": company.company.id, "expenses": [expense()] * count}
-    batch_id: str = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
-    return batch_id
 
 
 async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
@@ -48,7 +42,7 @@ async def test_jobs_refresh_an_expired_token_before_pushing(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _expire(services, company)
-    batches = [await _create(api, company, 3) for _ in range(3)]
+    batches = [await new_batch(api, company, [expense()] * 3) for _ in range(3)]
     await run_jobs()  # three jobs at once find the token expired
     for batch_id in batches:
         batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
@@ -62,7 +56,7 @@ async def test_a_refused_refresh_expires_the_connection_until_reconnect(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _expire(services, company, revoke=True)
-    batch_id = await _create(api, company, 3)
+    batch_id = await new_batch(api, company, [expense()] * 3)
     await run_jobs()
     batch = data(await api.gql(BATCH, {"id": batch_id}))["syncBatch"]
     assert (batch["status"], batch["failedCount"]) == ("FAILED", 3)

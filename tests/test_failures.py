@@ -28,7 +28,7 @@ from models.enums import RecordType
 from models.errors import LedgerError
 from models.tables import SyncItem
 from tests.conftest import Api, sandbox_ledger
-from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
+from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record, new_batch
 from tests.processes import cli, cli_result, env_without_config
 
 BATCH = """
@@ -47,12 +47,6 @@ query($id: ID!) {
 async def _misbehave(services: Services, company: NewCompany, **knobs: Any) -> None:
     async with services.db.transaction() as session:
         await sandbox.configure(session, company_id=company.company.id, **knobs)
-
-
-async def _create(api: Api, company: NewCompany, expenses: list[dict[str, Any]]) -> str:
-    variables = {"companyId": company.company.id, "expenses": expenses}
-    batch_id: str = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]
-    return batch_id
 
 
 async def _batch(api: Api, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -77,7 +71,7 @@ async def _synced_one_by_one(
     api: Api, company: NewCompany, run_jobs: Any, count: int
 ) -> list[dict[str, Any]]:
     """Sync `count` batches of one expense each (a ledger call each); all their items."""
-    batch_ids = [await _create(api, company, [expense(reference=f"r{i}")]) for i in range(count)]
+    batch_ids = [await new_batch(api, company, [expense(reference=f"r{i}")]) for i in range(count)]
     await run_jobs()
     items = []
     for batch_id in batch_ids:
@@ -114,7 +108,7 @@ async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
 async def test_permanent_failures_fail_at_once_with_the_ledgers_words(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
-    batch_id = await _create(api, company, [expense(accountId="999")])
+    batch_id = await new_batch(api, company, [expense(accountId="999")])
     await run_jobs()
     _, (item,) = await _batch(api, batch_id)
     assert item["error"] == {"code": "INVALID_ACCOUNT_ID", "retryable": False}
@@ -128,7 +122,7 @@ async def test_a_failure_that_persists_ends_retryable_and_a_retry_continues_the_
     api: Api, company: NewCompany, services: Services, run_jobs: Any, settings: Settings
 ) -> None:
     await _misbehave(services, company, transient_error_rate=1.0)
-    batch_id = await _create(api, company, [expense()])
+    batch_id = await new_batch(api, company, [expense()])
     await run_jobs()
     batch, (item,) = await _batch(api, batch_id)
     assert (batch["status"], batch["failedCount"]) == ("COMPLETED", 1)
@@ -149,7 +143,7 @@ async def test_an_expired_token_fails_items_without_retrying(
 ) -> None:
     async with services.db.transaction() as session:
         await sandbox.revoke(session, company_id=company.company.id)
-    batch_id = await _create(api, company, [expense(), expense()])
+    batch_id = await new_batch(api, company, [expense(), expense()])
     await run_jobs()
     _, items = await _batch(api, batch_id)
     assert [_codes(item) for item in items] == [["CONNECTION_EXPIRED"]] * 2
@@ -199,7 +193,7 @@ async def test_the_ledgers_limits_are_kept_across_jobs_without_a_single_429(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
     await _misbehave(services, company, rate_limit_per_minute=240, max_concurrent=1)
-    batches = [await _create(api, company, [expense(reference=f"r{i}")]) for i in range(10)]
+    batches = [await new_batch(api, company, [expense(reference=f"r{i}")]) for i in range(10)]
     await run_jobs()  # every batch at once (a call each), sharing the connection's limits
     times = sorted([t for batch_id in batches for t in await _push_times(api, batch_id)])
     gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(times)]
@@ -226,7 +220,7 @@ async def test_a_slow_backlog_takes_turns_with_other_companies(
     await _misbehave(  # 8 calls: about 4 s
         services, company, rate_limit_per_minute=120, documents_per_call=1
     )
-    slow = await _create(api, company, [expense(reference=f"s{i}") for i in range(8)])
+    slow = await new_batch(api, company, [expense(reference=f"s{i}") for i in range(8)])
     variables = {"companyId": other_company.company.id, "expenses": [expense()] * 2}
     fast = data(await api.gql(CREATE_EXPENSES, variables, key=other_company.api_key))[
         "createExpenses"
@@ -300,7 +294,7 @@ async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
 ) -> None:
     async with _refusing(services, "INSERT ON sandbox_record", "NEW.reference = 'poison'"):
         references = ["r0", "poison", "r2", "r3"]
-        batch_id = await _create(api, company, [expense(reference=r) for r in references])
+        batch_id = await new_batch(api, company, [expense(reference=r) for r in references])
         await run_jobs()
     batch, items = await _batch(api, batch_id)
     assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 3, 1)
@@ -317,7 +311,7 @@ async def test_an_outcome_our_database_refuses_fails_that_item_alone(
     poison = "NEW.reference = 'poison' AND NEW.status = 'SUCCESS'"
     async with _refusing(services, "UPDATE ON sync_item", poison):
         references = ["r0", "poison", "r2"]
-        batch_id = await _create(api, company, [expense(reference=r) for r in references])
+        batch_id = await new_batch(api, company, [expense(reference=r) for r in references])
         await run_jobs()
     batch, items = await _batch(api, batch_id)
     assert (batch["status"], batch["successCount"], batch["failedCount"]) == ("COMPLETED", 2, 1)
@@ -332,7 +326,7 @@ async def test_an_outcome_our_database_refuses_fails_that_item_alone(
 async def test_a_stored_record_that_no_longer_validates_fails_alone(
     api: Api, company: NewCompany, services: Services, run_jobs: Any
 ) -> None:
-    batch_id = await _create(api, company, [expense(reference=f"r{i}") for i in range(3)])
+    batch_id = await new_batch(api, company, [expense(reference=f"r{i}") for i in range(3)])
     async with services.db.transaction() as session:  # as a hand-edited row would be
         item = (await session.scalars(select(SyncItem).where(SyncItem.reference == "r1"))).one()
         await session.execute(

@@ -13,18 +13,8 @@ from models.enums import RecordType
 from models.events import batch_events
 from models.tables import SyncEvent
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record
+from tests.helpers import RETRY, data, expense, expense_record, new_batch
 from tests.live import BATCH_EVENTS, COMPANY_EVENTS, LEGACY_WS, GraphQLWebSocket
-
-
-async def _create(
-    api: Api, company: NewCompany, expenses: list[dict[str, Any]], key: str | None = None
-) -> str:
-    variables = {"companyId": company.company.id, "expenses": expenses}
-    batch_id: str = data(await api.gql(CREATE_EXPENSES, variables, key=key or company.api_key))[
-        "createExpenses"
-    ]["syncBatchId"]
-    return batch_id
 
 
 def _ids(events: list[dict[str, Any]] | list[SyncEvent]) -> list[str]:
@@ -34,7 +24,7 @@ def _ids(events: list[dict[str, Any]] | list[SyncEvent]) -> list[str]:
 async def test_a_batch_stream_replays_then_follows_the_job_to_completion(
     api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
-    batch_id = await _create(api, company, [expense(), expense(accountId="999")])
+    batch_id = await new_batch(api, company, [expense(), expense(accountId="999")])
     async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         await client.subscribe("1", BATCH_EVENTS, {"batchId": batch_id})
         replayed = await client.events("1", count=3)  # the batch and its two items, created
@@ -76,8 +66,8 @@ async def test_company_streams_are_exact_under_concurrent_batches_of_several_com
             "b", COMPANY_EVENTS, {"companyId": other_company.company.id, "after": "0"}
         )
         await asyncio.gather(
-            *(_create(api, company, [expense(reference=f"a{i}")] * 15) for i in range(3)),
-            *(_create(api, other_company, [expense(reference=f"b{i}")] * 10) for i in range(2)),
+            *(new_batch(api, company, [expense(reference=f"a{i}")] * 15) for i in range(3)),
+            *(new_batch(api, other_company, [expense(reference=f"b{i}")] * 10) for i in range(2)),
         )
         await asyncio.gather(run_jobs(), run_jobs())
         expected = await _company_log(services, company)
@@ -101,7 +91,7 @@ async def _company_log(services: Services, company: NewCompany) -> list[SyncEven
 async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_rest(
     api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
-    batch_id = await _create(api, company, [expense(), expense(accountId="999")])
+    batch_id = await new_batch(api, company, [expense(), expense(accountId="999")])
     await run_jobs()
     logged = _ids(await batch_events(services.db, batch_id=batch_id))
     async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
@@ -115,7 +105,7 @@ async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_
 async def test_a_retry_reopens_a_finished_batch_for_new_subscribers(
     api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
 ) -> None:
-    batch_id = await _create(api, company, [expense(accountId="999")])
+    batch_id = await new_batch(api, company, [expense(accountId="999")])
     await run_jobs()
     last = _ids(await batch_events(services.db, batch_id=batch_id))[-1]
     data(await api.gql(RETRY, {"batchId": batch_id}))
@@ -151,7 +141,7 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
             records=[expense_record()],
         )
         heard_quietly = await client.events("1", count=2, seconds=2)  # the log check finds them
-        await _create(api, company, [expense()])  # published normally, after the lost ones
+        await new_batch(api, company, [expense()])  # published normally, after the lost ones
         heard_loudly = await client.events("1", count=2, seconds=2)
     logged = await _company_log(services, company)
     assert _ids(heard_quietly + heard_loudly) == _ids(logged)
@@ -160,12 +150,12 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
 async def test_a_company_stream_without_after_starts_from_now(
     api: Api, company: NewCompany, live_server: str, run_jobs: Any
 ) -> None:
-    history = await _create(api, company, [expense()])
+    history = await new_batch(api, company, [expense()])
     await run_jobs()
     async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
         await client.subscribe("1", COMPANY_EVENTS, {"companyId": company.company.id})
         for attempt in range(50):  # until the subscription has joined: no history before it
-            await _create(api, company, [expense(reference=f"new{attempt}")])
+            await new_batch(api, company, [expense(reference=f"new{attempt}")])
             try:
                 first = await client.next("1", seconds=0.2)
                 break
