@@ -213,3 +213,13 @@ def multipart_body(parts: list[Part], boundary: str = BOUNDARY) -> bytes:
         chunks.append(content + b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks)
+
+
+def spec_parts(variables: object, mapping: object, *files: Part, query: str = ATTACH) -> list[Part]:
+    """The parts of a GraphQL multipart request: `operations`, `map`, then the files."""
+    operations = {"query": query, "variables": variables}
+    return [
+        ("operations", None, json.dumps(operations).encode()),
+        ("map", None, json.dumps(mapping).encode()),
+        *files,
+    ]

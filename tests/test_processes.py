@@ -27,15 +27,14 @@ from models.batch import get_batch
 from models.events import batch_events
 from models.tables import SyncEvent
 from tests.helpers import (
-    ATTACH,
     BOUNDARY,
     CREATE_EXPENSES,
     PDF,
-    Part,
     data,
     expense,
     metric_figures,
     multipart_body,
+    spec_parts,
 )
 from tests.live import COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config, free_port, ready_client, running
@@ -69,12 +68,8 @@ async def _a_files_link(client: httpx.AsyncClient, batch_id: str) -> str:
     query = "query($b: ID!) { syncItems(batchId: $b, first: 1) { edges { node { id } } } }"
     answer = await client.post("/graphql", json={"query": query, "variables": {"b": batch_id}})
     item_id = data(answer.json())["syncItems"]["edges"][0]["node"]["id"]
-    operations = {"query": ATTACH, "variables": {"item": item_id, "files": [None]}}
-    parts: list[Part] = [
-        ("operations", None, json.dumps(operations).encode()),
-        ("map", None, b'{"0": ["variables.files.0"]}'),
-        ("0", "receipt.pdf", PDF),
-    ]
+    variables = {"item": item_id, "files": [None]}
+    parts = spec_parts(variables, {"0": ["variables.files.0"]}, ("0", "receipt.pdf", PDF))
     kind = f"multipart/form-data; boundary={BOUNDARY}"
     response = await client.post(
         "/graphql", content=multipart_body(parts), headers={"Content-Type": kind}

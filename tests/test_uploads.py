@@ -18,7 +18,6 @@ from infra.settings import Settings
 from models.company import NewCompany
 from tests.conftest import Api, asgi_api
 from tests.helpers import (
-    ATTACH,
     BOUNDARY,
     CREATE_EXPENSES,
     PDF,
@@ -26,6 +25,7 @@ from tests.helpers import (
     data,
     expense,
     multipart_body,
+    spec_parts,
     upload,
 )
 from tests.live import GraphQLWebSocket
@@ -41,17 +41,6 @@ def _big_pdf(megabytes: int) -> bytes:
     """A PDF past Starlette's in-memory limit (1 MiB), so it is spooled to disk, and unlike
     any other test's file."""
     return PDF + os.urandom(megabytes * 1024 * 1024)
-
-
-def _spec_parts(
-    variables: object, mapping: object, *files: Part, query: str = ATTACH
-) -> list[Part]:
-    operations = {"query": query, "variables": variables}
-    return [
-        ("operations", None, json.dumps(operations).encode()),
-        ("map", None, json.dumps(mapping).encode()),
-        *files,
-    ]
 
 
 @pytest.fixture
@@ -111,7 +100,7 @@ async def test_a_part_mapped_to_several_paths_is_read_once_and_whole_at_each(
     _, item_id = await _item(client, company)
     pdf = _big_pdf(5)
     three = ["variables.files.0", "variables.files.1", "variables.files.2"]
-    parts = _spec_parts({"item": item_id, "files": [None] * 3}, {"0": three}, ("0", "r.pdf", pdf))
+    parts = spec_parts({"item": item_id, "files": [None] * 3}, {"0": three}, ("0", "r.pdf", pdf))
     attached = data((await _post(client, multipart_body(parts))).json())["attachFiles"]
     assert len({a["id"] for a in attached}) == 1  # the same file on one item: one attachment
     assert (attached[0]["size"], attached[0]["sha256"]) == (
@@ -122,7 +111,7 @@ async def test_a_part_mapped_to_several_paths_is_read_once_and_whole_at_each(
     records = [expense(attachments=[None]), expense(attachments=[None])]
     to_both = {"0": ["variables.expenses.0.attachments.0", "variables.expenses.1.attachments.0"]}
     variables = {"companyId": company.company.id, "expenses": records}
-    parts = _spec_parts(variables, to_both, ("0", "r.pdf", pdf), query=CREATE_EXPENSES)
+    parts = spec_parts(variables, to_both, ("0", "r.pdf", pdf), query=CREATE_EXPENSES)
     created = data((await _post(client, multipart_body(parts))).json())["createExpenses"]
     await run_jobs()
     items = await _items(client, created["syncBatchId"])
@@ -190,7 +179,7 @@ async def test_a_broken_map_is_a_json_400_naming_its_entry_and_the_connection_go
     for fault, (variables, mapping, field) in MAP_FAULTS.items():
         if isinstance(variables, dict):
             variables["item"] = item_id
-        parts = _spec_parts(variables, mapping, ("0", "a.pdf", PDF), ("1", "b.pdf", PDF))
+        parts = spec_parts(variables, mapping, ("0", "a.pdf", PDF), ("1", "b.pdf", PDF))
         refused = await _post(client, multipart_body(parts))
         await _refused_cleanly(client, refused, field=field, fault=fault)
 
@@ -268,7 +257,7 @@ async def test_download_links_are_the_address_the_client_used(
     client: httpx.AsyncClient, company: NewCompany, live_server: str
 ) -> None:
     batch_id, item_id = await _item(client, company)
-    parts = _spec_parts(
+    parts = spec_parts(
         {"item": item_id, "files": [None]}, {"0": ["variables.files.0"]}, ("0", "r.pdf", PDF)
     )
     data((await _post(client, multipart_body(parts))).json())
