@@ -34,6 +34,7 @@ from api.types import (
 )
 from infra.queue import enqueue_sync
 from infra.storage import Scanned
+from ledgers.gateway import Gateway
 from ledgers.gateway import limits as ledger_limits
 from ledgers.link import start_link
 from models.attachments import Files, add_files, attach_files, checked
@@ -190,7 +191,8 @@ class Mutation:
                 ctx.services, company_id=owner, provider=provider, base_url=ctx.base_url
             )
             return LedgerConnection.from_row(connection, link.authorization_url)
-        tokens = await ctx.ledger_for(connection).reconnect()
+        gateway = await Gateway.open(ctx.services, ctx.ledger_for, connection)
+        tokens = await gateway.reconnect()
         fresh = await reconnected(ctx.services, company_id=owner, tokens=tokens)
         return LedgerConnection.from_row(fresh)
 

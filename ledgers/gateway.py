@@ -25,6 +25,7 @@ from ledgers.limiter import Limiter
 from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
 from ledgers.refresh import usable_connection
 from models.enums import ConnectionStatus
+from models.secrets import Tokens
 from models.tables import Connection
 
 T = TypeVar("T")
@@ -163,6 +164,10 @@ class Gateway:
 
     async def accounts(self) -> list[Account]:
         return await self._paced("accounts", lambda ledger: ledger.accounts())
+
+    async def reconnect(self) -> Tokens:
+        """New tokens from a ledger that grants them without its user (the sandbox)."""
+        return await self._paced("reconnect", lambda ledger: ledger.reconnect())
 
     async def tax_rates(self) -> list[TaxRate]:
         return await self._paced("tax_rates", lambda ledger: ledger.tax_rates())
