@@ -6,7 +6,6 @@ so a failed publish is logged and never fails the transition that committed it.
 """
 
 import json
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,6 @@ from infra.db import Database
 from infra.metrics import ATTACHMENTS, BATCHES, ITEMS
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from models.tables import Company, SyncEvent, as_loaded
-
-log = logging.getLogger(__name__)
 
 
 def event_payload(event: SyncEvent) -> dict[str, Any]:  # Any: JSON values
