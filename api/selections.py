@@ -6,7 +6,8 @@ subscriptions select plain fields (`{ batchId itemId toStatus error { code } }`)
 the selection becomes a function from the resolved value to its result, which does what
 graphql-core would: each field's value read by its Strawberry field's name, leaves serialized
 by their GraphQL type, nested objects likewise. Anything else (arguments, directives,
-fragments, lists, resolvers, a key selected twice) is not plain: graphql-core executes it.
+fragments, lists, resolvers, fields with extensions or permissions, a key selected twice) is
+not plain: graphql-core executes it.
 """
 
 from collections.abc import Callable
@@ -54,7 +55,12 @@ def _object(parent: GraphQLObjectType, selections: SelectionSetNode) -> Render |
             continue
         field = parent.fields[selection.name.value]
         definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
-        if not isinstance(definition, StrawberryField) or definition.base_resolver is not None:
+        if (
+            not isinstance(definition, StrawberryField)
+            or definition.base_resolver is not None
+            or definition.extensions  # a permission too: Strawberry runs it as an extension
+            or definition.permission_classes
+        ):
             return None
         inner = compile_plain(field.type, selection.selection_set)
         if inner is None or definition.python_name is None:

@@ -1,17 +1,24 @@
 """Live payloads rendered from plain selections equal graphql-core's execution of them."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import strawberry
 from graphql import (
     ExecutionResult,
     Executor,
     FieldNode,
+    GraphQLObjectType,
     GraphQLSchema,
     execute_subscription_event,
     get_operation_ast,
     parse,
 )
+from strawberry.extensions import FieldExtension
+from strawberry.permission import BasePermission
+from strawberry.types import Info
 
 from api.schema import schema
 from api.selections import NotPlain, compile_plain
@@ -97,3 +104,43 @@ def test_a_null_where_the_schema_says_non_null_is_left_to_graphql_core() -> None
     broken = SyncEvent(**{**vars(EVENTS[0]), "batch_id": None})
     with pytest.raises(NotPlain):
         render(broken)
+
+
+class _Nobody(BasePermission):
+    message = "Nobody may read this."
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:  # Any: Strawberry's
+        return False
+
+
+class _Loud(FieldExtension):
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        return str(next_(source, info, **kwargs)).upper()  # Any: Strawberry's resolver protocol
+
+
+@strawberry.type(name="Guarded")
+class _Guarded:
+    open: str
+    closed: str = strawberry.field(permission_classes=[_Nobody])
+    loud: str = strawberry.field(extensions=[_Loud()])
+
+
+@strawberry.type
+class _Query:
+    guarded: _Guarded
+
+
+@pytest.mark.parametrize(
+    ("selection", "plain"),
+    [("{ open }", True), ("{ open closed }", False), ("{ loud }", False)],
+)
+def test_a_field_with_a_permission_or_an_extension_is_never_plain(
+    selection: str, plain: bool
+) -> None:
+    """The fast path would skip what graphql-core runs for such a field: a permission added
+    later, or an extension's work."""
+    core: GraphQLSchema = strawberry.Schema(query=_Query)._schema
+    guarded = core.type_map["Guarded"]
+    assert isinstance(guarded, GraphQLObjectType)
+    root = _root(f"{{ guarded {selection} }}")
+    assert (compile_plain(guarded, root.selection_set) is not None) is plain
