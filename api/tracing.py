@@ -6,32 +6,37 @@ from contextlib import contextmanager
 
 from opentelemetry.trace import SpanKind, use_span
 from starlette.requests import Request
-from strawberry.extensions import LifecycleStep, SchemaExtension
-from strawberry.extensions.tracing import OpenTelemetryExtension
+from strawberry.extensions import SchemaExtension
 
 from infra.tracing import enabled, extracted, tracer
 
 
-class OperationSpans(OpenTelemetryExtension):
-    """Strawberry's spans for an operation, its parsing and its validation, with the
-    operation's span current while it runs: its SQL statements and the jobs it queues are
-    its children.
+class OperationSpans(SchemaExtension):
+    """Spans for an operation, its parsing and its validation, with the operation's span
+    current while it runs: its SQL statements and the jobs it queues are its children.
 
     Not a span per resolved field: a page of 100 batches with 10 items each would be over a
-    thousand spans, and Strawberry's resolver hook alone made such a page 2.6 times slower.
-    Nor the document's text: literals in it may hold what a span must not (a webhook's
-    secret, an OAuth code)."""
-
-    resolve = SchemaExtension.resolve  # type: ignore[assignment]  # the base: no resolver hook
+    thousand spans, and Strawberry's own OpenTelemetry extension's resolver hook alone made
+    such a page 2.6 times slower. Nor the document's text: literals in it may hold what a
+    span must not (a webhook's secret, an OAuth code)."""
 
     def on_operation(self) -> Generator[None, None, None]:
-        span = self._tracer.start_span("GraphQL operation")
-        self._span_holder[LifecycleStep.OPERATION] = span
+        span = tracer.start_span("GraphQL operation")
         with use_span(span, end_on_exit=False):
             yield
         if name := self.execution_context.operation_name:
             span.update_name(f"GraphQL {name}")
             span.set_attribute("graphql.operation.name", name)
+        span.end()
+
+    def on_parse(self) -> Generator[None, None, None]:
+        span = tracer.start_span("GraphQL Parsing")  # the operation's span is current
+        yield
+        span.end()
+
+    def on_validate(self) -> Generator[None, None, None]:
+        span = tracer.start_span("GraphQL Validation")
+        yield
         span.end()
 
 

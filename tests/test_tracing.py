@@ -107,6 +107,10 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
     assert ancestry(job) == ["GraphQL Create", "POST /graphql"]  # in the API process: the
     # context came in the job's payload
 
+    steps = [span for span in spans if span["name"] in ("GraphQL Parsing", "GraphQL Validation")]
+    assert sorted(span["name"] for span in steps) == ["GraphQL Parsing", "GraphQL Validation"]
+    assert all(ancestry(span) == ["GraphQL Create", "POST /graphql"] for span in steps)
+
     (push,) = [span for span in spans if span["name"] == "ledger push"]
     assert service(push) == "test-worker" and ancestry(push)[0] == "sync batch"
     assert push["attributes"]["sync2books.provider"] == "sandbox"
