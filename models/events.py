@@ -124,15 +124,6 @@ async def last_batch_event(db: Database, *, batch_id: str) -> SyncEvent | None:
         return rows.first()
 
 
-async def batch_events(db: Database, *, batch_id: str) -> list[SyncEvent]:
-    """The batch's logged transitions, in order."""
-    async with db.sessions() as session:
-        rows = await session.scalars(
-            select(SyncEvent).where(col(SyncEvent.batch_id) == batch_id).order_by(col(SyncEvent.id))
-        )
-        return list(rows)
-
-
 async def last_event_id(db: Database, *, company_id: str) -> int | None:
     """The id of the company's newest event, if it has any."""
     async with db.sessions() as session:

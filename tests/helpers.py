@@ -8,9 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic.alias_generators import to_snake
+from sqlmodel import col, select
 
+from infra.db import Database
 from models.company import NewCompany
 from models.records import Expense
+from models.tables import SyncEvent
 
 if TYPE_CHECKING:
     from tests.conftest import Api
@@ -223,3 +226,12 @@ def spec_parts(variables: object, mapping: object, *files: Part, query: str = AT
         ("map", None, json.dumps(mapping).encode()),
         *files,
     ]
+
+
+async def batch_events(db: Database, *, batch_id: str) -> list[SyncEvent]:
+    """The batch's logged transitions, in order: what a test checks its moves against."""
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(SyncEvent).where(col(SyncEvent.batch_id) == batch_id).order_by(col(SyncEvent.id))
+        )
+        return list(rows)

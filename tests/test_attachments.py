@@ -20,7 +20,6 @@ from infra.settings import Settings
 from infra.storage import Storage, open_storage
 from ledgers import books as sandbox
 from models.company import NewCompany
-from models.events import batch_events
 from models.sandbox import SandboxAttachment
 from tests.conftest import Api
 from tests.helpers import (
@@ -28,6 +27,7 @@ from tests.helpers import (
     ELF,
     PDF,
     PNG,
+    batch_events,
     create_expenses,
     data,
     expense,

@@ -20,10 +20,9 @@ from infra.settings import Settings
 from ledgers import books as sandbox
 from models.batch import get_batch
 from models.enums import ItemStatus
-from models.events import batch_events
 from models.tables import SyncAttachment, SyncBatch, SyncItem
 from tests.conftest import Api
-from tests.helpers import CREATE_EXPENSES, PDF, data, expense, upload
+from tests.helpers import CREATE_EXPENSES, PDF, batch_events, data, expense, upload
 from tests.processes import cli, env_without_config, free_port, ready_client, running
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,9 @@ from infra.services import Services
 from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
-from models.events import batch_events
 from models.tables import SyncEvent
 from tests.conftest import Api
-from tests.helpers import RETRY, data, expense, expense_record, new_batch
+from tests.helpers import RETRY, batch_events, data, expense, expense_record, new_batch
 from tests.live import BATCH_EVENTS, COMPANY_EVENTS, LEGACY_WS, GraphQLWebSocket
 
 

@@ -25,10 +25,10 @@ from ledgers import books as sandbox
 from models.batch import create_batch
 from models.company import Caller, NewCompany
 from models.enums import RecordType
-from models.events import batch_events, company_events
+from models.events import company_events
 from models.records import Expense
 from tests.conftest import Api, runtime_of
-from tests.helpers import CREATE_EXPENSES, data, eventually, expense
+from tests.helpers import CREATE_EXPENSES, batch_events, data, eventually, expense
 from tests.live import (
     BATCH_EVENTS,
     COMPANY_EVENTS,

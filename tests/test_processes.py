@@ -24,12 +24,12 @@ from infra.services import Services
 from infra.settings import Settings
 from ledgers import books as sandbox
 from models.batch import get_batch
-from models.events import batch_events
 from models.tables import SyncEvent
 from tests.helpers import (
     BOUNDARY,
     CREATE_EXPENSES,
     PDF,
+    batch_events,
     data,
     expense,
     metric_figures,

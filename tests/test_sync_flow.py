@@ -14,11 +14,10 @@ from ledgers import books as sandbox
 from ledgers.protocol import Entry, Ledger, Outcome
 from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany
-from models.events import batch_events
 from models.secrets import open_tokens
 from models.tables import Connection
 from tests.conftest import Api
-from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, data, error, expense
+from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, batch_events, data, error, expense
 
 CREATE_ACCOUNT = """
 mutation($companyId: ID!, $input: AccountInput!) {

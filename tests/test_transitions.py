@@ -16,10 +16,9 @@ from models.batch import create_batch, get_batch, retry_failed_items
 from models.company import NewCompany
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, SyncError, SyncErrorCode
-from models.events import batch_events
 from models.tables import Company, SyncBatch, SyncEvent, batches_in
 from models.transitions import ItemMove, transition
-from tests.helpers import expense_record
+from tests.helpers import batch_events, expense_record
 
 
 async def _new_batch(
