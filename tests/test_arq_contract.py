@@ -1,0 +1,68 @@
+"""What the worker relies on of arq, pinned against a real Redis: a batch's job runs in slices
+by raising `Retry` (arq counts each slice as a try), and `infra.queue.forget_job` knows where
+arq keeps a job. An arq release that changes either fails here, not in production."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from arq import Retry, Worker, create_pool, func
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+
+from infra.queue import QUEUE_NAME, deserialize, forget_job, serialize
+from infra.services import redis_settings
+
+SLICES = 12  # more than arq's default of five tries
+
+
+@pytest.fixture
+async def queue(redis_url: str) -> AsyncIterator[ArqRedis]:
+    pool = await create_pool(
+        redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
+    await pool.flushdb()
+    yield pool
+    await pool.aclose()
+
+
+async def test_a_job_raising_retry_runs_again_under_its_id_up_to_its_max_tries(
+    queue: ArqRedis, redis_url: str
+) -> None:
+    tries: list[int] = []
+
+    async def sliced(ctx: dict[str, object]) -> None:
+        tries.append(int(str(ctx["job_try"])))
+        if len(tries) < SLICES:
+            raise Retry(defer=0)  # the rest of the batch, behind the other jobs
+
+    await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+    worker = Worker(
+        functions=[func(sliced, name="sliced", max_tries=1_000_000)],
+        queue_name=QUEUE_NAME,
+        redis_settings=redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        burst=True,
+        poll_delay=0.01,
+        keep_result=0,
+        handle_signals=False,
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    assert tries == list(range(1, SLICES + 1))
+    assert (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed) == (1, SLICES - 1, 0)
+
+
+async def test_forgetting_a_dead_job_frees_its_id_for_a_new_one(queue: ArqRedis) -> None:
+    assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+    assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME) is None
+    await queue.set(in_progress_key_prefix + "sync:bat_1", b"1")  # as a killed worker leaves it
+    await forget_job(queue, "sync:bat_1")
+    assert await queue.zcard(QUEUE_NAME) == 0
+    assert await queue.keys("arq:*") == []
+    assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
