@@ -14,7 +14,7 @@ from api.app import create_app
 from api.logs import configure_logging
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
-from api.wire import server_options
+from api.serving import server_options
 from infra import tracing
 from infra.db import connect
 from infra.services import redis_client

@@ -19,7 +19,6 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -49,22 +48,13 @@ class LiveEvent:
     """A logged event as the hub hands it out; `rendered` caches its result JSON per document."""
 
     row: SyncEvent
-    rendered: dict[str, bytes] = field(default_factory=dict)
-
-
-class Sink(Protocol):
-    """A caught-up subscriber the feed hands new events to directly, with no task to wake."""
-
-    def push(self, feed: "Feed") -> bool:
-        """Take what follows its place in the feed; False to be let go."""
+    rendered: dict[str, str] = field(default_factory=dict)
 
 
 class Feed:
     """One company's recent events (the last `keep` at least), numbered without gaps to `seq`.
 
-    Subscribers either wait for it to move (`wait_beyond`) or, once caught up, join `sinks`:
-    after each burst of events (everything pub/sub or a refill handed over before the loop
-    turns), every sink is pushed the burst at once.
+    Subscribers wait for it to move (`wait_beyond`), then take what follows their place.
     """
 
     def __init__(self, company_id: str, *, keep: int) -> None:
@@ -74,10 +64,8 @@ class Feed:
         self.listeners = 0
         self.ready = asyncio.Event()
         self.refilling = asyncio.Lock()
-        self.sinks: set[Sink] = set()
         self._events: list[LiveEvent] = []
-        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._flush: asyncio.Handle | None = None
+        self._moved = asyncio.Event()  # set and cleared at once: wakes who waits now
 
     def offer(self, event: SyncEvent) -> bool:
         """Append the event if it is the next one; anything else is refused."""
@@ -87,18 +75,9 @@ class Feed:
         self.seq = event.company_seq
         if len(self._events) > 2 * self.keep:
             del self._events[: -self.keep]
-        loop = asyncio.get_running_loop()
-        changed, self._changed = self._changed, loop.create_future()
-        changed.set_result(None)
-        if self.sinks and self._flush is None:
-            self._flush = loop.call_soon(self._push)
+        self._moved.set()
+        self._moved.clear()
         return True
-
-    def _push(self) -> None:
-        self._flush = None
-        for sink in list(self.sinks):
-            if not sink.push(self):
-                self.sinks.discard(sink)
 
     def since(self, seq: int) -> list[LiveEvent] | None:
         """The events numbered after `seq`, or None when the feed no longer holds them all."""
@@ -110,7 +89,7 @@ class Feed:
 
     async def wait_beyond(self, seq: int) -> None:
         while self.seq <= seq:
-            await asyncio.wait([self._changed])  # never cancels the shared future
+            await self._moved.wait()  # one future a waiter, about 0.2 KiB
 
 
 class Hub:

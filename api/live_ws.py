@@ -5,12 +5,10 @@ Stock Strawberry executes the selection once per subscriber per event (~0.1 ms e
 saturates a process near 150 subscribers at 50 events/s. Here a live subscription's document
 is parsed and validated once, every subscriber still authorises its own arguments
 (`authorise`), and each `LiveEvent` caches its rendered result per document. A subscription
-that has caught up becomes a sink of its company's feed, which writes each burst of events
-to its socket directly (`api/wire.py`); one that falls behind awaits its socket again, reading
-the feed or the log. Anything that
-is not a plain live subscription (queries, mutations, invalid documents) takes Strawberry's
-own path, errors and all. The server also pings every `keep_alive_interval` (`Pings`) to keep
-idle connections alive through proxies.
+follows its company's feed, or the log when it falls behind, and sends the shared text through
+the view's `encode_json` (`Encoded`). Anything that is not a plain live subscription (queries,
+mutations, invalid documents) takes Strawberry's own path, errors and all. The server also
+pings every `keep_alive_interval` (`Pings`) to keep idle connections alive through proxies.
 """
 
 import asyncio
@@ -18,9 +16,8 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from graphql import (
@@ -44,15 +41,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 from strawberry.types.execution import PreExecutionError
-from strawberry.utils.aio import aclosing
 
 from api.context import Context
 from api.errors import coded
-from api.hub import Feed, LiveEvent
+from api.hub import LiveEvent
 from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
 from api.selections import NotPlain, Render, compile_plain
-from api.subscriptions import Follower, SyncEvent, authorise, follow
-from api.wire import FRAMES_EXTENSION, Frames, text_frame_header
+from api.subscriptions import SyncEvent, authorise, follow
 from models.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -135,8 +130,15 @@ def _arguments(
     return get_argument_values(definition, plan.field, executor.variable_values)
 
 
-PING = b'{"type":"ping"}'
-PING_FRAME = text_frame_header(len(PING)) + PING
+class Encoded(dict[str, object]):
+    """A message whose JSON is already written: `GraphQLApp.encode_json` sends `text` as is,
+    so every subscriber of the same event and document shares one rendering."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 class Pings:
@@ -147,7 +149,7 @@ class Pings:
         self.interval = interval
         self.handlers: set[LiveTransportWSHandler] = set()
         self._task: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()  # pings through ASGI, under way
+        self._sends: set[asyncio.Task[None]] = set()  # pings under way
 
     def add(self, handler: "LiveTransportWSHandler") -> None:
         self.handlers.add(handler)
@@ -164,17 +166,9 @@ class Pings:
         while True:
             await asyncio.sleep(self.interval)
             for handler in list(self.handlers):
-                self._ping(handler)
-
-    def _ping(self, handler: "LiveTransportWSHandler") -> None:
-        """A direct write where the server offers it; a socket that is full needs no ping."""
-        frames = handler.frames
-        if frames is None:
-            send = asyncio.create_task(_send_ping(handler))
-            self._sends.add(send)
-            send.add_done_callback(self._sends.discard)
-        elif frames.writable():
-            frames.write(PING_FRAME)
+                send = asyncio.create_task(_send_ping(handler))  # a full socket waits alone
+                self._sends.add(send)
+                send.add_done_callback(self._sends.discard)
 
 
 async def _send_ping(handler: "LiveTransportWSHandler") -> None:
@@ -185,7 +179,6 @@ async def _send_ping(handler: "LiveTransportWSHandler") -> None:
 class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
-        self.connection_init_timeout_task = None  # cancelled once init came: let it go
         if self.connection_acknowledged:
             self._pings.add(self)
 
@@ -197,13 +190,6 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def _pings(self) -> Pings:
         pings: Pings = self.view.pings  # type: ignore[attr-defined]  # GraphQLApp's
         return pings
-
-    @property
-    def frames(self) -> Frames | None:
-        """Direct frame writes to this socket, where the server offers them (`api/wire.py`)."""
-        websocket = self.websocket.ws  # type: ignore[attr-defined]
-        frames: Frames | None = websocket.scope["extensions"].get(FRAMES_EXTENSION)
-        return frames
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         schema: GraphQLSchema = self.schema._schema  # type: ignore[attr-defined]
@@ -233,29 +219,10 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def _stream(self, message: "_Message", arguments: dict[str, Any]) -> None:
         interest = await authorise(self.context, message.plan.field.name.value, arguments)
-        websocket = self.websocket.ws  # type: ignore[attr-defined]
-        frames = self.frames
-        direct = (
-            partial(self._written_by_the_feed, message=message, frames=frames)
-            if frames is not None
-            else None
-        )
-        async with aclosing(follow(self.context, interest, caught_up=direct)) as events:
+        async with aclosing(follow(self.context, interest)) as events:
             async for event in events:
-                await websocket.send_text(message.text(event))
+                await self.websocket.send_json(Encoded(message.text(event)))
         await message.operation.send_operation_message({"id": message.id, "type": "complete"})
-
-    async def _written_by_the_feed(
-        self, follower: Follower, *, message: "_Message", frames: Frames
-    ) -> None:
-        """Let the company's feed write this caught-up subscription's events to its socket,
-        until it lets go (its batch ended, or the socket filled: then it catches up here)."""
-        sink = _FrameSink(follower, message, frames, self.operations)
-        follower.feed.sinks.add(sink)
-        try:
-            await sink.released
-        finally:
-            follower.feed.sinks.discard(sink)
 
 
 class _Message:
@@ -292,13 +259,13 @@ class _Message:
         self.field = (plan.field.alias or plan.field.name).value
         self.id = operation.id
         self.key = json.dumps([operation.query, operation.operation_name, operation.variables])
-        self.prefix = ('{"id":' + json.dumps(operation.id) + ',"type":"next","payload":').encode()
+        self.prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
 
-    def payload(self, event: LiveEvent) -> bytes:
+    def payload(self, event: LiveEvent) -> str:
         payload = event.rendered.get(self.key)
         if payload is None:
             result = self._result(SyncEvent.from_row(event.row))
-            payload = json.dumps(result, separators=(",", ":")).encode()
+            payload = json.dumps(result, separators=(",", ":"))
             event.rendered[self.key] = payload
         return payload
 
@@ -316,62 +283,4 @@ class _Message:
         return result.formatted
 
     def text(self, event: LiveEvent) -> str:
-        return (self.prefix + self.payload(event) + b"}").decode()
-
-    def frames(self, events: list[LiveEvent]) -> bytes:
-        """The events' messages as WebSocket frames, ready for one write."""
-        parts: list[bytes] = []
-        for event in events:
-            payload = self.payload(event)
-            size = len(self.prefix) + len(payload) + 1
-            parts += (text_frame_header(size), self.prefix, payload, b"}")
-        return b"".join(parts)
-
-
-class _FrameSink:
-    """A caught-up subscription: the feed writes its frames straight to the socket.
-
-    It lets go (`released`) once its batch has ended, when the operation was cancelled, or when
-    the socket's buffer is full: then its task catches up from the feed or the log, awaiting the
-    socket, so a slow client holds no more than its socket buffer and never delays the rest.
-    """
-
-    __slots__ = ("follower", "frames", "message", "operations", "released")
-
-    def __init__(
-        self,
-        follower: Follower,
-        message: _Message,
-        frames: Frames,
-        operations: Mapping[str, Operation[Context, None]],
-    ) -> None:
-        self.follower = follower
-        self.message = message
-        self.frames = frames
-        self.operations = operations
-        self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def push(self, feed: Feed) -> bool:
-        """Called once per burst while it holds; after a False, never again."""
-        follower = self.follower
-        events = feed.since(follower.covered)
-        if events is None or self.message.id not in self.operations:  # lagging, or cancelled
-            self.released.set_result(None)
-            return False
-        if not self.frames.writable():
-            log.info(
-                "subscription %s: its socket is full; it catches up at its pace", self.message.id
-            )
-            self.released.set_result(None)
-            return False
-        try:
-            wanted = follower.take(events)
-            if wanted:
-                self.frames.write(self.message.frames(wanted))
-        except Exception as error:  # reported on this operation alone
-            self.released.set_exception(error)
-            return False
-        if follower.done:
-            self.released.set_result(None)
-            return False
-        return True
+        return self.prefix + self.payload(event) + "}"

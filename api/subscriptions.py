@@ -11,12 +11,12 @@ poller would stop; subscribing to a batch that is already terminal replays what 
 `afterEventId` and completes. A retry reopens the batch for new subscriptions.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 
 import strawberry
-from strawberry.utils.aio import aclosing
 
 from api.context import Context, Info
 from api.hub import Feed, LiveEvent
@@ -111,7 +111,7 @@ class Follower:
         self.covered = feed.seq
         self.done = False
 
-    async def replay(self) -> AsyncIterator[list[LiveEvent]]:
+    async def replay(self) -> AsyncGenerator[list[LiveEvent], None]:
         """The log after `after` up to `covered`, a page at a time (nothing from now on)."""
         company_id, batch_id, after = (
             self.interest.company_id,
@@ -170,14 +170,8 @@ class Follower:
         return self.take(events)
 
 
-async def follow(
-    ctx: Context,
-    interest: Interest,
-    *,
-    caught_up: Callable[[Follower], Awaitable[None]] | None = None,
-) -> AsyncGenerator[LiveEvent, None]:
-    """The interest's events: the log's, then the feed's. Whenever it has caught up with the
-    feed, `caught_up` (if given) may deliver on its own; it returns once it lets go."""
+async def follow(ctx: Context, interest: Interest) -> AsyncGenerator[LiveEvent, None]:
+    """The interest's events: the log's, then the feed's."""
     async with ctx.hub.feed(interest.company_id) as feed:
         follower = Follower(ctx.services.db, feed, interest)
         async with aclosing(follower.replay()) as pages:
@@ -186,9 +180,6 @@ async def follow(
                     yield event
         del pages  # done with, it would still hold ~0.6 KiB for the subscription's life
         while not follower.done:
-            if caught_up is not None and follower.covered == feed.seq:
-                await caught_up(follower)
-                continue
             await feed.wait_beyond(follower.covered)
             for event in await follower.catch_up():
                 yield event

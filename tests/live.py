@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from api.wire import server_options
+from api.serving import server_options
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"

@@ -1,0 +1,15 @@
+"""How the API is served: uvicorn's documented options, in production and in tests alike."""
+
+from typing import Any
+
+MAX_WS_MESSAGE_BYTES = 256 * 1024
+
+
+def server_options() -> dict[str, Any]:  # Any: uvicorn's keyword arguments
+    """uvicorn settings for this app. The sans-I/O WebSocket protocol holds the least per idle
+    connection of uvicorn's three (`python -m bench footprint`, bench/RESULTS.md)."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": False,  # compression costs more than the rest of a delivery
+        "ws_max_size": MAX_WS_MESSAGE_BYTES,
+    }
