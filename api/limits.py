@@ -1,5 +1,5 @@
-"""Limits on an operation's size: depth and introspection (counted here), aliases and tokens
-(Strawberry's and graphql-core's).
+"""Limits on an operation's size: depth, introspection and aliases (counted here), tokens
+(graphql-core's parser stops at `MAX_TOKENS`; `more_tokens_than` tells that refusal apart).
 
 Depth counts data fields through every fragment; root fields are level 0. Introspection
 (`__schema`, `__type`) is measured on a budget of its own: the queries that standard tools
@@ -18,14 +18,17 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSyntaxError,
     InlineFragmentNode,
+    Lexer,
     OperationDefinitionNode,
     SelectionSetNode,
+    Source,
+    TokenKind,
     ValidationRule,
     Visitor,
     visit,
 )
-from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
 
 MAX_DEPTH = 10
 MAX_INTROSPECTION_DEPTH = 20
@@ -83,6 +86,14 @@ class MaxDepthRule(ValidationRule):
         self.report_error(GraphQLError(message, node, extensions={"code": TOO_COMPLEX}))
 
 
+class MaxAliasesRule(ValidationRule):
+    def enter_document(self, node: DocumentNode, *_: object) -> None:
+        count = alias_count(node)
+        if count > MAX_ALIASES:
+            message = f"The operation has {count} aliases: the alias limit is {MAX_ALIASES}."
+            self.report_error(GraphQLError(message, extensions={"code": TOO_COMPLEX}))
+
+
 class _Measure:
     """Measures selection sets bottom up, each fragment once (cycles count as empty: another
     rule refuses them), so a document's cost to measure is its own size."""
@@ -126,7 +137,7 @@ class _Measure:
 
 
 def alias_count(document: DocumentNode) -> int:
-    """Aliased fields in the document, as Strawberry's MaxAliasesLimiter counts them."""
+    """Aliased fields in the document."""
     count = 0
 
     class Counter(Visitor):
@@ -138,6 +149,14 @@ def alias_count(document: DocumentNode) -> int:
     return count
 
 
-# Strawberry's MaxAliasesLimiter makes a new rule class per instance, and so per request:
-# `ValidationCache`, keyed by the rules, never hit. One class, made once, lets it.
-MaxAliasesRule = create_aliases_rule(MAX_ALIASES)
+def more_tokens_than(query: str, limit: int) -> bool:
+    """Whether the document runs past `limit` tokens before any syntax error: what
+    graphql-core's parser refused when it was given `max_tokens=limit`."""
+    lexer = Lexer(Source(query))
+    try:
+        for _ in range(limit + 1):
+            if lexer.advance().kind is TokenKind.EOF:
+                return False
+    except GraphQLSyntaxError:
+        return False
+    return True

@@ -31,7 +31,6 @@ from graphql import (
     execute_subscription_event,
     get_operation_ast,
     parse,
-    specified_rules,
     validate,
 )
 from graphql.execution.values import get_argument_values
@@ -40,12 +39,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
-from strawberry.types.execution import PreExecutionError
 
 from api.context import Context
-from api.errors import coded
+from api.core_schema import graphql_schema
+from api.errors import Asked, coded
 from api.hub import LiveEvent
-from api.limits import MAX_ALIASES, MAX_TOKENS, MaxDepthRule, alias_count
+from api.limits import MAX_TOKENS
+from api.rules import VALIDATION_RULES
 from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import SyncEvent, authorise, follow
 from models.errors import AppError
@@ -86,9 +86,7 @@ def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Live
         document = parse(query, max_tokens=MAX_TOKENS)
     except GraphQLError:
         return None
-    if alias_count(document) > MAX_ALIASES or validate(
-        schema, document, [*specified_rules, MaxDepthRule]
-    ):
+    if validate(schema, document, VALIDATION_RULES):
         return None
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
@@ -192,7 +190,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return pings
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
-        schema: GraphQLSchema = self.schema._schema  # type: ignore[attr-defined]
+        schema = graphql_schema(self.schema)
         plan = PLANS.get(schema, operation.query, operation.operation_name)
         arguments = None if plan is None else _arguments(schema, plan, self.context, operation)
         if plan is None or arguments is None:
@@ -204,18 +202,12 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             if not isinstance(error, AppError):  # ours are what the client asked wrongly
                 log.exception("subscription %s ended by an unexpected error", operation.id)
             failure = GraphQLError(str(error), path=[plan.field.name.value], original_error=error)
-            payload = [coded(failure, plan.document).formatted]
+            asked = Asked(schema, operation.query, plan.document, operation.variables)
+            payload = [coded(failure, asked).formatted]
             with contextlib.suppress(Exception):
                 await operation.send_operation_message(
                     {"id": operation.id, "type": "error", "payload": payload}
                 )
-
-    async def _handle_pre_execution_error(
-        self, operation: Operation[Context, None], result: PreExecutionError
-    ) -> None:
-        """Strawberry's own path reports invalid operations; give its errors their codes too."""
-        result.errors = [coded(error, None) for error in result.errors or []]
-        await super()._handle_pre_execution_error(operation, result)
 
     async def _stream(self, message: "_Message", arguments: dict[str, Any]) -> None:
         interest = await authorise(self.context, message.plan.field.name.value, arguments)

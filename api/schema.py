@@ -7,7 +7,6 @@ from functools import lru_cache
 import strawberry
 from graphql import GraphQLError, parse
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaxTokensLimiter,
     SchemaExtension,
@@ -17,9 +16,10 @@ from strawberry.tools import merge_types
 
 from api.alerts import AlertQuery, AlertSubscription
 from api.errors import ErrorCodes
-from api.limits import MAX_TOKENS, MaxAliasesRule, MaxDepthRule
+from api.limits import MAX_TOKENS
 from api.mutations import Mutation
 from api.queries import Query
+from api.rules import ValidationRules
 from api.scalars import SCALARS
 from api.stats import StatsQuery
 from api.subscriptions import Subscription
@@ -60,7 +60,7 @@ def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema
         scalar_overrides=SCALARS,
         extensions=[
             ErrorCodes,
-            lambda: AddValidationRules([MaxDepthRule, MaxAliasesRule]),
+            ValidationRules,
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             *([] if introspection else [DisableIntrospection]),
             ParseOnce,

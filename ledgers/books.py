@@ -251,17 +251,17 @@ async def gate(
 ) -> tuple[SandboxBehaviour, bool]:
     """What every call first checks, in one query: how the sandbox behaves for the company,
     and whether the access token is its current, unexpired one."""
-    row = (await conn.execute(_GATE, {"company_id": company_id})).one()
+    row = (await conn.execute(_GATE, {"company_id": company_id})).mappings().one()
     knobs = (
         SandboxBehaviour(company_id=company_id)
-        if row.company_id is None
-        else SandboxBehaviour.model_validate(row._mapping)
+        if row["company_id"] is None
+        else SandboxBehaviour.model_validate(dict(row))
     )
     allowed = (
         access_token is not None
-        and row.access_digest is not None
-        and hmac.compare_digest(row.access_digest, _digest(access_token))
-        and row.access_expires_at > utcnow()
+        and row["access_digest"] is not None
+        and hmac.compare_digest(row["access_digest"], _digest(access_token))
+        and row["access_expires_at"] > utcnow()
     )
     return knobs, allowed
 

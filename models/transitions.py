@@ -379,7 +379,7 @@ async def _count(
         if any(deltas.values())
         else select(*(_batches.c[name] for name in columns)).where(_batches.c.id == batch_id)
     )
-    return dict(result.one()._mapping)
+    return dict(result.mappings().one())
 
 
 def _derive(

@@ -101,6 +101,22 @@ async def test_bad_literals_in_the_document_name_their_field(api: Api, company: 
     assert {f["extensions"]["code"] for f in failures} == {"BAD_USER_INPUT"}
 
 
+async def test_fields_left_out_of_or_foreign_to_a_variable_are_each_named(
+    api: Api, company: NewCompany
+) -> None:
+    """Each error about one object names its own field, whatever graphql-core's wording."""
+    odd = expense(unknownField=1, otherField=2)
+    for name in ("currency", "date"):
+        del odd[name]
+    variables = {"companyId": company.company.id, "expenses": [expense(), odd]}
+    failures = (await api.gql(CREATE_EXPENSES, variables))["errors"]
+    assert sorted(f["extensions"]["field"] for f in failures) == [
+        f"expenses.1.{name}" for name in ("currency", "date", "otherField", "unknownField")
+    ]
+    assert {f["extensions"]["code"] for f in failures} == {"BAD_USER_INPUT"}
+    assert await _count(api, company) == 0
+
+
 async def test_a_bad_enum_or_scalar_argument_names_its_field(api: Api, company: NewCompany) -> None:
     query = """query($c: ID!, $s: SyncBatchStatus) {
       syncBatches(companyId: $c, status: $s) { totalCount }
