@@ -30,22 +30,21 @@ from graphql import (
     OperationType,
     execute_subscription_event,
     get_operation_ast,
-    parse,
-    validate,
 )
 from graphql.execution.values import get_argument_values
+from strawberry import Schema
+from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
+from api.admission import parsed, validated
 from api.context import Context
 from api.core_schema import graphql_schema
 from api.errors import Asked, coded
 from api.hub import LiveEvent
-from api.limits import MAX_TOKENS
-from api.rules import VALIDATION_RULES
 from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import SyncEvent, authorise, follow
 from models.errors import AppError
@@ -69,7 +68,7 @@ class _Plans:
     def __init__(self) -> None:
         self._plans: OrderedDict[tuple[str, str | None], LivePlan | None] = OrderedDict()
 
-    def get(self, schema: GraphQLSchema, query: str, operation_name: str | None) -> LivePlan | None:
+    def get(self, schema: BaseSchema, query: str, operation_name: str | None) -> LivePlan | None:
         key = (query, operation_name)
         if key in self._plans:
             self._plans.move_to_end(key)
@@ -80,13 +79,14 @@ class _Plans:
         return plan
 
 
-def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> LivePlan | None:
+def _plan(strawberry_schema: BaseSchema, query: str, operation_name: str | None) -> LivePlan | None:
     """A live subscription with one plain root field, within every limit; else None."""
+    schema = graphql_schema(strawberry_schema)
     try:
-        document = parse(query, max_tokens=MAX_TOKENS)
+        document = parsed(query)
     except GraphQLError:
         return None
-    if validate(schema, document, VALIDATION_RULES):
+    if validated(schema, document):
         return None
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
@@ -94,9 +94,13 @@ def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Live
     (root,) = operation.selection_set.selections  # validation allows one root field
     if not isinstance(root, FieldNode) or root.name.value not in LIVE_FIELDS or root.directives:
         return None
-    assert schema.subscription_type is not None
+    assert schema.subscription_type is not None and isinstance(strawberry_schema, Schema)
+    source = strawberry_schema.get_field_for_type(root.name.value, schema.subscription_type.name)
+    if source is None or source.permission_classes or source.extensions:
+        return None  # Strawberry's path runs what guards the field
     field = schema.subscription_type.fields[root.name.value]
-    return LivePlan(document, root, compile_plain(field.type, root.selection_set))
+    render = compile_plain(strawberry_schema, field.type, root.selection_set)
+    return LivePlan(document, root, render)
 
 
 PLANS = _Plans()
@@ -191,7 +195,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         schema = graphql_schema(self.schema)
-        plan = PLANS.get(schema, operation.query, operation.operation_name)
+        plan = PLANS.get(self.schema, operation.query, operation.operation_name)
         arguments = None if plan is None else _arguments(schema, plan, self.context, operation)
         if plan is None or arguments is None:
             await super().run_operation(operation)  # Strawberry's path reports what is wrong

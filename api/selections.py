@@ -21,8 +21,7 @@ from graphql import (
     GraphQLScalarType,
     SelectionSetNode,
 )
-from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.field import StrawberryField
+from strawberry import Schema
 
 Render = Callable[[object], object]  # a resolved value → its result, as JSON would hold it
 
@@ -31,18 +30,23 @@ class NotPlain(Exception):
     """A value graphql-core must complete itself: a null where the schema says non-null."""
 
 
-def compile_plain(type_: GraphQLOutputType, selections: SelectionSetNode | None) -> Render | None:
-    """A field's result as a function of its resolved value; None when it is not plain."""
+def compile_plain(
+    schema: Schema, type_: GraphQLOutputType, selections: SelectionSetNode | None
+) -> Render | None:
+    """A field's result as a function of its resolved value; None when it is not plain.
+    `schema` (Strawberry's) tells each field's Python name, resolver and extensions."""
     if isinstance(type_, GraphQLNonNull):
         type_ = type_.of_type
     if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
         return type_.serialize
     if isinstance(type_, GraphQLObjectType) and selections is not None:
-        return _object(type_, selections)
+        return _object(schema, type_, selections)
     return None  # lists, interfaces, unions
 
 
-def _object(parent: GraphQLObjectType, selections: SelectionSetNode) -> Render | None:
+def _object(
+    schema: Schema, parent: GraphQLObjectType, selections: SelectionSetNode
+) -> Render | None:
     fields: list[tuple[str, str | None, bool, Render]] = []  # key, attribute, non-null, render
     for selection in selections.selections:
         if not isinstance(selection, FieldNode) or selection.arguments or selection.directives:
@@ -54,15 +58,15 @@ def _object(parent: GraphQLObjectType, selections: SelectionSetNode) -> Render |
             fields.append((key, None, True, _constant(parent.name)))
             continue
         field = parent.fields[selection.name.value]
-        definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        definition = schema.get_field_for_type(selection.name.value, parent.name)
         if (
-            not isinstance(definition, StrawberryField)
+            definition is None
             or definition.base_resolver is not None
             or definition.extensions  # a permission too: Strawberry runs it as an extension
             or definition.permission_classes
         ):
             return None
-        inner = compile_plain(field.type, selection.selection_set)
+        inner = compile_plain(schema, field.type, selection.selection_set)
         if inner is None or definition.python_name is None:
             return None
         non_null = isinstance(field.type, GraphQLNonNull)

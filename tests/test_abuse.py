@@ -3,6 +3,7 @@ introspection and GraphiQL switches for production."""
 
 from typing import Any
 
+from api.schema import build_schema
 from infra.services import Services
 from infra.settings import Settings
 from models.company import NewCompany
@@ -66,3 +67,13 @@ async def test_production_can_turn_off_introspection_and_graphiql(
         assert (await api.http.get("/graphql")).status_code == 404
     async with asgi_api(services, settings, company.api_key) as api:
         assert data(await api.gql("{ __schema { queryType { name } } }"))
+
+
+def test_introspection_can_be_turned_off() -> None:
+    """`INTROSPECTION=false`: Strawberry's DisableIntrospection rule joins ours."""
+    query = "{ __schema { queryType { name } } }"
+    assert build_schema().execute_sync(query).errors is None
+    refused = build_schema(introspection=False).execute_sync(query).errors
+    assert refused and refused[0].extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
+    typename = build_schema(introspection=False).execute_sync("{ __typename }")
+    assert typename.errors is None

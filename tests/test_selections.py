@@ -11,7 +11,6 @@ from graphql import (
     Executor,
     FieldNode,
     GraphQLObjectType,
-    GraphQLSchema,
     execute_subscription_event,
     get_operation_ast,
     parse,
@@ -20,13 +19,14 @@ from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
+from api.core_schema import graphql_schema
 from api.schema import schema
 from api.selections import NotPlain, compile_plain
 from api.subscriptions import SyncEvent
 from models.tables import SyncEvent as SyncEventRow
 from models.tables import as_loaded
 
-CORE: GraphQLSchema = schema._schema
+CORE = graphql_schema(schema)
 
 
 def _event(**values: object) -> SyncEvent:
@@ -85,7 +85,7 @@ def _executed(query: str, event: SyncEvent) -> object:
 def test_plain_selections_render_as_graphql_core_executes_them(selection: str) -> None:
     query = _document(selection)
     field = CORE.subscription_type.fields["companySyncEvents"]  # type: ignore[union-attr]
-    render = compile_plain(field.type, _root(query).selection_set)
+    render = compile_plain(schema, field.type, _root(query).selection_set)
     assert render is not None
     for event in EVENTS:
         assert {"data": {"companySyncEvents": render(event)}} == _executed(query, event)
@@ -94,12 +94,12 @@ def test_plain_selections_render_as_graphql_core_executes_them(selection: str) -
 @pytest.mark.parametrize("selection", NOT_PLAIN)
 def test_other_selections_are_left_to_graphql_core(selection: str) -> None:
     field = CORE.subscription_type.fields["companySyncEvents"]  # type: ignore[union-attr]
-    assert compile_plain(field.type, _root(_document(selection)).selection_set) is None
+    assert compile_plain(schema, field.type, _root(_document(selection)).selection_set) is None
 
 
 def test_a_null_where_the_schema_says_non_null_is_left_to_graphql_core() -> None:
     field = CORE.subscription_type.fields["companySyncEvents"]  # type: ignore[union-attr]
-    render = compile_plain(field.type, _root(_document("{ batchId }")).selection_set)
+    render = compile_plain(schema, field.type, _root(_document("{ batchId }")).selection_set)
     assert render is not None
     broken = SyncEvent(**{**vars(EVENTS[0]), "batch_id": None})
     with pytest.raises(NotPlain):
@@ -139,8 +139,8 @@ def test_a_field_with_a_permission_or_an_extension_is_never_plain(
 ) -> None:
     """The fast path would skip what graphql-core runs for such a field: a permission added
     later, or an extension's work."""
-    core: GraphQLSchema = strawberry.Schema(query=_Query)._schema
-    guarded = core.type_map["Guarded"]
+    guarded_schema = strawberry.Schema(query=_Query)
+    guarded = graphql_schema(guarded_schema).type_map["Guarded"]
     assert isinstance(guarded, GraphQLObjectType)
     root = _root(f"{{ guarded {selection} }}")
-    assert (compile_plain(guarded, root.selection_set) is not None) is plain
+    assert (compile_plain(guarded_schema, guarded, root.selection_set) is not None) is plain
