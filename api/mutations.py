@@ -33,17 +33,17 @@ from api.types import (
     record_of,
 )
 from infra.queue import enqueue_sync
-from infra.storage import Scanned
 from ledgers.gateway import Gateway
 from ledgers.gateway import limits as ledger_limits
 from ledgers.link import start_link
-from models.attachments import Files, add_files, attach_files, checked
 from models.attachments import Upload as Sent
-from models.batch import create_batch, create_batch_once, get_batch, retry_failed_items
+from models.attachments import attach_files
+from models.batch import get_batch, retry_failed_items
 from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.errors import InvalidInput
+from models.submissions import Record, submit_batch
 
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -239,54 +239,13 @@ async def _create(
     preflight: bool,
     key: str | None,
 ) -> tuple[SyncBatch, list[Expense | Bill | Invoice]]:
+    """The create mutations' mapping: inputs to records and files, `submit_batch`, and the
+    batch and records as the schema shows them."""
     ctx = info.context
-    services = ctx.services
     owner = ctx.own(company_id)
     records = to_records(
-        record_type, inputs, field=field, limit=services.settings.max_records_per_batch
+        record_type, inputs, field=field, limit=ctx.services.settings.max_records_per_batch
     )
-    uploads, scans = await _record_files(info, owner, inputs, field)
-    if preflight and (found := await ledger_problems(ctx, owner, records, field=field)):
-        raise preflight_refused(found)
-    if key is None:
-        batch, item_ids = await create_batch(
-            services.db,
-            bus=services.bus,
-            company_id=owner,
-            record_type=record_type,
-            records=records,
-        )
-        replayed = False
-    else:
-        once = await create_batch_once(
-            services.db,
-            bus=services.bus,
-            company_id=owner,
-            record_type=record_type,
-            records=records,
-            key=key,
-        )
-        batch, item_ids, replayed = once.batch, once.item_ids, once.replayed
-    if not replayed:
-        files = [
-            Files(item_id, sent, scanned)
-            for item_id, sent, scanned in zip(item_ids, uploads, scans, strict=True)
-            if sent
-        ]
-        await add_files(services, company_id=owner, batch_id=batch.id, files=files)
-        await enqueue_sync(services.queue, batch_id=batch.id)
-    created = [record_of(i, r) for i, r in zip(item_ids, records, strict=True)]
-    return SyncBatch.from_row(batch), created
-
-
-async def _record_files(
-    info: Info,
-    company_id: str,
-    inputs: Sequence[ExpenseInput | BillInput | InvoiceInput],
-    field: str,
-) -> tuple[list[list[Sent]], list[list[Scanned]]]:
-    """Each record's files, checked before anything is created: one refused file refuses the
-    request, naming it (`expenses.3.attachments.0`)."""
     uploads = [
         [
             _sent(upload, f"{field}.{n}.attachments.{m}")
@@ -294,20 +253,24 @@ async def _record_files(
         ]
         for n, each in enumerate(inputs)
     ]
-    if not any(uploads):
-        return uploads, [[] for _ in uploads]
-    most = info.context.services.settings.max_files_per_request
-    if sum(map(len, uploads)) > most:
-        message = f"Send at most {most} files with the records; attach more with attachFiles."
-        raise InvalidInput(message, field=field)
-    named = {
-        f"{field}.{n}.attachments.{m}": one
-        for n, sent in enumerate(uploads)
-        for m, one in enumerate(sent)
-    }
-    found = await checked(named, max_bytes=await _largest_file(info, company_id))
-    scans = iter(found.values())  # in the order sent
-    return uploads, [[next(scans) for _ in sent] for sent in uploads]
+
+    async def vet(records: Sequence[Record]) -> None:
+        if found := await ledger_problems(ctx, owner, records, field=field):
+            raise preflight_refused(found)
+
+    created = await submit_batch(
+        ctx.services,
+        company_id=owner,
+        record_type=record_type,
+        records=records,
+        uploads=uploads,
+        field=field,
+        max_bytes=await _largest_file(info, owner) if any(uploads) else 0,
+        vet=vet if preflight else None,
+        key=key,
+    )
+    shown = [record_of(i, r) for i, r in zip(created.item_ids, records, strict=True)]
+    return SyncBatch.from_row(created.batch), shown
 
 
 async def _largest_file(info: Info, company_id: str) -> int:

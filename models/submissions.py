@@ -1,0 +1,75 @@
+"""Submitting records: the create mutations' one command, from validated records and their
+files to a queued batch. Nothing is created until every file is checked and the records
+vetted; the batch's job is queued once it has committed."""
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from infra.queue import enqueue_sync
+from infra.services import Services
+from infra.storage import Scanned
+from models.attachments import Files, Upload, add_files, checked
+from models.batch import Created, create_batch, create_batch_once
+from models.enums import RecordType
+from models.errors import InvalidInput
+from models.records import Bill, Expense, Invoice
+
+Record = Expense | Bill | Invoice
+Vet = Callable[[Sequence[Record]], Awaitable[None]]  # raises to refuse the records
+
+
+async def submit_batch(
+    services: Services,
+    *,
+    company_id: str,
+    record_type: RecordType,
+    records: Sequence[Record],
+    uploads: Sequence[Sequence[Upload]],
+    field: str,
+    max_bytes: int,
+    vet: Vet | None = None,
+    key: str | None = None,
+) -> Created:
+    """Queue the records as one batch, each with its files (`uploads`, in record order);
+    under an idempotency `key`, the first request's batch again (`replayed`)."""
+    scans = await _checked(services, uploads, field=field, max_bytes=max_bytes)
+    if vet is not None:
+        await vet(records)
+    db, bus = services.db, services.bus
+    if key is None:
+        batch, item_ids = await create_batch(
+            db, bus=bus, company_id=company_id, record_type=record_type, records=records
+        )
+        created = Created(batch, item_ids, replayed=False)
+    else:
+        created = await create_batch_once(
+            db, bus=bus, company_id=company_id, record_type=record_type, records=records, key=key
+        )
+    if not created.replayed:
+        files = [
+            Files(item_id, sent, scanned)
+            for item_id, sent, scanned in zip(created.item_ids, uploads, scans, strict=True)
+            if sent
+        ]
+        await add_files(services, company_id=company_id, batch_id=created.batch.id, files=files)
+        await enqueue_sync(services.queue, batch_id=created.batch.id)
+    return created
+
+
+async def _checked(
+    services: Services, uploads: Sequence[Sequence[Upload]], *, field: str, max_bytes: int
+) -> list[list[Scanned]]:
+    """Each record's files, checked before anything is created: one refused file refuses the
+    request, naming it (`expenses.3.attachments.0`)."""
+    if not any(uploads):
+        return [[] for _ in uploads]
+    most = services.settings.max_files_per_request
+    if sum(map(len, uploads)) > most:
+        message = f"Send at most {most} files with the records; attach more with attachFiles."
+        raise InvalidInput(message, field=field)
+    named = {
+        f"{field}.{n}.attachments.{m}": one
+        for n, sent in enumerate(uploads)
+        for m, one in enumerate(sent)
+    }
+    found = iter((await checked(named, max_bytes=max_bytes)).values())  # in the order sent
+    return [[next(found) for _ in sent] for sent in uploads]
