@@ -16,9 +16,9 @@ from api.hub import Hub
 from infra.db import rows_by_parent
 from infra.services import Services
 from infra.settings import Settings
-from ledgers.gateway import Gateway, Pace, pace
+from ledgers.gateway import Gateway, Pace, completion_estimate, pace
 from ledgers.protocol import LedgerFactory
-from models.batch import documents_ahead, item_pages, progress_completion
+from models.batch import documents_ahead, item_pages
 from models.company import Caller, connection_of
 from models.enums import ItemStatus
 from models.errors import NotFound, Unauthenticated
@@ -122,15 +122,10 @@ class Context:
         return await pace(self.services, self.ledger_for, connection)
 
     async def estimated_completion(self, batch: SyncBatch) -> datetime | None:
-        """When an unfinished batch should be done: at the connection's pace, once what is
-        queued before it has gone, or at the pace it has gone so far, whichever is later."""
-        now = utcnow()
+        """`completion_estimate`, from what this response loads once per company."""
         ahead = (await self.documents_ahead.load(batch.company_id)).get(batch.id)
         found = await self.paces.load(batch.company_id)
-        by_rate = None if ahead is None or found is None else found.done_at(ahead, now)
-        by_progress = progress_completion(batch, now)
-        estimates = [e for e in (by_rate, by_progress) if e is not None]
-        return max(estimates, default=None)
+        return completion_estimate(batch, ahead, found, utcnow())
 
     async def ledger(self, company_id: str) -> Gateway:
         """The company's ledger, through the gateway that paces every call to it."""

@@ -24,9 +24,10 @@ from ledgers import chart
 from ledgers.limiter import Limiter
 from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
 from ledgers.refresh import usable_connection
+from models.batch import progress_completion
 from models.enums import ConnectionStatus
 from models.secrets import Tokens
-from models.tables import Connection
+from models.tables import Connection, SyncBatch
 
 T = TypeVar("T")
 
@@ -77,6 +78,17 @@ class Pace:
 
     def done_at(self, documents: int, now: datetime) -> datetime:
         return now + timedelta(seconds=self.wait_seconds + documents / self.documents_per_second)
+
+
+def completion_estimate(
+    batch: SyncBatch, ahead: int | None, pace: Pace | None, now: datetime
+) -> datetime | None:
+    """When an unfinished batch should be done: at the connection's `pace`, once the
+    documents queued before it (`ahead`) have gone, or at the pace it has gone so far,
+    whichever is later; None when neither is known."""
+    by_rate = None if ahead is None or pace is None else pace.done_at(ahead, now)
+    estimates = [e for e in (by_rate, progress_completion(batch, now)) if e is not None]
+    return max(estimates, default=None)
 
 
 async def pace(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Pace:
