@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -133,8 +133,12 @@ def worker_context(
     return WorkerContext(services, ledgers, http)
 
 
+class RunJobs(Protocol):
+    async def __call__(self, ledgers: LedgerFactory | None = None) -> None: ...
+
+
 @pytest.fixture
-async def run_jobs(services: Services) -> Any:  # Any: an async callable, typed below
+async def run_jobs(services: Services) -> RunJobs:
     """Run every queued job to the end in a burst-mode worker, as production's worker would."""
 
     async def run(ledgers: LedgerFactory | None = None) -> None:
@@ -218,7 +222,7 @@ async def api(services: Services, settings: Settings, company: NewCompany) -> As
 
 
 @pytest.fixture
-async def synced_batch(api: Api, company: NewCompany, run_jobs: Any) -> dict[str, Any]:
+async def synced_batch(api: Api, company: NewCompany, run_jobs: RunJobs) -> dict[str, Any]:
     """A synced batch of the company's: the first expense SUCCESS, the second FAILED
     (INVALID_ACCOUNT_ID). Returns createExpenses' payload."""
     variables = {"companyId": company.company.id, "expenses": [expense(), expense(accountId="999")]}

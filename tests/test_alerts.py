@@ -2,7 +2,6 @@
 webhook, and cleared when the rate recovers or the company reconnects."""
 
 import asyncio
-from typing import Any
 
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
@@ -10,7 +9,7 @@ from standardwebhooks import Webhook
 from infra.services import Services
 from ledgers import books as sandbox
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, RETRY, data, error, expense
 from tests.live import GraphQLWebSocket
 from tests.receiver import Receiver, create_endpoint, pump, receiving
@@ -40,7 +39,7 @@ async def _subscribed(listening: float = 1) -> None:
 
 
 async def test_a_high_failure_rate_raises_an_alert_that_clears_when_it_recovers(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any, live_server: str
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs, live_server: str
 ) -> None:
     services.settings.alert_min_items = 4
     services.settings.alert_failure_rate = 0.5
@@ -83,7 +82,7 @@ async def test_a_high_failure_rate_raises_an_alert_that_clears_when_it_recovers(
 
 
 async def test_an_expired_connection_raises_an_alert_until_reconnected(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     receiver = Receiver()
     cid = company.company.id
@@ -121,7 +120,7 @@ async def _listening(services: Services) -> int:
 
 
 async def _connection_alert(
-    api: Api, services: Services, company: NewCompany, run_jobs: Any
+    api: Api, services: Services, company: NewCompany, run_jobs: RunJobs
 ) -> str:
     """Expire the company's connection and sync: the CONNECTION_EXPIRED alert it raises."""
     cid = company.company.id
@@ -136,7 +135,7 @@ async def _connection_alert(
 
 
 async def test_alert_subscriptions_share_one_connection_and_resume_after_an_alert(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any, live_server: str
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs, live_server: str
 ) -> None:
     cid = company.company.id
     first = await _connection_alert(api, services, company, run_jobs)

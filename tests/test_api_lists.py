@@ -9,7 +9,7 @@ from sqlalchemy import event
 
 from infra.services import Services
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, data, error, expense
 
 LIST = """
@@ -190,7 +190,7 @@ async def _batches_of_items(api: Api, company: NewCompany, count: int) -> None:
     "page", [{"first": 2}, {"last": 2}, {"first": 10, "status": "FAILED"}, {}], ids=str
 )
 async def test_nested_item_pages_cost_the_same_queries_for_any_number_of_batches(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any, page: dict[str, Any]
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs, page: dict[str, Any]
 ) -> None:
     await _batches_of_items(api, company, 2)
     await run_jobs()

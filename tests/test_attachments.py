@@ -21,7 +21,7 @@ from infra.storage import Storage, open_storage
 from ledgers import books as sandbox
 from models.company import NewCompany
 from models.sandbox import SandboxAttachment
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import (
     CREATE_EXPENSES,
     ELF,
@@ -56,7 +56,7 @@ async def _attachments(api: Api, batch_id: str) -> tuple[str, list[dict[str, Any
 
 
 async def test_files_are_attached_once_pushed_after_their_item_and_downloaded(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any, tmp_path: Path
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs, tmp_path: Path
 ) -> None:
     batch_id, item_id = await _expense_item(api, company)
     sent = [("receipt.pdf", PDF, "application/pdf"), ("photo.png", PNG, "image/png")]
@@ -105,7 +105,7 @@ async def test_files_are_attached_once_pushed_after_their_item_and_downloaded(
 
 
 async def test_records_carry_their_files_when_created(
-    api: Api, company: NewCompany, run_jobs: Any
+    api: Api, company: NewCompany, run_jobs: RunJobs
 ) -> None:
     records = [  # each file's place, null until the server puts the file there
         expense(reference="with", attachments=[None]),
@@ -160,7 +160,7 @@ async def test_a_refused_file_attaches_nothing(api: Api, company: NewCompany) ->
 
 
 async def test_a_file_on_a_failed_item_fails_with_it_and_is_retried_with_it(
-    api: Api, company: NewCompany, run_jobs: Any
+    api: Api, company: NewCompany, run_jobs: RunJobs
 ) -> None:
     batch_id, item_id = await _expense_item(api, company, accountId="999")
     await run_jobs()
@@ -180,7 +180,7 @@ async def test_a_file_on_a_failed_item_fails_with_it_and_is_retried_with_it(
 
 
 async def test_a_file_the_ledger_refused_goes_on_when_retried(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     batch_id, item_id = await _expense_item(api, company)
     await run_jobs()

@@ -1,7 +1,6 @@
 """Ledger connections: tokens refreshed before use and exactly once; expiry, then reconnect."""
 
 import asyncio
-from typing import Any
 
 from infra.services import Services
 from ledgers import books as sandbox
@@ -9,7 +8,7 @@ from ledgers.protocol import Entry, LedgerFactory
 from ledgers.refresh import usable_connection
 from models.company import NewCompany, connection_of
 from models.tables import utcnow
-from tests.conftest import Api, sandbox_ledger
+from tests.conftest import Api, RunJobs, sandbox_ledger
 from tests.helpers import BATCH, RETRY, data, expense, expense_record, new_batch
 
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { status expiresAt } }"
@@ -39,7 +38,7 @@ async def test_an_expiring_token_is_refreshed_once_however_many_workers_race(
 
 
 async def test_jobs_refresh_an_expired_token_before_pushing(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     await _expire(services, company)
     batches = [await new_batch(api, company, [expense()] * 3) for _ in range(3)]
@@ -53,7 +52,7 @@ async def test_jobs_refresh_an_expired_token_before_pushing(
 
 
 async def test_a_refused_refresh_expires_the_connection_until_reconnect(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     await _expire(services, company, revoke=True)
     batch_id = await new_batch(api, company, [expense()] * 3)

@@ -27,7 +27,7 @@ from models.company import NewCompany
 from models.enums import RecordType
 from models.errors import LedgerError
 from models.tables import SyncItem
-from tests.conftest import Api, sandbox_ledger
+from tests.conftest import Api, RunJobs, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record, new_batch
 from tests.processes import cli, cli_result, env_without_config
 
@@ -68,7 +68,7 @@ def _codes(item: dict[str, Any]) -> list[str | None]:
 
 
 async def _synced_one_by_one(
-    api: Api, company: NewCompany, run_jobs: Any, count: int
+    api: Api, company: NewCompany, run_jobs: RunJobs, count: int
 ) -> list[dict[str, Any]]:
     """Sync `count` batches of one expense each (a ledger call each); all their items."""
     batch_ids = [await new_batch(api, company, [expense(reference=f"r{i}")]) for i in range(count)]
@@ -82,7 +82,7 @@ async def _synced_one_by_one(
 
 
 async def test_transient_failures_are_retried_and_every_push_is_kept(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     await _misbehave(services, company, transient_error_rate=0.3)
     items = await _synced_one_by_one(api, company, run_jobs, 20)  # a call each: 20 chances
@@ -97,7 +97,7 @@ async def test_transient_failures_are_retried_and_every_push_is_kept(
 
 
 async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     await _misbehave(services, company, timeout_rate=0.4)
     items = await _synced_one_by_one(api, company, run_jobs, 20)
@@ -106,7 +106,7 @@ async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
 
 
 async def test_permanent_failures_fail_at_once_with_the_ledgers_words(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     batch_id = await new_batch(api, company, [expense(accountId="999")])
     await run_jobs()
@@ -119,7 +119,7 @@ async def test_permanent_failures_fail_at_once_with_the_ledgers_words(
 
 
 async def test_a_failure_that_persists_ends_retryable_and_a_retry_continues_the_count(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any, settings: Settings
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs, settings: Settings
 ) -> None:
     await _misbehave(services, company, transient_error_rate=1.0)
     batch_id = await new_batch(api, company, [expense()])
@@ -139,7 +139,7 @@ async def test_a_failure_that_persists_ends_retryable_and_a_retry_continues_the_
 
 
 async def test_an_expired_token_fails_items_without_retrying(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     async with services.db.transaction() as session:
         await sandbox.revoke(session, company_id=company.company.id)
@@ -190,7 +190,7 @@ async def _push_times(api: Api, batch_id: str) -> list[datetime]:
 
 
 async def test_the_ledgers_limits_are_kept_across_jobs_without_a_single_429(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     await _misbehave(services, company, rate_limit_per_minute=240, max_concurrent=1)
     batches = [await new_batch(api, company, [expense(reference=f"r{i}")]) for i in range(10)]
@@ -240,7 +240,7 @@ async def test_a_slow_backlog_takes_turns_with_other_companies(
 
 
 async def test_a_batch_committed_but_never_queued_is_found_and_synced(
-    company: NewCompany, services: Services, run_jobs: Any
+    company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     batch, _ = await create_batch(  # as if the API crashed between the commit and the enqueue
         services.db,
@@ -290,7 +290,7 @@ async def _refusing(services: Services, event: str, when: str) -> AsyncIterator[
 
 
 async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     async with _refusing(services, "INSERT ON sandbox_record", "NEW.reference = 'poison'"):
         references = ["r0", "poison", "r2", "r3"]
@@ -306,7 +306,7 @@ async def test_a_record_the_store_refuses_fails_alone_and_the_batch_goes_on(
 
 
 async def test_an_outcome_our_database_refuses_fails_that_item_alone(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     poison = "NEW.reference = 'poison' AND NEW.status = 'SUCCESS'"
     async with _refusing(services, "UPDATE ON sync_item", poison):
@@ -324,7 +324,7 @@ async def test_an_outcome_our_database_refuses_fails_that_item_alone(
 
 
 async def test_a_stored_record_that_no_longer_validates_fails_alone(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     batch_id = await new_batch(api, company, [expense(reference=f"r{i}") for i in range(3)])
     async with services.db.transaction() as session:  # as a hand-edited row would be

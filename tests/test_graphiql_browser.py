@@ -1,13 +1,12 @@
 """GraphiQL in a real headless Chromium: it runs a subscription and shows events arriving."""
 
 import json
-from typing import Any
 
 import pytest
 from playwright.async_api import Page, async_playwright
 
 from models.company import NewCompany
-from tests.conftest import CHROMIUM_FLAGS, Api
+from tests.conftest import CHROMIUM_FLAGS, Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, data, expense
 
 pytestmark = pytest.mark.slow
@@ -28,7 +27,7 @@ async def _response(page: Page) -> str:
 
 
 async def test_graphiql_runs_a_subscription_and_shows_events_arriving(
-    api: Api, company: NewCompany, live_server: str, run_jobs: Any, chromium: str
+    api: Api, company: NewCompany, live_server: str, run_jobs: RunJobs, chromium: str
 ) -> None:
     variables = {"companyId": company.company.id, "expenses": [expense()]}
     batch_id = data(await api.gql(CREATE_EXPENSES, variables))["createExpenses"]["syncBatchId"]

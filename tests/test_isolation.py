@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import text
 
+from api.core_schema import graphql_schema
 from api.schema import schema
 from infra.services import Services
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import data, expense
 from tests.live import GraphQLWebSocket
 from tests.processes import free_port
@@ -185,7 +186,7 @@ TABLES = {  # each table, and which of its rows are A's
 
 
 def test_the_walk_covers_every_root_field() -> None:
-    graphql = schema._schema
+    graphql = graphql_schema(schema)
     roots = [graphql.query_type, graphql.mutation_type, graphql.subscription_type]
     assert {name for root in roots if root for name in root.fields} == set(OPERATIONS)
 
@@ -226,7 +227,7 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
     other_company: NewCompany,
     services: Services,
     live_server: str,
-    run_jobs: Any,
+    run_jobs: RunJobs,
 ) -> None:
     hook = {"url": f"http://127.0.0.1:{free_port()}/", "eventTypes": ["ITEM_FAILED"]}
     created_hook = data(

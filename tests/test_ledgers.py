@@ -26,7 +26,7 @@ from models.enums import ItemStatus, Provider
 from models.records import Expense
 from models.tables import SyncItem, utcnow
 from models.transitions import ItemMove, transition
-from tests.conftest import Api, asgi_api
+from tests.conftest import Api, RunJobs, asgi_api
 from tests.fake_oauth import CLIENT_ID, CLIENT_SECRET
 from tests.fake_quickbooks import FakeQuickBooks
 from tests.fake_xero import FakeXero
@@ -112,7 +112,7 @@ async def _link(ledger: Ledger) -> str:
     return str(back.url)
 
 
-async def _sync(ledger: Ledger, run_jobs: Any, *records: dict[str, Any]) -> dict[str, Any]:
+async def _sync(ledger: Ledger, run_jobs: RunJobs, *records: dict[str, Any]) -> dict[str, Any]:
     variables = {"companyId": ledger.cid, "expenses": list(records)}
     created = data(await ledger.api.gql(CREATE_EXPENSES, variables))["createExpenses"]
     await run_jobs()
@@ -160,7 +160,7 @@ async def test_without_public_url_the_ledger_sends_the_user_back_to_the_address_
 
 
 async def test_the_seed_scenario_invalid_references_fixed_then_retried(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     good = ledger.expense(reference="good")
@@ -187,7 +187,7 @@ async def test_the_seed_scenario_invalid_references_fixed_then_retried(
 
 
 async def test_an_expired_access_token_is_refreshed_once_and_a_revoked_grant_relinked(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     ledger.fake.auth.expire_access_tokens()
@@ -206,7 +206,7 @@ async def test_an_expired_access_token_is_refreshed_once_and_a_revoked_grant_rel
 
 
 async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
-    ledger: Ledger, services: Services, ledgers: LedgerFactory, run_jobs: Any
+    ledger: Ledger, services: Services, ledgers: LedgerFactory, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     ledger.fake.throttle(1)
@@ -223,7 +223,7 @@ async def test_a_429_is_waited_out_and_a_repeated_key_posts_once(
 
 
 async def test_bills_and_invoices_become_the_ledgers_documents(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     income = "200" if ledger.provider is Provider.XERO else "79"
@@ -256,7 +256,7 @@ async def test_bills_and_invoices_become_the_ledgers_documents(
 
 
 async def test_a_month_end_batch_goes_in_full_calls_and_a_bad_record_fails_alone(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     per_call = 50 if ledger.provider is Provider.XERO else 30
@@ -270,7 +270,7 @@ async def test_a_month_end_batch_goes_in_full_calls_and_a_bad_record_fails_alone
 
 
 async def test_a_call_written_then_timed_out_is_repeated_and_posts_once(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     ledger.fake.lose_answers(1)  # the ledger writes the documents, the answer never comes
@@ -318,7 +318,7 @@ async def test_items_a_dead_worker_left_mid_push_are_found_not_posted_again(
 
 
 @pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)
-async def test_the_budget_is_what_xero_says_is_left(ledger: Ledger, run_jobs: Any) -> None:
+async def test_the_budget_is_what_xero_says_is_left(ledger: Ledger, run_jobs: RunJobs) -> None:
     await _link(ledger)
     await _sync(ledger, run_jobs, *[ledger.expense() for _ in range(3)])
     assert isinstance(ledger.fake, FakeXero)
@@ -352,7 +352,7 @@ async def test_xeros_daily_limit_defers_the_batch_instead_of_holding_a_worker(
 
 
 @pytest.mark.parametrize("ledger", [Provider.QUICKBOOKS], indirect=True)
-async def test_quickbooks_faults_map_by_code_and_field(ledger: Ledger, run_jobs: Any) -> None:
+async def test_quickbooks_faults_map_by_code_and_field(ledger: Ledger, run_jobs: RunJobs) -> None:
     await _link(ledger)
     fake = ledger.fake
     assert isinstance(fake, FakeQuickBooks)
@@ -373,7 +373,7 @@ async def test_linking_needs_the_ledgers_app_configured(
 
 
 async def test_a_receipt_reaches_the_document_once_though_an_answer_was_lost(
-    ledger: Ledger, run_jobs: Any
+    ledger: Ledger, run_jobs: RunJobs
 ) -> None:
     await _link(ledger)
     batch = await _sync(ledger, run_jobs, ledger.expense(reference="with-receipt"))
@@ -398,7 +398,7 @@ async def test_a_receipt_reaches_the_document_once_though_an_answer_was_lost(
 
 @pytest.mark.parametrize("ledger", [Provider.XERO], indirect=True)  # Xero's daily limit
 async def test_a_receipt_that_meets_a_daily_limit_waits_in_the_queue_not_in_a_worker(
-    ledger: Ledger, run_jobs: Any, worker_context: WorkerContext
+    ledger: Ledger, run_jobs: RunJobs, worker_context: WorkerContext
 ) -> None:
     await _link(ledger)
     batch = await _sync(ledger, run_jobs, ledger.expense(reference="with-receipt"))

@@ -11,7 +11,7 @@ from models.batch import create_batch
 from models.company import NewCompany
 from models.enums import RecordType
 from models.tables import SyncEvent
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import RETRY, batch_events, data, expense, expense_record, new_batch
 from tests.live import BATCH_EVENTS, COMPANY_EVENTS, LEGACY_WS, GraphQLWebSocket
 
@@ -21,7 +21,7 @@ def _ids(events: list[dict[str, Any]] | list[SyncEvent]) -> list[str]:
 
 
 async def test_a_batch_stream_replays_then_follows_the_job_to_completion(
-    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: RunJobs
 ) -> None:
     batch_id = await new_batch(api, company, [expense(), expense(accountId="999")])
     async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
@@ -51,7 +51,7 @@ async def test_company_streams_are_exact_under_concurrent_batches_of_several_com
     other_company: NewCompany,
     services: Services,
     live_server: str,
-    run_jobs: Any,
+    run_jobs: RunJobs,
 ) -> None:
     async with (
         GraphQLWebSocket.connect(live_server, company.api_key) as modern,
@@ -88,7 +88,7 @@ async def _company_log(services: Services, company: NewCompany) -> list[SyncEven
 
 
 async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_rest(
-    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: RunJobs
 ) -> None:
     batch_id = await new_batch(api, company, [expense(), expense(accountId="999")])
     await run_jobs()
@@ -102,7 +102,7 @@ async def test_resuming_after_any_event_of_a_finished_batch_replays_exactly_the_
 
 
 async def test_a_retry_reopens_a_finished_batch_for_new_subscribers(
-    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: RunJobs
 ) -> None:
     batch_id = await new_batch(api, company, [expense(accountId="999")])
     await run_jobs()
@@ -147,7 +147,7 @@ async def test_events_whose_message_was_lost_still_arrive_in_order(
 
 
 async def test_a_company_stream_without_after_starts_from_now(
-    api: Api, company: NewCompany, live_server: str, run_jobs: Any
+    api: Api, company: NewCompany, live_server: str, run_jobs: RunJobs
 ) -> None:
     history = await new_batch(api, company, [expense()])
     await run_jobs()

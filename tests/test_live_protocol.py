@@ -26,7 +26,7 @@ from models.company import Caller, NewCompany
 from models.enums import RecordType
 from models.events import company_events
 from models.records import Expense
-from tests.conftest import Api, runtime_of
+from tests.conftest import Api, RunJobs, runtime_of
 from tests.helpers import CREATE_EXPENSES, batch_events, data, eventually, expense
 from tests.live import (
     BATCH_EVENTS,
@@ -145,7 +145,7 @@ async def test_pings_and_events_reach_the_socket_with_or_without_compression(
     company: NewCompany,
     services: Services,
     live_settings: Settings,
-    run_jobs: Any,
+    run_jobs: RunJobs,
     deflate: bool,
 ) -> None:
     """Pings and shared event messages reach the client whether or not uvicorn compresses
@@ -274,7 +274,7 @@ async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
     company: NewCompany,
     services: Services,
     live_server: str,
-    run_jobs: Any,
+    run_jobs: RunJobs,
 ) -> None:
     """The fast subscriber hears everything while the slow one's socket stays full; then the
     slow one, reading again, hears everything too, in order, once."""

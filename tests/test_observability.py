@@ -2,19 +2,18 @@
 
 import json
 import logging
-from typing import Any
 
 import pytest
 
 from api.logs import REDACTED, configure_logging
 from infra.settings import Settings
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, expense, metric_figures
 
 
 async def test_metrics_show_unfinished_work_and_its_age(
-    api: Api, company: NewCompany, run_jobs: Any
+    api: Api, company: NewCompany, run_jobs: RunJobs
 ) -> None:
     variables = {"companyId": company.company.id, "expenses": [expense(), expense()]}
     await api.gql(CREATE_EXPENSES, variables)

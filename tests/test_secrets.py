@@ -3,7 +3,6 @@
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -19,7 +18,7 @@ from models.connections import reseal_tokens
 from models.sandbox import SandboxGrant
 from models.secrets import open_tokens
 from models.tables import utcnow
-from tests.conftest import Api, sandbox_ledger
+from tests.conftest import Api, RunJobs, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, data, expense
 from tests.processes import cli, cli_result, env_without_config
 
@@ -105,7 +104,7 @@ def test_the_cli_makes_keys_and_refuses_to_start_without_one(tmp_path: Path) -> 
 
 
 async def test_an_access_token_the_ledger_refuses_early_is_refreshed_once_and_pushes_repeated(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     """Our copy still looks valid, but the ledger ended it (as QuickBooks' 401 after a
     password change): the job's pushes, running at once, refresh it once and push again."""

@@ -2,7 +2,6 @@
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
 
 from sqlalchemy import text, update
 
@@ -10,7 +9,7 @@ from infra.services import Services
 from models.company import NewCompany
 from models.stats import stats_query
 from models.tables import SyncEvent
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, RETRY, data, error, expense
 
 STATS = """
@@ -23,7 +22,7 @@ query($c: ID!, $since: DateTime, $bucket: StatsBucket) {
 
 
 async def test_stats_count_each_bucket_of_outcomes_with_empty_buckets_between(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     cid = company.company.id
     records = [expense(), expense(), expense(accountId="999")]

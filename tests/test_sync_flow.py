@@ -16,7 +16,7 @@ from ledgers.sandbox import SandboxLedger
 from models.company import NewCompany
 from models.secrets import open_tokens
 from models.tables import Connection
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, RETRY, batch_events, data, error, expense
 
 CREATE_ACCOUNT = """
@@ -41,7 +41,7 @@ def _items(batch: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_seed_scenario_fails_two_then_fixes_and_retries_them(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     created = data(
         await api.gql(
@@ -110,7 +110,7 @@ async def test_seed_scenario_fails_two_then_fixes_and_retries_them(
 
 
 async def test_batch_terminal_event_follows_every_item_terminal_event(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     expenses = [expense(reference=f"r{i}") for i in range(120)]  # more than two chunks
     expenses[70] = expense(accountId="200")  # an income account: refused by the ledger
@@ -145,7 +145,7 @@ async def test_batch_terminal_event_follows_every_item_terminal_event(
 
 
 async def test_every_transition_is_published_on_the_company_channel(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     pubsub = services.redis.pubsub()
     await pubsub.subscribe(keys.events_channel(company.company.id))
@@ -179,7 +179,7 @@ async def test_every_transition_is_published_on_the_company_channel(
 
 
 async def test_batch_fails_whole_when_the_connection_is_expired(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     async with services.db.transaction() as session:
         await session.execute(
@@ -203,7 +203,7 @@ async def test_batch_fails_whole_when_the_connection_is_expired(
 
 
 async def test_bills_and_invoices_sync_to_their_own_kinds_of_account(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     lines = [
         {"amount": "100.00", "accountId": "461", "taxRateId": "INPUT", "description": "Paper"},
@@ -297,7 +297,7 @@ class _BrokenLedger(SandboxLedger):
 
 
 async def test_an_unexpected_ledger_failure_is_a_retryable_provider_error(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     created, other = [
         data(
@@ -327,7 +327,7 @@ ETA = "query($id: ID!) { syncBatch(id: $id) { status estimatedCompletionAt } }"
 
 
 async def test_the_connections_budget_shows_its_limits_and_what_is_left(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     async with services.db.transaction() as session:
         await sandbox.configure(
@@ -355,7 +355,7 @@ async def test_the_connections_budget_shows_its_limits_and_what_is_left(
 
 
 async def test_a_batch_estimates_its_completion_behind_the_ones_queued_before_it(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     async with services.db.transaction() as session:  # 60 calls a minute, 2 records each
         await sandbox.configure(
@@ -386,7 +386,7 @@ async def test_a_batch_estimates_its_completion_behind_the_ones_queued_before_it
 
 
 async def test_every_redis_key_the_service_leaves_is_under_its_prefix(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     """A sync (the sandbox's limits, the gateway's limiter, the chart, leases, the API's rate
     limit, alert outcomes) leaves only `sync2books:` keys, and arq's own."""

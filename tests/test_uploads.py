@@ -16,7 +16,7 @@ import pytest
 from infra.services import Services
 from infra.settings import Settings
 from models.company import NewCompany
-from tests.conftest import Api, asgi_api
+from tests.conftest import Api, RunJobs, asgi_api
 from tests.helpers import (
     BOUNDARY,
     CREATE_EXPENSES,
@@ -95,7 +95,7 @@ async def _downloaded(url: str) -> bytes:
 
 
 async def test_a_part_mapped_to_several_paths_is_read_once_and_whole_at_each(
-    client: httpx.AsyncClient, company: NewCompany, run_jobs: Any
+    client: httpx.AsyncClient, company: NewCompany, run_jobs: RunJobs
 ) -> None:
     _, item_id = await _item(client, company)
     pdf = _big_pdf(5)
@@ -123,7 +123,7 @@ async def test_a_part_mapped_to_several_paths_is_read_once_and_whole_at_each(
 
 
 async def test_apollo_upload_clients_reused_file_arrives_whole_everywhere(
-    live_server: str, company: NewCompany, run_jobs: Any, tmp_path: Path
+    live_server: str, company: NewCompany, run_jobs: RunJobs, tmp_path: Path
 ) -> None:
     folder = npm_project(JS)
     pdf = _big_pdf(3)

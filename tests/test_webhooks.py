@@ -10,7 +10,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from infra.services import Services
 from jobs.worker import build_worker
 from models.company import NewCompany
-from tests.conftest import Api
+from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, data, error, expense
 from tests.processes import free_port
 from tests.receiver import CREATE_ENDPOINT, Receiver, create_endpoint, pump, receiving
@@ -30,7 +30,7 @@ REPLAY = "mutation($id: ID!) { replayWebhookDelivery(id: $id) { id status } }"
 ENDPOINTS = "query($c: ID!) { webhookEndpoints(companyId: $c) { id enabled disabledReason } }"
 
 
-async def _sync(api: Api, company: NewCompany, run_jobs: Any) -> str:
+async def _sync(api: Api, company: NewCompany, run_jobs: RunJobs) -> str:
     variables = {
         "companyId": company.company.id,
         "expenses": [expense(), expense(accountId="999", reference="bad-1")],
@@ -47,7 +47,7 @@ async def _deliveries(api: Api, endpoint_id: str, status: str | None = None) -> 
 
 
 async def test_events_are_delivered_signed_once_each(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     receiver = Receiver()
     async with receiving(receiver) as url:
@@ -76,7 +76,7 @@ async def test_events_are_delivered_signed_once_each(
 
 
 async def test_a_receiver_down_for_a_while_gets_everything_once_it_is_back(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     services.settings.webhook_retry_schedule = [0, 0, 0, 0]
     port = free_port()
@@ -103,7 +103,7 @@ async def test_a_receiver_down_for_a_while_gets_everything_once_it_is_back(
 
 
 async def test_a_delivery_that_gave_up_is_replayed_and_a_failing_endpoint_disabled(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     services.settings.webhook_retry_schedule = [0]
     receiver = Receiver(status=500)
@@ -134,7 +134,7 @@ async def test_a_delivery_that_gave_up_is_replayed_and_a_failing_endpoint_disabl
 
 
 async def test_the_worker_sends_webhooks_by_itself(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     receiver = Receiver()
     async with receiving(receiver) as url:
@@ -178,7 +178,7 @@ async def test_endpoints_check_their_input_and_owner(
 
 
 async def test_private_addresses_are_refused_unless_allowed(
-    api: Api, company: NewCompany, services: Services, run_jobs: Any
+    api: Api, company: NewCompany, services: Services, run_jobs: RunJobs
 ) -> None:
     services.settings.webhook_allow_private_networks = False
     receiver = Receiver()
