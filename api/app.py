@@ -39,7 +39,7 @@ from api.downloads import ROUTE as DOWNLOAD_ROUTE
 from api.downloads import download, public_base
 from api.http import GRAPHQL_RESPONSE, decode_body, error_response, is_request_error, response_type
 from api.hub import Hub
-from api.live_ws import Encoded, LiveTransportWSHandler, Pings
+from api.live_ws import LiveTransportWSHandler, Pings
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from api.tracing import request_span
@@ -108,12 +108,6 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_json(self, data: str | bytes) -> object:
         return decode_body(data)
-
-    def encode_json(self, data: object) -> str | bytes:
-        """A live event's message comes written already (`Encoded`), shared by its subscribers."""
-        if isinstance(data, Encoded):
-            return data.text
-        return super().encode_json(data)
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:
         """The spec's body read by `api.uploads`, whose every error_response is a JSON 400; broken

@@ -5,10 +5,11 @@ Stock Strawberry executes the selection once per subscriber per event (~0.1 ms e
 saturates a process near 150 subscribers at 50 events/s. Here a live subscription's document
 is parsed and validated once, every subscriber still authorises its own arguments
 (`authorise`), and each `LiveEvent` caches its rendered result per document. A subscription
-follows its company's feed, or the log when it falls behind, and sends the shared text through
-the view's `encode_json` (`Encoded`). Anything that is not a plain live subscription (queries,
-mutations, invalid documents) takes Strawberry's own path, errors and all. The server also
-pings every `keep_alive_interval` (`Pings`) to keep idle connections alive through proxies.
+follows its company's feed, or the log when it falls behind, and sends the shared text on
+its Starlette WebSocket (the one the view passed to `get_context`). Anything that is not a
+plain live subscription (queries, mutations, invalid documents) takes Strawberry's own path,
+errors and all. The server also pings every `keep_alive_interval` (`Pings`) to keep idle
+connections alive through proxies.
 """
 
 import asyncio
@@ -132,17 +133,6 @@ def _arguments(
     return get_argument_values(definition, plan.field, executor.variable_values)
 
 
-class Encoded(dict[str, object]):
-    """A message whose JSON is already written: `GraphQLApp.encode_json` sends `text` as is,
-    so every subscriber of the same event and document shares one rendering."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-
 class Pings:
     """One task pings every acknowledged connection of an app every `interval` s: a task
     per connection would hold about 1.5 KiB of each idle subscriber's memory."""
@@ -215,9 +205,11 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def _stream(self, message: "_Message", arguments: dict[str, Any]) -> None:
         interest = await authorise(self.context, message.plan.field.name.value, arguments)
+        socket = self.context.socket  # Starlette's, as the view handed it to `get_context`
+        assert socket is not None
         async with aclosing(follow(self.context, interest)) as events:
             async for event in events:
-                await self.websocket.send_json(Encoded(message.text(event)))
+                await socket.send_text(message.text(event))
         await message.operation.send_operation_message({"id": message.id, "type": "complete"})
 
 
