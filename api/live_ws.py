@@ -190,8 +190,15 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if plan is None or arguments is None:
             await super().run_operation(operation)  # Strawberry's path reports what is wrong
             return
-        try:
-            await self._stream(_Message(schema, self.context, operation, plan), arguments)
+        message = _Message(schema, self.context, operation, plan)
+        socket = self.context.socket  # Starlette's, as the view handed it to `get_context`
+        assert socket is not None
+        try:  # in this frame, not a nested one: each idle subscriber holds it
+            interest = await authorise(self.context, plan.field.name.value, arguments)
+            async with aclosing(follow(self.context, interest)) as events:
+                async for event in events:
+                    await socket.send_text(message.text(event))
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except Exception as error:
             if not isinstance(error, AppError):  # ours are what the client asked wrongly
                 log.exception("subscription %s ended by an unexpected error", operation.id)
@@ -202,15 +209,6 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_operation_message(
                     {"id": operation.id, "type": "error", "payload": payload}
                 )
-
-    async def _stream(self, message: "_Message", arguments: dict[str, Any]) -> None:
-        interest = await authorise(self.context, message.plan.field.name.value, arguments)
-        socket = self.context.socket  # Starlette's, as the view handed it to `get_context`
-        assert socket is not None
-        async with aclosing(follow(self.context, interest)) as events:
-            async for event in events:
-                await socket.send_text(message.text(event))
-        await message.operation.send_operation_message({"id": message.id, "type": "complete"})
 
 
 class _Message:
