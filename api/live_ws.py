@@ -14,6 +14,7 @@ connections alive through proxies.
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections import OrderedDict
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 LIVE_FIELDS = frozenset({"syncBatchEvents", "companySyncEvents"})
 _PLANS_KEPT = 512
+_SERIALS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class LivePlan:
     document: DocumentNode
     field: FieldNode
     render: Render | None  # the event's result without graphql-core, when its selection is plain
+    serial: int  # names the plan in events' rendered caches
 
 
 class _Plans:
@@ -101,7 +104,7 @@ def _plan(strawberry_schema: BaseSchema, query: str, operation_name: str | None)
         return None  # Strawberry's path runs what guards the field
     field = schema.subscription_type.fields[root.name.value]
     render = compile_plain(strawberry_schema, field.type, root.selection_set)
-    return LivePlan(document, root, render)
+    return LivePlan(document, root, render, next(_SERIALS))
 
 
 PLANS = _Plans()
@@ -244,7 +247,8 @@ class _Message:
         self.executor: Executor[Context] | None = None  # built for the first result not plain
         self.field = (plan.field.alias or plan.field.name).value
         self.id = operation.id
-        self.key = json.dumps([operation.query, operation.operation_name, operation.variables])
+        # the plan stands for the document and operation: no copy of the text per subscriber
+        self.key = f"{plan.serial}:{json.dumps(operation.variables)}"
         self.prefix = '{"id":' + json.dumps(operation.id) + ',"type":"next","payload":'
 
     def payload(self, event: LiveEvent) -> str:
