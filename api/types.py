@@ -22,7 +22,7 @@ from models.enums import (
     Provider,
     RecordType,
 )
-from models.errors import SyncError as SyncErrorRow
+from models.errors import SyncError as SyncErrorValue
 from models.errors import SyncErrorCode
 from models.pagination import Keyset, Page, PageRequest, encode_cursor, page_size
 from models.records import Bill as BillRecord
@@ -87,7 +87,7 @@ class SyncError:
     def from_parts(cls, code: str | None, message: str | None) -> "SyncError | None":
         if code is None:
             return None
-        error = SyncErrorRow(SyncErrorCode(code), message or "")
+        error = SyncErrorValue(SyncErrorCode(code), message or "")
         return cls(
             code=error.code, message=error.message, hint=error.hint, retryable=error.retryable
         )
