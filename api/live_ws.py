@@ -49,6 +49,7 @@ from api.errors import Asked, coded
 from api.hub import LiveEvent
 from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import SyncEvent, authorise, follow
+from api.tracing import subscription_span
 from models.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,15 @@ class _Plans:
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
-        plan = self._plans[key] = _plan(schema, query, operation_name)
+        plan = self._plans[key] = live_plan(schema, query, operation_name)
         if len(self._plans) > _PLANS_KEPT:
             self._plans.popitem(last=False)
         return plan
 
 
-def _plan(strawberry_schema: BaseSchema, query: str, operation_name: str | None) -> LivePlan | None:
+def live_plan(
+    strawberry_schema: BaseSchema, query: str, operation_name: str | None
+) -> LivePlan | None:
     """A live subscription with one plain root field, within every limit; else None."""
     schema = graphql_schema(strawberry_schema)
     try:
@@ -197,7 +200,8 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         socket = self.context.socket  # Starlette's, as the view handed it to `get_context`
         assert socket is not None
         try:  # in this frame, not a nested one: each idle subscriber holds it
-            interest = await authorise(self.context, plan.field.name.value, arguments)
+            with subscription_span(operation.operation_name):
+                interest = await authorise(self.context, plan.field.name.value, arguments)
             async with aclosing(follow(self.context, interest)) as events:
                 async for event in events:
                     await socket.send_text(message.text(event))

@@ -54,3 +54,18 @@ def request_span(request: Request) -> Iterator[None]:
         attributes={"http.request.method": request.method, "url.path": "/graphql"},
     ):
         yield
+
+
+@contextmanager
+def subscription_span(name: str | None) -> Iterator[None]:
+    """A live subscription's start on the shared path (`api/live_ws.py`): its admission and
+    authorisation, named as `OperationSpans` names the operations Strawberry runs. Its stream
+    is no part of it: it may last for days."""
+    if not enabled():
+        yield
+        return
+    with tracer.start_as_current_span(f"GraphQL {name}" if name else "GraphQL operation") as span:
+        span.set_attribute("graphql.operation.type", "subscription")
+        if name:
+            span.set_attribute("graphql.operation.name", name)
+        yield

@@ -1,6 +1,6 @@
 """Live payloads rendered from plain selections equal graphql-core's execution of them."""
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from strawberry.permission import BasePermission
 from strawberry.types import Info
 
 from api.core_schema import graphql_schema
+from api.live_ws import live_plan
 from api.schema import schema
 from api.selections import NotPlain, compile_plain
 from api.subscriptions import SyncEvent
@@ -144,3 +145,25 @@ def test_a_field_with_a_permission_or_an_extension_is_never_plain(
     assert isinstance(guarded, GraphQLObjectType)
     root = _root(f"{{ guarded {selection} }}")
     assert (compile_plain(guarded_schema, guarded, root.selection_set) is not None) is plain
+
+
+@strawberry.type
+class _GuardedSubscription:
+    @strawberry.subscription(permission_classes=[_Nobody])  # type: ignore[untyped-decorator]
+    async def company_sync_events(self, company_id: strawberry.ID) -> AsyncIterator[SyncEvent]:
+        yield EVENTS[0]  # never reached: the permission refuses first
+
+    @strawberry.subscription
+    async def sync_batch_events(self, batch_id: strawberry.ID) -> AsyncIterator[SyncEvent]:
+        yield EVENTS[0]
+
+
+def test_a_live_field_with_a_permission_takes_strawberrys_path() -> None:
+    """The shared live path runs no permission class: a guarded root field is left to
+    Strawberry, which does."""
+    guarded = strawberry.Schema(query=_Query, subscription=_GuardedSubscription)
+    company = 'subscription { companySyncEvents(companyId: "c") { batchId } }'
+    batch = 'subscription { syncBatchEvents(batchId: "b") { batchId } }'
+    assert live_plan(guarded, company, None) is None
+    assert live_plan(guarded, batch, None) is not None
+    assert live_plan(schema, company, None) is not None

@@ -128,6 +128,11 @@ async def test_one_trace_runs_from_the_request_through_the_job_to_each_ledger_ca
     assert any(s["name"] == "UPDATE sync_item" for s in in_worker)
     assert all("sync batch" in ancestry(s) for s in in_worker)
 
+    everything = _spans(tmp_path / "spans.jsonl")  # the subscription's own trace, too
+    (subscribed,) = [s for s in everything if s["name"] == "GraphQL Company"]
+    assert service(subscribed) == "test-serve"
+    assert subscribed["attributes"]["graphql.operation.type"] == "subscription"
+
     dumped = (tmp_path / "spans.jsonl").read_text()
     assert company["apiKey"] not in dumped and env["SECRET_KEY"] not in dumped
     assert "Cafe Uno" not in dumped  # records stay out of spans: ids and pages only
