@@ -65,6 +65,7 @@ class LivePlan:
     field: FieldNode
     render: Render | None  # the event's result without graphql-core, when its selection is plain
     serial: int  # names the plan in events' rendered caches
+    name: str | None  # the operation's, as written in the document
 
 
 class _Plans:
@@ -107,7 +108,8 @@ def live_plan(
         return None  # Strawberry's path runs what guards the field
     field = schema.subscription_type.fields[root.name.value]
     render = compile_plain(strawberry_schema, field.type, root.selection_set)
-    return LivePlan(document, root, render, next(_SERIALS))
+    name = operation.name.value if operation.name else None
+    return LivePlan(document, root, render, next(_SERIALS), name)
 
 
 PLANS = _Plans()
@@ -200,7 +202,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         socket = self.context.socket  # Starlette's, as the view handed it to `get_context`
         assert socket is not None
         try:  # in this frame, not a nested one: each idle subscriber holds it
-            with subscription_span(operation.operation_name):
+            with subscription_span(plan.name):
                 interest = await authorise(self.context, plan.field.name.value, arguments)
             async with aclosing(follow(self.context, interest)) as events:
                 async for event in events:
