@@ -175,11 +175,11 @@ class InputValuesRule(ValidationRule):
         else:
             input_type = self.context.get_input_type()
         if input_type is not None:
-            at = _find(self.context.document, lambda candidate: candidate is node)
             reported: Counter[int] = Counter()  # errors so far, per object literal
 
             def on_error(error: GraphQLError, path: list[str | int]) -> None:
                 assert input_type is not None
+                at = _find(self.context.document, lambda candidate: candidate is node)
                 field = _dotted(at, path)
                 literal = error.nodes[0] if error.nodes else None
                 if isinstance(literal, ObjectValueNode):  # a required field left out
