@@ -27,6 +27,7 @@ from api.limits import MAX_TOKENS, MaxAliasesRule, MaxDepthRule
 DOCUMENTS_KEPT = 256  # clients send the same few documents
 
 Rules = tuple[type[ASTValidationRule], ...]
+_SPECIFIED = frozenset(specified_rules)  # Strawberry's defaults, which ours replace
 VALIDATION_RULES: Rules = (
     *(InputValuesRule if rule is ValuesOfCorrectTypeRule else rule for rule in specified_rules),
     MaxDepthRule,
@@ -70,7 +71,7 @@ class Admission(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         assert context.graphql_document is not None
-        added = tuple(rule for rule in context.validation_rules if rule not in specified_rules)
+        added = tuple(rule for rule in context.validation_rules if rule not in _SPECIFIED)
         context.pre_execution_errors = validated(
             graphql_schema(context.schema), context.graphql_document, VALIDATION_RULES + added
         )
