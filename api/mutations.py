@@ -43,7 +43,7 @@ from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.errors import InvalidInput
-from models.submissions import Record, submit_batch
+from models.submissions import Record, attachment_field, submit_batch
 
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -248,7 +248,7 @@ async def _create(
     )
     uploads = [
         [
-            _sent(upload, f"{field}.{n}.attachments.{m}")
+            _sent(upload, attachment_field(field, n, m))
             for m, upload in enumerate(each.attachments or [])
         ]
         for n, each in enumerate(inputs)

@@ -67,9 +67,14 @@ async def _checked(
         message = f"Send at most {most} files with the records; attach more with attachFiles."
         raise InvalidInput(message, field=field)
     named = {
-        f"{field}.{n}.attachments.{m}": one
+        attachment_field(field, n, m): one
         for n, sent in enumerate(uploads)
         for m, one in enumerate(sent)
     }
     found = iter((await checked(named, max_bytes=max_bytes)).values())  # in the order sent
     return [[next(found) for _ in sent] for sent in uploads]
+
+
+def attachment_field(field: str, record: int, file: int) -> str:
+    """Where a record's file was sent, as errors name it: `expenses.3.attachments.0`."""
+    return f"{field}.{record}.attachments.{file}"
