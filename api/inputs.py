@@ -115,6 +115,27 @@ class InvoiceInput:
     )
 
 
+RECORD_ID = "The record it updates: the id its create returned."
+
+
+@built_as_coerced
+@strawberry.input(description="An expense's whole new content, and the record it updates.")
+class ExpenseUpdateInput(ExpenseInput):
+    record_id: strawberry.ID = strawberry.field(description=RECORD_ID)
+
+
+@built_as_coerced
+@strawberry.input(description="A bill's whole new content, and the record it updates.")
+class BillUpdateInput(BillInput):
+    record_id: strawberry.ID = strawberry.field(description=RECORD_ID)
+
+
+@built_as_coerced
+@strawberry.input(description="An invoice's whole new content, and the record it updates.")
+class InvoiceUpdateInput(InvoiceInput):
+    record_id: strawberry.ID = strawberry.field(description=RECORD_ID)
+
+
 @strawberry.input
 class AccountInput:
     code: str
@@ -150,6 +171,7 @@ def _fields(value: ExpenseInput | BillInput | InvoiceInput | LineInput) -> dict[
     `strawberry.asdict` deep-copies every value, a third of a 1,000-record create."""
     data = dict(vars(value))
     data.pop("attachments", None)  # files, not the record's: attached once it is created
+    data.pop("record_id", None)  # which record an update is of, not its content
     if "lines" in data:
         data["lines"] = [_fields(line) for line in data["lines"]]
     return data

@@ -11,8 +11,11 @@ from api.context import Info
 from api.inputs import (
     AccountInput,
     BillInput,
+    BillUpdateInput,
     ExpenseInput,
+    ExpenseUpdateInput,
     InvoiceInput,
+    InvoiceUpdateInput,
     TaxRateInput,
     to_account,
     to_records,
@@ -43,7 +46,7 @@ from models.company import connection_of as ledger_connection
 from models.connections import reconnected
 from models.enums import Provider, RecordType
 from models.errors import InvalidInput
-from models.submissions import Record, attachment_field, submit_batch
+from models.submissions import Record, attachment_field, submit_batch, submit_voids
 
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -81,6 +84,50 @@ class CreateInvoicesPayload:
     sync_batch_id: strawberry.ID
     batch: SyncBatch
     invoices: list[Invoice]
+
+
+FORCE = Annotated[
+    bool,
+    strawberry.argument(
+        description="Write over changes made to the documents in the ledger since our last "
+        "push; without it such an update fails with LEDGER_CONFLICT."
+    ),
+]
+
+
+@strawberry.type
+class UpdateExpensesPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    expenses: list[Expense]
+
+
+@strawberry.type
+class UpdateBillsPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    bills: list[Bill]
+
+
+@strawberry.type
+class UpdateInvoicesPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+    invoices: list[Invoice]
+
+
+@strawberry.type
+class VoidRecordsPayload:
+    sync_batch_id: strawberry.ID
+    batch: SyncBatch
+
+
+UPDATES = (
+    "Queue new content for records already created (each input: the whole record, and its "
+    "recordId): a batch of UPDATE items, each applied after its record's earlier operations. "
+    "A record not yet in the ledger (its create failed, or waits) is put there with it. All "
+    "are valid or none is queued."
+)
 
 
 @strawberry.type
@@ -135,6 +182,79 @@ class Mutation:
         )
         created = [r for r in records if isinstance(r, Invoice)]
         return CreateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=created)
+
+    @strawberry.mutation(description=UPDATES)
+    async def update_expenses(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        expenses: list[ExpenseUpdateInput],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+        preflight: PREFLIGHT = False,
+        force: FORCE = False,
+    ) -> UpdateExpensesPayload:
+        batch, records = await _create(
+            info, company_id, RecordType.EXPENSE, expenses, "expenses", preflight,
+            idempotency_key, updating=True, force=force,
+        )  # fmt: skip
+        updated = [r for r in records if isinstance(r, Expense)]
+        return UpdateExpensesPayload(sync_batch_id=batch.id, batch=batch, expenses=updated)
+
+    @strawberry.mutation(description=UPDATES)
+    async def update_bills(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        bills: list[BillUpdateInput],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+        preflight: PREFLIGHT = False,
+        force: FORCE = False,
+    ) -> UpdateBillsPayload:
+        batch, records = await _create(
+            info, company_id, RecordType.BILL, bills, "bills", preflight, idempotency_key,
+            updating=True, force=force,
+        )  # fmt: skip
+        updated = [r for r in records if isinstance(r, Bill)]
+        return UpdateBillsPayload(sync_batch_id=batch.id, batch=batch, bills=updated)
+
+    @strawberry.mutation(description=UPDATES)
+    async def update_invoices(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        invoices: list[InvoiceUpdateInput],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+        preflight: PREFLIGHT = False,
+        force: FORCE = False,
+    ) -> UpdateInvoicesPayload:
+        batch, records = await _create(
+            info, company_id, RecordType.INVOICE, invoices, "invoices", preflight,
+            idempotency_key, updating=True, force=force,
+        )  # fmt: skip
+        updated = [r for r in records if isinstance(r, Invoice)]
+        return UpdateInvoicesPayload(sync_batch_id=batch.id, batch=batch, invoices=updated)
+
+    @strawberry.mutation(
+        description="Void records (all of one type): a batch of VOID items, each applied after "
+        "its record's earlier operations. A record that never reached the ledger is voided "
+        "without a call; a voided record cannot be updated or voided again."
+    )
+    async def void_records(
+        self,
+        info: Info,
+        company_id: strawberry.ID,
+        record_ids: list[strawberry.ID],
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> VoidRecordsPayload:
+        ctx = info.context
+        created = await submit_voids(
+            ctx.services,
+            company_id=ctx.own(company_id),
+            record_ids=[str(record_id) for record_id in record_ids],
+            key=idempotency_key,
+        )
+        batch = SyncBatch.from_row(created.batch)
+        return VoidRecordsPayload(sync_batch_id=batch.id, batch=batch)
 
     @strawberry.mutation(
         description="Attach files to an item, before or after it synced (a GraphQL multipart "
@@ -238,9 +358,12 @@ async def _create(
     field: str,
     preflight: bool,
     key: str | None,
+    *,
+    updating: bool = False,
+    force: bool = False,
 ) -> tuple[SyncBatch, list[Expense | Bill | Invoice]]:
-    """The create mutations' mapping: inputs to records and files, `submit_batch`, and the
-    batch and records as the schema shows them."""
+    """The create and update mutations' mapping: inputs to records and files,
+    `submit_batch`, and the batch and records as the schema shows them."""
     ctx = info.context
     owner = ctx.own(company_id)
     records = to_records(
@@ -268,9 +391,17 @@ async def _create(
         max_bytes=await _largest_file(info, owner) if any(uploads) else 0,
         vet=vet if preflight else None,
         key=key,
+        updates=[_record_id(each) for each in inputs] if updating else None,
+        force=force,
     )
-    shown = [record_of(i, r) for i, r in zip(created.item_ids, records, strict=True)]
+    ids = [_record_id(each) for each in inputs] if updating else created.item_ids
+    shown = [record_of(i, r) for i, r in zip(ids, records, strict=True)]
     return SyncBatch.from_row(created.batch), shown
+
+
+def _record_id(each: ExpenseInput | BillInput | InvoiceInput) -> str:
+    assert isinstance(each, ExpenseUpdateInput | BillUpdateInput | InvoiceUpdateInput)
+    return str(each.record_id)
 
 
 async def _largest_file(info: Info, company_id: str) -> int:

@@ -11,6 +11,7 @@ from api.preflight import RecordProblem, ledger_problems
 from api.types import (
     Account,
     LedgerConnection,
+    LedgerRecord,
     RelayConnection,
     SyncBatch,
     SyncItem,
@@ -24,6 +25,7 @@ from models.company import connection_of as ledger_connection
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import NotFound
 from models.events import last_event_id
+from models.operations import get_record
 from models.pagination import PageRequest
 
 
@@ -52,6 +54,14 @@ class Query:
         ctx = info.context
         row = await get_batch(ctx.services.db, company_id=ctx.company.id, batch_id=id)
         return SyncBatch.from_row(row) if row else None
+
+    @strawberry.field(
+        description="A record of the caller's company, with its operations; null when absent."
+    )
+    async def record(self, info: Info, id: strawberry.ID) -> LedgerRecord | None:
+        ctx = info.context
+        row = await get_record(ctx.services.db, company_id=ctx.company.id, record_id=id)
+        return LedgerRecord.from_row(row) if row else None
 
     @strawberry.field(description="The company's batches, newest first; dates are inclusive.")
     async def sync_batches(

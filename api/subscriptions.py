@@ -23,7 +23,7 @@ from api.hub import Feed, LiveEvent
 from api.types import SyncError
 from infra.db import Database
 from models.batch import get_batch
-from models.enums import TERMINAL_BATCH_STATUSES, SyncStatus
+from models.enums import TERMINAL_BATCH_STATUSES, SyncOperation, SyncStatus
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, last_batch_event
 from models.tables import SyncEvent as SyncEventRow
@@ -43,6 +43,10 @@ class SyncEvent:
     batch_id: strawberry.ID
     item_id: strawberry.ID | None
     attachment_id: strawberry.ID | None
+    operation: SyncOperation | None = strawberry.field(
+        description="What the item does to its record, on an item's events (its attachments' "
+        "too); null on a batch's."
+    )
     from_status: SyncStatus | None = strawberry.field(description="Null when the row was created.")
     to_status: SyncStatus
     occurred_at: datetime
@@ -56,6 +60,7 @@ class SyncEvent:
             batch_id=strawberry.ID(row.batch_id),
             item_id=strawberry.ID(row.item_id) if row.item_id else None,
             attachment_id=strawberry.ID(row.attachment_id) if row.attachment_id else None,
+            operation=SyncOperation(row.operation) if row.operation else None,
             from_status=SyncStatus(row.from_status) if row.from_status else None,
             to_status=SyncStatus(row.to_status),
             occurred_at=row.occurred_at,

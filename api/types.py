@@ -21,9 +21,11 @@ from models.enums import (
     ItemStatus,
     Provider,
     RecordType,
+    SyncOperation,
 )
 from models.errors import SyncError as SyncErrorValue
 from models.errors import SyncErrorCode
+from models.operations import record_history
 from models.pagination import Keyset, Page, PageRequest, encode_cursor, page_size
 from models.records import Bill as BillRecord
 from models.records import Expense as ExpenseRecord
@@ -34,6 +36,7 @@ from models.tables import PushAttempt as PushAttemptRow
 from models.tables import SyncAttachment as SyncAttachmentRow
 from models.tables import SyncBatch as SyncBatchRow
 from models.tables import SyncItem as SyncItemRow
+from models.tables import SyncRecord as SyncRecordRow
 
 # The models' enums are the GraphQL enums: registered once, under their public names.
 strawberry.enum(BatchStatus, name="SyncBatchStatus")
@@ -43,6 +46,7 @@ strawberry.enum(ConnectionStatus, name="ConnectionStatus")
 strawberry.enum(AccountType, name="AccountType")
 strawberry.enum(SyncErrorCode, name="SyncErrorCode")
 strawberry.enum(Provider, name="LedgerProvider")
+strawberry.enum(SyncOperation, name="SyncOperation")
 
 N = TypeVar("N")
 
@@ -247,24 +251,39 @@ class SyncAttachment:
         return download_url(ctx.base_url, ctx.services.vault, self.company_id, self.id)
 
 
-@strawberry.type(description="One record on its way to the ledger.")
+@strawberry.type(
+    description="One operation on a record on its way to the ledger: its create, an update "
+    "or its void."
+)
 class SyncItem:
     id: strawberry.ID
     batch_id: strawberry.ID
     record_type: RecordType
+    record_id: strawberry.ID = strawberry.field(
+        description="The record it is an operation on: the id its create returned."
+    )
+    operation: SyncOperation
+    sequence: int = strawberry.field(
+        description="Its place in its record's operations (1: the create), the order the "
+        "ledger gets them in."
+    )
     status: ItemStatus
     attempts: int = strawberry.field(description="Pushes so far: see pushAttempts.")
     external_id: str | None = strawberry.field(description="The ledger's id, once synced.")
     reference: str | None = strawberry.field(description="The client's own reference, echoed.")
     error: SyncError | None
+    note: str | None = strawberry.field(
+        description="Why it succeeded without a push of its own, when it did: the ledger "
+        "already held newer content, or the record never reached the ledger (a void)."
+    )
     created_at: datetime
     updated_at: datetime
     payload: strawberry.Private[dict[str, Any]]  # Any: the record's JSON
 
-    @strawberry.field
+    @strawberry.field(description="The record's content this operation carries.")
     def record(self) -> SyncRecord:
         """Read from the row's JSON only when asked: most item pages never show it."""
-        return record_of(self.id, load_record(self.payload))
+        return record_of(self.record_id, load_record(self.payload))
 
     @classmethod
     def from_row(cls, row: SyncItemRow) -> "SyncItem":
@@ -272,11 +291,15 @@ class SyncItem:
             id=strawberry.ID(row.id),
             batch_id=strawberry.ID(row.batch_id),
             record_type=row.record_type,
+            record_id=strawberry.ID(row.record_id),
+            operation=row.operation,
+            sequence=row.sequence,
             status=row.status,
             attempts=row.attempts,
             external_id=row.external_id,
             reference=row.reference,
             error=SyncError.from_parts(row.error_code, row.error_message),
+            note=row.note,
             created_at=row.created_at,
             updated_at=row.updated_at,
             payload=row.payload,
@@ -368,6 +391,56 @@ class SyncBatch:
             completed_at=row.completed_at,
             updated_at=row.updated_at,
             row=row,
+        )
+
+
+@strawberry.type(
+    name="Record",
+    description="A record through its life: its create, updates and void, and what the "
+    "ledger holds of it.",
+)
+class LedgerRecord:
+    id: strawberry.ID = strawberry.field(description="The id its create returned.")
+    record_type: RecordType
+    external_id: str | None = strawberry.field(
+        description="Its document's id in the ledger; null while it has none."
+    )
+    version: int = strawberry.field(
+        description="Which of its operations the ledger holds: the `sequence` of the newest "
+        "that succeeded (1: the create's content), 0 before any did."
+    )
+    voided: bool = strawberry.field(description="A void of it succeeded: it cannot change.")
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field(description="Its operations, newest first.")
+    async def items(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> RelayConnection[SyncItem]:
+        ctx = info.context
+        rows = await record_history(
+            ctx.services.db,
+            company_id=ctx.company.id,
+            record_id=self.id,
+            page=PageRequest(first, after, last, before),
+        )
+        return relay_connection(rows, SyncItem.from_row)
+
+    @classmethod
+    def from_row(cls, row: SyncRecordRow) -> "LedgerRecord":
+        return cls(
+            id=strawberry.ID(row.id),
+            record_type=row.record_type,
+            external_id=row.external_id,
+            version=row.applied_sequence,
+            voided=row.voided,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
         )
 
 

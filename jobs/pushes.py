@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
@@ -15,12 +14,12 @@ from infra.db import is_outage, refused_because
 from infra.metrics import PUSH_SECONDS
 from jobs.context import WorkerContext
 from jobs.retries import Next, Retries, backoff
+from jobs.steps import Call, Step
 from ledgers.gateway import Gateway
-from ledgers.protocol import Entry
+from ledgers.protocol import Change, Ledger, Outcome, Written
 from models.enums import ItemStatus
 from models.errors import TRANSIENT, LedgerError, SyncError, SyncErrorCode
-from models.records import load_record
-from models.tables import SyncItem, utcnow
+from models.tables import utcnow
 from models.transitions import Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
@@ -29,14 +28,16 @@ OUTAGE_RETRY_SECONDS = 1  # the first wait for our database or Redis; it doubles
 OUTAGE_WAITS = 5  # waits within one push before its job's outage handling takes over
 
 
-async def push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem]) -> list[ItemMove]:
-    """Push the items in one call (again, for those a transient failure left), retrying with
-    backoff up to `max_push_attempts`, and return each one's move.
+async def push(deps: WorkerContext, gateway: Gateway, steps: Sequence[Step]) -> list[ItemMove]:
+    """Make the steps' call (all of one kind: creates, updates or voids) in one call to the
+    ledger (again, for those a transient failure left), retrying with backoff up to
+    `max_push_attempts`, and return each item's move.
 
-    Items pushed before, by an earlier job or attempt whose outcome is unknown, are first
-    looked for in the ledger: the ones found succeeded. A call that fails as a whole after
-    the ledger may have written (a timeout, a dropped connection, a 5xx) is repeated
-    identically, with the same idempotency key, so the ledger answers what it did.
+    Changes pushed before, by an earlier job or attempt whose outcome is unknown, are first
+    looked for in the ledger (`held`): the ones it shows succeeded. (Creates are looked for
+    before they are planned: `jobs.steps`.) A call that fails as a whole after the ledger may
+    have written (a timeout, a dropped connection, a 5xx) is repeated identically, with the
+    same idempotency key, so the ledger answers what it did.
 
     A refused access token is refreshed once and the call made again at once. A 429's
     Retry-After holds every call to the ledger (the limiter) for that long; when it is longer
@@ -45,29 +46,44 @@ async def push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem])
     our own Redis or database spends no attempt."""
     settings = deps.services.settings
     retries = Retries(gateway, settings)
-    entries, moves = _loaded(items)
-    attempts: dict[str, list[Attempt]] = {key: [] for key in entries}
-    pending = [entries[item.id] for item in items if item.id in entries]
-    pushed_before = {item.id for item in items if item.attempts}
-    unknown = [entry for entry in pending if entry.key in pushed_before]
+    by_key = {step.key: step for step in steps}
+    moves: dict[str, ItemMove] = {}
+    attempts: dict[str, list[Attempt]] = {key: [] for key in by_key}
+    pending = list(by_key)
+    changes = [step.change() for step in steps if step.call is not Call.CREATE]
+    unknown = [change for change in changes if by_key[change.key].item.attempts]
+    unchecked = (
+        []
+        if gateway.limiter.limits.refuses_stale
+        else [c for c in changes if not c.force and c.version is not None]
+    )
     outage_waits = 0
+    batch_id = steps[0].item.batch_id if steps else ""
     while pending:
         retry_after: float | None = None
         connection = gateway.connection
         started_at, start = utcnow(), time.perf_counter()
         try:
             if unknown:
-                found = await gateway.find(unknown)
-                for key, external_id in found.items():
-                    moves[key] = _moved(key, ItemStatus.SUCCESS, attempts, external_id)
-                pending, unknown = [entry for entry in pending if entry.key not in found], []
-                if not pending:
-                    break
-            keys = [entry.key for entry in pending]
-            async with gateway.turn("push", keys) as ledger, deps.pushes:  # our turn, a slot
+                for key, written in (await gateway.held(unknown)).items():
+                    moves[key] = _moved(by_key[key], ItemStatus.SUCCESS, attempts, written)
+                pending, unknown = [key for key in pending if key not in moves], []
+            if unchecked:  # a ledger that takes stale changes: compare versions first
+                current = await gateway.versions([c for c in unchecked if c.key in pending])
+                for change in unchecked:
+                    if change.key in current and current[change.key] != change.version:
+                        conflict = _conflict(change, current[change.key])
+                        attempts[change.key].append(Attempt(utcnow(), 0.0, conflict))
+                        moves[change.key] = _moved(
+                            by_key[change.key], ItemStatus.FAILED, attempts, error=conflict
+                        )
+                pending, unchecked = [key for key in pending if key not in moves], []
+            if not pending:
+                break
+            async with gateway.turn(steps[0].call.span, pending) as ledger, deps.pushes:
                 started_at, start = utcnow(), time.perf_counter()  # the call, not the wait
                 try:
-                    outcomes = await ledger.push(pending)
+                    outcomes = await _call(ledger, [by_key[key] for key in pending])
                 finally:
                     PUSH_SECONDS.labels(connection.provider).observe(time.perf_counter() - start)
         except LedgerError as exc:
@@ -80,43 +96,52 @@ async def push(deps: WorkerContext, gateway: Gateway, items: Sequence[SyncItem])
                 "push interrupted by our own outage: %r; again in %ss",
                 exc,
                 OUTAGE_RETRY_SECONDS,
-                extra={"batch_id": items[0].batch_id},
+                extra={"batch_id": batch_id},
             )
             await asyncio.sleep(OUTAGE_RETRY_SECONDS)  # no attempt spent (the keys make a
             continue  # post that did happen a no-op)
         except Exception as exc:  # an adapter's bug or an unclassified vendor failure: transient
-            log.exception("push failed unexpectedly", extra={"batch_id": items[0].batch_id})
+            log.exception("push failed unexpectedly", extra={"batch_id": batch_id})
             message = f"The accounting system failed unexpectedly ({type(exc).__name__})."
             error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
         else:
             took = _ms_since(start)
             again = []
-            for entry, outcome in zip(pending, outcomes, strict=True):
+            for key, outcome in zip(pending, outcomes, strict=True):
                 failure = outcome.error if isinstance(outcome, LedgerError) else None
-                attempts[entry.key].append(Attempt(started_at, took, failure))
-                if failure is None:
-                    moves[entry.key] = _moved(entry.key, ItemStatus.SUCCESS, attempts, str(outcome))
-                elif (
-                    failure.code in TRANSIENT
-                    and len(attempts[entry.key]) < settings.max_push_attempts
+                attempts[key].append(Attempt(started_at, took, failure))
+                if not isinstance(outcome, LedgerError):
+                    moves[key] = _moved(by_key[key], ItemStatus.SUCCESS, attempts, outcome)
+                elif failure is not None and (
+                    failure.code in TRANSIENT and len(attempts[key]) < settings.max_push_attempts
                 ):
-                    again.append(entry)
+                    again.append(key)
                 else:
-                    moves[entry.key] = _moved(entry.key, ItemStatus.FAILED, attempts, error=failure)
+                    moves[key] = _moved(by_key[key], ItemStatus.FAILED, attempts, error=failure)
             pending = again
             if pending:
-                await asyncio.sleep(backoff(len(attempts[pending[0].key]), None, settings))
+                await asyncio.sleep(backoff(len(attempts[pending[0]]), None, settings))
             continue
         took = _ms_since(start)
-        for entry in pending:
-            attempts[entry.key].append(Attempt(started_at, took, error))
-        tries = len(attempts[pending[0].key])
+        for key in pending:
+            attempts[key].append(Attempt(started_at, took, error))
+        tries = len(attempts[pending[0]])
         following = await retries.after(error, retry_after, tries=tries, used=connection)
         if following is Next.PENDING:  # e.g. a daily limit: the job is deferred
-            return _all(moves, pending, ItemStatus.PENDING, attempts)
+            return _all(moves, [by_key[key] for key in pending], ItemStatus.PENDING, attempts)
         if following is Next.FAILED:
-            return _all(moves, pending, ItemStatus.FAILED, attempts, error=error)
-    return [moves[item.id] for item in items]
+            rest = [by_key[key] for key in pending]
+            return _all(moves, rest, ItemStatus.FAILED, attempts, error=error)
+    return [moves[step.key] for step in steps]
+
+
+async def _call(ledger: Ledger, steps: Sequence[Step]) -> list[Outcome]:
+    """The ledger call that makes the steps: all creates, updates or voids."""
+    kind = steps[0].call
+    if kind is Call.CREATE:
+        return await ledger.push([step.entry() for step in steps])
+    changes = [step.change() for step in steps]
+    return await (ledger.update(changes) if kind is Call.UPDATE else ledger.void(changes))
 
 
 async def settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> list[ItemMove]:
@@ -145,44 +170,41 @@ async def settle(deps: WorkerContext, batch_id: str, moves: list[ItemMove]) -> l
     return settled
 
 
-def _loaded(items: Sequence[SyncItem]) -> tuple[dict[str, Entry], dict[str, ItemMove]]:
-    """Each item's record, by item id; an item whose stored record no longer validates (a row
-    written by hand, or by an older version) fails alone, before any push."""
-    entries: dict[str, Entry] = {}
-    moves: dict[str, ItemMove] = {}
-    for item in items:
-        try:
-            entries[item.id] = Entry(item.id, load_record(item.payload))
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            message = (
-                f"The stored record is not valid ({where}: {problem['msg']}); create it again."
-            )
-            error = SyncError(SyncErrorCode.PROVIDER_ERROR, message)
-            moves[item.id] = ItemMove(item.id, ItemStatus.FAILED, error=error)
-    return entries, moves
+def _conflict(change: Change, version: str | None) -> SyncError:
+    return SyncError(
+        SyncErrorCode.LEDGER_CONFLICT,
+        f"Document {change.external_id} was changed in the ledger since our last push"
+        f" (version {change.version}, now {version}).",
+    )
 
 
 def _moved(
-    key: str,
+    step: Step,
     to: ItemStatus,
     attempts: dict[str, list[Attempt]],
-    external_id: str | None = None,
+    written: Written | None = None,
     error: SyncError | None = None,
 ) -> ItemMove:
-    return ItemMove(key, to, error=error, external_id=external_id, attempts=attempts[key])
+    if written is None:
+        return ItemMove(step.item.id, to, error=error, attempts=attempts[step.key])
+    return ItemMove(
+        step.item.id,
+        to,
+        external_id=written.external_id,
+        attempts=attempts[step.key],
+        applied=step.applied(written.external_id, written.version),
+    )
 
 
 def _all(
     moves: dict[str, ItemMove],
-    pending: Sequence[Entry],
+    pending: Sequence[Step],
     to: ItemStatus,
     attempts: dict[str, list[Attempt]],
     error: SyncError | None = None,
 ) -> list[ItemMove]:
     """Every item's move: the ones settled, and the rest moved `to`."""
-    rest = {e.key: _moved(e.key, to, attempts, error=error) for e in pending}
+    rest = {step.key: _moved(step, to, attempts, error=error) for step in pending}
     return list({**moves, **rest}.values())
 
 

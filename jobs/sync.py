@@ -18,6 +18,7 @@ with a large, slow backlog takes turns with the others instead of holding every 
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from arq import Retry
 from opentelemetry.trace import SpanKind, StatusCode
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from infra.backoff import pause
-from infra.db import is_outage
+from infra.db import Database, is_outage
 from infra.metrics import ITEM_FAILURES
 from infra.tracing import extracted, tracer
 from jobs.attachments import push_attachments
@@ -33,18 +34,20 @@ from jobs.context import WorkerContext, from_ctx
 from jobs.lease import Lease
 from jobs.outcomes import judge, report
 from jobs.pushes import OUTAGE_RETRY_SECONDS, push, settle
+from jobs.steps import Call, Step, plan
 from ledgers.gateway import Gateway
 from models.attachments import attachments_in
 from models.batch import items_in
 from models.company import get_connection
 from models.enums import ConnectionStatus, ItemStatus
 from models.errors import SyncError, SyncErrorCode
-from models.tables import Connection, SyncBatch, utcnow
+from models.tables import Connection, SyncBatch, SyncItem, utcnow
 from models.transitions import AttachmentMove, Attempt, ItemMove, transition
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 500  # items claimed and settled in one transition each way
+WAITING_SECONDS = 0.2  # how soon a batch whose items wait for their records' turns looks again
 OUTAGE_MAX_SECONDS = 30  # the longest pause before a job hit by an outage runs again
 OUTAGE_RETRIES = 10  # then the job ends; the recovery sweep queues the batch once they answer
 STRANDED = SyncError(
@@ -153,12 +156,20 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             strict=False,
         )
         mine = {event.item_id for event in claimed if event.to_status == ItemStatus.PROCESSING}
+        if not mine:
+            await _wait_for_turns(db, batch_id, chunk)
+            continue
         items = [item for item in chunk if item.id in mine]
+        steps, met = await plan(deps, gateway, items)
         per_call = limits.documents_per_call
-        calls_made = await asyncio.gather(
-            *(push(deps, gateway, items[n : n + per_call]) for n in range(0, len(items), per_call))
-        )
-        results = await settle(deps, batch_id, [move for moves in calls_made for move in moves])
+        grouped = [
+            group[n : n + per_call]
+            for group in _by_call(steps)
+            for n in range(0, len(group), per_call)
+        ]
+        calls_made = await asyncio.gather(*(push(deps, gateway, group) for group in grouped))
+        moves = [*met, *(move for made in calls_made for move in made)]
+        results = await settle(deps, batch_id, moves)
         report(gateway.connection.provider, batch, results)
         await judge(deps, batch, results)
         if not await gateway.usable():
@@ -171,6 +182,23 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
         if not await push_attachments(deps, gateway, batch, files):
             break  # their items were put back meanwhile (a retry): the next job runs them
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
+
+
+async def _wait_for_turns(db: Database, batch_id: str, chunk: Sequence[SyncItem]) -> None:
+    """None of the chunk could be claimed: if it all still waits, each item for an earlier
+    operation of its record (in another batch), look again a little later; else another
+    job took them (a lost lease's), and the loop goes on."""
+    waiting = await items_in(db, batch_id=batch_id, status=ItemStatus.PENDING, limit=len(chunk))
+    if [item.id for item in waiting] == [item.id for item in chunk]:
+        raise Retry(defer=WAITING_SECONDS)
+
+
+def _by_call(steps: Sequence[Step]) -> list[list[Step]]:
+    """The steps by the call that makes them: creates, updates, voids."""
+    groups: dict[Call, list[Step]] = {}
+    for step in steps:
+        groups.setdefault(step.call, []).append(step)
+    return list(groups.values())
 
 
 async def _within_slice(gateway: Gateway, batch_id: str, ends: float, slice_seconds: float) -> None:

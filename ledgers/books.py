@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
 from infra.db import Database, is_outage, refused_because
-from ledgers.protocol import Account, Entry, File, Outcome, TaxRate
+from ledgers.protocol import Account, Change, Entry, File, Outcome, TaxRate, Written
 from models.enums import AccountType
-from models.errors import Conflict, LedgerError, SyncErrorCode
-from models.records import Bill, Expense, Invoice, dump_record
+from models.errors import Conflict, LedgerError, NotFound, SyncErrorCode
+from models.records import Bill, Expense, Invoice, dump_record, load_record
 from models.sandbox import (
     SandboxAccount,
     SandboxAttachment,
@@ -44,6 +44,7 @@ from models.secrets import Tokens
 from models.tables import Connection, new_id, utcnow
 
 TOKEN_LIFETIME = timedelta(minutes=30)  # as Xero's access tokens
+ACTIVE, VOIDED = "ACTIVE", "VOIDED"  # a document's status
 
 STANDARD_ACCOUNTS = [
     Account("200", "Sales", AccountType.REVENUE),
@@ -230,7 +231,7 @@ _GATE = (
     .outerjoin(_behaviours, _behaviours.c.company_id == _asked.c.company_id)
     .outerjoin(_grants, _grants.c.company_id == _asked.c.company_id)
 )
-_POSTED = select(_records.c.idempotency_key, _records.c.external_id).where(
+_POSTED = select(_records.c.idempotency_key, _records.c.external_id, _records.c.version).where(
     _records.c.company_id == bindparam("company_id"),
     _records.c.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
@@ -270,14 +271,10 @@ Check = Callable[[Expense | Bill | Invoice, dict[str, AccountType], set[str]], N
 """Refuses a record, given which of its accounts (with their class) and tax rates exist."""
 
 
-async def post(
-    conn: AsyncConnection, *, company_id: str, entries: Sequence[Entry], check: Check
-) -> list[Outcome]:
-    """Record each entry once per key, in one statement, and return its external id (the first
-    one's, for a key posted before) or what `check` refused it for."""
-    keys = [entry.key for entry in entries]
-    posted = await found(conn, company_id=company_id, keys=keys)
-    records = [entry.record for entry in entries]
+async def _chart(
+    conn: AsyncConnection, *, company_id: str, records: Sequence[Expense | Bill | Invoice]
+) -> tuple[dict[str, AccountType], set[str]]:
+    """Which of the records' accounts (with their class) and tax rates the books have."""
     chart = await conn.execute(
         _CHART,
         {
@@ -290,7 +287,18 @@ async def post(
     )
     rows = chart.all()
     accounts = {code: AccountType(kind) for code, kind in rows if kind is not None}
-    tax_rates = {code for code, kind in rows if kind is None}
+    return accounts, {code for code, kind in rows if kind is None}
+
+
+async def post(
+    conn: AsyncConnection, *, company_id: str, entries: Sequence[Entry], check: Check
+) -> list[Outcome]:
+    """Record each entry once per key, in one statement, and return its document (the first
+    one's, for a key posted before) or what `check` refused it for."""
+    keys = [entry.key for entry in entries]
+    posted = await found(conn, company_id=company_id, keys=keys)
+    records = [entry.record for entry in entries]
+    accounts, tax_rates = await _chart(conn, company_id=company_id, records=records)
     outcomes: list[Outcome] = []
     new_rows = []
     for entry in entries:
@@ -302,8 +310,9 @@ async def post(
         except LedgerError as refused:
             outcomes.append(refused)
             continue
-        external_id = posted[entry.key] = new_id("sbx")  # a key twice in one call: one post
-        outcomes.append(external_id)
+        external_id = new_id("sbx")
+        posted[entry.key] = Written(external_id, "1")  # a key twice in one call: one post
+        outcomes.append(posted[entry.key])
         record = entry.record
         new_rows.append(
             {
@@ -315,7 +324,10 @@ async def post(
                 "currency": record.currency,
                 "reference": record.reference,
                 "payload": dump_record(record),
+                "version": 1,
+                "status": ACTIVE,
                 "created_at": utcnow(),
+                "updated_at": utcnow(),
             }
         )
     if new_rows:
@@ -323,10 +335,143 @@ async def post(
     return outcomes
 
 
-async def found(conn: AsyncConnection, *, company_id: str, keys: Sequence[str]) -> dict[str, str]:
-    """The external ids of the keys posted before, by key."""
+async def found(
+    conn: AsyncConnection, *, company_id: str, keys: Sequence[str]
+) -> dict[str, Written]:
+    """The documents of the keys posted before, by key."""
     rows = await conn.execute(_POSTED, {"company_id": company_id, "keys": list(keys)})
-    return {key: external_id for key, external_id in rows}
+    return {key: Written(external_id, str(version)) for key, external_id, version in rows}
+
+
+async def _documents(
+    conn: AsyncConnection, *, company_id: str, external_ids: Sequence[str]
+) -> dict[str, Any]:  # Any: the rows, by external id
+    rows = await conn.execute(
+        select(_records).where(
+            _records.c.company_id == company_id,
+            _records.c.external_id.in_(sorted(set(external_ids))),
+        )
+    )
+    return {row.external_id: row for row in rows}
+
+
+async def change(
+    conn: AsyncConnection, *, company_id: str, changes: Sequence[Change], check: Check
+) -> list[Outcome]:
+    """Write each change over its document (an update, checked as a post is) or void it,
+    unless the document is missing, voided, or moved on since the change's version (not
+    forced): each one's new version, or why it was refused."""
+    documents = await _documents(
+        conn, company_id=company_id, external_ids=[c.external_id for c in changes]
+    )
+    held = {ext: (row.id, row.version, row.status) for ext, row in documents.items()}
+    updates = [c.record for c in changes if not c.void]
+    accounts, tax_rates = await _chart(conn, company_id=company_id, records=updates)
+    outcomes: list[Outcome] = []
+    for one in changes:
+        found = held.get(one.external_id)
+        try:
+            if found is None:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"404 Not Found: no document {one.external_id}.",
+                )
+            row_id, current, status = found
+            if status == VOIDED:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"400 Bad Request: document {one.external_id} is voided and cannot change.",
+                )
+            if not one.force and one.version not in (None, str(current)):
+                raise LedgerError(
+                    SyncErrorCode.LEDGER_CONFLICT,
+                    f"409 Conflict: document {one.external_id} is at version {current},"
+                    f" changed in the ledger since version {one.version}.",
+                )
+            if not one.void:
+                check(one.record, accounts, tax_rates)
+        except LedgerError as refused:
+            outcomes.append(refused)
+            continue
+        version = current + 1
+        values: dict[str, Any] = {"version": version, "updated_at": utcnow()}  # Any: columns
+        if one.void:
+            values["status"] = VOIDED
+        else:
+            values |= _content(one.record)
+        await conn.execute(update(_records).where(_records.c.id == row_id).values(values))
+        held[one.external_id] = (row_id, version, values.get("status", status))
+        outcomes.append(Written(one.external_id, str(version)))
+    return outcomes
+
+
+def _content(record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: column values
+    return {
+        "record_type": record.record_type,
+        "amount": str(record.total),
+        "currency": record.currency,
+        "reference": record.reference,
+        "payload": dump_record(record),
+    }
+
+
+async def held(
+    conn: AsyncConnection, *, company_id: str, changes: Sequence[Change]
+) -> dict[str, Written]:
+    """The changes the documents already show: the content written, or voided."""
+    documents = await _documents(
+        conn, company_id=company_id, external_ids=[c.external_id for c in changes]
+    )
+    shown = {}
+    for one in changes:
+        document = documents.get(one.external_id)
+        if document is None:
+            continue
+        done = (
+            document.status == VOIDED
+            if one.void
+            else document.status == ACTIVE and document.payload == dump_record(one.record)
+        )
+        if done:
+            shown[one.key] = Written(one.external_id, str(document.version))
+    return shown
+
+
+async def edit(
+    session: AsyncSession,
+    *,
+    company_id: str,
+    external_id: str,
+    amount: Decimal | None,
+    description: str | None,
+) -> SandboxRecord:
+    """Change a document as an accountant would in the ledger: its amount (an expense's, or a
+    bill's or invoice's first line's) and description; its version moves on."""
+    row = await session.scalar(
+        select(SandboxRecord).where(
+            col(SandboxRecord.company_id) == company_id,
+            col(SandboxRecord.external_id) == external_id,
+        )
+    )
+    if row is None:
+        raise NotFound(f"no document {external_id} in this company's sandbox")
+    if row.status == VOIDED:
+        raise Conflict(f"document {external_id} is voided")
+    content = dict(row.payload)
+    place = content if content["record_type"] == "EXPENSE" else content["lines"][0]
+    if amount is not None:
+        place["amount"] = str(amount)
+    if description is not None:
+        place["description"] = description
+    if content["record_type"] != "EXPENSE":
+        content["lines"] = [place, *content["lines"][1:]]
+    record = load_record(content)
+    for name, value in _content(record).items():
+        setattr(row, name, value)
+    row.version += 1
+    row.updated_at = utcnow()
+    session.add(row)
+    return row
 
 
 class Books:
@@ -421,9 +566,29 @@ class Books:
             )
             return external_id
 
-    async def found(self, keys: Sequence[str]) -> dict[str, str]:
+    async def found(self, keys: Sequence[str]) -> dict[str, Written]:
         async with self.db.engine.connect() as conn:
             return await found(conn, company_id=self.company_id, keys=keys)
+
+    async def change(self, changes: Sequence[Change], check: Check) -> list[Outcome]:
+        """Change the documents in one transaction."""
+        async with self.db.writing() as conn:
+            return await change(conn, company_id=self.company_id, changes=changes, check=check)
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        async with self.db.engine.connect() as conn:
+            documents = await _documents(
+                conn, company_id=self.company_id, external_ids=[c.external_id for c in changes]
+            )
+        return {
+            c.key: str(documents[c.external_id].version)
+            for c in changes
+            if c.external_id in documents and documents[c.external_id].status == ACTIVE
+        }
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        async with self.db.engine.connect() as conn:
+            return await held(conn, company_id=self.company_id, changes=changes)
 
     async def accounts(self) -> list[Account]:
         async with self.db.sessions() as session:

@@ -22,7 +22,16 @@ from infra.services import Services
 from infra.tracing import tracer
 from ledgers import chart
 from ledgers.limiter import Limiter
-from ledgers.protocol import Account, Entry, Ledger, LedgerFactory, Limits, TaxRate
+from ledgers.protocol import (
+    Account,
+    Change,
+    Entry,
+    Ledger,
+    LedgerFactory,
+    Limits,
+    TaxRate,
+    Written,
+)
 from ledgers.refresh import usable_connection
 from models.batch import progress_completion
 from models.enums import ConnectionStatus
@@ -170,9 +179,17 @@ class Gateway:
         async with self.turn(operation, item_ids) as ledger:
             return await call(ledger)
 
-    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+    async def find(self, entries: Sequence[Entry]) -> dict[str, Written]:
         keys = [entry.key for entry in entries]
         return await self._paced("find", lambda ledger: ledger.find(entries), keys)
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        keys = [change.key for change in changes]
+        return await self._paced("versions", lambda ledger: ledger.versions(changes), keys)
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        keys = [change.key for change in changes]
+        return await self._paced("held", lambda ledger: ledger.held(changes), keys)
 
     async def accounts(self) -> list[Account]:
         return await self._paced("accounts", lambda ledger: ledger.accounts())

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from ledgers.protocol import Entry
+from ledgers.protocol import Change, Entry
 from models.errors import LedgerError, SyncErrorCode
 from models.secrets import Tokens
 
@@ -51,7 +51,7 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def call_key(entries: Sequence[Entry]) -> str:
+def call_key(entries: Sequence[Entry | Change]) -> str:
     """A batch call's idempotency key: the same documents make the same key, so the call
     repeated after a timeout gets the ledger's first answer."""
     return hashlib.sha256("\n".join(entry.key for entry in entries).encode()).hexdigest()

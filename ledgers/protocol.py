@@ -41,6 +41,8 @@ class Limits:
     documents_per_call: int = 1
     per_day: int | None = None
     attachment_bytes: int = 10 * 1024 * 1024
+    refuses_stale: bool = True  # a change to a document changed since is refused by the
+    # ledger itself (QuickBooks' SyncToken); else `versions` is asked first (Xero)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,32 @@ class File:
     pushed_before: bool = False  # an earlier push's outcome is unknown: look before adding
 
 
-Outcome = str | LedgerError
-"""One record's outcome in a batch push: the ledger's id for it, or why it was refused."""
+@dataclass(frozen=True)
+class Change:
+    """An update or a void of a document we wrote (`external_id`), keyed by our item id.
+    `record` is the content to write (an update), or the record as it stands (a void).
+    `version` is the document's as our last push left it: a ledger refuses the change with
+    LEDGER_CONFLICT when the document has moved on since, unless `force`."""
+
+    key: str
+    external_id: str
+    record: Expense | Bill | Invoice
+    version: str | None
+    force: bool = False
+    void: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    """A document as a push left it: the ledger's id for it, and its version then
+    (QuickBooks' SyncToken, Xero's UpdatedDateUTC, the sandbox's count), None where unknown."""
+
+    external_id: str
+    version: str | None = None
+
+
+Outcome = Written | LedgerError
+"""One record's outcome in a batch push: the document written, or why it was refused."""
 
 
 class Ledger(Protocol):
@@ -105,9 +131,29 @@ class Ledger(Protocol):
         `find` tells which."""
         ...
 
-    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
-        """The ledger's ids of the entries it already holds, by key: how a push whose outcome
+    async def find(self, entries: Sequence[Entry]) -> dict[str, Written]:
+        """The documents of the entries it already holds, by key: how a push whose outcome
         is unknown is settled before anything is pushed again."""
+        ...
+
+    async def update(self, changes: Sequence[Change]) -> list[Outcome]:
+        """Write each change's record over its document, up to `documents_per_call` in one
+        call, one outcome per change, as `push`."""
+        ...
+
+    async def void(self, changes: Sequence[Change]) -> list[Outcome]:
+        """Void (or delete, where the ledger voids no such document) each change's document,
+        as `update`."""
+        ...
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        """Each change's document's current version, by key (a document gone is absent):
+        for a ledger that does not refuse stale changes itself, asked before they are sent."""
+        ...
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        """The changes the documents already show (the content written, or voided), by key:
+        how a change whose outcome is unknown is settled before it is sent again."""
         ...
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:

@@ -31,7 +31,17 @@ from infra import keys
 from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
-from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import (
+    Account,
+    Change,
+    Entry,
+    File,
+    Limits,
+    Outcome,
+    Remaining,
+    TaxRate,
+    Written,
+)
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
@@ -105,17 +115,98 @@ class QuickBooksLedger:
             json={"BatchItemRequest": operations},
             params={"minorversion": MINOR_VERSION, "requestid": call_key(entries)},
         )
-        answered = {str(a["bId"]): a for a in answer.get("BatchItemResponse", [])}
-        outcomes: list[Outcome] = []
-        for n, entry in enumerate(entries):
-            one = answered.get(str(n), {})
-            made = one.get(_entity(entry.record))
-            if made is not None:
-                outcomes.append(str(made["Id"]))
+        return _answered(answer, [entry.record for entry in entries])
+
+    async def update(self, changes: Sequence[Change]) -> list[Outcome]:
+        """Sparse updates carrying the whole record, each at the SyncToken our last push
+        saw: QuickBooks refuses a stale one (5010, LEDGER_CONFLICT). Forced, they carry the
+        document's current token instead."""
+        tokens = await self._tokens(changes)
+        operations = [
+            {
+                "bId": str(n),
+                "operation": "update",
+                _entity(change.record): {
+                    **await self._document(change.record),
+                    "Id": change.external_id,
+                    "SyncToken": tokens.get(change.key, change.version),
+                    "sparse": True,
+                },
+            }
+            for n, change in enumerate(changes)
+        ]
+        return await self._batch(operations, changes)
+
+    async def void(self, changes: Sequence[Change]) -> list[Outcome]:
+        """Invoices are voided (`operation: void`); bills and purchases, which QuickBooks does
+        not void, deleted (`operation: delete`); each at its SyncToken, as updates."""
+        tokens = await self._tokens(changes)
+        operations = [
+            {
+                "bId": str(n),
+                "operation": "void" if isinstance(change.record, Invoice) else "delete",
+                _entity(change.record): {
+                    "Id": change.external_id,
+                    "SyncToken": tokens.get(change.key, change.version),
+                },
+            }
+            for n, change in enumerate(changes)
+        ]
+        return await self._batch(operations, changes)
+
+    async def _batch(
+        self, operations: list[dict[str, Any]], changes: Sequence[Change]
+    ) -> list[Outcome]:  # Any: QuickBooks' JSON
+        answer = await self.http.call(
+            "POST",
+            "/batch",
+            json={"BatchItemRequest": operations},
+            params={"minorversion": MINOR_VERSION, "requestid": call_key(changes)},
+        )
+        return _answered(answer, [change.record for change in changes])
+
+    async def _tokens(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        """The current SyncTokens of the changes that need them: forced, or never seen."""
+        unsure = [c for c in changes if c.force or c.version is None]
+        return await self.versions(unsure) if unsure else {}
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        return {
+            change.key: str(document.get("SyncToken"))
+            for change, document in await self._read(changes)
+        }
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        """Read back by id: a voided invoice shows a zero total, a deleted bill or purchase is
+        gone; an update shows its date and total, at a newer SyncToken."""
+        documents = dict((change.key, document) for change, document in await self._read(changes))
+        shown = {}
+        for change in changes:
+            document = documents.get(change.key)
+            if change.void:
+                done = document is None or (
+                    isinstance(change.record, Invoice)
+                    and Decimal(str(document.get("TotalAmt", "NaN"))) == 0
+                )
             else:
-                faults = _lowered(one.get("Fault", {}).get("Error", []))
-                outcomes.append(_classified(400, faults))
-        return outcomes
+                done = document is not None and _shows(document, change)
+            if done:
+                token = None if document is None else str(document.get("SyncToken"))
+                shown[change.key] = Written(change.external_id, token)
+        return shown
+
+    async def _read(self, changes: Sequence[Change]) -> list[tuple[Change, dict[str, Any]]]:
+        """The changes' documents that exist, one query by ids per entity."""
+        by_entity: dict[str, list[Change]] = {}
+        for change in changes:
+            by_entity.setdefault(_entity(change.record), []).append(change)
+        found = []
+        for entity, group in by_entity.items():
+            listed = ", ".join(f"'{_quoted(change.external_id)}'" for change in group)
+            statement = f"select * from {entity} where Id in ({listed})"
+            by_id = {str(d["Id"]): d for d in await self._query(entity, statement)}
+            found += [(c, by_id[c.external_id]) for c in group if c.external_id in by_id]
+        return found
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:
         """`/upload`: an `Attachable` that references the document, and the file, in one
@@ -151,7 +242,7 @@ class QuickBooksLedger:
             raise _classified(400, response["Fault"].get("Error", []))
         return str(response["Attachable"]["Id"])
 
-    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+    async def find(self, entries: Sequence[Entry]) -> dict[str, Written]:
         """Documents with the entries' `DocNumber`s, one query per entity. An entry without a
         reference cannot be read back, and is taken as not written."""
         by_entity: dict[str, dict[str, Entry]] = {}
@@ -159,13 +250,15 @@ class QuickBooksLedger:
             if entry.record.reference:
                 number = entry.record.reference[:21]
                 by_entity.setdefault(_entity(entry.record), {})[number] = entry
-        found: dict[str, str] = {}
+        found: dict[str, Written] = {}
         for entity, numbered in by_entity.items():
             listed = ", ".join(f"'{_quoted(number)}'" for number in numbered)
-            statement = f"select Id, DocNumber from {entity} where DocNumber in ({listed})"
+            statement = (
+                f"select Id, DocNumber, SyncToken from {entity} where DocNumber in ({listed})"
+            )
             for document in await self._query(entity, statement):
                 if (match := numbered.get(document.get("DocNumber", ""))) is not None:
-                    found[match.key] = str(document["Id"])
+                    found[match.key] = Written(str(document["Id"]), str(document.get("SyncToken")))
         return found
 
     async def _document(self, record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: JSON
@@ -382,6 +475,35 @@ async def _upload_body(head: bytes, file: File, tail: bytes) -> AsyncIterator[by
     yield tail
 
 
+def _answered(
+    answer: dict[str, Any], records: Sequence[Expense | Bill | Invoice]
+) -> list[Outcome]:  # Any: QuickBooks' JSON
+    """Each batch operation's outcome, in order: its entity, or its fault."""
+    answered = {str(a["bId"]): a for a in answer.get("BatchItemResponse", [])}
+    outcomes: list[Outcome] = []
+    for n, record in enumerate(records):
+        one = answered.get(str(n), {})
+        made = one.get(_entity(record))
+        if made is not None:
+            token = made.get("SyncToken")
+            outcomes.append(Written(str(made["Id"]), None if token is None else str(token)))
+        else:
+            faults = _lowered(one.get("Fault", {}).get("Error", []))
+            outcomes.append(_classified(400, faults))
+    return outcomes
+
+
+def _shows(document: dict[str, Any], change: Change) -> bool:  # Any: QuickBooks' JSON
+    """Whether the document holds the change's record, at a token past the one we sent."""
+    record = change.record
+    day = record.date if isinstance(record, Expense) else record.issue_date
+    return (
+        str(document.get("SyncToken")) != change.version
+        and document.get("TxnDate") == day.isoformat()
+        and Decimal(str(document.get("TotalAmt", "NaN"))) == record.total
+    )
+
+
 def _entity(record: Expense | Bill | Invoice) -> str:
     if isinstance(record, Expense):
         return "Purchase"
@@ -423,6 +545,8 @@ def _classified(status: int, faults: list[dict[str, Any]]) -> LedgerError:  # An
         )
     if status == 429 or "3001" in codes:
         return LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, text)
+    if "5010" in codes:  # Stale Object Error: changed since the SyncToken we sent
+        return LedgerError(SyncErrorCode.LEDGER_CONFLICT, text)
     if status == 401 or codes & {"3200", "3100"}:
         return LedgerError(SyncErrorCode.CONNECTION_EXPIRED, text)
     if status >= 500:

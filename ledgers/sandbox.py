@@ -14,13 +14,23 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from infra import keys
 from infra.services import Services
 from ledgers.books import Books
-from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import (
+    Account,
+    Change,
+    Entry,
+    File,
+    Limits,
+    Outcome,
+    Remaining,
+    TaxRate,
+    Written,
+)
 from models.enums import AccountType
 from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
@@ -78,16 +88,39 @@ class SandboxLedger:
         return await self.books.grant()
 
     async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
+        return await self._write(len(entries), lambda: self.books.post(entries, _validate))
+
+    async def update(self, changes: Sequence[Change]) -> list[Outcome]:
+        return await self._write(len(changes), lambda: self.books.change(changes, _validate))
+
+    async def void(self, changes: Sequence[Change]) -> list[Outcome]:
+        return await self._write(len(changes), lambda: self.books.change(changes, _validate))
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        """Each document's version (the sandbox refuses stale changes itself, as QuickBooks)."""
+        async with self._call(self._limits(await self._gate())):
+            return await self.books.versions(changes)
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        """The sandbox keeps each document's content and status: they are compared."""
+        async with self._call(self._limits(await self._gate())):
+            return await self.books.held(changes)
+
+    async def _write(
+        self, documents: int, write: Callable[[], Awaitable[list[Outcome]]]
+    ) -> list[Outcome]:
+        """One call that writes documents, as the company's sandbox is set to behave: its
+        limits, its weather, and posts recorded yet answered with a timeout."""
         knobs = await self._gate()
         limits = self._limits(knobs)
-        if len(entries) > limits.documents_per_call:
+        if documents > limits.documents_per_call:
             raise LedgerError(
                 SyncErrorCode.VALIDATION_ERROR,
                 f"400 Bad Request: at most {limits.documents_per_call} documents per call.",
             )
         async with self._call(limits):
             await _weather(knobs)
-            outcomes = await self.books.post(entries, _validate)
+            outcomes = await write()
             if random.random() < knobs.timeout_rate:
                 raise LedgerError(
                     SyncErrorCode.PROVIDER_ERROR,
@@ -108,7 +141,7 @@ class SandboxLedger:
             await _weather(knobs)
             return await self.books.attach(document_id, file)
 
-    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+    async def find(self, entries: Sequence[Entry]) -> dict[str, Written]:
         """The sandbox keeps each post's key: the records are looked up by it."""
         async with self._call(self._limits(await self._gate())):
             return await self.books.found([entry.key for entry in entries])

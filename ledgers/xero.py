@@ -15,9 +15,9 @@ Attachments are PUT one file per call to the document's `/Attachments/{FileName}
 10 MiB each (413 beyond) and 10 per document.
 """
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,7 +26,17 @@ from infra import keys
 from infra.services import Services
 from ledgers.http import LedgerHttp, Memo, call_key, money, retry_after
 from ledgers.link import refresh_grant
-from ledgers.protocol import Account, Entry, File, Limits, Outcome, Remaining, TaxRate
+from ledgers.protocol import (
+    Account,
+    Change,
+    Entry,
+    File,
+    Limits,
+    Outcome,
+    Remaining,
+    TaxRate,
+    Written,
+)
 from models.enums import AccountType, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
@@ -67,6 +77,7 @@ class XeroLedger:
             documents_per_call=DOCUMENTS_PER_CALL,
             per_day=DAILY_CALLS,
             attachment_bytes=ATTACHMENT_BYTES,
+            refuses_stale=False,
         )
 
     async def remaining(self) -> Remaining:
@@ -111,12 +122,75 @@ class XeroLedger:
             )
             id_field = _ID_FIELDS[collection]
             for entry, made in zip(group, answer[collection], strict=True):
-                if made.get("StatusAttributeString", "OK") == "OK":
-                    outcomes[entry.key] = str(made[id_field])
-                else:
-                    messages = [e["Message"] for e in made.get("ValidationErrors", [])]
-                    outcomes[entry.key] = _refusal(messages)
+                outcomes[entry.key] = _outcome(made, id_field)
         return [outcomes[entry.key] for entry in entries]
+
+    async def update(self, changes: Sequence[Change]) -> list[Outcome]:
+        """POST the documents with their ids: Xero writes each over the one it names."""
+        return await self._changed(changes, lambda change: self._document(change.record))
+
+    async def void(self, changes: Sequence[Change]) -> list[Outcome]:
+        """POST each document's new status: a bill or invoice we wrote (AUTHORISED) becomes
+        VOIDED; a spend money transaction is deleted (DELETED)."""
+
+        async def voided(change: Change) -> dict[str, Any]:  # Any: Xero's JSON
+            return {"Status": "DELETED" if isinstance(change.record, Expense) else "VOIDED"}
+
+        return await self._changed(changes, voided)
+
+    async def _changed(
+        self,
+        changes: Sequence[Change],
+        body: Callable[[Change], Awaitable[dict[str, Any]]],  # Any: Xero's JSON
+    ) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        for collection, group in _collections(changes).items():
+            id_field = _ID_FIELDS[collection]
+            documents = [{**await body(c), id_field: c.external_id} for c in group]
+            answer = await self.http.call(
+                "POST",
+                f"/{collection}",
+                json={collection: documents},
+                params={"summarizeErrors": "false"},
+                headers={"idempotency-key": call_key(group)},
+            )
+            for change, made in zip(group, answer[collection], strict=True):
+                outcomes[change.key] = _outcome(made, id_field)
+        return [outcomes[change.key] for change in changes]
+
+    async def versions(self, changes: Sequence[Change]) -> dict[str, str | None]:
+        """Xero has no concurrency token: each document's `UpdatedDateUTC`, read by id."""
+        return {
+            change.key: document.get("UpdatedDateUTC")
+            for change, document in await self._read(changes)
+            if document.get("Status") not in ("DELETED", "VOIDED")
+        }
+
+    async def held(self, changes: Sequence[Change]) -> dict[str, Written]:
+        """Read back by id: a void shows as its status, an update as its contact, date,
+        reference and total (our lines are tax-exclusive: the `SubTotal`)."""
+        shown = {}
+        for change, document in await self._read(changes):
+            status = document.get("Status")
+            done = (
+                status in ("DELETED", "VOIDED")
+                if change.void
+                else status not in ("DELETED", "VOIDED") and _shows(document, change.record)
+            )
+            if done:
+                written = Written(change.external_id, document.get("UpdatedDateUTC"))
+                shown[change.key] = written
+        return shown
+
+    async def _read(self, changes: Sequence[Change]) -> list[tuple[Change, dict[str, Any]]]:
+        """The changes' documents, one GET by ids per collection."""
+        found = []
+        for collection, group in _collections(changes).items():
+            ids = ",".join(change.external_id for change in group)
+            answer = await self.http.call("GET", f"/{collection}", params={"IDs": ids})
+            by_id = {str(d[_ID_FIELDS[collection]]): d for d in answer[collection]}
+            found += [(c, by_id[c.external_id]) for c in group if c.external_id in by_id]
+        return found
 
     async def attach(self, document_id: str, entry: Entry, file: File) -> str:
         """PUT the file's bytes to the document's Attachments, streamed. A push made before
@@ -141,10 +215,10 @@ class XeroLedger:
         )
         return str(answer["Attachments"][0]["AttachmentID"])
 
-    async def find(self, entries: Sequence[Entry]) -> dict[str, str]:
+    async def find(self, entries: Sequence[Entry]) -> dict[str, Written]:
         """Documents with the entries' references: one GET per collection. An entry without
         a reference cannot be read back, and is taken as not written."""
-        found: dict[str, str] = {}
+        found: dict[str, Written] = {}
         for collection, group in _collections(entries).items():
             referenced = {
                 (_reference_field(e.record), e.record.reference): e
@@ -159,7 +233,8 @@ class XeroLedger:
                 for name in ("Reference", "InvoiceNumber"):
                     entry = referenced.get((name, document.get(name)))
                     if entry is not None and document.get("Status") != "DELETED":
-                        found[entry.key] = str(document[_ID_FIELDS[collection]])
+                        document_id = str(document[_ID_FIELDS[collection]])
+                        found[entry.key] = Written(document_id, document.get("UpdatedDateUTC"))
         return found
 
     async def _document(self, record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: JSON
@@ -225,13 +300,35 @@ class XeroLedger:
 _ID_FIELDS = {"BankTransactions": "BankTransactionID", "Invoices": "InvoiceID"}
 
 
-def _collections(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
+E = TypeVar("E", Entry, Change)
+
+
+def _collections(entries: Sequence[E]) -> dict[str, list[E]]:
     """The entries by the collection that takes them: spends, or invoices and bills."""
-    grouped: dict[str, list[Entry]] = {}
+    grouped: dict[str, list[E]] = {}
     for entry in entries:
         collection = "BankTransactions" if isinstance(entry.record, Expense) else "Invoices"
         grouped.setdefault(collection, []).append(entry)
     return grouped
+
+
+def _outcome(made: dict[str, Any], id_field: str) -> Outcome:  # Any: Xero's JSON
+    """One document's answer in a call with `summarizeErrors=false`."""
+    if made.get("StatusAttributeString", "OK") == "OK":
+        return Written(str(made[id_field]), made.get("UpdatedDateUTC"))
+    return _refusal([e["Message"] for e in made.get("ValidationErrors", [])])
+
+
+def _shows(document: dict[str, Any], record: Expense | Bill | Invoice) -> bool:  # Any: JSON
+    """Whether the document holds the record as we write it."""
+    contact = record.customer_name if isinstance(record, Invoice) else record.vendor_name
+    day = record.date if isinstance(record, Expense) else record.issue_date
+    return (
+        document.get("Contact", {}).get("Name") == contact
+        and str(document.get("Date", ""))[:10] == day.isoformat()
+        and Decimal(str(document.get("SubTotal", "NaN"))) == record.total
+        and document.get(_reference_field(record)) == record.reference
+    )
 
 
 def _reference_field(record: Expense | Bill | Invoice) -> str:

@@ -1,7 +1,7 @@
 """Sync batches and their items: create, read (company-scoped, keyset-paginated), retry."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, select
@@ -14,6 +14,7 @@ from infra.db import Database
 from models.enums import BatchStatus, ItemStatus, RecordType
 from models.errors import Conflict, InvalidInput, NotFound
 from models.idempotency import FIELD, first_batch, keyed
+from models.operations import Operation
 from models.pagination import Key, Page, PageRequest, end_pages, paginate
 from models.records import Bill, Expense, Invoice, dump_record
 from models.tables import (
@@ -42,21 +43,37 @@ class BatchFilter:
     end: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Changes:
+    """Updates or voids of existing records, for a batch of its own; `field` is where the
+    request named them, for errors (`expenses`, `recordIds`)."""
+
+    operations: Sequence[Operation]
+    field: str
+
+
 async def create_batch(
     db: Database,
     *,
     bus: Bus,
     company_id: str,
     record_type: RecordType,
-    records: Sequence[Expense | Bill | Invoice],
+    records: Sequence[Expense | Bill | Invoice] = (),
+    changes: Changes | None = None,
 ) -> tuple[SyncBatch, list[str]]:
-    """Queue validated records as one PENDING batch (and its item ids, in record order).
+    """Queue validated records as one PENDING batch (and its item ids, in record order):
+    new records, or `changes` to existing ones.
 
     The caller enqueues the batch's job after this has committed.
     """
-    payloads = [dump_record(record) for record in records]
     return await open_batch(
-        db, bus=bus, company_id=company_id, record_type=record_type, payloads=payloads
+        db,
+        bus=bus,
+        company_id=company_id,
+        record_type=record_type,
+        payloads=[dump_record(record) for record in records],
+        operations=changes.operations if changes else (),
+        field=changes.field if changes else "",
     )
 
 
@@ -73,14 +90,17 @@ async def create_batch_once(
     bus: Bus,
     company_id: str,
     record_type: RecordType,
-    records: Sequence[Expense | Bill | Invoice],
+    records: Sequence[Expense | Bill | Invoice] = (),
+    changes: Changes | None = None,
     key: str,
 ) -> Created:
     """`create_batch` under an idempotency key: the first request with the key creates the
     batch, the same request again within 24 h gets that batch (`Conflict` for other records).
     """
     payloads = [dump_record(record) for record in records]
-    request = keyed(key, record_type, payloads)
+    request = keyed(
+        key, record_type, payloads if changes is None else [asdict(op) for op in changes.operations]
+    )
     for _ in range(3):
         if batch_id := await first_batch(db, company_id=company_id, keyed=request):
             return Created(*await _batch_with_item_ids(db, batch_id), replayed=True)
@@ -91,6 +111,8 @@ async def create_batch_once(
                 company_id=company_id,
                 record_type=record_type,
                 payloads=payloads,
+                operations=changes.operations if changes else (),
+                field=changes.field if changes else "",
                 keyed=request,
             )
         except IntegrityError:  # a request with the key committed first: its batch answers

@@ -9,6 +9,18 @@ class RecordType(StrEnum):
     INVOICE = "INVOICE"
 
 
+class SyncOperation(StrEnum):
+    """What an item does to its record in the ledger."""
+
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    VOID = "VOID"
+
+
+CONTENT_OPERATIONS = frozenset({SyncOperation.CREATE, SyncOperation.UPDATE})
+"""The operations that carry the record's whole content: a later one supersedes an earlier."""
+
+
 class BatchStatus(StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"

@@ -24,6 +24,7 @@ class SyncErrorCode(StrEnum):
     PROVIDER_ERROR = "PROVIDER_ERROR"
     ATTACHMENT_TOO_LARGE = "ATTACHMENT_TOO_LARGE"
     UNSUPPORTED_FILE_TYPE = "UNSUPPORTED_FILE_TYPE"
+    LEDGER_CONFLICT = "LEDGER_CONFLICT"
 
 
 HINTS: dict[SyncErrorCode, str] = {
@@ -40,7 +41,8 @@ HINTS: dict[SyncErrorCode, str] = {
         "The accounting system is throttling requests: wait, then retry with exponential backoff."
     ),
     SyncErrorCode.VALIDATION_ERROR: (
-        "Fix the record as the message says (check it against the API schema), then retry."
+        "Fix the record as the message says and send it with updateExpenses (updateBills,"
+        " updateInvoices): the update puts the corrected record in the ledger."
     ),
     SyncErrorCode.PROVIDER_ERROR: (
         "The accounting system failed to answer: retry later; contact support if it persists."
@@ -51,6 +53,10 @@ HINTS: dict[SyncErrorCode, str] = {
     ),
     SyncErrorCode.UNSUPPORTED_FILE_TYPE: (
         "Send a PDF, PNG, JPEG, HEIC, WebP or TIFF file; the type is read from its content."
+    ),
+    SyncErrorCode.LEDGER_CONFLICT: (
+        "The document was changed in the ledger since our last push: check it there, then send"
+        " the update (or void) again with force: true to overwrite the ledger's changes."
     ),
 }
 

@@ -140,6 +140,11 @@ _MODELS: dict[RecordType, type[Expense | Bill | Invoice]] = {
 }
 
 
+def kind_of(record_type: RecordType) -> str:
+    """The record type as a sentence names it: "an expense"."""
+    return _MODELS[record_type].kind
+
+
 def parse_records(
     record_type: RecordType, raw: Sequence[dict[str, Any]], *, field: str, limit: int
 ) -> list[Expense | Bill | Invoice]:

@@ -37,7 +37,9 @@ class SandboxTaxRate(SQLModel, table=True):
 
 
 class SandboxRecord(SQLModel, table=True):
-    """A record posted to the sandbox; the idempotency key makes a repeated push a no-op."""
+    """A document in the sandbox; the idempotency key makes a repeated post a no-op.
+    `version` counts its changes (1 when posted), whoever made them: our pushes or an
+    accountant's edit (`sync2books sandbox edit`); a voided one keeps its content."""
 
     __tablename__ = "sandbox_record"
     __table_args__ = (UniqueConstraint("company_id", "idempotency_key"),)
@@ -51,7 +53,10 @@ class SandboxRecord(SQLModel, table=True):
     currency: str = Field(max_length=3)
     reference: str | None = Field(default=None, max_length=255)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
+    version: int = 1
+    status: str = Field(default="ACTIVE", max_length=16)  # ACTIVE or VOIDED
     created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class SandboxAttachment(SQLModel, table=True):

@@ -8,10 +8,11 @@ from infra.queue import enqueue_sync
 from infra.services import Services
 from infra.storage import Scanned
 from models.attachments import Files, Upload, add_files, checked
-from models.batch import Created, create_batch, create_batch_once
-from models.enums import RecordType
+from models.batch import Changes, Created, create_batch, create_batch_once
+from models.enums import RecordType, SyncOperation
 from models.errors import InvalidInput
-from models.records import Bill, Expense, Invoice
+from models.operations import Operation, type_of_records
+from models.records import Bill, Expense, Invoice, dump_record
 
 Record = Expense | Bill | Invoice
 Vet = Callable[[Sequence[Record]], Awaitable[None]]  # raises to refuse the records
@@ -28,22 +29,24 @@ async def submit_batch(
     max_bytes: int,
     vet: Vet | None = None,
     key: str | None = None,
+    updates: Sequence[str] | None = None,
+    force: bool = False,
 ) -> Created:
     """Queue the records as one batch, each with its files (`uploads`, in record order);
-    under an idempotency `key`, the first request's batch again (`replayed`)."""
+    under an idempotency `key`, the first request's batch again (`replayed`). With
+    `updates` (record ids, in record order), each record is the new content of that record,
+    written over any changes made in the ledger meanwhile if `force`."""
     scans = await _checked(services, uploads, field=field, max_bytes=max_bytes)
     if vet is not None:
         await vet(records)
-    db, bus = services.db, services.bus
-    if key is None:
-        batch, item_ids = await create_batch(
-            db, bus=bus, company_id=company_id, record_type=record_type, records=records
-        )
-        created = Created(batch, item_ids, replayed=False)
-    else:
-        created = await create_batch_once(
-            db, bus=bus, company_id=company_id, record_type=record_type, records=records, key=key
-        )
+    changes = None
+    if updates is not None:
+        operations = [
+            Operation(record_id, SyncOperation.UPDATE, dump_record(record), force)
+            for record_id, record in zip(updates, records, strict=True)
+        ]
+        changes = Changes(operations, field)
+    created = await _made(services, company_id, record_type, records, changes, key)
     if not created.replayed:
         files = [
             Files(item_id, sent, scanned)
@@ -52,6 +55,57 @@ async def submit_batch(
         ]
         await add_files(services, company_id=company_id, batch_id=created.batch.id, files=files)
         await enqueue_sync(services.queue, batch_id=created.batch.id)
+    return created
+
+
+async def submit_voids(
+    services: Services, *, company_id: str, record_ids: Sequence[str], key: str | None = None
+) -> Created:
+    """Queue voids of the records (all of one type) as one batch."""
+    record_type = await type_of_records(
+        services.db,
+        company_id=company_id,
+        record_ids=record_ids,
+        limit=services.settings.max_records_per_batch,
+    )
+    operations = [Operation(record_id, SyncOperation.VOID) for record_id in record_ids]
+    changes = Changes(operations, "recordIds")
+    created = await _made(services, company_id, record_type, (), changes, key)
+    if not created.replayed:
+        await enqueue_sync(services.queue, batch_id=created.batch.id)
+    return created
+
+
+async def _made(
+    services: Services,
+    company_id: str,
+    record_type: RecordType,
+    records: Sequence[Record],
+    changes: Changes | None,
+    key: str | None,
+) -> Created:
+    """The batch made, or under a key the first request's found."""
+    db, bus = services.db, services.bus
+    if key is None:
+        batch, item_ids = await create_batch(
+            db,
+            bus=bus,
+            company_id=company_id,
+            record_type=record_type,
+            records=records if changes is None else (),
+            changes=changes,
+        )
+        created = Created(batch, item_ids, replayed=False)
+    else:
+        created = await create_batch_once(
+            db,
+            bus=bus,
+            company_id=company_id,
+            record_type=record_type,
+            records=records if changes is None else (),
+            changes=changes,
+            key=key,
+        )
     return created
 
 

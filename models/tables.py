@@ -18,6 +18,7 @@ from models.enums import (
     DeliveryStatus,
     ItemStatus,
     RecordType,
+    SyncOperation,
 )
 
 Row = dict[str, Any]  # Any: a row's column values, as Core inserts them
@@ -136,13 +137,17 @@ class SyncBatch(SQLModel, table=True):
 
 
 class SyncItem(SQLModel, table=True):
-    """One record to push; `payload` is the validated record as JSON (money as decimal strings)."""
+    """One operation on a record to push: its create, an update or its void. `payload` is
+    the validated record as JSON (money as decimal strings); a void's is the record's content
+    when the void was accepted. `sequence` numbers a record's operations 1, 2, 3… in the
+    order they were accepted: the order the ledger gets them in."""
 
     __tablename__ = "sync_item"
     __table_args__ = (
         Index("ix_sync_item_batch_position", "batch_id", "position", unique=True),
         Index("ix_sync_item_batch_status_position", "batch_id", "status", "position"),
         Index("ix_sync_item_company_reference", "company_id", "reference", "created_at"),
+        Index("ix_sync_item_record_sequence", "record_id", "sequence", unique=True),
     )
 
     id: str = Field(default_factory=lambda: new_id("itm"), primary_key=True, max_length=40)
@@ -150,6 +155,11 @@ class SyncItem(SQLModel, table=True):
     company_id: str = Field(foreign_key="company.id", max_length=40)
     position: int
     record_type: RecordType = Field(sa_type=enum_type(RecordType))
+    record_id: str = Field(max_length=40)  # its create's item id
+    operation: SyncOperation = Field(default=SyncOperation.CREATE, sa_type=enum_type(SyncOperation))
+    sequence: int = 1
+    force: bool = False  # overwrite changes made in the ledger since our last push
+    note: str | None = None  # what settled it without a push of its own
     status: ItemStatus = Field(default=ItemStatus.PENDING, sa_type=enum_type(ItemStatus))
     attempts: int = 0
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # Any: JSON document
@@ -157,6 +167,31 @@ class SyncItem(SQLModel, table=True):
     external_id: str | None = Field(default=None, max_length=255)
     error_code: str | None = Field(default=None, max_length=32)
     error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncRecord(SQLModel, table=True):
+    """A record through its life: what the ledger holds of it, after its operations so far.
+
+    Its id is its create's item id. `last_sequence` is its newest operation's; `applied_sequence`
+    the newest whose content the ledger holds (`applied_item_id`), 0 while none does.
+    `ledger_version` is the document's version as our last push saw it (QuickBooks' SyncToken,
+    Xero's UpdatedDateUTC, the sandbox's version): a document whose version moved on since was
+    changed in the ledger by someone else."""
+
+    __tablename__ = "sync_record"
+    __table_args__ = (Index("ix_sync_record_company", "company_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=40)
+    record_type: RecordType = Field(sa_type=enum_type(RecordType))
+    last_sequence: int = 1
+    applied_sequence: int = 0
+    applied_item_id: str | None = Field(default=None, max_length=40)
+    external_id: str | None = Field(default=None, max_length=255)
+    ledger_version: str | None = Field(default=None, max_length=64)
+    voided: bool = False  # a void succeeded: the record is closed
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -239,6 +274,9 @@ class SyncEvent(SQLModel, table=True):
     batch_id: str = Field(max_length=40)
     item_id: str | None = Field(default=None, max_length=40)
     attachment_id: str | None = Field(default=None, max_length=40)  # its item's, in item_id
+    operation: SyncOperation | None = Field(  # an item's: what it does to its record
+        default=None, sa_type=enum_type(SyncOperation)
+    )
     from_status: str | None = Field(default=None, max_length=16)
     to_status: str = Field(max_length=16)
     error_code: str | None = Field(default=None, max_length=32)

@@ -29,10 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.bus import Bus
 from infra.db import Database
-from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType
+from models.enums import TERMINAL_BATCH_STATUSES, BatchStatus, ItemStatus, RecordType, SyncOperation
 from models.errors import Conflict, NotFound, SyncError
 from models.events import count_events, publish
 from models.idempotency import Keyed, claim
+from models.operations import Applied, Operation, apply, claimable, sequenced
 from models.tables import (
     ITEM_COUNTERS,
     Company,
@@ -42,6 +43,7 @@ from models.tables import (
     SyncBatch,
     SyncEvent,
     SyncItem,
+    SyncRecord,
     as_loaded,
     batches_in,
     new_id,
@@ -67,6 +69,7 @@ _events = SyncEvent.__table__  # type: ignore[attr-defined]
 _companies = Company.__table__  # type: ignore[attr-defined]
 _attempts = PushAttempt.__table__  # type: ignore[attr-defined]
 _attachments = SyncAttachment.__table__  # type: ignore[attr-defined]
+_records = SyncRecord.__table__  # type: ignore[attr-defined]
 _OPEN = (ItemStatus.PENDING, ItemStatus.PROCESSING)
 
 
@@ -86,6 +89,8 @@ class ItemMove:
     error: SyncError | None = None
     external_id: str | None = None
     attempts: Sequence[Attempt] = ()
+    applied: Applied | None = None  # a SUCCESS: what its record now is in the ledger
+    note: str | None = None  # what settled it without a push of its own
 
 
 @dataclass(frozen=True)
@@ -103,47 +108,94 @@ async def open_batch(
     bus: Bus,
     company_id: str,
     record_type: RecordType,
-    payloads: Sequence[dict[str, Any]],  # Any: JSON documents
+    payloads: Sequence[dict[str, Any]] = (),  # Any: JSON documents
+    operations: Sequence[Operation] = (),
+    field: str = "",
     keyed: Keyed | None = None,
 ) -> tuple[SyncBatch, list[str]]:
     """Create a PENDING batch of PENDING items, with their `null → PENDING` events, and
-    claim the request's idempotency key for it, if it has one.
+    claim the request's idempotency key for it, if it has one. The items create new records
+    (`payloads`), or update or void existing ones (`operations`, numbered in their records'
+    orders: refused whole, naming the `field`, when one may not be).
 
-    Returns the batch and its item ids, in the order of `payloads`.
+    Returns the batch and its item ids, in the order of `payloads` or `operations`.
     """
     now = utcnow()
+    count = len(payloads) + len(operations)
     batch = SyncBatch(
         company_id=company_id,
         record_type=record_type,
-        item_count=len(payloads),
-        pending_count=len(payloads),
+        item_count=count,
+        pending_count=count,
         created_at=now,
         updated_at=now,
     )
-    item_ids = [new_id("itm") for _ in payloads]
-    rows = [
-        {
-            "id": item_id,
-            "batch_id": batch.id,
-            "company_id": company_id,
-            "position": position,
-            "record_type": record_type,
-            "status": ItemStatus.PENDING,
-            "attempts": 0,
-            "payload": payload,
-            "reference": payload.get("reference"),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for position, (item_id, payload) in enumerate(zip(item_ids, payloads, strict=True))
-    ]
-    events = [_event(batch, None, None, BatchStatus.PENDING)]
-    events += [_event(batch, item_id, None, ItemStatus.PENDING) for item_id in item_ids]
+    item_ids = [new_id("itm") for _ in range(count)]
     async with db.transaction() as session:
+        if operations:
+            accepted = await sequenced(
+                session,
+                company_id=company_id,
+                record_type=record_type,
+                operations=operations,
+                field=field,
+            )
+            steps = [
+                (op.record_id, op.operation, op.sequence, op.payload, op.force) for op in accepted
+            ]
+        else:
+            steps = [
+                (item_id, SyncOperation.CREATE, 1, payload, False)
+                for item_id, payload in zip(item_ids, payloads, strict=True)
+            ]
+        rows = [
+            {
+                "id": item_id,
+                "batch_id": batch.id,
+                "company_id": company_id,
+                "position": position,
+                "record_type": record_type,
+                "record_id": record_id,
+                "operation": operation,
+                "sequence": sequence,
+                "force": force,
+                "status": ItemStatus.PENDING,
+                "attempts": 0,
+                "payload": payload,
+                "reference": payload.get("reference"),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for position, (item_id, (record_id, operation, sequence, payload, force)) in enumerate(
+                zip(item_ids, steps, strict=True)
+            )
+        ]
+        events = [_event(batch, None, None, BatchStatus.PENDING)]
+        events += [
+            _event(batch, item_id, None, ItemStatus.PENDING, operation=step[1])
+            for item_id, step in zip(item_ids, steps, strict=True)
+        ]
         session.add(batch)
         await session.flush()
         if keyed is not None:
             await claim(session, company_id=company_id, keyed=keyed, batch_id=batch.id)
+        if not operations:
+            await session.execute(
+                insert(_records),
+                [
+                    {
+                        "id": item_id,
+                        "company_id": company_id,
+                        "record_type": record_type,
+                        "last_sequence": 1,
+                        "applied_sequence": 0,
+                        "voided": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for item_id in item_ids
+                ],
+            )
         await session.execute(insert(_items), rows)
         logged = await _log_events(session, events)
     await publish(bus, logged)
@@ -173,7 +225,7 @@ async def transition(
         applied = await _move_items(session, batch_id, moves, strict, now)
         files = await _move_attachments(session, batch_id, attachment_moves, strict, now)
         counts = await _count(session, batch_id, applied)
-        targets = {move.to for move, _ in applied} | {move.to for move, _, _ in files}
+        targets = {move.to for move, _, _ in applied} | {move.to for move, _, _ in files}
         unfinished = counts["pending_count"] + counts["processing_count"]
         if not unfinished and batch.status is BatchStatus.PROCESSING:
             unfinished = await _open_attachments(session, batch_id)
@@ -185,7 +237,8 @@ async def transition(
             event = _event(batch, None, batch.status, target, fail_batch)
             (closing if target in TERMINAL_BATCH_STATUSES else opening).append(event)
         item_events = [
-            _event(batch, move.item_id, before, move.to, move.error) for move, before in applied
+            _event(batch, move.item_id, before, move.to, move.error, operation=operation)
+            for move, before, operation in applied
         ]
         item_events += [
             _event(batch, item_id, before, move.to, move.error, move.attachment_id)
@@ -213,21 +266,36 @@ async def _move_items(
     moves: Sequence[ItemMove],
     strict: bool,
     now: datetime,
-) -> list[tuple[ItemMove, ItemStatus]]:
+) -> list[tuple[ItemMove, ItemStatus, SyncOperation]]:
+    """Apply the legal moves: each with the item's status before and its operation. A claim
+    (to PROCESSING) also waits for its record's turn (`operations.claimable`): an item whose
+    record has another operation in flight, or an earlier one waiting, is not claimed."""
     if not moves:
         return []
     ids = [move.item_id for move in moves]
     result = await session.execute(
-        select(_items.c.id, _items.c.status, _items.c.attempts).where(
-            _items.c.batch_id == batch_id, _items.c.id.in_(ids)
-        )
+        select(
+            _items.c.id,
+            _items.c.status,
+            _items.c.attempts,
+            _items.c.record_id,
+            _items.c.sequence,
+            _items.c.operation,
+        ).where(_items.c.batch_id == batch_id, _items.c.id.in_(ids))
     )
-    rows = {row.id: row for row in result}
-    current = {item_id: ItemStatus(row.status) for item_id, row in rows.items()}
+    rows = {row["id"]: row for row in result.mappings()}
+    current = {item_id: ItemStatus(row["status"]) for item_id, row in rows.items()}
+    claims = [
+        rows[move.item_id]
+        for move in moves
+        if move.to is ItemStatus.PROCESSING and current.get(move.item_id) is ItemStatus.PENDING
+    ]
+    turn = await claimable(session, claims) if claims else set()
     applied = []
     for move in moves:
         before = current.get(move.item_id)
-        if before is None or before not in ITEM_MOVES[move.to]:
+        legal = before is not None and before in ITEM_MOVES[move.to]
+        if not legal or (move.to is ItemStatus.PROCESSING and move.item_id not in turn):
             if strict:
                 raise Conflict(
                     f"item {move.item_id} is {before or 'not in this batch'}, "
@@ -235,23 +303,33 @@ async def _move_items(
                     itemId=move.item_id,
                 )
             continue
-        applied.append((move, before))
+        assert before is not None
+        applied.append((move, before, SyncOperation(rows[move.item_id]["operation"])))
     if applied:
         moved = [
             _moved(move.item_id, move.to, len(move.attempts), move.external_id, move.error)
-            for move, _ in applied
+            for move, _, _ in applied
         ]
         await _update_moved(session, _items, moved, now)
+        noted = [{"row_id": move.item_id, "note": move.note} for move, _, _ in applied if move.note]
+        if noted:
+            await session.execute(
+                update(_items)
+                .where(_items.c.id == bindparam("row_id"))
+                .values(note=bindparam("note")),
+                noted,
+            )
+        await apply(session, [move.applied for move, _, _ in applied if move.applied], now)
     attempts = [
         {
             "item_id": move.item_id,
-            "number": rows[move.item_id].attempts + number,
+            "number": rows[move.item_id]["attempts"] + number,
             "started_at": attempt.started_at,
             "duration_ms": attempt.duration_ms,
             "error_code": attempt.error.code if attempt.error else None,
             "error_message": attempt.error.message if attempt.error else None,
         }
-        for move, _ in applied
+        for move, _, _ in applied
         for number, attempt in enumerate(move.attempts, start=1)
     ]
     if attempts:
@@ -363,11 +441,13 @@ async def add_attachments(
 
 
 async def _count(
-    session: AsyncSession, batch_id: str, applied: Sequence[tuple[ItemMove, ItemStatus]]
+    session: AsyncSession,
+    batch_id: str,
+    applied: Sequence[tuple[ItemMove, ItemStatus, SyncOperation]],
 ) -> dict[str, int]:
     """Increment the batch's counters in SQL and return them as they now stand."""
     deltas: Counter[str] = Counter()
-    for move, before in applied:
+    for move, before, _ in applied:
         deltas[ITEM_COUNTERS[before]] -= 1
         deltas[ITEM_COUNTERS[move.to]] += 1
     columns = list(ITEM_COUNTERS.values())
@@ -429,6 +509,7 @@ def _event(
     after: str,
     error: SyncError | None = None,
     attachment_id: str | None = None,
+    operation: SyncOperation | None = None,
 ) -> Row:
     """An event's values, numbered and stamped by `_log_events`."""
     return {
@@ -436,6 +517,7 @@ def _event(
         "batch_id": batch.id,
         "item_id": item_id,
         "attachment_id": attachment_id,
+        "operation": operation,
         "from_status": before,
         "to_status": after,
         "error_code": error.code if error else None,

@@ -88,6 +88,31 @@ OPERATIONS: dict[str, Operation] = {
         "{ createInvoices(companyId: $c, invoices: $r) { syncBatchId } }",
         lambda a: {"c": a["company"], "r": [INVOICE]},
     ),
+    "record": (
+        "query($id: ID!) { record(id: $id) { id externalId version voided "
+        "items { totalCount edges { node { id reference } } } } }",
+        lambda a: {"id": a["failed"]},
+    ),
+    "updateExpenses": (
+        "mutation($c: ID!, $r: [ExpenseUpdateInput!]!) "
+        "{ updateExpenses(companyId: $c, expenses: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [expense(recordId=a["failed"])]},
+    ),
+    "updateBills": (
+        "mutation($c: ID!, $r: [BillUpdateInput!]!) "
+        "{ updateBills(companyId: $c, bills: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [{**BILL, "recordId": a["failed"]}]},
+    ),
+    "updateInvoices": (
+        "mutation($c: ID!, $r: [InvoiceUpdateInput!]!) "
+        "{ updateInvoices(companyId: $c, invoices: $r) { syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [{**INVOICE, "recordId": a["failed"]}]},
+    ),
+    "voidRecords": (
+        "mutation($c: ID!, $r: [ID!]!) { voidRecords(companyId: $c, recordIds: $r) "
+        "{ syncBatchId } }",
+        lambda a: {"c": a["company"], "r": [a["failed"]]},
+    ),
     "retryFailedItems": (
         "mutation($b: ID!, $i: [ID!]) "
         "{ retryFailedItems(batchId: $b, itemIds: $i) { items { id } } }",
@@ -177,7 +202,7 @@ TABLES = {  # each table, and which of its rows are A's
     "push_attempt": "item_id IN (SELECT id FROM sync_item WHERE company_id = :c)",
     "webhook_attempt": "delivery_id IN (SELECT id FROM webhook_delivery WHERE company_id = :c)",
     **dict.fromkeys(
-        ["connection", "sync_batch", "sync_item", "sync_event", "sandbox_account",
+        ["connection", "sync_batch", "sync_item", "sync_record", "sync_event", "sandbox_account",
          "sandbox_tax_rate", "sandbox_record", "sandbox_behaviour", "alert",
          "webhook_endpoint", "webhook_delivery"],
         OWNED,

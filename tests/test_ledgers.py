@@ -19,7 +19,7 @@ from infra.settings import Settings
 from jobs.context import WorkerContext
 from jobs.sync import run_sync
 from ledgers import create_company
-from ledgers.protocol import Entry, LedgerFactory
+from ledgers.protocol import Entry, LedgerFactory, Written
 from models.batch import items_in
 from models.company import NewCompany, connection_of
 from models.enums import ItemStatus, Provider
@@ -312,7 +312,8 @@ async def test_items_a_dead_worker_left_mid_push_are_found_not_posted_again(
     batch = data(await ledger.api.gql(BATCH, {"id": batch_id}))["syncBatch"]
     items = [edge["node"] for edge in batch["items"]["edges"]]
     assert [i["status"] for i in items] == ["SUCCESS", "SUCCESS"]
-    assert items[0]["externalId"] == written  # found by its reference, not posted again
+    assert isinstance(written, Written)
+    assert items[0]["externalId"] == written.external_id  # found by its reference, not again
     assert len(ledger.fake.documents) == 2
     assert [i["attempts"] for i in items] == [1, 2]  # the lost call, then a push for the other
 

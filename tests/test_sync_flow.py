@@ -171,6 +171,7 @@ async def test_every_transition_is_published_on_the_company_channel(
         "batchId": batch_id,
         "itemId": None,
         "attachmentId": None,
+        "operation": None,
         "fromStatus": "PROCESSING",
         "toStatus": "COMPLETED",
         "occurredAt": "",
