@@ -5,6 +5,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal, InvalidOperation
 
 import uvicorn
 import uvloop
@@ -25,8 +26,10 @@ from ledgers import create_company
 from models.company import replace_key
 from models.connections import reseal_tokens
 from models.enums import Provider
-from models.errors import NotFound
+from models.errors import AppError, NotFound
 from models.migrate import migrate
+from models.records import Expense, load_record
+from models.sandbox import SandboxAttachment, SandboxRecord
 from models.tables import Company
 
 
@@ -83,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     records = sandbox_commands.add_parser("records", help="print posted records, one JSON a line")
     records.add_argument("--company-id", required=True)
     records.set_defaults(handler=lambda a, s: _run(_sandbox_records(a, s)))
+    edit = sandbox_commands.add_parser(
+        "edit", help="change a document as an accountant would in the ledger; print it"
+    )
+    edit.add_argument("--company-id", required=True)
+    edit.add_argument("--external-id", required=True)
+    edit.add_argument("--amount", type=_amount, metavar="A", help="an expense's, or line 1's")
+    edit.add_argument("--description", metavar="D")
+    edit.set_defaults(handler=lambda a, s: _run(_sandbox_edit(a, s)))
     configure = sandbox_commands.add_parser(
         "configure", help="change how a company's sandbox behaves from now on; print it"
     )
@@ -111,6 +122,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("a whole number of at least 1")
+    return value
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError("an amount, e.g. 12.50") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError("an amount greater than 0")
     return value
 
 
@@ -171,29 +192,60 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
     finally:
         await db.dispose()
     for row in rows:
-        print(
-            json.dumps(
-                {
-                    "externalId": row.external_id,
-                    "idempotencyKey": row.idempotency_key,
-                    "recordType": row.record_type,
-                    "amount": row.amount,
-                    "currency": row.currency,
-                    "reference": row.reference,
-                    "createdAt": row.created_at.isoformat(),
-                    "attachments": [
-                        {
-                            "externalId": file.external_id,
-                            "fileName": file.file_name,
-                            "contentType": file.content_type,
-                            "size": file.size,
-                            "sha256": file.sha256,
-                        }
-                        for file in files.get(row.external_id, [])
-                    ],
-                }
+        print(_document_line(row, files.get(row.external_id, [])))
+
+
+async def _sandbox_edit(args: argparse.Namespace, settings: Settings) -> None:
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        async with db.transaction() as session:
+            row = await sandbox.edit(
+                session,
+                company_id=args.company_id,
+                external_id=args.external_id,
+                amount=args.amount,
+                description=args.description,
             )
-        )
+            files = await sandbox.attachments(session, company_id=args.company_id)
+    except AppError as refused:
+        raise SystemExit(refused.message) from None
+    finally:
+        await db.dispose()
+    print(_document_line(row, files.get(row.external_id, [])))
+
+
+def _document_line(row: SandboxRecord, files: list[SandboxAttachment]) -> str:
+    """A sandbox document as `sandbox records` prints it: one JSON line, its current
+    content (`content`, with `description`) at its `version`."""
+    content = load_record(row.payload)
+    first = content if isinstance(content, Expense) else content.lines[0]
+    return json.dumps(
+        {
+            "externalId": row.external_id,
+            "idempotencyKey": row.idempotency_key,
+            "recordType": row.record_type,
+            "status": row.status,
+            "version": row.version,
+            "amount": row.amount,
+            "currency": row.currency,
+            "reference": row.reference,
+            "description": first.description,
+            "content": content.model_dump(mode="json", by_alias=True),
+            "createdAt": row.created_at.isoformat(),
+            "updatedAt": row.updated_at.isoformat(),
+            "attachments": [
+                {
+                    "externalId": file.external_id,
+                    "fileName": file.file_name,
+                    "contentType": file.content_type,
+                    "size": file.size,
+                    "sha256": file.sha256,
+                }
+                for file in files
+            ],
+        }
+    )
 
 
 async def _sandbox_configure(args: argparse.Namespace, settings: Settings) -> None:

@@ -245,6 +245,7 @@ class Mutation:
         company_id: strawberry.ID,
         record_ids: list[strawberry.ID],
         idempotency_key: IDEMPOTENCY_KEY = None,
+        force: FORCE = False,
     ) -> VoidRecordsPayload:
         ctx = info.context
         created = await submit_voids(
@@ -252,6 +253,7 @@ class Mutation:
             company_id=ctx.own(company_id),
             record_ids=[str(record_id) for record_id in record_ids],
             key=idempotency_key,
+            force=force,
         )
         batch = SyncBatch.from_row(created.batch)
         return VoidRecordsPayload(sync_batch_id=batch.id, batch=batch)

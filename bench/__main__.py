@@ -12,7 +12,7 @@ import statistics
 
 import uvloop
 
-from bench import footprint, live, otlp, pipeline, queries, uploads
+from bench import changes, footprint, live, otlp, pipeline, queries, uploads
 from bench.service import running
 
 
@@ -106,6 +106,25 @@ async def _limited(args: argparse.Namespace) -> None:
           f"{f.calls:>6} {f.rate_limited:>5} {f.seconds:>9.1f}")  # fmt: skip
 
 
+async def _changes(args: argparse.Namespace) -> None:
+    per_minute, per_call = 60, 50  # Xero's
+    print(f"changes: {args.limited_items} records created, then updated, then voided, one "
+          f"request and batch each; one company, sandbox {per_minute} calls/min, 5 at once, "
+          f"{per_call} documents per call")  # fmt: skip
+    async with running() as service:
+        f = await changes.measure(
+            service, records=args.limited_items, per_minute=per_minute, documents_per_call=per_call
+        )
+    print(f"{'phase':>6} {'records':>7} {'seconds':>8} {'records/s':>9} {'429s':>5}")
+    for p in f.phases:
+        print(f"{p.name:>6} {p.records:>7} {p.seconds:>8.1f} {p.per_second:>9.1f} "
+              f"{p.rate_limited:>5}")  # fmt: skip
+    print(
+        f"sandbox documents: {f.documents}, of which {f.as_last_operation} are voided with "
+        "their update's content"
+    )
+
+
 async def _creates(args: argparse.Namespace) -> None:
     print(f"creates: createExpenses with {args.records} records, {args.samples} requests one "
           "at a time, one API process")  # fmt: skip
@@ -164,6 +183,7 @@ SCENARIOS = {
     "pipeline": _pipeline,
     "tracing": _tracing_cost,
     "limited": _limited,
+    "changes": _changes,
     "creates": _creates,
     "live": _live,
     "queries": _queries,

@@ -90,7 +90,8 @@ async def plan(
     """The calls the items need, and the moves of those that need none."""
     db = deps.services.db
     records = await records_by_id(db, [item.record_id for item in items])
-    newer = await newer_content(db, items)
+    followed = [item for item in items if records[item.record_id].last_sequence > item.sequence]
+    newer = await newer_content(db, followed)
     contents: dict[str, Expense | Bill | Invoice] = {}
     moves: list[ItemMove] = []
     for item in items:
@@ -177,8 +178,11 @@ async def _located(
     looked for there first: found, their operations change the document found instead of
     making another, and a void voids it."""
     unplaced = {
-        item.record_id: item for item in items if records[item.record_id].external_id is None
-    }
+        item.record_id: item
+        for item in items
+        if records[item.record_id].external_id is None
+        and (item.attempts or records[item.record_id].last_sequence > 1)
+    }  # a record's first create, never pushed, has nothing to look for
     pushed = await pushed_records(gateway.services.db, list(unplaced))
     if not pushed:
         return records

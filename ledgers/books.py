@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import (
     String,
     bindparam,
@@ -30,7 +31,7 @@ from sqlmodel import col, select
 from infra.db import Database, is_outage, refused_because
 from ledgers.protocol import Account, Change, Entry, File, Outcome, TaxRate, Written
 from models.enums import AccountType
-from models.errors import Conflict, LedgerError, NotFound, SyncErrorCode
+from models.errors import Conflict, InvalidInput, LedgerError, NotFound, SyncErrorCode
 from models.records import Bill, Expense, Invoice, dump_record, load_record
 from models.sandbox import (
     SandboxAccount,
@@ -465,7 +466,13 @@ async def edit(
         place["description"] = description
     if content["record_type"] != "EXPENSE":
         content["lines"] = [place, *content["lines"][1:]]
-    record = load_record(content)
+    try:
+        record = load_record(content)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InvalidInput(
+            f"the edit leaves no valid document: {problem}", field="amount"
+        ) from None
     for name, value in _content(record).items():
         setattr(row, name, value)
     row.version += 1

@@ -59,16 +59,22 @@ async def submit_batch(
 
 
 async def submit_voids(
-    services: Services, *, company_id: str, record_ids: Sequence[str], key: str | None = None
+    services: Services,
+    *,
+    company_id: str,
+    record_ids: Sequence[str],
+    key: str | None = None,
+    force: bool = False,
 ) -> Created:
-    """Queue voids of the records (all of one type) as one batch."""
+    """Queue voids of the records (all of one type) as one batch; `force`: void documents
+    changed in the ledger since our last push all the same."""
     record_type = await type_of_records(
         services.db,
         company_id=company_id,
         record_ids=record_ids,
         limit=services.settings.max_records_per_batch,
     )
-    operations = [Operation(record_id, SyncOperation.VOID) for record_id in record_ids]
+    operations = [Operation(record_id, SyncOperation.VOID, force=force) for record_id in record_ids]
     changes = Changes(operations, "recordIds")
     created = await _made(services, company_id, record_type, (), changes, key)
     if not created.replayed:
@@ -86,27 +92,17 @@ async def _made(
 ) -> Created:
     """The batch made, or under a key the first request's found."""
     db, bus = services.db, services.bus
-    if key is None:
-        batch, item_ids = await create_batch(
-            db,
-            bus=bus,
-            company_id=company_id,
-            record_type=record_type,
-            records=records if changes is None else (),
-            changes=changes,
-        )
-        created = Created(batch, item_ids, replayed=False)
-    else:
-        created = await create_batch_once(
-            db,
-            bus=bus,
-            company_id=company_id,
-            record_type=record_type,
-            records=records if changes is None else (),
-            changes=changes,
-            key=key,
-        )
-    return created
+    records = records if changes is None else ()
+    if key is not None:
+        return await create_batch_once(
+            db, bus=bus, company_id=company_id, record_type=record_type, records=records,
+            changes=changes, key=key,
+        )  # fmt: skip
+    batch, item_ids = await create_batch(
+        db, bus=bus, company_id=company_id, record_type=record_type, records=records,
+        changes=changes,
+    )  # fmt: skip
+    return Created(batch, item_ids, replayed=False)
 
 
 async def _checked(

@@ -263,7 +263,7 @@ async def dispatch(db: Database, endpoint: WebhookEndpoint, *, upto_seq: int) ->
         if (event_type := _event_type(event)) is not None and event_type in endpoint.event_types
     ]
     batches = await _batches_of([event.batch_id for event, _ in wanted], db)
-    references = await _references_of([event.item_id for event, _ in wanted if event.item_id], db)
+    references = await _records_of([event.item_id for event, _ in wanted if event.item_id], db)
     now = utcnow()
     rows = [
         _delivery_row(
@@ -300,28 +300,30 @@ async def _batches_of(batch_ids: Sequence[str], db: Database) -> dict[str, SyncB
         return {batch.id: batch for batch in rows}
 
 
-async def _references_of(item_ids: Sequence[str], db: Database) -> dict[str, str | None]:
-    """The clients' own references of these items, by item id."""
+async def _records_of(item_ids: Sequence[str], db: Database) -> dict[str, tuple[str, str | None]]:
+    """The records of these items, and the clients' own references, by item id."""
     if not item_ids:
         return {}
     async with db.sessions() as session:
         rows = await session.execute(
-            select(col(SyncItem.id), col(SyncItem.reference)).where(
+            select(col(SyncItem.id), col(SyncItem.record_id), col(SyncItem.reference)).where(
                 col(SyncItem.id).in_(set(item_ids))
             )
         )
-        return {item_id: reference for item_id, reference in rows}
+        return {item_id: (record_id, reference) for item_id, record_id, reference in rows}
 
 
 def _event_data(
-    event: SyncEvent, batches: dict[str, SyncBatch], references: dict[str, str | None]
+    event: SyncEvent,
+    batches: dict[str, SyncBatch],
+    records: dict[str, tuple[str, str | None]],
 ) -> dict[str, Any]:  # Any: JSON
-    """The event as the live stream shows it, with the item's reference (the client's own)
-    and the batch's counts as they stand now."""
+    """The event as the live stream shows it, with the item's record and reference (the
+    client's own) and the batch's counts as they stand now."""
     data = event_payload(event)
     del data["seq"]
-    if event.item_id is not None:
-        data["reference"] = references.get(event.item_id)
+    if event.item_id is not None and event.item_id in records:
+        data["recordId"], data["reference"] = records[event.item_id]
     batch = batches.get(event.batch_id)
     if batch is not None:
         data["batch"] = {

@@ -5,8 +5,12 @@ v3 Accounting API endpoints the adapter uses, with Intuit's documented fault sha
 - Limits per realm: `per_minute` and `concurrent`, else 429 with fault code 3001;
   `throttle(n)` makes the next n calls 429.
 - A create with a `requestid` already seen gets the first answer again.
-- `/batch` takes up to 30 create operations, each answered on its own by `bId` (the entity,
-  or its `Fault`); `lose_answers(n)`: the next n batches are written, then answered 504.
+- `/batch` takes up to 30 operations, each answered on its own by `bId` (the entity, or its
+  `Fault`); `lose_answers(n)`: the next n batches are written, then answered 504.
+  Operations: `create`; `update` (sparse or not) at the document's `SyncToken`, else fault
+  5010 "Stale Object Error"; `void` of an invoice (its amounts become 0, "Voided" in its
+  note); `delete` of a bill or purchase. Each write moves the `SyncToken` on, as does
+  `edit(id, **fields)`, a change made in QuickBooks itself. Documents carry their `TotalAmt`.
 - Faults: 2500 "Invalid Reference Id" and 610 "Object Not Found" name the element at fault;
   6000 is business validation (here: a date before `closed_before`, the books' closing date).
 - Queries: the small subset of Intuit's query language the adapter sends.
@@ -17,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -187,13 +192,20 @@ class FakeQuickBooks:
         answered = []
         for operation in operations:
             (entity,) = [key for key in operation if key not in ("bId", "operation")]
-            refusal = self._refusal(entity, operation[entity])
+            kind = operation.get("operation", "create")
+            if kind == "create":
+                refusal = self._refusal(entity, operation[entity])
+            else:
+                refusal = self._change_refusal(entity, kind, operation[entity])
             if refusal is not None:
                 fault = json.loads(bytes(refusal.body))["Fault"]
                 answered.append({"bId": operation["bId"], "Fault": fault})
-            else:
+            elif kind == "create":
                 stored = self._store(entity, operation[entity])
                 answered.append({"bId": operation["bId"], entity: stored})
+            else:
+                changed = self._changed(kind, operation[entity])
+                answered.append({"bId": operation["bId"], entity: changed})
         body = {"BatchItemResponse": answered, "time": _now()}
         if request_id is not None:
             self.answers[request_id] = (200, body)
@@ -233,8 +245,52 @@ class FakeQuickBooks:
             return Response("upstream request timeout", 504)
         return JSONResponse({"AttachableResponse": [{"Attachable": made}], "time": _now()})
 
+    def _change_refusal(
+        self, entity: str, kind: str, document: dict[str, Any]
+    ) -> Response | None:  # Any: QuickBooks' JSON
+        held = self.documents.get(str(document.get("Id")))
+        if held is None or held["type"] != entity:
+            return _fault(400, "610", "Object Not Found", "Object Not Found : the document.")
+        if str(document.get("SyncToken")) != held["SyncToken"]:
+            detail = (
+                f"Stale Object Error : You and {held.get('editor', 'another user')} were "
+                "working on this at the same time. Refresh and try again."
+            )
+            return _fault(400, "5010", "Stale Object Error", detail)
+        if kind == "void" and entity != "Invoice":
+            return _fault(400, "4000", "Unsupported operation", "Only invoices are voided.")
+        if kind == "delete" and entity == "Invoice":
+            return None
+        if kind == "update":
+            return self._refusal(entity, {**held, **document})
+        return None
+
+    def _changed(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:  # Any: JSON
+        held = self.documents[str(document["Id"])]
+        if kind == "delete":
+            del self.documents[held["Id"]]
+            return {"Id": held["Id"], "status": "Deleted", "domain": "QBO"}
+        if kind == "void":
+            for line in held.get("Line", []):
+                line["Amount"] = 0
+            held["PrivateNote"] = "Voided"
+        else:
+            held.update({k: v for k, v in document.items() if k != "sparse"})
+        held["TotalAmt"] = _total(held)
+        held["SyncToken"] = str(int(held["SyncToken"]) + 1)
+        return {k: v for k, v in held.items() if k != "type"}
+
+    def edit(self, document_id: str, **fields: Any) -> None:  # Any: QuickBooks' JSON values
+        """Change a document as an accountant would, in QuickBooks itself."""
+        held = self.documents[document_id]
+        held.update(fields, editor="Accountant")
+        held["TotalAmt"] = _total(held)
+        held["SyncToken"] = str(int(held["SyncToken"]) + 1)
+
     def _store(self, entity: str, document: dict[str, Any]) -> dict[str, Any]:
         stored = {**document, "Id": self._new_id(), "SyncToken": "0"}
+        if "Line" in document:
+            stored["TotalAmt"] = _total(document)
         if entity in self.tables:
             self.tables[entity][stored["Id"]] = {"Active": True, **stored}
         else:
@@ -331,6 +387,10 @@ def _fault(
     error = {"Message": message, "Detail": detail, "code": code, "element": element}
     fault = {"Error": [error], "type": kind or "ValidationFault"}
     return JSONResponse({"Fault": fault, "time": _now()}, status)
+
+
+def _total(document: dict[str, Any]) -> float:  # Any: QuickBooks' JSON
+    return float(sum(Decimal(str(line.get("Amount", 0))) for line in document.get("Line", [])))
 
 
 def _unquoted(text: str) -> str:

@@ -9,7 +9,13 @@ the adapter uses, answering with the documented shapes, status codes and headers
 - Up to 50 documents a PUT. With `summarizeErrors=false` each is answered on its own
   (`StatusAttributeString` OK or ERROR with its `ValidationErrors`); without it, one bad
   document fails the whole request with a 400 `ValidationException`.
-- `GET` of a collection filters with `where` on `Reference` or `InvoiceNumber`, `||`-joined.
+- `GET` of a collection filters with `where` on `Reference` or `InvoiceNumber`, `||`-joined,
+  or by `IDs` (comma-separated).
+- A document POSTed with its id is updated (its fields replaced by those sent); a `Status`
+  of `VOIDED` voids an AUTHORISED invoice or bill (one with payments is refused, as Xero
+  does), `DELETED` deletes a spend money transaction or a draft. Every write stamps the
+  document's `UpdatedDateUTC` (Xero's `/Date(ms+0000)/`); `edit(id, **fields)` changes a
+  document as an accountant would.
 - `lose_answers(n)`: the next n document PUTs are written, then answered 504, as a timeout.
 """
 
@@ -91,7 +97,8 @@ class FakeXero:
     latency: float = 0.0
     lost_answers: int = 0
     calls_today: int = 0
-    document_calls: list[int] = field(default_factory=list)  # the documents each PUT carried
+    document_calls: list[int] = field(default_factory=list)  # the documents each write carried
+    clock: int = 0  # the newest UpdatedDateUTC's milliseconds
 
     def app(self) -> Starlette:
         return Starlette(
@@ -225,7 +232,11 @@ class FakeXero:
         self.in_flight += 1
         try:
             await asyncio.sleep(self.latency)
-            status, body = self._create(collection, request, await request.json())
+            wanted = await request.json()
+            if request.method == "POST":
+                status, body = self._change(collection, request, wanted)
+            else:
+                status, body = self._create(collection, request, wanted)
             if key is not None:
                 self.answers[key] = (status, body)
             if self.lost_answers and status == 200:
@@ -284,10 +295,64 @@ class FakeXero:
                     {**document, "StatusAttributeString": "ERROR", "ValidationErrors": errors}
                 )
                 continue
-            stored = {**document, id_field: str(uuid.uuid4()), "Status": "AUTHORISED"}
+            stored = {
+                **document,
+                id_field: str(uuid.uuid4()),
+                "Status": "AUTHORISED",
+                **_totals(document),
+                "UpdatedDateUTC": self._stamp(),
+            }
             self.documents[stored[id_field]] = stored
             answered.append({**stored, "StatusAttributeString": "OK"})
         return 200, {collection: answered}
+
+    def _change(
+        self, collection: str, request: Request, wanted: dict[str, Any]
+    ) -> tuple[int, Any]:  # Any: Xero's JSON
+        """Updates and status changes of documents named by their ids, each answered alone."""
+        documents = wanted[collection]
+        self.document_calls.append(len(documents))
+        id_field = "BankTransactionID" if collection == "BankTransactions" else "InvoiceID"
+        answered = []
+        for document in documents:
+            held = self.documents.get(str(document.get(id_field)))
+            found = self._change_problems(held, document)
+            if found:
+                errors = [{"Message": message} for message in found]
+                answered.append(
+                    {**document, "StatusAttributeString": "ERROR", "ValidationErrors": errors}
+                )
+                continue
+            assert held is not None
+            held.update(document)
+            if "LineItems" in document:
+                held.update(_totals(document))
+            held["UpdatedDateUTC"] = self._stamp()
+            answered.append({**held, "StatusAttributeString": "OK"})
+        return 200, {collection: answered}
+
+    def _change_problems(
+        self, held: dict[str, Any] | None, document: dict[str, Any]
+    ) -> list[str]:  # Any: Xero's JSON
+        if held is None:
+            return ["The document does not exist."]
+        status = document.get("Status")
+        if held["Status"] in ("VOIDED", "DELETED"):
+            return [f"This document cannot be edited as it has a status of {held['Status']}."]
+        if status == "VOIDED" and held.get("AmountPaid"):
+            return ["This document cannot be voided as it has payments: remove them first."]
+        if status == "VOIDED" and held["Status"] != "AUTHORISED":
+            return ["Only AUTHORISED documents can be voided."]
+        return [] if status in ("VOIDED", "DELETED") else self._problems({**held, **document})
+
+    def edit(self, document_id: str, **fields: Any) -> None:  # Any: Xero's JSON values
+        """Change a document as an accountant would, in Xero itself."""
+        self.documents[document_id].update(fields, UpdatedDateUTC=self._stamp())
+
+    def _stamp(self) -> str:
+        """A new `UpdatedDateUTC`, later than every one before (Xero's milliseconds)."""
+        self.clock = max(self.clock + 1, int(time.time() * 1000))
+        return f"/Date({self.clock}+0000)/"
 
     def _where(self, collection: str, request: Request) -> list[dict[str, Any]]:
         wanted = [
@@ -296,6 +361,9 @@ class FakeXero:
             if "==" in part
         ]
         kinds = ("SPEND",) if collection == "BankTransactions" else ("ACCPAY", "ACCREC")
+        if ids := request.query_params.get("IDs"):
+            id_field = "BankTransactionID" if collection == "BankTransactions" else "InvoiceID"
+            return [d for d in self.documents.values() if d[id_field] in ids.split(",")]
         return [
             document
             for document in self.documents.values()
@@ -321,6 +389,19 @@ class FakeXero:
                     "type of transaction."
                 )
         return problems
+
+
+def _totals(document: dict[str, Any]) -> dict[str, Any]:  # Any: Xero's JSON
+    """What Xero computes of a document's lines (ours are tax-exclusive): the `SubTotal`."""
+    lines = document.get("LineItems", [])
+    subtotal = sum(
+        (
+            Decimal(str(line["UnitAmount"])) * Decimal(str(line.get("Quantity", 1)))
+            for line in lines
+        ),
+        Decimal(0),
+    )
+    return {"SubTotal": float(subtotal)}
 
 
 def _unauthorized() -> Response:

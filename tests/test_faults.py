@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import col, select
 
 from infra.services import Services
 from infra.settings import Settings
@@ -247,3 +247,50 @@ async def _attachment_in(
             return row
         await asyncio.sleep(0.05)
     pytest.fail(f"attachment {attachment_id} was not {status} within {seconds}s: {row}")
+
+
+UPDATE = """mutation($c: ID!, $e: [ExpenseUpdateInput!]!) {
+  updateExpenses(companyId: $c, expenses: $e) { syncBatchId } }"""
+
+
+async def test_a_worker_killed_mid_batch_of_updates_applies_each_update_once(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    env = _env(settings, services, JOB_SLICE_SECONDS="1")
+    company_id, key = await _crash_company(tmp_path, env)
+    port = free_port()
+    count = 300
+    with running("serve", "--port", str(port), cwd=tmp_path, env=env):
+        created = await _create(port, key, company_id, count)
+        with running("worker", cwd=tmp_path, env=env):
+            await _until(services, company_id, created, count, 60, "COMPLETED")
+        async with services.db.sessions() as session:
+            record_ids = list(
+                await session.scalars(
+                    select(col(SyncItem.id))
+                    .where(col(SyncItem.batch_id) == created)
+                    .order_by(col(SyncItem.position))
+                )
+            )
+        async with ready_client(port, key) as client:
+            changes = [
+                expense(reference=f"c{n}", amount=f"{100 + n}.00", recordId=record_id)
+                for n, record_id in enumerate(record_ids)
+            ]
+            answer = await client.post(
+                "/graphql", json={"query": UPDATE, "variables": {"c": company_id, "e": changes}}
+            )
+            batch_id = data(answer.json())["updateExpenses"]["syncBatchId"]
+        with running("worker", cwd=tmp_path, env=env) as worker:
+            await _until(services, company_id, batch_id, count // 3, 60)
+            worker.kill()  # SIGKILL: mid-chunk, its updates left PROCESSING
+            worker.wait()
+        with running("worker", cwd=tmp_path, env=env):
+            await _until(services, company_id, batch_id, count, 90, "COMPLETED")
+    async with services.db.sessions() as session:
+        documents = await sandbox.records(session, company_id=company_id)
+        items = list(await session.scalars(select(SyncItem).where(SyncItem.batch_id == batch_id)))
+    assert len(documents) == count  # one document per record
+    assert Counter(d.version for d in documents) == {2: count}  # each update applied once
+    assert sorted(d.amount for d in documents) == sorted(f"{100 + n}.00" for n in range(count))
+    assert {item.status for item in items} == {ItemStatus.SUCCESS}

@@ -414,3 +414,95 @@ async def test_a_receipt_that_meets_a_daily_limit_waits_in_the_queue_not_in_a_wo
     (node,) = [edge["node"] for edge in data(answer)["syncBatch"]["items"]["edges"]]
     (file,) = node["attachments"]
     assert file["status"] == "PENDING"  # back in line, its push counted: looked for first
+
+
+UPDATE = """mutation($c: ID!, $r: [ExpenseUpdateInput!]!, $f: Boolean) {
+  updateExpenses(companyId: $c, expenses: $r, force: $f) { syncBatchId } }"""
+VOID = """mutation($c: ID!, $r: [ID!]!, $f: Boolean) { voidRecords(companyId: $c,
+  recordIds: $r, force: $f) { syncBatchId } }"""
+OPERATIONS = """query($id: ID!) { syncBatch(id: $id) { items { edges { node {
+  recordId operation status externalId error { code message } } } } } }"""
+
+
+async def _operated(
+    ledger: Ledger, run_jobs: RunJobs, mutation: str, **variables: Any
+) -> list[dict[str, Any]]:
+    """The items of the update or void batch `mutation` made, once synced."""
+    made = data(await ledger.api.gql(mutation, {"c": ledger.cid, **variables}))
+    (payload,) = made.values()
+    await run_jobs()
+    batch = data(await ledger.api.gql(OPERATIONS, {"id": payload["syncBatchId"]}))["syncBatch"]
+    return [edge["node"] for edge in batch["items"]["edges"]]
+
+
+def _amount(ledger: Ledger, document_id: str) -> str:
+    document = ledger.fake.documents[document_id]
+    if isinstance(ledger.fake, FakeXero):
+        return str(document["LineItems"][0]["UnitAmount"])
+    return str(document["Line"][0]["Amount"])
+
+
+async def test_updates_and_voids_reach_the_ledgers_documents_and_edits_there_conflict(
+    ledger: Ledger, run_jobs: RunJobs
+) -> None:
+    await _link(ledger)
+    batch = await _sync(ledger, run_jobs, ledger.expense(amount="10.00", reference="u1"),
+                        ledger.expense(amount="20.00", reference="u2"))  # fmt: skip
+    first, second = [edge["node"] for edge in batch["items"]["edges"]]
+    documents = len(ledger.fake.documents)
+
+    changed = [ledger.expense(recordId=first["id"], amount="11.00", reference="u1")]
+    (update,) = await _operated(ledger, run_jobs, UPDATE, r=changed)
+    assert (update["operation"], update["status"]) == ("UPDATE", "SUCCESS")
+    assert update["externalId"] == first["externalId"]
+    assert _amount(ledger, first["externalId"]) == "11.0"
+    assert len(ledger.fake.documents) == documents  # changed in place, not made again
+
+    if isinstance(ledger.fake, FakeXero):  # an accountant changes it in the ledger
+        ledger.fake.edit(second["externalId"], Reference="edited")
+    else:
+        ledger.fake.edit(second["externalId"], PrivateNote="edited")
+    conflicting = [ledger.expense(recordId=second["id"], amount="21.00", reference="u2")]
+    (refused,) = await _operated(ledger, run_jobs, UPDATE, r=conflicting)
+    assert (refused["status"], refused["error"]["code"]) == ("FAILED", "LEDGER_CONFLICT")
+    assert _amount(ledger, second["externalId"]) == "20.0"
+    (forced,) = await _operated(ledger, run_jobs, UPDATE, r=conflicting, f=True)
+    assert forced["status"] == "SUCCESS" and _amount(ledger, second["externalId"]) == "21.0"
+
+    voids = await _operated(ledger, run_jobs, VOID, r=[first["id"], second["id"]])
+    assert [v["status"] for v in voids] == ["SUCCESS", "SUCCESS"]
+    if isinstance(ledger.fake, FakeXero):  # spend money is deleted by status
+        statuses = {ledger.fake.documents[i]["Status"] for i in (first["externalId"],)}
+        assert statuses == {"DELETED"}
+    else:  # purchases are deleted
+        assert first["externalId"] not in ledger.fake.documents
+
+
+async def test_an_invoice_is_voided_and_a_paid_one_refused_in_the_ledgers_words(
+    ledger: Ledger, run_jobs: RunJobs
+) -> None:
+    await _link(ledger)
+    income = "200" if ledger.provider is Provider.XERO else "79"
+    dates = {"issueDate": "2026-11-01", "dueDate": "2026-12-01", "currency": "USD"}
+    invoice = {"customerName": "Client Ltd", **dates,
+               "lines": [{"amount": "40.00", "accountId": income}]}  # fmt: skip
+    mutation = """mutation($c: ID!, $r: [InvoiceInput!]!) { createInvoices(companyId: $c,
+      invoices: $r) { syncBatchId invoices { id } } }"""
+    made = data(await ledger.api.gql(mutation, {"c": ledger.cid, "r": [invoice, invoice]}))
+    await run_jobs()
+    kept, paid = (i["id"] for i in made["createInvoices"]["invoices"])
+    batch = data(await ledger.api.gql(BATCH, {"id": made["createInvoices"]["syncBatchId"]}))
+    kept_id, paid_id = (e["node"]["externalId"] for e in batch["syncBatch"]["items"]["edges"])
+    if isinstance(ledger.fake, FakeXero):
+        ledger.fake.edit(paid_id, AmountPaid=40.0)
+    voids = await _operated(ledger, run_jobs, VOID, r=[kept, paid])
+    assert voids[0]["status"] == "SUCCESS"
+    if isinstance(ledger.fake, FakeXero):
+        assert ledger.fake.documents[kept_id]["Status"] == "VOIDED"
+        assert (voids[1]["status"], voids[1]["error"]["code"]) == ("FAILED", "LEDGER_CONFLICT")
+        (forced,) = await _operated(ledger, run_jobs, VOID, r=[paid], f=True)  # paid meanwhile
+        assert (forced["status"], forced["error"]["code"]) == ("FAILED", "VALIDATION_ERROR")
+        assert "payments" in forced["error"]["message"]
+    else:
+        assert ledger.fake.documents[kept_id]["TotalAmt"] == 0
+        assert voids[1]["status"] == "SUCCESS"

@@ -98,6 +98,11 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         failed = page.locator("#failed tbody tr")
         await failed.filter(has_text="INVALID_ACCOUNT_ID").wait_for()
         assert "bad-1" in await failed.inner_text()
+        await failed.get_by_role("button", name="History of Cafe Uno · 12.50 USD · bad-1").click()
+        history = page.locator("#history tbody tr")
+        await history.filter(has_text="INVALID_ACCOUNT_ID").wait_for()  # its one operation
+        assert "create" in await history.inner_text()
+        assert "not in the ledger yet" in await page.locator("#history-summary").inner_text()
         files = page.locator("#attachments tbody tr")
         await files.filter(has_text="receipt.pdf").filter(has_text="SUCCESS").wait_for()
         assert "ok-1" in await files.inner_text()

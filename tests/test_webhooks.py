@@ -64,6 +64,7 @@ async def test_events_are_delivered_signed_once_each(
     failed = next(p for p in payloads if p["type"] == "item.failed")["data"]
     assert failed["error"]["code"] == "INVALID_ACCOUNT_ID" and failed["error"]["hint"]
     assert failed["reference"] == "bad-1" and failed["itemId"].startswith("itm_")
+    assert (failed["recordId"], failed["operation"]) == (failed["itemId"], "CREATE")
     headers, body = receiver.received[0]
     with pytest.raises(WebhookVerificationError):  # another secret, or a changed body, fails
         Webhook("whsec_" + "A" * 32).verify(body, headers)

@@ -19,7 +19,11 @@ const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
 const RECORD = `record { ... on Expense { vendorName amount currency }
   ... on Bill { vendorName total currency } ... on Invoice { customerName total currency } }`;
 const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
-  edges { node { id reference ${RECORD} attempts error { code message hint } } } } }`;
+  edges { node { id recordId operation reference ${RECORD} attempts error { code message hint } }
+  } } }`;
+const HISTORY = `query($id: ID!) { record(id: $id) { id recordType externalId version voided
+  items(first: 50) { totalCount edges { node { id sequence operation status note updatedAt
+  error { code message } } } } } }`;
 const LABELS = `query($id: ID!, $after: String) { syncItems(batchId: $id, first: 100,
   after: $after) { pageInfo { hasNextPage endCursor } edges { node { id reference ${RECORD} } } } }`;
 const SEARCH = `query($c: ID!, $reference: String!, $after: String) { searchItems(companyId: $c,
@@ -34,7 +38,8 @@ const BUDGET = `query($c: ID!) { connection(companyId: $c) { rateLimit {
 const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
 const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
 const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
-  afterEventId: $after) { eventId batchId itemId attachmentId fromStatus toStatus occurredAt
+  afterEventId: $after) { eventId batchId itemId attachmentId operation fromStatus toStatus
+  occurredAt
   error { code } } }`;
 const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
   id kind status message } }`;
@@ -320,11 +325,13 @@ async function labelOf(batchId, itemId) {
   return state.labels.get(itemId);
 }
 
+const OPERATIONS = { UPDATE: "update of ", VOID: "void of " }; // a create is the record itself
+
 function describe(event, name) {
   const what = event.attachmentId
     ? `receipt of ${name}`
     : event.itemId
-      ? name
+      ? `${OPERATIONS[event.operation] || ""}${name}`
       : `batch ${event.batchId}`;
   const error = event.error ? ` (${event.error.code})` : "";
   const time = new Date(event.occurredAt).toLocaleTimeString();
@@ -385,13 +392,43 @@ async function showFailed(batchId) {
       cell(row, node.error ? node.error.message : "");
       cell(row, node.error ? node.error.hint : "");
       cell(row, node.attempts, "num");
+      const history = document.createElement("button");
+      history.type = "button";
+      history.textContent = "History";
+      history.setAttribute("aria-label", `History of ${label(node)}`);
+      history.addEventListener("click", () => showHistory(node.recordId));
+      row.insertCell().append(history);
       return row;
     }),
   );
+  $("history-box").hidden = true;
   $("no-failed").hidden = failedItems.totalCount > 0;
   $("retry").disabled = failedItems.totalCount === 0;
   render();
   await attachments;
+}
+
+async function showHistory(recordId) {
+  // A record's operations, newest first: its create, updates and void, and how each ended.
+  const { record } = await gql(HISTORY, { id: recordId });
+  if (!record) return;
+  const state = record.voided ? "voided" : `the ledger holds operation ${record.version}`;
+  $("history-summary").textContent =
+    `${record.recordType.toLowerCase()} ${record.id}: ${state}` +
+    (record.externalId ? ` (document ${record.externalId}).` : ", not in the ledger yet.");
+  $("history").tBodies[0].replaceChildren(
+    ...record.items.edges.map(({ node }) => {
+      const row = document.createElement("tr");
+      cell(row, node.sequence, "num");
+      cell(row, node.operation.toLowerCase());
+      cell(row, node.status, `status ${node.status}`);
+      cell(row, node.error ? `${node.error.code}: ${node.error.message}` : node.note || "");
+      cell(row, new Date(node.updatedAt).toLocaleTimeString());
+      return row;
+    }),
+  );
+  $("history-box").hidden = false;
+  $("history-box").scrollIntoView({ block: "nearest" });
 }
 
 async function showAttachments(batchId) {
