@@ -44,8 +44,8 @@ class SyncEvent:
     item_id: strawberry.ID | None
     attachment_id: strawberry.ID | None
     operation: SyncOperation | None = strawberry.field(
-        description="What the item does to its record, on an item's events (its attachments' "
-        "too); null on a batch's."
+        description="What the item does to its record (CREATE, UPDATE, VOID), on an item's "
+        "events; null on a batch's and an attachment's."
     )
     from_status: SyncStatus | None = strawberry.field(description="Null when the row was created.")
     to_status: SyncStatus

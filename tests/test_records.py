@@ -20,6 +20,7 @@ from models.sandbox import SandboxRecord
 from models.tables import SyncBatch
 from tests.conftest import Api, RunJobs
 from tests.helpers import RETRY, batch_events, create_expenses, data, error, expense
+from tests.live import GraphQLWebSocket
 
 UPDATE_EXPENSES = """
 mutation Update($c: ID!, $r: [ExpenseUpdateInput!]!, $force: Boolean, $key: String) {
@@ -274,3 +275,24 @@ async def batch_count(services: Services, company: NewCompany) -> int:
             select(func.count()).where(col(SyncBatch.company_id) == company.company.id)
         )
     return int(found or 0)
+
+
+BATCH_OPERATIONS = """subscription($b: ID!) {
+  syncBatchEvents(batchId: $b, afterEventId: "0") { itemId operation fromStatus toStatus }
+}"""
+
+
+async def test_the_live_stream_says_what_each_item_does_to_its_record(
+    api: Api, company: NewCompany, live_server: str, run_jobs: RunJobs
+) -> None:
+    record_id = (await create_expenses(api, company, [expense()]))["expenses"][0]["id"]
+    await run_jobs()
+    voided = data(await api.gql(VOID, {"c": company.company.id, "r": [record_id]}))
+    batch_id = voided["voidRecords"]["syncBatchId"]
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as client:
+        await client.subscribe("1", BATCH_OPERATIONS, {"b": batch_id})
+        await run_jobs()
+        events = await client.events("1")  # until the batch ends
+    items = [(e["operation"], e["toStatus"]) for e in events if e["itemId"]]
+    assert items == [("VOID", "PENDING"), ("VOID", "PROCESSING"), ("VOID", "SUCCESS")]
+    assert {e["operation"] for e in events if e["itemId"] is None} == {None}
