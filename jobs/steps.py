@@ -8,7 +8,9 @@ an update, a void, or nothing (settled at once, saying why).
   never reached the ledger (so an update is how a failed create is fixed).
 - A void of a record that never reached the ledger needs no call.
 - A record whose document may exist from a push whose outcome is unknown is looked for
-  first: found, it is updated rather than created again.
+  first: found, it is updated rather than created again. The lookup is a ledger call, retried
+  as a push is (`jobs.retries`); until it answers, its items make no call: they go back to
+  PENDING (a rate limit) or fail saying so (the retries spent).
 """
 
 from collections.abc import Sequence
@@ -18,14 +20,15 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from jobs.context import WorkerContext
+from jobs.retries import Next, Retries
 from ledgers.gateway import Gateway
-from ledgers.protocol import Change, Entry
+from ledgers.protocol import Change, Entry, Written
 from models.enums import ItemStatus, SyncOperation
-from models.errors import SyncError, SyncErrorCode
+from models.errors import LedgerError, SyncError, SyncErrorCode
 from models.operations import Applied, newer_content, pushed_records, records_by_id
 from models.records import Bill, Expense, Invoice, load_record
-from models.tables import SyncItem, SyncRecord
-from models.transitions import ItemMove
+from models.tables import SyncItem, SyncRecord, utcnow
+from models.transitions import Attempt, ItemMove
 
 
 class Call(StrEnum):
@@ -99,8 +102,10 @@ async def plan(
             contents[item.id] = load_record(newer.get(item.id, item).payload)
         except ValidationError as exc:
             moves.append(ItemMove(item.id, ItemStatus.FAILED, error=_unreadable(exc)))
-    claimed = [item for item in items if item.id in contents]
-    located = await _located(gateway, records, claimed, contents)
+    readable = [item for item in items if item.id in contents]
+    located, unsettled = await _located(deps, gateway, records, readable, contents)
+    moves += unsettled
+    claimed = [item for item in readable if item.id not in {move.item_id for move in unsettled}]
     steps: list[Step] = []
     for item in claimed:
         record = located[item.record_id]
@@ -169,14 +174,16 @@ def _met(item: SyncItem, record: SyncRecord) -> ItemMove | None:
 
 
 async def _located(
+    deps: WorkerContext,
     gateway: Gateway,
     records: dict[str, SyncRecord],
     items: Sequence[SyncItem],
     contents: dict[str, Expense | Bill | Invoice],
-) -> dict[str, SyncRecord]:
+) -> tuple[dict[str, SyncRecord], list[ItemMove]]:
     """Records not known to be in the ledger, yet pushed before (an outcome unknown), are
     looked for there first: found, their operations change the document found instead of
-    making another, and a void voids it."""
+    making another, and a void voids it. When the ledger does not answer, the moves of the
+    items whose records were looked for: nothing may be sent for them meanwhile."""
     unplaced = {
         item.record_id: item
         for item in items
@@ -185,15 +192,45 @@ async def _located(
     }  # a record's first create, never pushed, has nothing to look for
     pushed = await pushed_records(gateway.services.db, list(unplaced))
     if not pushed:
-        return records
+        return records, []
     entries = [Entry(record_id, contents[unplaced[record_id].id]) for record_id in sorted(pushed)]
-    found = await gateway.find(entries)
+    found = await _find(deps, gateway, entries)
+    if isinstance(found, tuple):
+        to, error = found
+        waiting = [item for item in items if item.record_id in pushed]
+        attempts = [] if to is ItemStatus.PENDING else [Attempt(utcnow(), 0.0, error)]
+        moves = [
+            ItemMove(item.id, to, error=error if attempts else None, attempts=attempts)
+            for item in waiting
+        ]
+        return records, moves
     located = dict(records)
     for record_id, written in found.items():
         located[record_id] = records[record_id].model_copy(
             update={"external_id": written.external_id, "ledger_version": written.version}
         )
-    return located
+    return located, []
+
+
+async def _find(
+    deps: WorkerContext, gateway: Gateway, entries: Sequence[Entry]
+) -> dict[str, Written] | tuple[ItemStatus, SyncError]:
+    """The entries' documents, asked again as a failed push is; or, when the ledger will not
+    say, what becomes of their items (PENDING until it allows, or FAILED) and why."""
+    retries, tries = Retries(gateway, deps.services.settings), 0
+    while True:
+        try:
+            return await gateway.find(entries)
+        except LedgerError as exc:
+            tries += 1
+            following = await retries.after(
+                exc.error, exc.retry_after, tries=tries, used=gateway.connection
+            )
+            if following is Next.PENDING:
+                return ItemStatus.PENDING, exc.error
+            if following is Next.FAILED:
+                message = f"Looking for the document of an earlier push failed: {exc.error.message}"
+                return ItemStatus.FAILED, SyncError(exc.error.code, message)
 
 
 def _unreadable(exc: ValidationError) -> SyncError:

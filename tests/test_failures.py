@@ -1,7 +1,7 @@
 """Ledger failures: what the worker retries, what fails at once, and what every push left."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -21,12 +21,12 @@ from infra.settings import Settings
 from jobs.retries import backoff
 from jobs.worker import build_worker
 from ledgers import books as sandbox
-from ledgers.protocol import Entry
+from ledgers.protocol import Entry, Ledger, LedgerFactory, Written
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
 from models.enums import RecordType
-from models.errors import LedgerError
-from models.tables import SyncItem
+from models.errors import LedgerError, SyncErrorCode
+from models.tables import Connection, SyncItem
 from tests.conftest import Api, RunJobs, sandbox_ledger
 from tests.helpers import CREATE_EXPENSES, RETRY, data, expense, expense_record, new_batch
 from tests.processes import cli, cli_result, env_without_config
@@ -103,6 +103,56 @@ async def test_a_push_that_timed_out_yet_was_recorded_is_not_posted_twice(
     items = await _synced_one_by_one(api, company, run_jobs, 20)
     assert sum(item["attempts"] for item in items) > 20  # some timed out and were pushed again
     assert await _posted(services, company) == {i["id"]: i["externalId"] for i in items}
+
+
+class LookupsRefused:
+    """A ledger whose lookups of earlier pushes fail `times` times (a 503), then answer."""
+
+    def __init__(self, ledgers: LedgerFactory, times: int) -> None:
+        self.ledgers, self.refusals = ledgers, times
+
+    def __call__(self, connection: Connection) -> Ledger:
+        ledger = self.ledgers(connection)
+        found = ledger.find
+
+        async def find(entries: Sequence[Entry]) -> dict[str, Written]:
+            if self.refusals > 0:
+                self.refusals -= 1
+                raise LedgerError(SyncErrorCode.PROVIDER_ERROR, "503 Service Unavailable.")
+            return await found(entries)
+
+        ledger.find = find  # type: ignore[method-assign]
+        return ledger
+
+
+@pytest.mark.parametrize("refusals", [3, 1000], ids=["then-answers", "never-answers"])
+async def test_a_lookup_the_ledger_refuses_is_asked_again_and_nothing_is_pushed_twice(
+    api: Api,
+    company: NewCompany,
+    services: Services,
+    run_jobs: RunJobs,
+    ledgers: LedgerFactory,
+    settings: Settings,
+    refusals: int,
+) -> None:
+    await _misbehave(services, company, timeout_rate=1.0)  # written, answered with a timeout
+    batch_id = await new_batch(api, company, [expense()])
+    await run_jobs()
+    _, (item,) = await _batch(api, batch_id)
+    assert item["status"] == "FAILED" and len(await _posted(services, company)) == 1
+
+    await _misbehave(services, company, timeout_rate=0.0)
+    data(await api.gql(RETRY, {"batchId": batch_id}))
+    await run_jobs(LookupsRefused(ledgers, refusals))
+    _, (item,) = await _batch(api, batch_id)
+    posted = await _posted(services, company)
+    assert len(posted) == 1  # looked for, never pushed blind
+    if refusals < settings.max_push_attempts:
+        assert (item["status"], item["externalId"]) == ("SUCCESS", next(iter(posted.values())))
+    else:
+        assert (item["status"], item["error"]["code"]) == ("FAILED", "PROVIDER_ERROR")
+        last = item["pushAttempts"][-1]["error"]["message"]
+        assert last.startswith("Looking for the document of an earlier push failed")
 
 
 async def test_permanent_failures_fail_at_once_with_the_ledgers_words(

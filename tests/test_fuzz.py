@@ -229,13 +229,18 @@ def _placeholders(value: object, path: str) -> tuple[object, list[str]]:
     return value, []
 
 
-@st.composite
-def _multipart(draw: st.DrawFn, fields: list[tuple[str, GraphQLField]], ids: list[str]) -> bytes:
-    name, field = draw(st.sampled_from(fields))
+def _operation(kind: str, name: str, field: GraphQLField) -> str:
+    """An operation of one root field, every argument a variable."""
     declared = ", ".join(f"${a}: {arg.type}" for a, arg in field.args.items())
     passed = ", ".join(f"{a}: ${a}" for a in field.args)
     selection = " { __typename }" if not is_leaf_type(get_named_type(field.type)) else ""
-    query = f"mutation({declared}) {{ {name}({passed}){selection} }}"
+    return f"{kind}({declared}) {{ {name}({passed}){selection} }}"
+
+
+@st.composite
+def _multipart(draw: st.DrawFn, fields: list[tuple[str, GraphQLField]], ids: list[str]) -> bytes:
+    name, field = draw(st.sampled_from(fields))
+    query = _operation("mutation", name, field)
     generated = {a: draw(_values(arg.type, ids)) for a, arg in field.args.items()}
     variables, places = _placeholders(generated, "variables")
     path: st.SearchStrategy[object] = st.sampled_from(places) if places else JUNK_JSON
@@ -280,6 +285,80 @@ def test_generated_multipart_bodies_never_break_the_server(
         after = client.post("/graphql", json={"query": "{ __typename }"})
         assert after.json() == {"data": {"__typename": "Query"}}
         assert after.extensions["network_stream"].get_extra_info("client_addr")[1] == port, body
+
+    fuzz()
+    assert "Traceback" not in log.read_text()
+
+
+# A record's life: updates, voids and reads of real records of each type, of a voided one and
+# of ids that name none, their variables generated from the schema's input types.
+RECORD_FIELDS = {"record", "updateExpenses", "updateBills", "updateInvoices", "voidRecords"}
+LINES = [{"amount": "10.00", "accountId": "200", "taxRateId": "NONE"}]
+CREATE_RECORDS = """
+mutation($c: ID!, $e: [ExpenseInput!]!, $b: [BillInput!]!, $i: [InvoiceInput!]!) {
+  createExpenses(companyId: $c, expenses: $e) { expenses { id } }
+  createBills(companyId: $c, bills: $b) { bills { id } }
+  createInvoices(companyId: $c, invoices: $i) { invoices { id } }
+}"""
+VOID = "mutation($c: ID!, $r: [ID!]!) { voidRecords(companyId: $c, recordIds: $r) { syncBatchId } }"
+
+
+def _records(client: httpx.Client, company_id: str) -> list[str]:
+    """Ids of two expenses (the second voided), a bill and an invoice."""
+    dated = {"issueDate": "2026-11-01", "dueDate": "2026-12-01", "currency": "USD"}
+    variables = {
+        "c": company_id,
+        "e": [expense(), expense()],
+        "b": [{**dated, "vendorName": "Acme", "lines": LINES}],
+        "i": [{**dated, "customerName": "Beta", "lines": LINES}],
+    }
+    made = data(
+        client.post("/graphql", json={"query": CREATE_RECORDS, "variables": variables}).json()
+    )
+    ids = [made["createExpenses"]["expenses"][n]["id"] for n in (0, 1)]
+    ids += [made["createBills"]["bills"][0]["id"], made["createInvoices"]["invoices"][0]["id"]]
+    voided = client.post(
+        "/graphql", json={"query": VOID, "variables": {"c": company_id, "r": ids[1:2]}}
+    )
+    assert data(voided.json())["voidRecords"]["syncBatchId"]
+    return ids
+
+
+def _record_fields(sdl: str) -> list[tuple[str, str, GraphQLField]]:
+    """The root fields of a record's life, with their operation's kind."""
+    schema = build_schema(sdl)
+    roots = [("query", schema.query_type), ("mutation", schema.mutation_type)]
+    return [
+        (kind, name, field)
+        for kind, root in roots
+        if root is not None
+        for name, field in root.fields.items()
+        if name in RECORD_FIELDS
+    ]
+
+
+@st.composite
+def _record_operation(
+    draw: st.DrawFn, fields: list[tuple[str, str, GraphQLField]], ids: list[str]
+) -> dict[str, object]:
+    kind, name, field = draw(st.sampled_from(fields))
+    generated = {a: draw(_values(arg.type, ids)) for a, arg in field.args.items()}
+    variables, _ = _placeholders(generated, "variables")
+    return {"query": _operation(kind, name, field), "variables": variables}
+
+
+def test_generated_record_changes_never_break_the_server(
+    server: Served, served_schema: str
+) -> None:
+    client, log, company_id = server
+    fields = _record_fields(served_schema)
+    assert {name for _, name, _ in fields} == RECORD_FIELDS
+    ids = [company_id, *_records(client, company_id)]
+
+    @examples(FUZZ, max_examples=200)  # about 10 s
+    @given(body=_record_operation(fields, ids))
+    def fuzz(body: dict[str, object]) -> None:
+        _answered_cleanly(client, body)
 
     fuzz()
     assert "Traceback" not in log.read_text()
