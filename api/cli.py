@@ -4,7 +4,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 
 import uvicorn
@@ -23,6 +23,7 @@ from infra.settings import Settings
 from infra.vault import SecretKeyError, load_vault
 from ledgers import books as sandbox
 from ledgers import create_company
+from models import money
 from models.company import replace_key
 from models.connections import reseal_tokens
 from models.enums import Provider
@@ -189,10 +190,12 @@ async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None
         async with db.sessions() as session:
             rows = await sandbox.records(session, company_id=args.company_id)
             files = await sandbox.attachments(session, company_id=args.company_id)
+            rates = await sandbox.tax_rates(session, company_id=args.company_id)
     finally:
         await db.dispose()
+    percents = {rate.code: rate.rate for rate in rates}
     for row in rows:
-        print(_document_line(row, files.get(row.external_id, [])))
+        print(_document_line(row, files.get(row.external_id, []), percents))
 
 
 async def _sandbox_edit(args: argparse.Namespace, settings: Settings) -> None:
@@ -208,18 +211,24 @@ async def _sandbox_edit(args: argparse.Namespace, settings: Settings) -> None:
                 description=args.description,
             )
             files = await sandbox.attachments(session, company_id=args.company_id)
+            rates = await sandbox.tax_rates(session, company_id=args.company_id)
     except AppError as refused:
         raise SystemExit(refused.message) from None
     finally:
         await db.dispose()
-    print(_document_line(row, files.get(row.external_id, [])))
+    percents = {rate.code: rate.rate for rate in rates}
+    print(_document_line(row, files.get(row.external_id, []), percents))
 
 
-def _document_line(row: SandboxRecord, files: list[SandboxAttachment]) -> str:
+def _document_line(
+    row: SandboxRecord, files: list[SandboxAttachment], rates: Mapping[str, Decimal]
+) -> str:
     """A sandbox document as `sandbox records` prints it: one JSON line, its current
     content (`content`, with `description`) at its `version`."""
     content = load_record(row.payload)
     first = content if isinstance(content, Expense) else content.lines[0]
+    totals = money.totals(content, rates)
+    shown = content.model_dump(mode="json", by_alias=True)
     return json.dumps(
         {
             "externalId": row.external_id,
@@ -231,7 +240,16 @@ def _document_line(row: SandboxRecord, files: list[SandboxAttachment]) -> str:
             "currency": row.currency,
             "reference": row.reference,
             "description": first.description,
-            "content": content.model_dump(mode="json", by_alias=True),
+            "lines": [
+                line.model_dump(mode="json", by_alias=True) for line in content.document_lines
+            ],
+            "lineAmountTypes": shown["lineAmountTypes"],
+            "currencyRate": shown["currencyRate"],
+            "paymentAccountId": shown.get("paymentAccountId"),
+            "total": str(totals.total),
+            "subTotal": str(totals.sub_total),
+            "totalTax": str(totals.tax),
+            "content": shown,
             "createdAt": row.created_at.isoformat(),
             "updatedAt": row.updated_at.isoformat(),
             "attachments": [

@@ -16,7 +16,7 @@ from strawberry.types.base import (
 )
 
 from ledgers.protocol import Account, TaxRate
-from models.enums import AccountType, RecordType
+from models.enums import AccountType, LineAmountTypes, RecordType
 from models.errors import InvalidInput
 from models.records import Bill, Expense, Invoice, parse_records
 
@@ -62,29 +62,66 @@ def _plan(cls: type, context: InputContext) -> Plan:
 
 
 @built_as_coerced
+@strawberry.input(description="A line's option in one of the ledger's tracking categories.")
+class TrackingInput:
+    category: str = strawberry.field(description="A category's name, e.g. Region.")
+    option: str = strawberry.field(description="One of its options, e.g. North.")
+
+
+@built_as_coerced
 @strawberry.input
 class LineInput:
-    amount: Decimal
+    amount: Decimal | None = strawberry.field(
+        default=None, description="Or quantity and unitAmount: then it is their product."
+    )
     account_id: str = strawberry.field(description="An account code of the ledger.")
     tax_rate_id: str | None = strawberry.field(default=None, description="A tax rate code.")
     description: str = ""
+    quantity: Decimal | None = strawberry.field(default=None, description="Up to 4 decimals.")
+    unit_amount: Decimal | None = strawberry.field(default=None, description="Up to 4 decimals.")
+    item_code: str | None = strawberry.field(
+        default=None, description="The ledger's item (QuickBooks' sales lines need one)."
+    )
+    tracking: list[TrackingInput] | None = strawberry.field(
+        default=None, description="At most two, each of a different category."
+    )
+
+
+AMOUNTS = "How the lines' amounts read (default EXCLUSIVE: before tax)."
+RATE = (
+    "Units of the company's base currency per unit of `currency` (greater than 0); "
+    "absent: the ledger's own rate for the date."
+)
+FILES = "Files for the record (a multipart request): see attachFiles."
 
 
 @built_as_coerced
 @strawberry.input
 class ExpenseInput:
-    amount: Decimal = strawberry.field(description="Greater than 0, in the currency's precision.")
+    amount: Decimal | None = strawberry.field(
+        default=None, description="Greater than 0, in the currency's precision; or `lines`."
+    )
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
     date: date
-    account_id: str = strawberry.field(description="An expense account code, e.g. 429.")
+    account_id: str | None = strawberry.field(
+        default=None, description="An expense account code, e.g. 429; or `lines`."
+    )
     tax_rate_id: str | None = strawberry.field(default=None, description="e.g. INPUT or NONE.")
     description: str = ""
     vendor_name: str | None = strawberry.field(default=None, description="Or `merchant`.")
     merchant: str | None = None
     reference: str | None = strawberry.field(default=None, description="Your own id, echoed.")
-    attachments: list[Upload] | None = strawberry.field(
-        default=None, description="Files for the record (a multipart request): see attachFiles."
+    lines: list[LineInput] | None = strawberry.field(
+        default=None, description="A split expense, instead of amount and accountId."
     )
+    payment_account_id: str | None = strawberry.field(
+        default=None,
+        description="The bank or credit card account it was paid from; absent: the ledger's "
+        "first bank account.",
+    )
+    line_amount_types: LineAmountTypes | None = strawberry.field(default=None, description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(default=None, description=RATE)
+    attachments: list[Upload] | None = strawberry.field(default=None, description=FILES)
 
 
 @built_as_coerced
@@ -96,9 +133,9 @@ class BillInput:
     currency: str
     lines: list[LineInput]
     reference: str | None = None
-    attachments: list[Upload] | None = strawberry.field(
-        default=None, description="Files for the record (a multipart request): see attachFiles."
-    )
+    line_amount_types: LineAmountTypes | None = strawberry.field(default=None, description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(default=None, description=RATE)
+    attachments: list[Upload] | None = strawberry.field(default=None, description=FILES)
 
 
 @built_as_coerced
@@ -110,9 +147,9 @@ class InvoiceInput:
     currency: str
     lines: list[LineInput] = strawberry.field(description="Lines post to income accounts.")
     reference: str | None = None
-    attachments: list[Upload] | None = strawberry.field(
-        default=None, description="Files for the record (a multipart request): see attachFiles."
-    )
+    line_amount_types: LineAmountTypes | None = strawberry.field(default=None, description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(default=None, description=RATE)
+    attachments: list[Upload] | None = strawberry.field(default=None, description=FILES)
 
 
 RECORD_ID = "The record it updates: the id its create returned."
@@ -160,9 +197,9 @@ def to_records(
     raw: list[dict[str, Any]] = []  # Any: field values on their way to validation
     for data in map(_fields, inputs):
         if "merchant" in data:
-            data["vendor_name"] = data["vendor_name"] or data.pop("merchant")
+            data.setdefault("vendor_name", data.pop("merchant"))
             data.pop("merchant", None)
-        raw.append({key: value for key, value in data.items() if value is not None})
+        raw.append(data)
     return parse_records(record_type, raw, field=field, limit=limit)
 
 
@@ -172,9 +209,11 @@ def _fields(value: ExpenseInput | BillInput | InvoiceInput | LineInput) -> dict[
     data = dict(vars(value))
     data.pop("attachments", None)  # files, not the record's: attached once it is created
     data.pop("record_id", None)  # which record an update is of, not its content
-    if "lines" in data:
+    if data.get("lines") is not None:
         data["lines"] = [_fields(line) for line in data["lines"]]
-    return data
+    if data.get("tracking") is not None:
+        data["tracking"] = [vars(tracking) for tracking in data["tracking"]]
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def to_account(data: AccountInput) -> Account:

@@ -16,6 +16,7 @@ from api.types import (
     SyncBatch,
     SyncItem,
     TaxRate,
+    TrackingCategory,
     batch_connection_of,
     items_of,
     relay_connection,
@@ -138,6 +139,17 @@ class Query:
         ctx = info.context
         gateway = await ctx.ledger(ctx.own(company_id))
         return [TaxRate.from_row(t) for t in await gateway.tax_rates()]
+
+    @strawberry.field(
+        description="The tracking categories of the company's ledger, with their active "
+        "options: what a line's `tracking` may name."
+    )
+    async def tracking_categories(
+        self, info: Info, company_id: strawberry.ID
+    ) -> list[TrackingCategory]:
+        ctx = info.context
+        gateway = await ctx.ledger(ctx.own(company_id))
+        return [TrackingCategory.from_row(c) for c in await gateway.tracking_categories()]
 
     @strawberry.field(description="Dry run: what the ledger would refuse; nothing is created.")
     async def validate_expenses(

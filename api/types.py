@@ -12,6 +12,7 @@ from api.downloads import download_url
 from ledgers.gateway import Budget, budget
 from ledgers.protocol import Account as AccountRow
 from ledgers.protocol import TaxRate as TaxRateRow
+from ledgers.protocol import TrackingCategory as TrackingCategoryRow
 from models.batch import list_items
 from models.enums import (
     TERMINAL_BATCH_STATUSES,
@@ -19,6 +20,7 @@ from models.enums import (
     BatchStatus,
     ConnectionStatus,
     ItemStatus,
+    LineAmountTypes,
     Provider,
     RecordType,
     SyncOperation,
@@ -47,6 +49,7 @@ strawberry.enum(AccountType, name="AccountType")
 strawberry.enum(SyncErrorCode, name="SyncErrorCode")
 strawberry.enum(Provider, name="LedgerProvider")
 strawberry.enum(SyncOperation, name="SyncOperation")
+strawberry.enum(LineAmountTypes, name="LineAmountTypes")
 
 N = TypeVar("N")
 
@@ -114,12 +117,22 @@ class PushAttempt:
         )
 
 
+@strawberry.type(description="A line's option in one of the ledger's tracking categories.")
+class Tracking:
+    category: str
+    option: str
+
+
 @strawberry.type
 class RecordLine:
     description: str
-    amount: Decimal
+    amount: Decimal = strawberry.field(description="quantity x unitAmount, where they are given.")
     account_id: str
     tax_rate_id: str | None
+    quantity: Decimal | None
+    unit_amount: Decimal | None
+    item_code: str | None
+    tracking: list[Tracking]
 
     @classmethod
     def from_line(cls, line: Line) -> "RecordLine":
@@ -128,20 +141,34 @@ class RecordLine:
             amount=line.amount,
             account_id=line.account_id,
             tax_rate_id=line.tax_rate_id,
+            quantity=line.quantity,
+            unit_amount=line.unit_amount,
+            item_code=line.item_code,
+            tracking=[Tracking(category=t.category, option=t.option) for t in line.tracking],
         )
+
+
+AMOUNTS = "How the lines' amounts read: before tax, with tax included, or untaxed."
+RATE = "Units of the company's base currency per unit of `currency`; null: the ledger's rate."
 
 
 @strawberry.type(description="An expense as created; its id is the id of its sync item.")
 class Expense:
     id: strawberry.ID
-    amount: Decimal
+    amount: Decimal = strawberry.field(description="The sum of its lines.")
     currency: str
     date: date
-    account_id: str
-    tax_rate_id: str | None
+    account_id: str = strawberry.field(description="Its first line's account.")
+    tax_rate_id: str | None = strawberry.field(description="Its first line's tax rate.")
     description: str
     vendor_name: str
     reference: str | None
+    lines: list[RecordLine] = strawberry.field(description="One, unless it was split.")
+    line_amount_types: LineAmountTypes = strawberry.field(description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(description=RATE)
+    payment_account_id: str | None = strawberry.field(
+        description="The bank or card account it was paid from; null: the ledger's first bank."
+    )
 
 
 @strawberry.type(description="A bill as created; its id is the id of its sync item.")
@@ -151,9 +178,11 @@ class Bill:
     issue_date: date
     due_date: date
     currency: str
-    total: Decimal
+    total: Decimal = strawberry.field(description="The sum of its lines.")
     lines: list[RecordLine]
     reference: str | None
+    line_amount_types: LineAmountTypes = strawberry.field(description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(description=RATE)
 
 
 @strawberry.type(description="An invoice as created; its id is the id of its sync item.")
@@ -163,9 +192,11 @@ class Invoice:
     issue_date: date
     due_date: date
     currency: str
-    total: Decimal
+    total: Decimal = strawberry.field(description="The sum of its lines.")
     lines: list[RecordLine]
     reference: str | None
+    line_amount_types: LineAmountTypes = strawberry.field(description=AMOUNTS)
+    currency_rate: Decimal | None = strawberry.field(description=RATE)
 
 
 SyncRecord = Annotated[Expense | Bill | Invoice, strawberry.union("SyncRecord")]
@@ -174,19 +205,23 @@ SyncRecord = Annotated[Expense | Bill | Invoice, strawberry.union("SyncRecord")]
 def record_of(
     item_id: str, record: ExpenseRecord | BillRecord | InvoiceRecord
 ) -> Expense | Bill | Invoice:
+    lines = [RecordLine.from_line(line) for line in record.document_lines]
     if isinstance(record, ExpenseRecord):
         return Expense(
             id=strawberry.ID(item_id),
-            amount=record.amount,
+            amount=record.total,
             currency=record.currency,
             date=record.date,
-            account_id=record.account_id,
-            tax_rate_id=record.tax_rate_id,
+            account_id=lines[0].account_id,
+            tax_rate_id=lines[0].tax_rate_id,
             description=record.description,
             vendor_name=record.vendor_name,
             reference=record.reference,
+            lines=lines,
+            line_amount_types=record.line_amount_types,
+            currency_rate=record.currency_rate,
+            payment_account_id=record.payment_account_id,
         )
-    lines = [RecordLine.from_line(line) for line in record.lines]
     if isinstance(record, BillRecord):
         return Bill(
             id=strawberry.ID(item_id),
@@ -197,6 +232,8 @@ def record_of(
             total=record.total,
             lines=lines,
             reference=record.reference,
+            line_amount_types=record.line_amount_types,
+            currency_rate=record.currency_rate,
         )
     return Invoice(
         id=strawberry.ID(item_id),
@@ -207,6 +244,8 @@ def record_of(
         total=record.total,
         lines=lines,
         reference=record.reference,
+        line_amount_types=record.line_amount_types,
+        currency_rate=record.currency_rate,
     )
 
 
@@ -485,6 +524,20 @@ class TaxRate:
     @classmethod
     def from_row(cls, row: TaxRateRow) -> "TaxRate":
         return cls(code=row.code, name=row.name, rate=row.rate)
+
+
+@strawberry.type(
+    description="A dimension the ledger reports lines by: Xero's tracking categories; "
+    "QuickBooks' `Class` (per line) and `Department` (per document)."
+)
+class TrackingCategory:
+    name: str
+    options: list[str] = strawberry.field(description="Its active options.")
+    active: bool
+
+    @classmethod
+    def from_row(cls, row: TrackingCategoryRow) -> "TrackingCategory":
+        return cls(name=row.name, options=list(row.options), active=row.active)
 
 
 @strawberry.type(description="What the ledger allows the connection, and what is left of it.")

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -71,6 +72,9 @@ STANDARD_ACCOUNTS = [
     Account("489", "Telephone & Internet", AccountType.EXPENSE),
     Account("493", "Travel - National", AccountType.EXPENSE),
     Account("494", "Travel - International", AccountType.EXPENSE),
+    Account("090", "Business Bank Account", AccountType.BANK),
+    Account("091", "Business Savings Account", AccountType.BANK),
+    Account("092", "Company Credit Card", AccountType.CREDITCARD),
 ]
 
 STANDARD_TAX_RATES = [
@@ -80,6 +84,19 @@ STANDARD_TAX_RATES = [
     TaxRate("EXEMPTINPUT", "Exempt Purchases", Decimal("0")),
     TaxRate("EXEMPTOUTPUT", "Exempt Sales", Decimal("0")),
 ]
+
+STANDARD_TRACKING = {"Region": ("North", "South"), "Department": ("Sales", "Operations")}
+BASE_CURRENCY = "USD"
+CURRENCIES = frozenset({BASE_CURRENCY, "EUR", "GBP"})  # the ones the books have enabled
+
+
+@dataclass(frozen=True)
+class BooksChart:
+    """What a check sees of the books: the accounts asked about (with their class) and the
+    tax rates (with their percentages)."""
+
+    accounts: dict[str, AccountType]
+    tax_rates: dict[str, Decimal]
 
 
 async def behaviour(session: AsyncSession, *, company_id: str) -> SandboxBehaviour:
@@ -237,11 +254,11 @@ _POSTED = select(_records.c.idempotency_key, _records.c.external_id, _records.c.
     _records.c.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
 _CHART = union_all(
-    select(_accounts.c.code, _accounts.c.type).where(
+    select(_accounts.c.code, _accounts.c.type, literal(None, String).label("rate")).where(
         _accounts.c.company_id == bindparam("company_id"),
         _accounts.c.code.in_(bindparam("account_codes", expanding=True)),
     ),
-    select(_rates.c.code, literal(None, String).label("type")).where(
+    select(_rates.c.code, literal(None, String).label("type"), _rates.c.rate).where(
         _rates.c.company_id == bindparam("company_id"),
         _rates.c.code.in_(bindparam("tax_codes", expanding=True)),
     ),
@@ -268,27 +285,31 @@ async def gate(
     return knobs, allowed
 
 
-Check = Callable[[Expense | Bill | Invoice, dict[str, AccountType], set[str]], None]
+Check = Callable[[Expense | Bill | Invoice, BooksChart], None]
 """Refuses a record, given which of its accounts (with their class) and tax rates exist."""
 
 
 async def _chart(
     conn: AsyncConnection, *, company_id: str, records: Sequence[Expense | Bill | Invoice]
-) -> tuple[dict[str, AccountType], set[str]]:
+) -> BooksChart:
     """Which of the records' accounts (with their class) and tax rates the books have."""
+    lines = [line for record in records for line in record.document_lines]
+    paying = {
+        r.payment_account_id for r in records if isinstance(r, Expense) and r.payment_account_id
+    }
     chart = await conn.execute(
         _CHART,
         {
             "company_id": company_id,
-            "account_codes": sorted({line.account_id for r in records for line in r.lines}),
-            "tax_codes": sorted(
-                {line.tax_rate_id for r in records for line in r.lines if line.tax_rate_id}
-            ),
+            "account_codes": sorted({line.account_id for line in lines} | paying),
+            "tax_codes": sorted({line.tax_rate_id for line in lines if line.tax_rate_id}),
         },
     )
     rows = chart.all()
-    accounts = {code: AccountType(kind) for code, kind in rows if kind is not None}
-    return accounts, {code for code, kind in rows if kind is None}
+    return BooksChart(
+        accounts={code: AccountType(kind) for code, kind, _ in rows if kind is not None},
+        tax_rates={code: Decimal(rate) for code, kind, rate in rows if kind is None},
+    )
 
 
 async def post(
@@ -299,7 +320,7 @@ async def post(
     keys = [entry.key for entry in entries]
     posted = await found(conn, company_id=company_id, keys=keys)
     records = [entry.record for entry in entries]
-    accounts, tax_rates = await _chart(conn, company_id=company_id, records=records)
+    chart = await _chart(conn, company_id=company_id, records=records)
     outcomes: list[Outcome] = []
     new_rows = []
     for entry in entries:
@@ -307,7 +328,7 @@ async def post(
             outcomes.append(posted[entry.key])
             continue
         try:
-            check(entry.record, accounts, tax_rates)
+            check(entry.record, chart)
         except LedgerError as refused:
             outcomes.append(refused)
             continue
@@ -367,7 +388,7 @@ async def change(
     )
     held = {ext: (row.id, row.version, row.status) for ext, row in documents.items()}
     updates = [c.record for c in changes if not c.void]
-    accounts, tax_rates = await _chart(conn, company_id=company_id, records=updates)
+    chart = await _chart(conn, company_id=company_id, records=updates)
     outcomes: list[Outcome] = []
     for one in changes:
         found = held.get(one.external_id)
@@ -390,7 +411,7 @@ async def change(
                     f" changed in the ledger since version {one.version}.",
                 )
             if not one.void:
-                check(one.record, accounts, tax_rates)
+                check(one.record, chart)
         except LedgerError as refused:
             outcomes.append(refused)
             continue
@@ -446,8 +467,9 @@ async def edit(
     amount: Decimal | None,
     description: str | None,
 ) -> SandboxRecord:
-    """Change a document as an accountant would in the ledger: its amount (an expense's, or a
-    bill's or invoice's first line's) and description; its version moves on."""
+    """Change a document as an accountant would in the ledger: its amount (an unsplit
+    expense's, else its first line's, quantity and unit price dropped) and description; its
+    version moves on."""
     row = await session.scalar(
         select(SandboxRecord).where(
             col(SandboxRecord.company_id) == company_id,
@@ -459,12 +481,13 @@ async def edit(
     if row.status == VOIDED:
         raise Conflict(f"document {external_id} is voided")
     content = dict(row.payload)
-    place = content if content["record_type"] == "EXPENSE" else content["lines"][0]
+    lined = content.get("lines") is not None  # a bill, an invoice or a split expense
+    place = dict(content["lines"][0]) if lined else content
     if amount is not None:
-        place["amount"] = str(amount)
+        place |= {"amount": str(amount), "quantity": None, "unit_amount": None}
     if description is not None:
         place["description"] = description
-    if content["record_type"] != "EXPENSE":
+    if lined:
         content["lines"] = [place, *content["lines"][1:]]
     try:
         record = load_record(content)

@@ -1,9 +1,10 @@
 """Preflight: find the records a ledger would refuse before anything is queued.
 
-Checks every line's account (known, and of a class the record may post to) and tax rate
-against the ledger's chart. The chart is read through the gateway once per `CHART_SECONDS`
-and connection, and kept in Redis so every API process shares it; creating an account or a
-tax rate through the gateway forgets it at once.
+Checks every line's account (known, and of a class the record may post to), tax rate and
+tracking (an active option of an active category), and an expense's payment account (a bank
+or credit card), against the ledger's chart. The chart is read through the gateway once per
+`CHART_SECONDS` and connection, and kept in Redis so every API process shares it; creating
+an account or a tax rate through the gateway forgets it at once.
 """
 
 import json
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from infra import keys
-from ledgers.protocol import Account, TaxRate
-from models.enums import AccountType
+from ledgers.protocol import Account, TaxRate, TrackingCategory
+from models.enums import PAYMENT_ACCOUNT_TYPES, AccountType
 from models.errors import HINTS, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
 
@@ -39,6 +40,7 @@ class Problem:
 class Chart:
     accounts: dict[str, AccountType]
     tax_rates: frozenset[str]
+    tracking: dict[str, frozenset[str]]  # active categories and their active options
 
 
 def _key(connection_id: str) -> str:
@@ -50,17 +52,28 @@ async def cached(
     connection_id: str,
     accounts: Callable[[], Awaitable[list[Account]]],
     tax_rates: Callable[[], Awaitable[list[TaxRate]]],
+    tracking: Callable[[], Awaitable[list[TrackingCategory]]],
 ) -> Chart:
-    """The connection's chart from the cache, else read with `accounts` and `tax_rates`."""
+    """The connection's chart from the cache, else read with `accounts`, `tax_rates` and
+    `tracking`."""
     stored_chart = await redis.get(_key(connection_id))
     if stored_chart is not None:
         stored = json.loads(stored_chart)
-        return Chart(stored["accounts"], frozenset(stored["taxRates"]))
+        return Chart(
+            stored["accounts"],
+            frozenset(stored["taxRates"]),
+            {name: frozenset(options) for name, options in stored["tracking"].items()},
+        )
     found = Chart(
         {account.code: account.type for account in await accounts()},
         frozenset(rate.code for rate in await tax_rates()),
+        {c.name: frozenset(c.options) for c in await tracking() if c.active},
     )
-    stored = {"accounts": found.accounts, "taxRates": sorted(found.tax_rates)}
+    stored = {
+        "accounts": found.accounts,
+        "taxRates": sorted(found.tax_rates),
+        "tracking": {name: sorted(options) for name, options in found.tracking.items()},
+    }
     await redis.set(_key(connection_id), json.dumps(stored), ex=CHART_SECONDS)
     return found
 
@@ -95,11 +108,44 @@ def problems(
                 found.append(
                     Problem(index, f"{path}.taxRateId", SyncErrorCode.INVALID_TAX_RATE_ID, message)
                 )
+            found += _tracking_problems(index, path, line, chart)
+        if isinstance(record, Expense) and record.payment_account_id is not None:
+            kind = chart.accounts.get(record.payment_account_id)
+            if kind not in PAYMENT_ACCOUNT_TYPES:
+                message = (
+                    f"Account code '{record.payment_account_id}' is not a bank or credit card"
+                    " account of the ledger: an expense is paid from one."
+                )
+                where = f"{field}.{index}.paymentAccountId"
+                found.append(Problem(index, where, SyncErrorCode.INVALID_ACCOUNT_ID, message))
+    return found
+
+
+def _tracking_problems(index: int, path: str, line: Line, chart: Chart) -> list[Problem]:
+    found = []
+    for n, tracking in enumerate(line.tracking):
+        options = chart.tracking.get(tracking.category)
+        if options is None:
+            known = ", ".join(sorted(chart.tracking)) or "none"
+            message = (
+                f"Tracking category '{tracking.category}' is not an active category of the"
+                f" ledger (it has: {known})."
+            )
+            where = f"{path}.tracking.{n}.category"
+        elif tracking.option not in options:
+            message = (
+                f"Tracking option '{tracking.option}' is not an active option of"
+                f" '{tracking.category}' (it has: {', '.join(sorted(options))})."
+            )
+            where = f"{path}.tracking.{n}.option"
+        else:
+            continue
+        found.append(Problem(index, where, SyncErrorCode.VALIDATION_ERROR, message))
     return found
 
 
 def _lines(record: Expense | Bill | Invoice, path: str) -> list[tuple[str, Line]]:
-    """Each line with its GraphQL path: an expense's one line is the expense itself."""
-    if isinstance(record, Expense):
-        return [(path, line) for line in record.lines]
-    return [(f"{path}.lines.{n}", line) for n, line in enumerate(record.lines)]
+    """Each line with its GraphQL path: an unsplit expense's one line is the expense itself."""
+    if isinstance(record, Expense) and record.lines is None:
+        return [(path, line) for line in record.document_lines]
+    return [(f"{path}.lines.{n}", line) for n, line in enumerate(record.document_lines)]

@@ -30,6 +30,7 @@ from ledgers.protocol import (
     LedgerFactory,
     Limits,
     TaxRate,
+    TrackingCategory,
     Written,
 )
 from ledgers.refresh import usable_connection
@@ -201,10 +202,15 @@ class Gateway:
     async def tax_rates(self) -> list[TaxRate]:
         return await self._paced("tax_rates", lambda ledger: ledger.tax_rates())
 
+    async def tracking_categories(self) -> list[TrackingCategory]:
+        return await self._paced("tracking_categories", lambda ledger: ledger.tracking_categories())
+
     async def chart(self) -> chart.Chart:
-        """The chart preflight checks against: from the cache, else two paced reads."""
+        """The chart preflight checks against: from the cache, else three paced reads."""
         redis, connection_id = self.services.redis, self.connection.id
-        return await chart.cached(redis, connection_id, self.accounts, self.tax_rates)
+        return await chart.cached(
+            redis, connection_id, self.accounts, self.tax_rates, self.tracking_categories
+        )
 
     async def create_account(self, account: Account) -> Account:
         created = await self._paced("create_account", lambda ledger: ledger.create_account(account))

@@ -32,6 +32,16 @@ class TaxRate:
 
 
 @dataclass(frozen=True)
+class TrackingCategory:
+    """A dimension the ledger reports lines by (Xero's tracking categories; QuickBooks'
+    classes and departments), with its options."""
+
+    name: str
+    options: tuple[str, ...]
+    active: bool = True
+
+
+@dataclass(frozen=True)
 class Limits:
     """What the ledger allows one connection: calls per minute, calls at once, documents per
     call, calls per day (None: no daily limit), and the size of one attachment."""
@@ -165,6 +175,10 @@ class Ledger(Protocol):
     async def accounts(self) -> list[Account]: ...
 
     async def tax_rates(self) -> list[TaxRate]: ...
+
+    async def tracking_categories(self) -> list[TrackingCategory]:
+        """Its categories with their active options."""
+        ...
 
     async def create_account(self, account: Account) -> Account: ...
 

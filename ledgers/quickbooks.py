@@ -40,9 +40,10 @@ from ledgers.protocol import (
     Outcome,
     Remaining,
     TaxRate,
+    TrackingCategory,
     Written,
 )
-from models.enums import AccountType, Provider
+from models.enums import AccountType, LineAmountTypes, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
 from models.secrets import Tokens
@@ -56,10 +57,25 @@ ACCOUNT_TYPES = {
     "Cost of Goods Sold": AccountType.DIRECTCOSTS,
     "Income": AccountType.REVENUE,
     "Other Income": AccountType.OTHERINCOME,
+    "Bank": AccountType.BANK,
+    "Credit Card": AccountType.CREDITCARD,
 }
 QUICKBOOKS_TYPES = {ours: theirs for theirs, ours in ACCOUNT_TYPES.items()} | {
     AccountType.SALES: "Income"
 }
+
+
+CLASS, DEPARTMENT = "Class", "Department"  # the tracking categories QuickBooks keeps
+_TAX_CALCULATION = {
+    LineAmountTypes.EXCLUSIVE: "TaxExcluded",
+    LineAmountTypes.INCLUSIVE: "TaxInclusive",
+    LineAmountTypes.NO_TAX: "NotApplicable",
+}
+_PAYMENT_TYPES = {"Bank": "Cash", "Credit Card": "CreditCard"}
+
+
+class Unmappable(LedgerError):
+    """A record QuickBooks cannot take, found while building its document: it fails alone."""
 
 
 ATTACHMENT_BYTES = 100 * 1024 * 1024  # QuickBooks's documented limit for one attachment
@@ -102,20 +118,9 @@ class QuickBooksLedger:
 
     async def push(self, entries: Sequence[Entry]) -> list[Outcome]:
         operations = [
-            {
-                "bId": str(n),
-                "operation": "create",
-                _entity(entry.record): await self._document(entry.record),
-            }
-            for n, entry in enumerate(entries)
+            await self._operation(n, "create", entry.record) for n, entry in enumerate(entries)
         ]
-        answer = await self.http.call(
-            "POST",
-            "/batch",
-            json={"BatchItemRequest": operations},
-            params={"minorversion": MINOR_VERSION, "requestid": call_key(entries)},
-        )
-        return _answered(answer, [entry.record for entry in entries])
+        return await self._batch(operations, entries)
 
     async def update(self, changes: Sequence[Change]) -> list[Outcome]:
         """Sparse updates carrying the whole record, each at the SyncToken our last push
@@ -123,16 +128,14 @@ class QuickBooksLedger:
         document's current token instead."""
         tokens = await self._tokens(changes)
         operations = [
-            {
-                "bId": str(n),
-                "operation": "update",
-                _entity(change.record): {
-                    **await self._document(change.record),
-                    "Id": change.external_id,
-                    "SyncToken": tokens.get(change.key, change.version),
-                    "sparse": True,
-                },
-            }
+            await self._operation(
+                n,
+                "update",
+                change.record,
+                Id=change.external_id,
+                SyncToken=tokens.get(change.key, change.version),
+                sparse=True,
+            )
             for n, change in enumerate(changes)
         ]
         return await self._batch(operations, changes)
@@ -154,16 +157,37 @@ class QuickBooksLedger:
         ]
         return await self._batch(operations, changes)
 
+    async def _operation(
+        self, n: int, operation: str, record: Expense | Bill | Invoice, **fields: Any
+    ) -> dict[str, Any] | LedgerError:  # Any: QuickBooks' JSON
+        """The record's batch operation, or why QuickBooks cannot take it (it fails alone)."""
+        try:
+            document = await self._document(record)
+        except Unmappable as refused:
+            return refused
+        return {"bId": str(n), "operation": operation, _entity(record): {**document, **fields}}
+
     async def _batch(
-        self, operations: list[dict[str, Any]], changes: Sequence[Change]
+        self,
+        operations: Sequence[dict[str, Any] | LedgerError],
+        entries: Sequence[Entry] | Sequence[Change],
     ) -> list[Outcome]:  # Any: QuickBooks' JSON
-        answer = await self.http.call(
-            "POST",
-            "/batch",
-            json={"BatchItemRequest": operations},
-            params={"minorversion": MINOR_VERSION, "requestid": call_key(changes)},
-        )
-        return _answered(answer, [change.record for change in changes])
+        """One `/batch` call of the operations that could be built; each refused one keeps
+        its refusal."""
+        sent = [op for op in operations if not isinstance(op, LedgerError)]
+        answer: dict[str, Any] = {}
+        if sent:
+            answer = await self.http.call(
+                "POST",
+                "/batch",
+                json={"BatchItemRequest": sent},
+                params={"minorversion": MINOR_VERSION, "requestid": call_key(entries)},
+            )
+        outcomes = _answered(answer, [entry.record for entry in entries])
+        return [
+            op if isinstance(op, LedgerError) else outcome
+            for op, outcome in zip(operations, outcomes, strict=True)
+        ]
 
     async def _tokens(self, changes: Sequence[Change]) -> dict[str, str | None]:
         """The current SyncTokens of the changes that need them: forced, or never seen."""
@@ -269,17 +293,21 @@ class QuickBooksLedger:
         return await self._invoice(record)
 
     async def _purchase(self, expense: Expense) -> dict[str, Any]:  # Any: QuickBooks' JSON
+        paying, payment_type = await self._paying(expense.payment_account_id)
         document = {
-            "PaymentType": "Cash",
-            "AccountRef": {"value": await self._bank_account()},
+            "PaymentType": payment_type,
+            "AccountRef": {"value": paying},
             "EntityRef": {
                 "value": await self._named("Vendor", expense.vendor_name),
                 "type": "Vendor",
             },
             "TxnDate": expense.date.isoformat(),
-            "CurrencyRef": {"value": expense.currency},
+            **await self._priced(expense),
             "PrivateNote": expense.description[:4000],
-            "Line": [_expense_line(line, expense.description) for line in expense.lines],
+            "Line": [
+                await self._expense_line(line, expense.description)
+                for line in expense.document_lines
+            ],
         }
         return _numbered(document, expense.reference)
 
@@ -288,17 +316,27 @@ class QuickBooksLedger:
             "VendorRef": {"value": await self._named("Vendor", bill.vendor_name)},
             "TxnDate": bill.issue_date.isoformat(),
             "DueDate": bill.due_date.isoformat(),
-            "CurrencyRef": {"value": bill.currency},
-            "Line": [_expense_line(line) for line in bill.lines],
+            **await self._priced(bill),
+            "Line": [await self._expense_line(line) for line in bill.lines],
         }
         return _numbered(document, bill.reference)
 
     async def _invoice(self, invoice: Invoice) -> dict[str, Any]:  # Any: QuickBooks' JSON
         lines = []
         for line in invoice.lines:
-            detail: dict[str, Any] = {"ItemRef": {"value": await self._item(line.account_id)}}
+            item = (
+                await self._item_named(line.item_code)
+                if line.item_code is not None
+                else await self._item(line.account_id)
+            )
+            detail: dict[str, Any] = {"ItemRef": {"value": item}}
+            if line.quantity is not None and line.unit_amount is not None:
+                detail["Qty"] = str(line.quantity)
+                detail["UnitPrice"] = str(line.unit_amount)
             if line.tax_rate_id is not None:
                 detail["TaxCodeRef"] = {"value": line.tax_rate_id}
+            if (class_ref := await self._class_of(line)) is not None:
+                detail["ClassRef"] = class_ref
             lines.append(
                 {
                     "Amount": money(line.amount),
@@ -311,10 +349,99 @@ class QuickBooksLedger:
             "CustomerRef": {"value": await self._named("Customer", invoice.customer_name)},
             "TxnDate": invoice.issue_date.isoformat(),
             "DueDate": invoice.due_date.isoformat(),
-            "CurrencyRef": {"value": invoice.currency},
+            **await self._priced(invoice),
             "Line": lines,
         }
         return _numbered(document, invoice.reference)
+
+    async def _priced(self, record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: JSON
+        """What every document says of its money and where it is reported: its currency and
+        rate, how its lines read (`GlobalTaxCalculation`), and its department."""
+        fields: dict[str, Any] = {
+            "CurrencyRef": {"value": record.currency},
+            "GlobalTaxCalculation": _TAX_CALCULATION[record.line_amount_types],
+        }
+        if record.currency_rate is not None:
+            fields["ExchangeRate"] = str(record.currency_rate)
+        departments = {
+            t.option
+            for line in record.document_lines
+            for t in line.tracking
+            if t.category == DEPARTMENT
+        }
+        if len(departments) > 1:
+            raise Unmappable(
+                SyncErrorCode.VALIDATION_ERROR,
+                f"QuickBooks reports a whole document by one {DEPARTMENT}; its lines name"
+                f" {', '.join(sorted(departments))}.",
+            )
+        if departments:
+            (department,) = departments
+            fields["DepartmentRef"] = {"value": await self._existing(DEPARTMENT, department)}
+        return fields
+
+    async def _expense_line(self, line: Line, description: str = "") -> dict[str, Any]:
+        detail: dict[str, Any] = {"AccountRef": {"value": line.account_id}}  # Any: JSON
+        if line.tax_rate_id is not None:
+            detail["TaxCodeRef"] = {"value": line.tax_rate_id}
+        if (class_ref := await self._class_of(line)) is not None:
+            detail["ClassRef"] = class_ref
+        return {
+            "Amount": money(line.amount),
+            "Description": line.description or description,
+            "DetailType": "AccountBasedExpenseLineDetail",
+            "AccountBasedExpenseLineDetail": detail,
+        }
+
+    async def _class_of(self, line: Line) -> dict[str, str] | None:
+        """The line's `ClassRef`, from its `Class` tracking; a category QuickBooks does not
+        keep is refused."""
+        for tracking in line.tracking:
+            if tracking.category not in (CLASS, DEPARTMENT):
+                raise Unmappable(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"QuickBooks tracks by {CLASS} (per line) and {DEPARTMENT} (per document);"
+                    f" '{tracking.category}' is neither.",
+                )
+        classes = [t.option for t in line.tracking if t.category == CLASS]
+        return {"value": await self._existing(CLASS, classes[0])} if classes else None
+
+    async def _existing(self, entity: str, name: str) -> str:
+        """The id of the active class, department or item of that name: never made here."""
+
+        async def find() -> str:
+            statement = f"select Id from {entity} where Name = '{_quoted(name)}' and Active = true"
+            found = await self._query(entity, statement)
+            if not found:
+                raise Unmappable(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"QuickBooks has no active {entity} named '{name}'.",
+                )
+            return str(found[0]["Id"])
+
+        return await self.memo.get(f"{entity}:{name}", find)
+
+    async def _item_named(self, item_code: str) -> str:
+        return await self._existing("Item", item_code)
+
+    async def _paying(self, account_id: str | None) -> tuple[str, str]:
+        """The account an expense was paid from, and the `PaymentType` it makes: the first
+        bank account when none is named."""
+        if account_id is None:
+            return await self._bank_account(), "Cash"
+
+        async def find() -> str:
+            statement = f"select Id, AccountType from Account where Id = '{_quoted(account_id)}'"
+            found = await self._query("Account", statement)
+            kind = found[0].get("AccountType") if found else None
+            if kind not in _PAYMENT_TYPES:
+                raise Unmappable(
+                    SyncErrorCode.INVALID_ACCOUNT_ID,
+                    f"Account {account_id} is not a bank or credit card account to pay from.",
+                )
+            return _PAYMENT_TYPES[kind]
+
+        return account_id, await self.memo.get(f"paying:{account_id}", find)
 
     async def _create(
         self, entity: str, document: dict[str, Any]
@@ -383,6 +510,16 @@ class QuickBooksLedger:
             if a.get("AccountType") in ACCOUNT_TYPES
         ]
 
+    async def tracking_categories(self) -> list[TrackingCategory]:
+        """QuickBooks' two dimensions as categories: `Class` (a line's `ClassRef`) and
+        `Department` (the document's `DepartmentRef`, "Location" in some regions)."""
+        categories = []
+        for entity in (CLASS, DEPARTMENT):
+            found = await self._query(entity, f"select * from {entity} where Active = true")
+            if found:
+                categories.append(TrackingCategory(entity, tuple(row["Name"] for row in found)))
+        return categories
+
     async def tax_rates(self) -> list[TaxRate]:
         """Tax codes, each at the rate of its first component (QuickBooks' codes group rates)."""
         codes = await self._query("TaxCode", "select * from TaxCode where Active = true")
@@ -422,18 +559,6 @@ class QuickBooksLedger:
 def _quoted(text: str) -> str:
     """A string inside a query's quotes: Intuit escapes with backslashes."""
     return text.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _expense_line(line: Line, description: str = "") -> dict[str, Any]:  # Any: JSON
-    detail: dict[str, Any] = {"AccountRef": {"value": line.account_id}}
-    if line.tax_rate_id is not None:
-        detail["TaxCodeRef"] = {"value": line.tax_rate_id}
-    return {
-        "Amount": money(line.amount),
-        "Description": line.description or description,
-        "DetailType": "AccountBasedExpenseLineDetail",
-        "AccountBasedExpenseLineDetail": detail,
-    }
 
 
 def _numbered(document: dict[str, Any], reference: str | None) -> dict[str, Any]:  # Any: JSON

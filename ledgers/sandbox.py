@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 
 from infra import keys
 from infra.services import Services
-from ledgers.books import Books
+from ledgers.books import CURRENCIES, STANDARD_TRACKING, Books, BooksChart
 from ledgers.protocol import (
     Account,
     Change,
@@ -29,9 +29,10 @@ from ledgers.protocol import (
     Outcome,
     Remaining,
     TaxRate,
+    TrackingCategory,
     Written,
 )
-from models.enums import AccountType
+from models.enums import PAYMENT_ACCOUNT_TYPES
 from models.errors import LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice
 from models.sandbox import SandboxBehaviour
@@ -198,6 +199,9 @@ class SandboxLedger:
     async def tax_rates(self) -> list[TaxRate]:
         return await self.books.tax_rates()
 
+    async def tracking_categories(self) -> list[TrackingCategory]:
+        return [TrackingCategory(name, options) for name, options in STANDARD_TRACKING.items()]
+
     async def create_account(self, account: Account) -> Account:
         await self.books.add_account(account)
         return account
@@ -217,12 +221,17 @@ async def _weather(knobs: SandboxBehaviour) -> None:
         )
 
 
-def _validate(
-    record: Expense | Bill | Invoice, accounts: dict[str, AccountType], tax_rates: set[str]
-) -> None:
-    """Refuse what a ledger refuses: unknown codes, the wrong kind of account, empty totals."""
-    for line in record.lines:
-        kind = accounts.get(line.account_id)
+def _validate(record: Expense | Bill | Invoice, chart: BooksChart) -> None:
+    """Refuse what a ledger refuses: unknown codes, the wrong kind of account, a currency the
+    books have not enabled, tracking they do not keep, empty totals."""
+    if record.currency not in CURRENCIES:
+        raise LedgerError(
+            SyncErrorCode.VALIDATION_ERROR,
+            f"The currency {record.currency} is not enabled for this organisation: ask the"
+            f" accountant to enable {record.currency}.",
+        )
+    for line in record.document_lines:
+        kind = chart.accounts.get(line.account_id)
         if kind is None:
             raise LedgerError(
                 SyncErrorCode.INVALID_ACCOUNT_ID,
@@ -234,10 +243,26 @@ def _validate(
                 f"Account code '{line.account_id}' is a {kind.value} account "
                 f"and cannot be used on {record.kind}.",
             )
-        if line.tax_rate_id is not None and line.tax_rate_id not in tax_rates:
+        if line.tax_rate_id is not None and line.tax_rate_id not in chart.tax_rates:
             raise LedgerError(
                 SyncErrorCode.INVALID_TAX_RATE_ID,
                 f"The TaxType code '{line.tax_rate_id}' is not a valid tax type.",
+            )
+        for tracking in line.tracking:
+            options = STANDARD_TRACKING.get(tracking.category)
+            if options is None or tracking.option not in options:
+                raise LedgerError(
+                    SyncErrorCode.VALIDATION_ERROR,
+                    f"The tracking option '{tracking.option}' of category"
+                    f" '{tracking.category}' does not exist or is archived.",
+                )
+    if isinstance(record, Expense) and record.payment_account_id is not None:
+        paying = chart.accounts.get(record.payment_account_id)
+        if paying not in PAYMENT_ACCOUNT_TYPES:
+            raise LedgerError(
+                SyncErrorCode.INVALID_ACCOUNT_ID,
+                f"Account code '{record.payment_account_id}' is not a bank or credit card"
+                " account: an expense is paid from one.",
             )
     if record.total <= 0:
         raise LedgerError(SyncErrorCode.VALIDATION_ERROR, "The document total must be positive.")

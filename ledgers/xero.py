@@ -35,9 +35,10 @@ from ledgers.protocol import (
     Outcome,
     Remaining,
     TaxRate,
+    TrackingCategory,
     Written,
 )
-from models.enums import AccountType, Provider
+from models.enums import AccountType, LineAmountTypes, Provider
 from models.errors import Conflict, LedgerError, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
 from models.secrets import Tokens
@@ -244,12 +245,11 @@ class XeroLedger:
         return {
             "Type": "SPEND",
             "Contact": {"Name": expense.vendor_name},
-            "BankAccount": {"Code": await self._bank_account()},
+            "BankAccount": {"Code": expense.payment_account_id or await self._bank_account()},
             "Date": expense.date.isoformat(),
-            "CurrencyCode": expense.currency,
+            **_priced(expense),
             "Reference": expense.reference,
-            "LineAmountTypes": "Exclusive",
-            "LineItems": [_line(line, expense.description) for line in expense.lines],
+            "LineItems": [_line(line, expense.description) for line in expense.document_lines],
         }
 
     async def _bank_account(self) -> str:
@@ -268,9 +268,22 @@ class XeroLedger:
     async def accounts(self) -> list[Account]:
         answer = await self.http.call("GET", "/Accounts")
         return [
-            Account(code=a["Code"], name=a["Name"], type=AccountType(a["Type"]))
+            Account(code=a["Code"], name=a["Name"], type=_account_type(a))
             for a in answer["Accounts"]
             if a.get("Type") in _TYPES and a.get("Code") and a.get("Status") == "ACTIVE"
+        ]
+
+    async def tracking_categories(self) -> list[TrackingCategory]:
+        answer = await self.http.call("GET", "/TrackingCategories")
+        return [
+            TrackingCategory(
+                name=category["Name"],
+                options=tuple(
+                    o["Name"] for o in category.get("Options", []) if o.get("Status") == "ACTIVE"
+                ),
+                active=category.get("Status") == "ACTIVE",
+            )
+            for category in answer.get("TrackingCategories", [])
         ]
 
     async def tax_rates(self) -> list[TaxRate]:
@@ -320,13 +333,16 @@ def _outcome(made: dict[str, Any], id_field: str) -> Outcome:  # Any: Xero's JSO
 
 
 def _shows(document: dict[str, Any], record: Expense | Bill | Invoice) -> bool:  # Any: JSON
-    """Whether the document holds the record as we write it."""
+    """Whether the document holds the record as we write it: its lines add up to the
+    document's `Total` when they include tax, else to its `SubTotal`."""
     contact = record.customer_name if isinstance(record, Invoice) else record.vendor_name
     day = record.date if isinstance(record, Expense) else record.issue_date
+    inclusive = record.line_amount_types is LineAmountTypes.INCLUSIVE
     return (
         document.get("Contact", {}).get("Name") == contact
         and str(document.get("Date", ""))[:10] == day.isoformat()
-        and Decimal(str(document.get("SubTotal", "NaN"))) == record.total
+        and Decimal(str(document.get("Total" if inclusive else "SubTotal", "NaN"))) == record.total
+        and document.get("LineAmountTypes") == _AMOUNT_TYPES[record.line_amount_types]
         and document.get(_reference_field(record)) == record.reference
     )
 
@@ -340,15 +356,45 @@ def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _account_type(account: dict[str, Any]) -> AccountType:  # Any: Xero's JSON
+    """A credit card is a BANK account of `BankAccountType` CREDITCARD in Xero."""
+    if account.get("BankAccountType") == "CREDITCARD":
+        return AccountType.CREDITCARD
+    return AccountType(account["Type"])
+
+
+_AMOUNT_TYPES = {
+    LineAmountTypes.EXCLUSIVE: "Exclusive",
+    LineAmountTypes.INCLUSIVE: "Inclusive",
+    LineAmountTypes.NO_TAX: "NoTax",
+}
+
+
+def _priced(record: Expense | Bill | Invoice) -> dict[str, Any]:  # Any: Xero's JSON
+    """What every document says of its money: how its lines read, and its rate if given."""
+    fields: dict[str, Any] = {
+        "CurrencyCode": record.currency,
+        "LineAmountTypes": _AMOUNT_TYPES[record.line_amount_types],
+    }
+    if record.currency_rate is not None:
+        fields["CurrencyRate"] = str(record.currency_rate)
+    return fields
+
+
 def _line(line: Line, description: str = "") -> dict[str, Any]:  # Any: Xero's JSON
     item: dict[str, Any] = {
         "Description": line.description or description or "—",
-        "Quantity": 1,
-        "UnitAmount": money(line.amount),
+        "Quantity": str(line.quantity) if line.quantity is not None else 1,
+        "UnitAmount": str(line.unit_amount) if line.unit_amount is not None else money(line.amount),
+        "LineAmount": money(line.amount),
         "AccountCode": line.account_id,
     }
     if line.tax_rate_id is not None:
         item["TaxType"] = line.tax_rate_id
+    if line.item_code is not None:
+        item["ItemCode"] = line.item_code
+    if line.tracking:
+        item["Tracking"] = [{"Name": t.category, "Option": t.option} for t in line.tracking]
     return item
 
 
@@ -359,10 +405,9 @@ def _invoice(record: Bill | Invoice) -> dict[str, Any]:  # Any: Xero's JSON
         "Contact": {"Name": contact},
         "Date": record.issue_date.isoformat(),
         "DueDate": record.due_date.isoformat(),
-        "CurrencyCode": record.currency,
-        "LineAmountTypes": "Exclusive",
+        **_priced(record),
         "Status": "AUTHORISED",
-        "LineItems": [_line(line) for line in record.lines],
+        "LineItems": [_line(line) for line in record.document_lines],
     }
     if record.reference:  # a bill's number is the supplier's; an invoice's reference is free
         document["InvoiceNumber" if isinstance(record, Bill) else "Reference"] = record.reference

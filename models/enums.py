@@ -21,6 +21,15 @@ CONTENT_OPERATIONS = frozenset({SyncOperation.CREATE, SyncOperation.UPDATE})
 """The operations that carry the record's whole content: a later one supersedes an earlier."""
 
 
+class LineAmountTypes(StrEnum):
+    """How a record's line amounts read: before tax (the default), with tax included, or
+    untaxed (Xero's `LineAmountTypes`, QuickBooks' `GlobalTaxCalculation`)."""
+
+    EXCLUSIVE = "EXCLUSIVE"
+    INCLUSIVE = "INCLUSIVE"
+    NO_TAX = "NO_TAX"
+
+
 class BatchStatus(StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
@@ -58,7 +67,8 @@ class Provider(StrEnum):
 
 
 class AccountType(StrEnum):
-    """Xero's account classes that records can post to."""
+    """Xero's account classes that records post to, and the accounts that pay (`BANK`,
+    `CREDITCARD`)."""
 
     REVENUE = "REVENUE"
     SALES = "SALES"
@@ -66,12 +76,16 @@ class AccountType(StrEnum):
     DIRECTCOSTS = "DIRECTCOSTS"
     EXPENSE = "EXPENSE"
     OVERHEADS = "OVERHEADS"
+    BANK = "BANK"
+    CREDITCARD = "CREDITCARD"  # Xero's bank account of type CREDITCARD; QuickBooks' Credit Card
 
 
 INCOME_ACCOUNT_TYPES = frozenset({AccountType.REVENUE, AccountType.SALES, AccountType.OTHERINCOME})
 EXPENSE_ACCOUNT_TYPES = frozenset(
     {AccountType.EXPENSE, AccountType.OVERHEADS, AccountType.DIRECTCOSTS}
 )
+
+PAYMENT_ACCOUNT_TYPES = frozenset({AccountType.BANK, AccountType.CREDITCARD})
 
 TERMINAL_ITEM_STATUSES = frozenset({ItemStatus.SUCCESS, ItemStatus.FAILED})
 TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED})

@@ -4,9 +4,10 @@ Validation runs before anything is written, so a batch is created whole or not a
 Money stays `Decimal` and is stored as a decimal string, exact on every backend.
 """
 
+import re
 from collections.abc import Sequence
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -25,12 +26,15 @@ from models.enums import (
     EXPENSE_ACCOUNT_TYPES,
     INCOME_ACCOUNT_TYPES,
     AccountType,
+    LineAmountTypes,
     RecordType,
 )
 from models.errors import InvalidInput
 
 CURRENCIES = frozenset(list_currencies())
+_PATH = re.compile(r"[a-z][A-Za-z]*(\.\w+)*")  # a field's path in a model check's message
 MAX_LINES = 100
+MAX_TRACKING = 2  # categories per line, as Xero allows
 
 
 def _no_nul(value: str) -> str:
@@ -44,6 +48,19 @@ Name = Annotated[str, Field(min_length=1, max_length=255), NoNul]
 Code = Annotated[str, Field(min_length=1, max_length=255), NoNul]
 Description = Annotated[str, Field(max_length=4000), NoNul]
 Amount = Annotated[Decimal, Field(gt=0, max_digits=18, allow_inf_nan=False)]
+Quantity = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4, allow_inf_nan=False)]
+UnitAmount = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4, allow_inf_nan=False)]
+Rate = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=10, allow_inf_nan=False)]
+
+
+def places_of(currency: str) -> Decimal:
+    """The currency's smallest unit as a quantum: 0.01 for USD, 1 for JPY, 0.001 for KWD."""
+    return Decimal(1).scaleb(-get_currency_precision(currency))
+
+
+def rounded(amount: Decimal, currency: str) -> Decimal:
+    """The amount in the currency's precision, half away from zero, as ledgers round."""
+    return amount.quantize(places_of(currency), ROUND_HALF_UP)
 
 
 class _Record(BaseModel):
@@ -51,6 +68,34 @@ class _Record(BaseModel):
 
     currency: str
     reference: Annotated[str, Field(max_length=255), NoNul] | None = None
+    line_amount_types: LineAmountTypes = LineAmountTypes.EXCLUSIVE
+    currency_rate: Rate | None = None  # None: the ledger's own rate for the date
+
+    @model_validator(mode="before")
+    @classmethod
+    def _priced(cls, data: Any) -> Any:  # Any: values on their way to validation
+        """A line given as quantity x unitAmount gets its amount, in the currency's precision."""
+        if not isinstance(data, dict) or data.get("currency") not in CURRENCIES:
+            return data
+        lines = data.get("lines")
+        if not isinstance(lines, list):
+            return data
+        priced = [_priced_line(n, line, data["currency"]) for n, line in enumerate(lines)]
+        return {**data, "lines": priced}
+
+    def _check_lines(self, lines: Sequence["Line"], prefix: str) -> None:
+        """Each line's amount in the currency's precision, and equal to quantity x unitAmount
+        (rounded so) where both are given."""
+        self._check_currency([(f"{prefix}{i}.amount", line.amount) for i, line in enumerate(lines)])
+        for i, line in enumerate(lines):
+            if line.quantity is None or line.unit_amount is None:
+                continue
+            expected = rounded(line.quantity * line.unit_amount, self.currency)
+            if line.amount != expected:
+                raise ValueError(
+                    f"{prefix}{i}.amount: quantity x unitAmount is {expected} {self.currency},"
+                    f" not {line.amount}"
+                )
 
     def _check_currency(self, amounts: Sequence[tuple[str, Decimal]]) -> None:
         """ISO 4217 code, and no more decimal places than the currency has (babel's table)."""
@@ -63,39 +108,102 @@ class _Record(BaseModel):
                 raise ValueError(f"{path}: {self.currency} amounts have at most {places} decimals")
 
 
+def _priced_line(n: int, line: Any, currency: str) -> Any:  # Any: a line being validated
+    if not isinstance(line, dict) or line.get("amount") is not None:
+        return line
+    given = {key: value for key, value in line.items() if key != "amount"}
+    quantity = line.get("quantity")
+    unit = line.get("unit_amount", line.get("unitAmount"))
+    if (quantity is None) != (unit is None):
+        missing = "unitAmount" if unit is None else "quantity"
+        raise ValueError(f"lines.{n}.{missing}: quantity and unitAmount go together")
+    if quantity is None:
+        return given  # no amount, and nothing to make it of: "Field required"
+    try:
+        return {**given, "amount": rounded(Decimal(str(quantity)) * Decimal(str(unit)), currency)}
+    except (InvalidOperation, ValueError):
+        return given  # the quantity or unit amount is refused in its own words
+
+
+class Tracking(BaseModel):
+    """A line's option in one of the ledger's tracking categories (Xero's Region, say; a class
+    or a department in QuickBooks)."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    category: Name
+    option: Name
+
+
 class Line(BaseModel):
     model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     description: Description = ""
+    quantity: Quantity | None = None  # validated before the amount made of them
+    unit_amount: UnitAmount | None = None
     amount: Amount
     account_id: Code
     tax_rate_id: Code | None = None
+    item_code: Code | None = None
+    tracking: Annotated[list[Tracking], Field(max_length=MAX_TRACKING)] = []
+
+    @model_validator(mode="after")
+    def _one_option_per_category(self) -> Self:
+        if (self.quantity is None) != (self.unit_amount is None):
+            missing = "unitAmount" if self.unit_amount is None else "quantity"
+            raise ValueError(f"{missing}: quantity and unitAmount go together")
+        seen: set[str] = set()
+        for n, tracking in enumerate(self.tracking):
+            if tracking.category in seen:
+                raise ValueError(
+                    f"tracking.{n}.category: '{tracking.category}' is already on this line"
+                )
+            seen.add(tracking.category)
+        return self
 
 
 class Expense(_Record):
+    """An amount on one account (`amount`, `account_id`, `tax_rate_id`), or split over
+    `lines`: one of the two."""
+
     record_type: Literal[RecordType.EXPENSE] = RecordType.EXPENSE
     account_types: ClassVar[frozenset[AccountType]] = EXPENSE_ACCOUNT_TYPES
     kind: ClassVar[str] = "an expense"
-    amount: Amount
+    amount: Amount | None = None
     date: date
-    account_id: Code
+    account_id: Code | None = None
     tax_rate_id: Code | None = None
+    lines: Annotated[list[Line], Field(min_length=1, max_length=MAX_LINES)] | None = None
     description: Description = ""
     vendor_name: Name
+    payment_account_id: Code | None = None  # the bank or card it was paid from
 
     @model_validator(mode="after")
     def _valid_money(self) -> Self:
-        self._check_currency([("amount", self.amount)])
+        if self.lines is None:
+            if self.amount is None:
+                raise ValueError("amount: Field required (or give lines)")
+            if self.account_id is None:
+                raise ValueError("accountId: Field required (or give lines)")
+            self._check_currency([("amount", self.amount)])
+            return self
+        if self.amount is not None or self.account_id is not None or self.tax_rate_id:
+            raise ValueError("lines: give lines, or amount and accountId, not both")
+        self._check_lines(self.lines, "lines.")
         return self
 
     @property
-    def total(self) -> Decimal:
-        return self.amount
+    def document_lines(self) -> list[Line]:
+        """Its lines; the single-amount form as one line."""
+        if self.lines is not None:
+            return self.lines
+        assert self.amount is not None and self.account_id is not None  # validated
+        return [Line(amount=self.amount, account_id=self.account_id, tax_rate_id=self.tax_rate_id)]
 
     @property
-    def lines(self) -> list[Line]:
-        """Its one line, so that every record is a list of lines to a ledger."""
-        return [Line(amount=self.amount, account_id=self.account_id, tax_rate_id=self.tax_rate_id)]
+    def total(self) -> Decimal:
+        """The sum of its lines, as given (with or without tax: `line_amount_types`)."""
+        return sum((line.amount for line in self.document_lines), Decimal(0))
 
 
 class _LinedRecord(_Record):
@@ -105,15 +213,19 @@ class _LinedRecord(_Record):
 
     @model_validator(mode="after")
     def _valid_money_and_dates(self) -> Self:
-        self._check_currency(
-            [(f"lines.{i}.amount", line.amount) for i, line in enumerate(self.lines)]
-        )
+        self._check_lines(self.lines, "lines.")
         if self.due_date < self.issue_date:
             raise ValueError("dueDate: must not be before issueDate")
         return self
 
     @property
+    def document_lines(self) -> list[Line]:
+        """The lines of its document (as every record has: see `Expense`)."""
+        return self.lines
+
+    @property
     def total(self) -> Decimal:
+        """The sum of its lines, as given (with or without tax: `line_amount_types`)."""
         return sum((line.amount for line in self.lines), Decimal(0))
 
 
@@ -176,8 +288,8 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidInput:
     first = exc.errors()[0]
     loc = [to_camel(str(part)) if isinstance(part, str) else str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
-    if not loc and ": " in message:  # model-level checks name their field themselves
-        where, message = message.split(": ", 1)
-        loc = [where]
+    where, _, rest = message.partition(": ")
+    if rest and _PATH.fullmatch(where):  # model-level checks name their field themselves
+        loc, message = [*loc, where], rest
     path = ".".join([prefix, *loc])
     return InvalidInput(f"{path}: {message}", field=path)

@@ -57,6 +57,9 @@ def _lookup(row: dict[str, Any], name: str) -> Any:  # Any: a JSON value
     return value
 
 
+TAX_CALCULATIONS = ("TaxExcluded", "TaxInclusive", "NotApplicable")
+
+
 def _row(entity_id: str, **fields: Any) -> dict[str, Any]:
     return {"Id": entity_id, "Active": True, "SyncToken": "0", **fields}
 
@@ -72,6 +75,7 @@ class FakeQuickBooks:
         default_factory=lambda: {
             "Account": {
                 "35": _row("35", Name="Checking", AccountType="Bank"),
+                "41": _row("41", Name="Mastercard", AccountType="Credit Card"),
                 "79": _row("79", Name="Sales of Product Income", AccountType="Income"),
                 "7": _row("7", Name="Advertising", AccountType="Expense"),
                 "13": _row("13", Name="Meals and Entertainment", AccountType="Expense"),
@@ -87,6 +91,11 @@ class FakeQuickBooks:
             "Vendor": {},
             "Customer": {},
             "Item": {},
+            "Class": {"5": _row("5", Name="Retail"), "6": _row("6", Name="Wholesale")},
+            "Department": {
+                "1": _row("1", Name="Boston"),
+                "2": {**_row("2", Name="Old Town"), "Active": False},
+            },
         }
     )
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: document
@@ -326,11 +335,24 @@ class FakeQuickBooks:
     def _refusal(self, entity: str, document: dict[str, Any]) -> Response | None:
         references = [("AccountRef", "Account", document.get("AccountRef"))]
         references.append(("IncomeAccountRef", "Account", document.get("IncomeAccountRef")))
+        references.append(("DepartmentRef", "Department", document.get("DepartmentRef")))
         for line in document.get("Line", []):
             detail = line.get(line.get("DetailType", ""), {})
             references.append(("AccountRef", "Account", detail.get("AccountRef")))
             references.append(("TaxCodeRef", "TaxCode", detail.get("TaxCodeRef")))
             references.append(("ItemRef", "Item", detail.get("ItemRef")))
+            references.append(("ClassRef", "Class", detail.get("ClassRef")))
+        if document.get("GlobalTaxCalculation", "TaxExcluded") not in TAX_CALCULATIONS:
+            detail = f"Invalid enumeration: GlobalTaxCalculation {document['GlobalTaxCalculation']}"
+            return _fault(400, "2010", "Request has invalid or unsupported property", detail)
+        if entity == "Purchase":
+            paying = self.tables["Account"].get(str(document.get("AccountRef", {}).get("value")))
+            wanted = {"Cash": "Bank", "CreditCard": "Credit Card"}.get(
+                document.get("PaymentType", "")
+            )
+            if paying is not None and paying.get("AccountType") != wanted:
+                detail = "The account must be a bank account for cash and a credit card for credit."
+                return _fault(400, "6000", "A business validation error has occurred", detail)
         for element, table, ref in references:
             if ref is None:
                 continue

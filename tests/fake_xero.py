@@ -23,7 +23,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,6 +36,21 @@ from starlette.routing import Route
 from tests.fake_oauth import FakeAuthorizationServer
 
 API = "/api.xro/2.0"
+
+
+TAX_TREATMENTS = ("Exclusive", "Inclusive", "NoTax")
+
+
+def _category(name: str, options: dict[str, str], status: str = "ACTIVE") -> dict[str, Any]:
+    return {
+        "TrackingCategoryID": f"tc-{name}",
+        "Name": name,
+        "Status": status,
+        "Options": [
+            {"TrackingOptionID": f"to-{option}", "Name": option, "Status": state}
+            for option, state in options.items()
+        ],
+    }
 
 
 def _account(code: str, name: str, kind: str, status: str = "ACTIVE") -> dict[str, str]:
@@ -63,6 +78,7 @@ class FakeXero:
             a["Code"]: a
             for a in (
                 _account("090", "Business Bank Account", "BANK"),
+                {**_account("800", "Company Visa", "BANK"), "BankAccountType": "CREDITCARD"},
                 _account("200", "Sales", "REVENUE"),
                 _account("429", "General Expenses", "EXPENSE"),
                 _account("453", "Office Expenses", "EXPENSE"),
@@ -86,6 +102,12 @@ class FakeXero:
             },
         }
     )
+    tracking: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            _category("Region", {"North": "ACTIVE", "South": "ACTIVE", "West": "ARCHIVED"}),
+            _category("Project", {"Apollo": "ACTIVE"}, status="ARCHIVED"),
+        ]
+    )
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id: document
     answers: dict[str, tuple[int, Any]] = field(default_factory=dict)  # idempotency key: answer
     attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # document id
@@ -108,6 +130,7 @@ class FakeXero:
                 Route("/connections", self.connections),
                 Route(API + "/Accounts", self.accounts_endpoint, methods=["GET", "PUT"]),
                 Route(API + "/TaxRates", self.tax_rates_endpoint, methods=["GET", "PUT"]),
+                Route(API + "/TrackingCategories", self.tracking_endpoint),
                 Route(
                     API + "/BankTransactions",
                     self.documents_endpoint,
@@ -201,6 +224,11 @@ class FakeXero:
         made = _account(wanted["Code"], wanted["Name"], wanted["Type"])
         self.accounts[made["Code"]] = made
         return JSONResponse({"Accounts": [made]})
+
+    async def tracking_endpoint(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        return JSONResponse({"TrackingCategories": self.tracking})
 
     async def tax_rates_endpoint(self, request: Request) -> Response:
         if (refused := await self._gate(request)) is not None:
@@ -299,7 +327,7 @@ class FakeXero:
                 **document,
                 id_field: str(uuid.uuid4()),
                 "Status": "AUTHORISED",
-                **_totals(document),
+                **_totals(document, self.tax_rates),
                 "UpdatedDateUTC": self._stamp(),
             }
             self.documents[stored[id_field]] = stored
@@ -326,7 +354,7 @@ class FakeXero:
             assert held is not None
             held.update(document)
             if "LineItems" in document:
-                held.update(_totals(document))
+                held.update(_totals(held, self.tax_rates))
             held["UpdatedDateUTC"] = self._stamp()
             answered.append({**held, "StatusAttributeString": "OK"})
         return 200, {collection: answered}
@@ -377,7 +405,26 @@ class FakeXero:
             bank = self.accounts.get(document.get("BankAccount", {}).get("Code", ""))
             if bank is None or bank["Type"] != "BANK":
                 problems.append("The BankAccount field is mandatory and must be a bank account.")
+        if document.get("LineAmountTypes", "Exclusive") not in TAX_TREATMENTS:
+            problems.append(f"LineAmountTypes '{document['LineAmountTypes']}' is not valid.")
+        tracked = {
+            c["Name"]: {o["Name"] for o in c["Options"] if o["Status"] == "ACTIVE"}
+            for c in self.tracking
+            if c["Status"] == "ACTIVE"
+        }
         for line in document.get("LineItems", []):
+            if len(line.get("Tracking", [])) > 2:
+                problems.append("A line item can have at most two tracking categories.")
+            for tracking in line.get("Tracking", []):
+                if tracking.get("Option") not in tracked.get(tracking.get("Name"), set()):
+                    problems.append(
+                        f"The TrackingOption '{tracking.get('Option')}' of category"
+                        f" '{tracking.get('Name')}' does not exist or is archived."
+                    )
+            given = line.get("LineAmount")
+            priced = Decimal(str(line["UnitAmount"])) * Decimal(str(line.get("Quantity", 1)))
+            if given is not None and abs(Decimal(str(given)) - priced) >= Decimal("0.01"):
+                problems.append("The LineAmount must equal Quantity multiplied by UnitAmount.")
             account = self.accounts.get(line.get("AccountCode", ""))
             if account is None or account["Status"] != "ACTIVE":
                 code = line.get("AccountCode")
@@ -391,17 +438,26 @@ class FakeXero:
         return problems
 
 
-def _totals(document: dict[str, Any]) -> dict[str, Any]:  # Any: Xero's JSON
-    """What Xero computes of a document's lines (ours are tax-exclusive): the `SubTotal`."""
-    lines = document.get("LineItems", [])
-    subtotal = sum(
-        (
-            Decimal(str(line["UnitAmount"])) * Decimal(str(line.get("Quantity", 1)))
-            for line in lines
-        ),
-        Decimal(0),
-    )
-    return {"SubTotal": float(subtotal)}
+def _totals(document: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]:  # Any: JSON
+    """What Xero computes of a document's lines: each line's tax rounded to the cent, then
+    summed; `SubTotal` before tax and `Total` after, as `LineAmountTypes` reads the lines."""
+    treatment = document.get("LineAmountTypes", "Exclusive")
+    cent = Decimal("0.01")
+    subtotal = tax = Decimal(0)
+    for line in document.get("LineItems", []):
+        amount = Decimal(str(line.get("LineAmount", line["UnitAmount"])))
+        if "LineAmount" not in line:
+            amount *= Decimal(str(line.get("Quantity", 1)))
+        rate = Decimal(str(rates.get(line.get("TaxType"), {}).get("EffectiveRate", 0)))
+        if treatment == "NoTax":
+            line_tax = Decimal(0)
+        elif treatment == "Inclusive":
+            line_tax = (amount * rate / (100 + rate)).quantize(cent, ROUND_HALF_UP)
+        else:
+            line_tax = (amount * rate / 100).quantize(cent, ROUND_HALF_UP)
+        tax += line_tax
+        subtotal += amount - line_tax if treatment == "Inclusive" else amount
+    return {"SubTotal": float(subtotal), "TotalTax": float(tax), "Total": float(subtotal + tax)}
 
 
 def _unauthorized() -> Response:

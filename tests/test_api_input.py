@@ -96,9 +96,15 @@ async def test_bad_literals_in_the_document_name_their_field(api: Api, company: 
     missing = _create_literal(company, 'amount: "1"')
     failures = (await api.gql(missing))["errors"]  # one per missing field
     assert {f["extensions"]["field"] for f in failures} == {
-        f"expenses.0.{name}" for name in ("currency", "date", "accountId")
+        f"expenses.0.{name}" for name in ("currency", "date")
     }
     assert {f["extensions"]["code"] for f in failures} == {"BAD_USER_INPUT"}
+    unaccounted = _create_literal(
+        company, 'amount: "1", currency: "USD", date: "2026-01-01", vendorName: "V"'
+    )
+    failure = error(await api.gql(unaccounted))  # accountId, or lines: the record says which
+    assert failure["extensions"] == {"code": "BAD_USER_INPUT", "field": "expenses.0.accountId"}
+    assert "Field required (or give lines)" in failure["message"]
 
 
 async def test_fields_left_out_of_or_foreign_to_a_variable_are_each_named(

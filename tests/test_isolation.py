@@ -55,6 +55,10 @@ OPERATIONS: dict[str, Operation] = {
         "query($c: ID!) { taxRates(companyId: $c) { code } }",
         lambda a: {"c": a["company"]},
     ),
+    "trackingCategories": (
+        "query($c: ID!) { trackingCategories(companyId: $c) { name options } }",
+        lambda a: {"c": a["company"]},
+    ),
     "connection": (
         "query($c: ID!) { connection(companyId: $c) { status rateLimit { remainingThisMinute } } }",
         lambda a: {"c": a["company"]},

@@ -38,6 +38,7 @@ LINK = """mutation($c: ID!, $p: LedgerProvider!) {
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
+TRACKING = "query($c: ID!) { trackingCategories(companyId: $c) { name options active } }"
 ATTACHMENTS = """query($id: ID!) { syncBatch(id: $id) { status
   items { edges { node { attachments { id status externalId } } } } } }"""
 CREATE_ACCOUNT = """mutation($c: ID!) {
@@ -506,3 +507,81 @@ async def test_an_invoice_is_voided_and_a_paid_one_refused_in_the_ledgers_words(
     else:
         assert ledger.fake.documents[kept_id]["TotalAmt"] == 0
         assert voids[1]["status"] == "SUCCESS"
+
+
+def _split(ledger: Ledger, tracking: list[dict[str, str]], paying: str) -> dict[str, Any]:
+    """A split expense, amounts with tax included, tracked, paid from `paying`."""
+    account, tax = ledger.expense_account, ledger.tax_rate
+    return {
+        **expense(amount=None, accountId=None, taxRateId=None, reference="split-1"),
+        "lineAmountTypes": "INCLUSIVE",
+        "currencyRate": "1.25",
+        "paymentAccountId": paying,
+        "lines": [
+            {"amount": "115.00", "accountId": account, "taxRateId": tax, "tracking": tracking},
+            {"quantity": "2", "unitAmount": "5.25", "accountId": account},
+        ],
+    }
+
+
+async def test_rich_records_take_each_ledgers_own_shape(ledger: Ledger, run_jobs: RunJobs) -> None:
+    await _link(ledger)
+    xero = isinstance(ledger.fake, FakeXero)
+    tracking = (
+        [{"category": "Region", "option": "North"}]
+        if xero
+        else [
+            {"category": "Class", "option": "Retail"},
+            {"category": "Department", "option": "Boston"},
+        ]
+    )
+    categories = data(await ledger.api.gql(TRACKING, {"c": ledger.cid}))["trackingCategories"]
+    batch = await _sync(ledger, run_jobs, _split(ledger, tracking, "800" if xero else "41"))
+    assert _codes(batch) == ["SUCCESS"], batch
+    (document,) = ledger.fake.documents.values()
+    if isinstance(ledger.fake, FakeXero):
+        assert [(c["name"], c["options"], c["active"]) for c in categories] == [
+            ("Region", ["North", "South"], True),  # West is archived
+            ("Project", ["Apollo"], False),
+        ]
+        assert (document["LineAmountTypes"], document["CurrencyRate"]) == ("Inclusive", "1.25")
+        assert document["BankAccount"] == {"Code": "800"}
+        first, second = document["LineItems"]
+        assert first["Tracking"] == [{"Name": "Region", "Option": "North"}]
+        assert (second["Quantity"], second["UnitAmount"], second["LineAmount"]) == (
+            "2",
+            "5.25",
+            10.5,
+        )
+        assert (document["Total"], document["TotalTax"]) == (125.5, 15.0)  # 115.00 holds 15.00
+    else:
+        assert [(c["name"], c["options"], c["active"]) for c in categories] == [
+            ("Class", ["Retail", "Wholesale"], True),
+            ("Department", ["Boston"], True),  # Old Town is inactive
+        ]
+        assert (document["GlobalTaxCalculation"], document["ExchangeRate"]) == (
+            "TaxInclusive",
+            "1.25",
+        )
+        assert (document["PaymentType"], document["AccountRef"]) == ("CreditCard", {"value": "41"})
+        assert document["DepartmentRef"] == {"value": "1"}
+        first, second = (line["AccountBasedExpenseLineDetail"] for line in document["Line"])
+        assert first["ClassRef"] == {"value": "5"} and "ClassRef" not in second
+
+
+async def test_tracking_the_ledger_does_not_keep_fails_that_record_alone_in_its_words(
+    ledger: Ledger, run_jobs: RunJobs
+) -> None:
+    await _link(ledger)
+    xero = isinstance(ledger.fake, FakeXero)
+    unknown = [{"category": "Region", "option": "West"}]  # archived in Xero; no such class
+    if not xero:
+        unknown = [{"category": "Class", "option": "Export"}]
+    good = _split(ledger, [], "090" if xero else "35")
+    batch = await _sync(ledger, run_jobs, good, _split(ledger, unknown, "090" if xero else "35"))
+    assert _codes(batch) == ["SUCCESS", "VALIDATION_ERROR"], batch
+    failed = batch["items"]["edges"][1]["node"]["error"]["message"]
+    assert (
+        "'West' of category 'Region' does not exist" if xero else "no active Class named 'Export'"
+    ) in failed
+    assert len(ledger.fake.documents) == 1

@@ -214,7 +214,7 @@ async def test_bills_and_invoices_sync_to_their_own_kinds_of_account(
         "vendorName": "Paper Co",
         "issueDate": "2026-11-01",
         "dueDate": "2026-12-01",
-        "currency": "NZD",
+        "currency": "EUR",
         "lines": lines,
         "reference": "bill-1",
     }
@@ -233,7 +233,7 @@ async def test_bills_and_invoices_sync_to_their_own_kinds_of_account(
         "customerName": "Big Client",
         "issueDate": "2026-11-01",
         "dueDate": "2026-11-15",
-        "currency": "NZD",
+        "currency": "EUR",
         "lines": [{"amount": "500", "accountId": "200", "taxRateId": "OUTPUT"}],
     }
     wrong = invoice | {"lines": [{"amount": "5", "accountId": "429"}]}  # an expense account
