@@ -5,6 +5,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -21,7 +22,7 @@ from ledgers.protocol import LedgerFactory
 from models.batch import documents_ahead, item_pages
 from models.company import Caller, connection_of
 from models.enums import ItemStatus
-from models.errors import NotFound, Unauthenticated
+from models.errors import LedgerError, NotFound, Unauthenticated
 from models.pagination import Page, PageRequest
 from models.tables import (
     PushAttempt,
@@ -120,6 +121,18 @@ class Context:
         except NotFound:
             return None
         return await pace(self.services, self.ledger_for, connection)
+
+    @cached_property
+    def tax_rates(self) -> DataLoader[str, dict[str, Decimal] | None]:
+        """Each company's ledger's tax rates (the cached chart's), read once per response;
+        None when the ledger cannot say."""
+        return DataLoader(lambda ids: asyncio.gather(*(self._tax_rates(c) for c in ids)))
+
+    async def _tax_rates(self, company_id: str) -> dict[str, Decimal] | None:
+        try:
+            return (await (await self.ledger(company_id)).chart()).tax_rates
+        except (NotFound, LedgerError):
+            return None
 
     async def estimated_completion(self, batch: SyncBatch) -> datetime | None:
         """`completion_estimate`, from what this response loads once per company."""

@@ -397,7 +397,7 @@ async def _create(
         force=force,
     )
     ids = [_record_id(each) for each in inputs] if updating else created.item_ids
-    shown = [record_of(i, r) for i, r in zip(ids, records, strict=True)]
+    shown = [record_of(i, r, owner) for i, r in zip(ids, records, strict=True)]
     return SyncBatch.from_row(created.batch), shown
 
 

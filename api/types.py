@@ -13,6 +13,7 @@ from ledgers.gateway import Budget, budget
 from ledgers.protocol import Account as AccountRow
 from ledgers.protocol import TaxRate as TaxRateRow
 from ledgers.protocol import TrackingCategory as TrackingCategoryRow
+from models import money
 from models.batch import list_items
 from models.enums import (
     TERMINAL_BATCH_STATUSES,
@@ -148,12 +149,41 @@ class RecordLine:
         )
 
 
+@strawberry.type(
+    description="A record's totals as its ledger reckons them: each line's tax at the "
+    "ledger's rate, rounded to the currency's precision, then summed."
+)
+class RecordTotals:
+    sub_total: Decimal = strawberry.field(description="Before tax.")
+    total_tax: Decimal
+    total: Decimal
+
+
+@strawberry.type
+class PricedRecord:
+    """What every record type answers of its money at its ledger's rates."""
+
+    company_id: strawberry.Private[str]
+    content: strawberry.Private[ExpenseRecord | BillRecord | InvoiceRecord]
+
+    @strawberry.field(
+        description="At the ledger's tax rates (its chart, cached for five minutes); null "
+        "when the ledger cannot say. A tax rate the ledger does not have counts as none."
+    )
+    async def totals(self, info: Info) -> RecordTotals | None:
+        rates = await info.context.tax_rates.load(self.company_id)
+        if rates is None:
+            return None
+        found = money.totals(self.content, rates)
+        return RecordTotals(sub_total=found.sub_total, total_tax=found.tax, total=found.total)
+
+
 AMOUNTS = "How the lines' amounts read: before tax, with tax included, or untaxed."
 RATE = "Units of the company's base currency per unit of `currency`; null: the ledger's rate."
 
 
 @strawberry.type(description="An expense as created; its id is the id of its sync item.")
-class Expense:
+class Expense(PricedRecord):
     id: strawberry.ID
     amount: Decimal = strawberry.field(description="The sum of its lines.")
     currency: str
@@ -172,7 +202,7 @@ class Expense:
 
 
 @strawberry.type(description="A bill as created; its id is the id of its sync item.")
-class Bill:
+class Bill(PricedRecord):
     id: strawberry.ID
     vendor_name: str
     issue_date: date
@@ -186,7 +216,7 @@ class Bill:
 
 
 @strawberry.type(description="An invoice as created; its id is the id of its sync item.")
-class Invoice:
+class Invoice(PricedRecord):
     id: strawberry.ID
     customer_name: str
     issue_date: date
@@ -203,11 +233,13 @@ SyncRecord = Annotated[Expense | Bill | Invoice, strawberry.union("SyncRecord")]
 
 
 def record_of(
-    item_id: str, record: ExpenseRecord | BillRecord | InvoiceRecord
+    item_id: str, record: ExpenseRecord | BillRecord | InvoiceRecord, company_id: str
 ) -> Expense | Bill | Invoice:
     lines = [RecordLine.from_line(line) for line in record.document_lines]
     if isinstance(record, ExpenseRecord):
         return Expense(
+            company_id=company_id,
+            content=record,
             id=strawberry.ID(item_id),
             amount=record.total,
             currency=record.currency,
@@ -224,6 +256,8 @@ def record_of(
         )
     if isinstance(record, BillRecord):
         return Bill(
+            company_id=company_id,
+            content=record,
             id=strawberry.ID(item_id),
             vendor_name=record.vendor_name,
             issue_date=record.issue_date,
@@ -236,6 +270,8 @@ def record_of(
             currency_rate=record.currency_rate,
         )
     return Invoice(
+        company_id=company_id,
+        content=record,
         id=strawberry.ID(item_id),
         customer_name=record.customer_name,
         issue_date=record.issue_date,
@@ -318,11 +354,12 @@ class SyncItem:
     created_at: datetime
     updated_at: datetime
     payload: strawberry.Private[dict[str, Any]]  # Any: the record's JSON
+    company_id: strawberry.Private[str]
 
     @strawberry.field(description="The record's content this operation carries.")
     def record(self) -> SyncRecord:
         """Read from the row's JSON only when asked: most item pages never show it."""
-        return record_of(self.record_id, load_record(self.payload))
+        return record_of(self.record_id, load_record(self.payload), self.company_id)
 
     @classmethod
     def from_row(cls, row: SyncItemRow) -> "SyncItem":
@@ -342,6 +379,7 @@ class SyncItem:
             created_at=row.created_at,
             updated_at=row.updated_at,
             payload=row.payload,
+            company_id=row.company_id,
         )
 
     @strawberry.field(description="Every push to the ledger, oldest first, retries included.")

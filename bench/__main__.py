@@ -9,6 +9,7 @@ import argparse
 import platform
 import resource
 import statistics
+from collections.abc import Callable
 
 import uvloop
 
@@ -20,6 +21,14 @@ def _tracing(args: argparse.Namespace) -> str:
     if not args.tracing:
         return ""
     return f"; tracing on, {args.tracing:.0%} of traces sampled and exported over OTLP"
+
+
+def _rich(args: argparse.Namespace) -> str:
+    return " of five lines, two tracking categories each, tax included" if args.rich else ""
+
+
+def _made(args: argparse.Namespace) -> Callable[[int], pipeline.Record]:
+    return pipeline.rich_expense if args.rich else pipeline.expense
 
 
 LIVE_ROW = "{:>11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9}"
@@ -42,9 +51,9 @@ async def _live(args: argparse.Namespace) -> None:
 
 
 async def _pipeline(args: argparse.Namespace) -> None:
-    print(f"pipeline: {args.items} items, {args.companies} companies, batches of {args.batch}; "
-          f"sandbox unlimited, no latency; one API process, {args.workers} worker(s)"
-          f"{_tracing(args)}")  # fmt: skip
+    print(f"pipeline: {args.items} items{_rich(args)}, {args.companies} companies, batches of "
+          f"{args.batch}; sandbox unlimited, no latency; one API process, {args.workers} "
+          f"worker(s){_tracing(args)}")  # fmt: skip
     f = await _throughput(args, args.tracing)
     print(f"{'items':>7} {'created s':>9} {'synced s':>9} {'items/s':>8}")
     print(f"{f.items:>7} {f.create_seconds:>9.2f} {f.total_seconds:>9.2f} "
@@ -59,7 +68,11 @@ async def _throughput(args: argparse.Namespace, tracing: float) -> pipeline.Thro
     """One run of the pipeline scenario, on a service started for it."""
     async with running(workers=args.workers, tracing=tracing) as service:
         return await pipeline.throughput(
-            service, companies=args.companies, items=args.items, batch_size=args.batch
+            service,
+            companies=args.companies,
+            items=args.items,
+            batch_size=args.batch,
+            made=_made(args),
         )
 
 
@@ -126,10 +139,12 @@ async def _changes(args: argparse.Namespace) -> None:
 
 
 async def _creates(args: argparse.Namespace) -> None:
-    print(f"creates: createExpenses with {args.records} records, {args.samples} requests one "
-          "at a time, one API process")  # fmt: skip
+    print(f"creates: createExpenses with {args.records} records{_rich(args)}, {args.samples} "
+          "requests one at a time, one API process")  # fmt: skip
     async with running(workers=0) as service:
-        f = await pipeline.creates(service, records=args.records, samples=args.samples)
+        f = await pipeline.creates(
+            service, records=args.records, samples=args.samples, made=_made(args)
+        )
     ordered = sorted(f.samples)
     p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
     print(f"{'records':>7} {'p50 ms':>7} {'p99 ms':>7}")
@@ -218,6 +233,12 @@ def main() -> None:
     )
     parser.add_argument("--limited-items", type=int, default=1000, help="limited: one batch")
     parser.add_argument("--records", type=int, default=1000, help="creates: per request")
+    parser.add_argument(
+        "--rich",
+        action="store_true",
+        help="creates, pipeline: expenses of five lines, two tracking categories each, "
+        "tax included",
+    )
     parser.add_argument("--batches", type=int, default=100_000, help="queries: of one company")
     parser.add_argument("--batch-items", type=int, default=10_000, help="queries: failedItems'")
     parser.add_argument(

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,9 +35,31 @@ ATTEMPTS = """query($b: ID!, $after: String) {
 TERMINAL = {"COMPLETED", "FAILED"}
 
 
-def expense(n: int) -> dict[str, str]:
+Record = dict[str, object]  # an expense as the API takes it
+
+
+def expense(n: int) -> Record:
     return {"amount": f"{1 + n % 500}.25", "currency": "USD", "date": "2026-11-02",
             "accountId": "429", "vendorName": "Bench", "reference": f"r{n}"}  # fmt: skip
+
+
+def rich_expense(n: int) -> Record:
+    """An expense split over five lines, each tracked by two categories, tax included."""
+    lines = [
+        {
+            "amount": f"{1 + (n + k) % 97}.25",
+            "accountId": "429",
+            "taxRateId": "INPUT",
+            "description": f"part {k}",
+            "tracking": [
+                {"category": "Region", "option": "North" if k % 2 else "South"},
+                {"category": "Department", "option": "Sales"},
+            ],
+        }
+        for k in range(5)
+    ]
+    return {"currency": "USD", "date": "2026-11-02", "vendorName": "Bench",
+            "reference": f"r{n}", "lineAmountTypes": "INCLUSIVE", "lines": lines}  # fmt: skip
 
 
 class _Finished:
@@ -85,7 +108,7 @@ async def watch(service: Service, company: Company) -> tuple[_Finished, wsclient
     return finished, subscriber
 
 
-async def create(http: httpx.AsyncClient, company: Company, expenses: list[dict[str, str]]) -> str:
+async def create(http: httpx.AsyncClient, company: Company, expenses: list[Record]) -> str:
     response = await http.post(
         "/graphql",
         json={"query": CREATE, "variables": {"c": company.id, "e": expenses}},
@@ -113,10 +136,16 @@ class Throughput:
 
 
 async def throughput(
-    service: Service, *, companies: int, items: int, batch_size: int
+    service: Service,
+    *,
+    companies: int,
+    items: int,
+    batch_size: int,
+    made: Callable[[int], Record] = expense,
 ) -> Throughput:
-    """`items` across `companies`, in batches of `batch_size`, all created at once: seconds
-    from the first create request to the last batch's terminal event."""
+    """`items` (each `made` by its number) across `companies`, in batches of `batch_size`,
+    all created at once: seconds from the first create request to the last batch's terminal
+    event."""
     tenants = await service.create_companies("pipeline", companies)
     watched = [await watch(service, company) for company in tenants]
     per_company = items // companies
@@ -124,7 +153,7 @@ async def throughput(
         (
             company,
             finished,
-            [expense(n) for n in range(start, min(start + batch_size, per_company))],
+            [made(n) for n in range(start, min(start + batch_size, per_company))],
         )
         for company, (finished, _) in zip(tenants, watched, strict=True)
         for start in range(0, per_company, batch_size)
@@ -237,11 +266,14 @@ class Creates:
     samples: list[float]  # seconds each request took, one at a time
 
 
-async def creates(service: Service, *, records: int, samples: int) -> Creates:
-    """`createExpenses` with `records` records, `samples` times one after another: the time
-    each request took (our API's whole time: the sandbox's preflight chart is cached)."""
+async def creates(
+    service: Service, *, records: int, samples: int, made: Callable[[int], Record] = expense
+) -> Creates:
+    """`createExpenses` with `records` records (each `made` by its number), `samples` times
+    one after another: the time each request took (our API's whole time: the sandbox's
+    preflight chart is cached)."""
     (company,) = await service.create_companies("creates", 1)
-    expenses = [expense(n) for n in range(records)]
+    expenses = [made(n) for n in range(records)]
     timings = []
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=120) as http:
         for _ in range(samples + 3):  # the first three warm the process and the chart

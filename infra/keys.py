@@ -47,8 +47,9 @@ def limit(connection_id: str, part: str) -> str:
 
 
 def chart(connection_id: str) -> str:
-    """A connection's cached chart of accounts and tax rates."""
-    return f"{PREFIX}chart:{connection_id}"
+    """A connection's cached chart: accounts, tax rates with their percentages, tracking
+    (v2: v1 held the tax rates' codes only)."""
+    return f"{PREFIX}chart:v2:{connection_id}"
 
 
 def ledger(provider: str, tenant_id: str, part: str) -> str:

@@ -10,6 +10,7 @@ an account or a tax rate through the gateway forgets it at once.
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from redis.asyncio import Redis
 
@@ -39,7 +40,7 @@ class Problem:
 @dataclass(frozen=True)
 class Chart:
     accounts: dict[str, AccountType]
-    tax_rates: frozenset[str]
+    tax_rates: dict[str, Decimal]  # percent, by code
     tracking: dict[str, frozenset[str]]  # active categories and their active options
 
 
@@ -61,17 +62,17 @@ async def cached(
         stored = json.loads(stored_chart)
         return Chart(
             stored["accounts"],
-            frozenset(stored["taxRates"]),
+            {code: Decimal(rate) for code, rate in stored["taxRates"].items()},
             {name: frozenset(options) for name, options in stored["tracking"].items()},
         )
     found = Chart(
         {account.code: account.type for account in await accounts()},
-        frozenset(rate.code for rate in await tax_rates()),
+        {rate.code: rate.rate for rate in await tax_rates()},
         {c.name: frozenset(c.options) for c in await tracking() if c.active},
     )
     stored = {
         "accounts": found.accounts,
-        "taxRates": sorted(found.tax_rates),
+        "taxRates": {code: str(rate) for code, rate in found.tax_rates.items()},
         "tracking": {name: sorted(options) for name, options in found.tracking.items()},
     }
     await redis.set(_key(connection_id), json.dumps(stored), ex=CHART_SECONDS)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from babel.numbers import get_currency_precision
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -327,7 +328,7 @@ class FakeXero:
                 **document,
                 id_field: str(uuid.uuid4()),
                 "Status": "AUTHORISED",
-                **_totals(document, self.tax_rates),
+                **totals(document, self.tax_rates),
                 "UpdatedDateUTC": self._stamp(),
             }
             self.documents[stored[id_field]] = stored
@@ -354,7 +355,7 @@ class FakeXero:
             assert held is not None
             held.update(document)
             if "LineItems" in document:
-                held.update(_totals(held, self.tax_rates))
+                held.update(totals(held, self.tax_rates))
             held["UpdatedDateUTC"] = self._stamp()
             answered.append({**held, "StatusAttributeString": "OK"})
         return 200, {collection: answered}
@@ -438,11 +439,12 @@ class FakeXero:
         return problems
 
 
-def _totals(document: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]:  # Any: JSON
-    """What Xero computes of a document's lines: each line's tax rounded to the cent, then
-    summed; `SubTotal` before tax and `Total` after, as `LineAmountTypes` reads the lines."""
+def totals(document: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]:  # Any: JSON
+    """What Xero computes of a document's lines: each line's tax rounded to the currency's
+    precision, then summed; `SubTotal` before tax and `Total` after, as `LineAmountTypes`
+    reads the lines."""
     treatment = document.get("LineAmountTypes", "Exclusive")
-    cent = Decimal("0.01")
+    unit = Decimal(1).scaleb(-get_currency_precision(document.get("CurrencyCode", "USD")))
     subtotal = tax = Decimal(0)
     for line in document.get("LineItems", []):
         amount = Decimal(str(line.get("LineAmount", line["UnitAmount"])))
@@ -452,9 +454,9 @@ def _totals(document: dict[str, Any], rates: dict[str, Any]) -> dict[str, Any]: 
         if treatment == "NoTax":
             line_tax = Decimal(0)
         elif treatment == "Inclusive":
-            line_tax = (amount * rate / (100 + rate)).quantize(cent, ROUND_HALF_UP)
+            line_tax = (amount * rate / (100 + rate)).quantize(unit, ROUND_HALF_UP)
         else:
-            line_tax = (amount * rate / 100).quantize(cent, ROUND_HALF_UP)
+            line_tax = (amount * rate / 100).quantize(unit, ROUND_HALF_UP)
         tax += line_tax
         subtotal += amount - line_tax if treatment == "Inclusive" else amount
     return {"SubTotal": float(subtotal), "TotalTax": float(tax), "Total": float(subtotal + tax)}

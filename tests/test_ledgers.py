@@ -39,6 +39,8 @@ CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenan
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
 TRACKING = "query($c: ID!) { trackingCategories(companyId: $c) { name options active } }"
+TOTALS = """query($b: ID!) { syncItems(batchId: $b) { edges { node { record {
+  ... on Expense { totals { subTotal totalTax total } } } } } } }"""
 ATTACHMENTS = """query($id: ID!) { syncBatch(id: $id) { status
   items { edges { node { attachments { id status externalId } } } } } }"""
 CREATE_ACCOUNT = """mutation($c: ID!) {
@@ -539,6 +541,14 @@ async def test_rich_records_take_each_ledgers_own_shape(ledger: Ledger, run_jobs
     batch = await _sync(ledger, run_jobs, _split(ledger, tracking, "800" if xero else "41"))
     assert _codes(batch) == ["SUCCESS"], batch
     (document,) = ledger.fake.documents.values()
+    shown = data(await ledger.api.gql(TOTALS, {"b": batch["id"]}))["syncItems"]["edges"]
+    totals = shown[0]["node"]["record"]["totals"]
+    # 115.00 with tax included: 15% in Xero's chart (15.00), 20% in QuickBooks' (19.17).
+    assert totals == (
+        {"subTotal": "110.50", "totalTax": "15.00", "total": "125.50"}
+        if xero
+        else {"subTotal": "106.33", "totalTax": "19.17", "total": "125.50"}
+    )
     if isinstance(ledger.fake, FakeXero):
         assert [(c["name"], c["options"], c["active"]) for c in categories] == [
             ("Region", ["North", "South"], True),  # West is archived
@@ -553,7 +563,7 @@ async def test_rich_records_take_each_ledgers_own_shape(ledger: Ledger, run_jobs
             "5.25",
             10.5,
         )
-        assert (document["Total"], document["TotalTax"]) == (125.5, 15.0)  # 115.00 holds 15.00
+        assert (document["Total"], document["TotalTax"]) == (125.5, 15.0)  # as ours
     else:
         assert [(c["name"], c["options"], c["active"]) for c in categories] == [
             ("Class", ["Retail", "Wholesale"], True),

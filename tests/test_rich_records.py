@@ -22,6 +22,7 @@ mutation($c: ID!, $e: [ExpenseInput!]!, $preflight: Boolean) {
     syncBatchId
     expenses {
       amount accountId lineAmountTypes currencyRate paymentAccountId
+      totals { subTotal totalTax total }
       lines { amount quantity unitAmount accountId taxRateId tracking { category option } }
     }
   }
@@ -81,6 +82,7 @@ async def test_a_split_tracked_inclusive_expense_reaches_the_books_as_sent(
     assert shown["accountId"] == "494"  # its first line's
     assert (shown["lineAmountTypes"], shown["currencyRate"]) == ("INCLUSIVE", "1.0825")
     assert shown["paymentAccountId"] == "092"
+    ours = shown.pop("totals")
     assert shown["lines"][1] == {
         "amount": "46.00",
         "quantity": "3",
@@ -103,6 +105,7 @@ async def test_a_split_tracked_inclusive_expense_reaches_the_books_as_sent(
         "36.00",
         "240.00",
     )
+    assert ours == {"subTotal": "240.00", "totalTax": "36.00", "total": "276.00"}
 
 
 async def test_the_single_amount_expense_is_one_line_as_before(
