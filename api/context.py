@@ -5,7 +5,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +16,7 @@ from api.hub import Hub
 from infra.db import rows_by_parent
 from infra.services import Services
 from infra.settings import Settings
+from ledgers.chart import Chart
 from ledgers.gateway import Gateway, Pace, completion_estimate, pace
 from ledgers.protocol import LedgerFactory
 from models.batch import documents_ahead, item_pages
@@ -123,14 +123,14 @@ class Context:
         return await pace(self.services, self.ledger_for, connection)
 
     @cached_property
-    def tax_rates(self) -> DataLoader[str, dict[str, Decimal] | None]:
-        """Each company's ledger's tax rates (the cached chart's), read once per response;
+    def charts(self) -> DataLoader[str, Chart | None]:
+        """Each company's ledger's chart (cached for every process), read once per response;
         None when the ledger cannot say."""
-        return DataLoader(lambda ids: asyncio.gather(*(self._tax_rates(c) for c in ids)))
+        return DataLoader(lambda ids: asyncio.gather(*(self._chart(c) for c in ids)))
 
-    async def _tax_rates(self, company_id: str) -> dict[str, Decimal] | None:
+    async def _chart(self, company_id: str) -> Chart | None:
         try:
-            return (await (await self.ledger(company_id)).chart()).tax_rates
+            return await (await self.ledger(company_id)).chart()
         except (NotFound, LedgerError):
             return None
 

@@ -171,10 +171,10 @@ class PricedRecord:
         "when the ledger cannot say. A tax rate the ledger does not have counts as none."
     )
     async def totals(self, info: Info) -> RecordTotals | None:
-        rates = await info.context.tax_rates.load(self.company_id)
-        if rates is None:
+        chart = await info.context.charts.load(self.company_id)
+        if chart is None:
             return None
-        found = money.totals(self.content, rates)
+        found = money.totals(self.content, chart.tax_rates)
         return RecordTotals(sub_total=found.sub_total, total_tax=found.tax, total=found.total)
 
 
@@ -622,6 +622,22 @@ class LedgerConnection:
     async def rate_limit(self, info: Info) -> RateLimit:
         ctx = info.context
         return RateLimit.from_budget(await budget(ctx.services, ctx.ledger_for, self.row))
+
+    @strawberry.field(
+        description="The organisation's base currency, as its ledger says; null when the "
+        "ledger cannot say."
+    )
+    async def base_currency(self, info: Info) -> str | None:
+        chart = await info.context.charts.load(self.row.company_id)
+        return None if chart is None else chart.currencies.base
+
+    @strawberry.field(
+        description="Every currency the ledger has enabled, the base too: a record in any "
+        "other is refused (by preflight, or by the ledger)."
+    )
+    async def currencies(self, info: Info) -> list[str] | None:
+        chart = await info.context.charts.load(self.row.company_id)
+        return None if chart is None else sorted(chart.currencies.enabled)
 
     @classmethod
     def from_row(cls, row: Connection, authorization_url: str | None = None) -> "LedgerConnection":

@@ -1,10 +1,10 @@
 """Preflight: find the records a ledger would refuse before anything is queued.
 
-Checks every line's account (known, and of a class the record may post to), tax rate and
-tracking (an active option of an active category), and an expense's payment account (a bank
-or credit card), against the ledger's chart. The chart is read through the gateway once per
-`CHART_SECONDS` and connection, and kept in Redis so every API process shares it; creating
-an account or a tax rate through the gateway forgets it at once.
+Checks every record's currency (enabled), every line's account (known, and of a class the
+record may post to), tax rate and tracking (an active option of an active category), and an
+expense's payment account (a bank or credit card), against the ledger's chart. The chart is
+read through the gateway once per `CHART_SECONDS` and connection, and kept in Redis so every
+API process shares it; creating an account or a tax rate through the gateway forgets it.
 """
 
 import json
@@ -15,7 +15,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from infra import keys
-from ledgers.protocol import Account, TaxRate, TrackingCategory
+from ledgers.protocol import Account, Currencies, TaxRate, TrackingCategory
 from models.enums import PAYMENT_ACCOUNT_TYPES, AccountType
 from models.errors import HINTS, SyncErrorCode
 from models.records import Bill, Expense, Invoice, Line
@@ -42,21 +42,25 @@ class Chart:
     accounts: dict[str, AccountType]
     tax_rates: dict[str, Decimal]  # percent, by code
     tracking: dict[str, frozenset[str]]  # active categories and their active options
+    currencies: Currencies
+
+
+@dataclass(frozen=True)
+class Readers:
+    """How the chart is read from the ledger, one paced call each."""
+
+    accounts: Callable[[], Awaitable[list[Account]]]
+    tax_rates: Callable[[], Awaitable[list[TaxRate]]]
+    tracking: Callable[[], Awaitable[list[TrackingCategory]]]
+    currencies: Callable[[], Awaitable[Currencies]]
 
 
 def _key(connection_id: str) -> str:
     return keys.chart(connection_id)
 
 
-async def cached(
-    redis: Redis,
-    connection_id: str,
-    accounts: Callable[[], Awaitable[list[Account]]],
-    tax_rates: Callable[[], Awaitable[list[TaxRate]]],
-    tracking: Callable[[], Awaitable[list[TrackingCategory]]],
-) -> Chart:
-    """The connection's chart from the cache, else read with `accounts`, `tax_rates` and
-    `tracking`."""
+async def cached(redis: Redis, connection_id: str, read: Readers) -> Chart:
+    """The connection's chart from the cache, else read from the ledger."""
     stored_chart = await redis.get(_key(connection_id))
     if stored_chart is not None:
         stored = json.loads(stored_chart)
@@ -64,16 +68,20 @@ async def cached(
             stored["accounts"],
             {code: Decimal(rate) for code, rate in stored["taxRates"].items()},
             {name: frozenset(options) for name, options in stored["tracking"].items()},
+            Currencies(stored["baseCurrency"], frozenset(stored["currencies"])),
         )
     found = Chart(
-        {account.code: account.type for account in await accounts()},
-        {rate.code: rate.rate for rate in await tax_rates()},
-        {c.name: frozenset(c.options) for c in await tracking() if c.active},
+        {account.code: account.type for account in await read.accounts()},
+        {rate.code: rate.rate for rate in await read.tax_rates()},
+        {c.name: frozenset(c.options) for c in await read.tracking() if c.active},
+        await read.currencies(),
     )
     stored = {
         "accounts": found.accounts,
         "taxRates": {code: str(rate) for code, rate in found.tax_rates.items()},
         "tracking": {name: sorted(options) for name, options in found.tracking.items()},
+        "baseCurrency": found.currencies.base,
+        "currencies": sorted(found.currencies.enabled),
     }
     await redis.set(_key(connection_id), json.dumps(stored), ex=CHART_SECONDS)
     return found
@@ -89,6 +97,13 @@ def problems(
     """Every reference the chart does not allow, in record order."""
     found = []
     for index, record in enumerate(records):
+        if record.currency not in chart.currencies.enabled:
+            message = (
+                f"The ledger has not enabled {record.currency} (its base currency is"
+                f" {chart.currencies.base}): ask the accountant to enable {record.currency}."
+            )
+            where = f"{field}.{index}.currency"
+            found.append(Problem(index, where, SyncErrorCode.VALIDATION_ERROR, message))
         for path, line in _lines(record, f"{field}.{index}"):
             account_type = chart.accounts.get(line.account_id)
             if account_type is None:

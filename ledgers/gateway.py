@@ -25,6 +25,7 @@ from ledgers.limiter import Limiter
 from ledgers.protocol import (
     Account,
     Change,
+    Currencies,
     Entry,
     Ledger,
     LedgerFactory,
@@ -205,11 +206,16 @@ class Gateway:
     async def tracking_categories(self) -> list[TrackingCategory]:
         return await self._paced("tracking_categories", lambda ledger: ledger.tracking_categories())
 
+    async def currencies(self) -> Currencies:
+        return await self._paced("currencies", lambda ledger: ledger.currencies())
+
     async def chart(self) -> chart.Chart:
-        """The chart preflight checks against: from the cache, else three paced reads."""
+        """The chart preflight checks against: from the cache, else four paced reads."""
         redis, connection_id = self.services.redis, self.connection.id
         return await chart.cached(
-            redis, connection_id, self.accounts, self.tax_rates, self.tracking_categories
+            redis,
+            connection_id,
+            chart.Readers(self.accounts, self.tax_rates, self.tracking_categories, self.currencies),
         )
 
     async def create_account(self, account: Account) -> Account:

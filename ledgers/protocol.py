@@ -42,6 +42,14 @@ class TrackingCategory:
 
 
 @dataclass(frozen=True)
+class Currencies:
+    """The organisation's base currency, and every currency it has enabled (the base too)."""
+
+    base: str
+    enabled: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Limits:
     """What the ledger allows one connection: calls per minute, calls at once, documents per
     call, calls per day (None: no daily limit), and the size of one attachment."""
@@ -179,6 +187,8 @@ class Ledger(Protocol):
     async def tracking_categories(self) -> list[TrackingCategory]:
         """Its categories with their active options."""
         ...
+
+    async def currencies(self) -> Currencies: ...
 
     async def create_account(self, account: Account) -> Account: ...
 

@@ -34,6 +34,7 @@ from ledgers.link import refresh_grant
 from ledgers.protocol import (
     Account,
     Change,
+    Currencies,
     Entry,
     File,
     Limits,
@@ -510,6 +511,19 @@ class QuickBooksLedger:
             if a.get("AccountType") in ACCOUNT_TYPES
         ]
 
+    async def currencies(self) -> Currencies:
+        """The home currency (`Preferences`), and, with multicurrency on, the realm's active
+        `CompanyCurrency` codes."""
+        (preferences,) = await self._query("Preferences", "select * from Preferences")
+        money = preferences.get("CurrencyPrefs", {})
+        base = money.get("HomeCurrency", {}).get("value", "USD")
+        if not money.get("MultiCurrencyEnabled"):
+            return Currencies(base, frozenset({base}))
+        added = await self._query(
+            "CompanyCurrency", "select * from CompanyCurrency where Active = true"
+        )
+        return Currencies(base, frozenset({base, *(c["Code"] for c in added)}))
+
     async def tracking_categories(self) -> list[TrackingCategory]:
         """QuickBooks' two dimensions as categories: `Class` (a line's `ClassRef`) and
         `Department` (the document's `DepartmentRef`, "Location" in some regions)."""
@@ -619,13 +633,17 @@ def _answered(
 
 
 def _shows(document: dict[str, Any], change: Change) -> bool:  # Any: QuickBooks' JSON
-    """Whether the document holds the change's record, at a token past the one we sent."""
+    """Whether the document holds the change's record, at a token past the one we sent: its
+    lines add up to `TotalAmt`, less its tax unless the lines include it."""
     record = change.record
     day = record.date if isinstance(record, Expense) else record.issue_date
+    total = Decimal(str(document.get("TotalAmt", "NaN")))
+    if record.line_amount_types is not LineAmountTypes.INCLUSIVE:
+        total -= Decimal(str(document.get("TxnTaxDetail", {}).get("TotalTax", 0)))
     return (
         str(document.get("SyncToken")) != change.version
         and document.get("TxnDate") == day.isoformat()
-        and Decimal(str(document.get("TotalAmt", "NaN"))) == record.total
+        and total == record.total
     )
 
 

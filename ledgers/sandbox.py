@@ -19,10 +19,11 @@ from contextlib import asynccontextmanager
 
 from infra import keys
 from infra.services import Services
-from ledgers.books import CURRENCIES, STANDARD_TRACKING, Books, BooksChart
+from ledgers.books import BASE_CURRENCY, CURRENCIES, STANDARD_TRACKING, Books, BooksChart
 from ledgers.protocol import (
     Account,
     Change,
+    Currencies,
     Entry,
     File,
     Limits,
@@ -198,6 +199,9 @@ class SandboxLedger:
 
     async def tax_rates(self) -> list[TaxRate]:
         return await self.books.tax_rates()
+
+    async def currencies(self) -> Currencies:
+        return Currencies(BASE_CURRENCY, CURRENCIES)
 
     async def tracking_categories(self) -> list[TrackingCategory]:
         return [TrackingCategory(name, options) for name, options in STANDARD_TRACKING.items()]

@@ -29,6 +29,7 @@ from ledgers.link import refresh_grant
 from ledgers.protocol import (
     Account,
     Change,
+    Currencies,
     Entry,
     File,
     Limits,
@@ -272,6 +273,13 @@ class XeroLedger:
             for a in answer["Accounts"]
             if a.get("Type") in _TYPES and a.get("Code") and a.get("Status") == "ACTIVE"
         ]
+
+    async def currencies(self) -> Currencies:
+        """The organisation's `BaseCurrency` and the currencies it has added (`/Currencies`)."""
+        (organisation,) = (await self.http.call("GET", "/Organisation"))["Organisations"]
+        added = (await self.http.call("GET", "/Currencies"))["Currencies"]
+        base = organisation["BaseCurrency"]
+        return Currencies(base, frozenset({base, *(c["Code"] for c in added)}))
 
     async def tracking_categories(self) -> list[TrackingCategory]:
         answer = await self.http.call("GET", "/TrackingCategories")

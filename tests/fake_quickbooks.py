@@ -92,6 +92,13 @@ class FakeQuickBooks:
             "Customer": {},
             "Item": {},
             "Class": {"5": _row("5", Name="Retail"), "6": _row("6", Name="Wholesale")},
+            "Preferences": {
+                "1": _row(
+                    "1",
+                    CurrencyPrefs={"HomeCurrency": {"value": "USD"}, "MultiCurrencyEnabled": True},
+                )
+            },
+            "CompanyCurrency": {"3": _row("3", Code="CAD", Name="Canadian Dollar")},
             "Department": {
                 "1": _row("1", Name="Boston"),
                 "2": {**_row("2", Name="Old Town"), "Active": False},
@@ -345,6 +352,12 @@ class FakeQuickBooks:
         if document.get("GlobalTaxCalculation", "TaxExcluded") not in TAX_CALCULATIONS:
             detail = f"Invalid enumeration: GlobalTaxCalculation {document['GlobalTaxCalculation']}"
             return _fault(400, "2010", "Request has invalid or unsupported property", detail)
+        currency = document.get("CurrencyRef", {}).get("value")
+        home = self.tables["Preferences"]["1"]["CurrencyPrefs"]["HomeCurrency"]["value"]
+        added = {row["Code"] for row in self.tables["CompanyCurrency"].values() if row["Active"]}
+        if currency is not None and currency not in {home, *added}:
+            detail = f"Business Validation Error: The currency {currency} is not enabled."
+            return _fault(400, "6000", "A business validation error has occurred", detail)
         if entity == "Purchase":
             paying = self.tables["Account"].get(str(document.get("AccountRef", {}).get("value")))
             wanted = {"Cash": "Bank", "CreditCard": "Credit Card"}.get(

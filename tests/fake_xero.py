@@ -103,6 +103,8 @@ class FakeXero:
             },
         }
     )
+    base_currency: str = "USD"
+    currencies: list[str] = field(default_factory=lambda: ["USD", "EUR"])  # added to the org
     tracking: list[dict[str, Any]] = field(
         default_factory=lambda: [
             _category("Region", {"North": "ACTIVE", "South": "ACTIVE", "West": "ARCHIVED"}),
@@ -132,6 +134,8 @@ class FakeXero:
                 Route(API + "/Accounts", self.accounts_endpoint, methods=["GET", "PUT"]),
                 Route(API + "/TaxRates", self.tax_rates_endpoint, methods=["GET", "PUT"]),
                 Route(API + "/TrackingCategories", self.tracking_endpoint),
+                Route(API + "/Organisation", self.organisation_endpoint),
+                Route(API + "/Currencies", self.currencies_endpoint),
                 Route(
                     API + "/BankTransactions",
                     self.documents_endpoint,
@@ -225,6 +229,18 @@ class FakeXero:
         made = _account(wanted["Code"], wanted["Name"], wanted["Type"])
         self.accounts[made["Code"]] = made
         return JSONResponse({"Accounts": [made]})
+
+    async def organisation_endpoint(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        organisation = {"Name": "Demo Company", "BaseCurrency": self.base_currency}
+        return JSONResponse({"Organisations": [organisation]})
+
+    async def currencies_endpoint(self, request: Request) -> Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        listed = [{"Code": code, "Description": code} for code in self.currencies]
+        return JSONResponse({"Currencies": listed})
 
     async def tracking_endpoint(self, request: Request) -> Response:
         if (refused := await self._gate(request)) is not None:
@@ -406,6 +422,9 @@ class FakeXero:
             bank = self.accounts.get(document.get("BankAccount", {}).get("Code", ""))
             if bank is None or bank["Type"] != "BANK":
                 problems.append("The BankAccount field is mandatory and must be a bank account.")
+        currency = document.get("CurrencyCode", self.base_currency)
+        if currency not in {self.base_currency, *self.currencies}:
+            problems.append(f"The currency {currency} has not been added to this organisation.")
         if document.get("LineAmountTypes", "Exclusive") not in TAX_TREATMENTS:
             problems.append(f"LineAmountTypes '{document['LineAmountTypes']}' is not valid.")
         tracked = {

@@ -39,6 +39,10 @@ CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenan
 RECONNECT = "mutation($c: ID!) { reconnect(companyId: $c) { status authorizationUrl } }"
 ACCOUNTS = "query($c: ID!) { accounts(companyId: $c) { code name type } }"
 TRACKING = "query($c: ID!) { trackingCategories(companyId: $c) { name options active } }"
+CURRENCIES = "query($c: ID!) { connection(companyId: $c) { baseCurrency currencies } }"
+PREFLIGHT_CREATE = """mutation($companyId: ID!, $expenses: [ExpenseInput!]!, $preflight: Boolean) {
+  createExpenses(companyId: $companyId, expenses: $expenses, preflight: $preflight) { syncBatchId }
+}"""
 TOTALS = """query($b: ID!) { syncItems(batchId: $b) { edges { node { record {
   ... on Expense { totals { subTotal totalTax total } } } } } } }"""
 ATTACHMENTS = """query($id: ID!) { syncBatch(id: $id) { status
@@ -538,6 +542,12 @@ async def test_rich_records_take_each_ledgers_own_shape(ledger: Ledger, run_jobs
         ]
     )
     categories = data(await ledger.api.gql(TRACKING, {"c": ledger.cid}))["trackingCategories"]
+    money = data(await ledger.api.gql(CURRENCIES, {"c": ledger.cid}))["connection"]
+    assert money == {"baseCurrency": "USD", "currencies": ["EUR" if xero else "CAD", "USD"]}
+    foreign = {**_split(ledger, tracking, "090"), "currency": "GBP"}
+    variables = {"companyId": ledger.cid, "expenses": [foreign], "preflight": True}
+    refused = error(await ledger.api.gql(PREFLIGHT_CREATE, variables))
+    assert refused["extensions"]["field"] == "expenses.0.currency", refused
     batch = await _sync(ledger, run_jobs, _split(ledger, tracking, "800" if xero else "41"))
     assert _codes(batch) == ["SUCCESS"], batch
     (document,) = ledger.fake.documents.values()

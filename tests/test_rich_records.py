@@ -252,3 +252,15 @@ async def test_a_payment_account_that_cannot_pay_and_a_currency_not_enabled_are_
     (item,) = [edge["node"] for edge in batch["items"]["edges"]]
     assert item["error"]["code"] == "VALIDATION_ERROR"
     assert "ask the accountant to enable NZD" in item["error"]["message"]
+
+
+async def test_the_ledgers_currencies_are_read_and_preflight_refuses_one_not_enabled(
+    api: Api, company: NewCompany
+) -> None:
+    query = "query($c: ID!) { connection(companyId: $c) { baseCurrency currencies } }"
+    shown = data(await api.gql(query, {"c": company.company.id}))["connection"]
+    assert shown == {"baseCurrency": "USD", "currencies": ["EUR", "GBP", "USD"]}
+
+    refused = error(await _create(api, company, _hotel(currency="NZD"), preflight=True))
+    assert refused["extensions"]["field"] == "expenses.0.currency", refused
+    assert "ask the accountant to enable NZD" in refused["message"]
