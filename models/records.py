@@ -53,14 +53,10 @@ UnitAmount = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4, all
 Rate = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=10, allow_inf_nan=False)]
 
 
-def places_of(currency: str) -> Decimal:
-    """The currency's smallest unit as a quantum: 0.01 for USD, 1 for JPY, 0.001 for KWD."""
-    return Decimal(1).scaleb(-get_currency_precision(currency))
-
-
 def rounded(amount: Decimal, currency: str) -> Decimal:
-    """The amount in the currency's precision, half away from zero, as ledgers round."""
-    return amount.quantize(places_of(currency), ROUND_HALF_UP)
+    """The amount in the currency's precision (babel's table: JPY 0, USD 2, KWD 3 decimals),
+    half away from zero, as ledgers round."""
+    return amount.quantize(Decimal(1).scaleb(-get_currency_precision(currency)), ROUND_HALF_UP)
 
 
 class _Record(BaseModel):
@@ -148,7 +144,8 @@ class Line(BaseModel):
     tracking: Annotated[list[Tracking], Field(max_length=MAX_TRACKING)] = []
 
     @model_validator(mode="after")
-    def _one_option_per_category(self) -> Self:
+    def _consistent(self) -> Self:
+        """Quantity with unit amount, and one option per category."""
         if (self.quantity is None) != (self.unit_amount is None):
             missing = "unitAmount" if self.unit_amount is None else "quantity"
             raise ValueError(f"{missing}: quantity and unitAmount go together")

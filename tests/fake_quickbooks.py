@@ -21,9 +21,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from babel.numbers import get_currency_precision
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -292,21 +293,32 @@ class FakeQuickBooks:
             held["PrivateNote"] = "Voided"
         else:
             held.update({k: v for k, v in document.items() if k != "sparse"})
-        held["TotalAmt"] = _total(held)
+        held.update(reckoned(held, self.percents()))
         held["SyncToken"] = str(int(held["SyncToken"]) + 1)
         return {k: v for k, v in held.items() if k != "type"}
+
+    def percents(self) -> dict[str, Decimal]:
+        """Each tax code's rate: its first component's, as the codes group rates."""
+        rates = {rid: Decimal(str(row["RateValue"])) for rid, row in self.tables["TaxRate"].items()}
+        found = {}
+        for code_id, code in self.tables["TaxCode"].items():
+            for kind in ("PurchaseTaxRateList", "SalesTaxRateList"):
+                details = code.get(kind, {}).get("TaxRateDetail", [])
+                if details and code_id not in found:
+                    found[code_id] = rates.get(str(details[0]["TaxRateRef"]["value"]), Decimal(0))
+        return found
 
     def edit(self, document_id: str, **fields: Any) -> None:  # Any: QuickBooks' JSON values
         """Change a document as an accountant would, in QuickBooks itself."""
         held = self.documents[document_id]
         held.update(fields, editor="Accountant")
-        held["TotalAmt"] = _total(held)
+        held.update(reckoned(held, self.percents()))
         held["SyncToken"] = str(int(held["SyncToken"]) + 1)
 
     def _store(self, entity: str, document: dict[str, Any]) -> dict[str, Any]:
         stored = {**document, "Id": self._new_id(), "SyncToken": "0"}
         if "Line" in document:
-            stored["TotalAmt"] = _total(document)
+            stored.update(reckoned(document, self.percents()))
         if entity in self.tables:
             self.tables[entity][stored["Id"]] = {"Active": True, **stored}
         else:
@@ -424,8 +436,25 @@ def _fault(
     return JSONResponse({"Fault": fault, "time": _now()}, status)
 
 
-def _total(document: dict[str, Any]) -> float:  # Any: QuickBooks' JSON
-    return float(sum(Decimal(str(line.get("Amount", 0))) for line in document.get("Line", [])))
+def reckoned(document: dict[str, Any], percents: dict[str, Decimal]) -> dict[str, Any]:
+    """What QuickBooks computes of a document (Any: its JSON): each line's tax at its tax
+    code's rate, rounded to the currency's precision, then summed into `TxnTaxDetail`; the
+    `TotalAmt` with tax, as `GlobalTaxCalculation` reads the lines' amounts."""
+    reading = document.get("GlobalTaxCalculation", "TaxExcluded")
+    currency = document.get("CurrencyRef", {}).get("value", "USD")
+    unit = Decimal(1).scaleb(-get_currency_precision(currency))
+    given = tax = Decimal(0)
+    for line in document.get("Line", []):
+        amount = Decimal(str(line.get("Amount", 0)))
+        detail = line.get(line.get("DetailType", ""), {})
+        rate = percents.get(str(detail.get("TaxCodeRef", {}).get("value")), Decimal(0))
+        given += amount
+        if reading == "TaxInclusive":
+            tax += (amount * rate / (100 + rate)).quantize(unit, ROUND_HALF_UP)
+        elif reading == "TaxExcluded":
+            tax += (amount * rate / 100).quantize(unit, ROUND_HALF_UP)
+    total = given if reading == "TaxInclusive" else given + tax
+    return {"TotalAmt": float(total), "TxnTaxDetail": {"TotalTax": float(tax)}}
 
 
 def _unquoted(text: str) -> str:

@@ -259,7 +259,7 @@ async def test_a_worker_killed_mid_batch_of_updates_applies_each_update_once(
     env = _env(settings, services, JOB_SLICE_SECONDS="1")
     company_id, key = await _crash_company(tmp_path, env)
     port = free_port()
-    count = 300
+    count = 150  # chunks of 25: killed once a third have settled, mid-chunk
     with running("serve", "--port", str(port), cwd=tmp_path, env=env):
         created = await _create(port, key, company_id, count)
         with running("worker", cwd=tmp_path, env=env):

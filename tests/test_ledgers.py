@@ -585,6 +585,7 @@ async def test_rich_records_take_each_ledgers_own_shape(ledger: Ledger, run_jobs
         )
         assert (document["PaymentType"], document["AccountRef"]) == ("CreditCard", {"value": "41"})
         assert document["DepartmentRef"] == {"value": "1"}
+        assert (document["TotalAmt"], document["TxnTaxDetail"]) == (125.5, {"TotalTax": 19.17})
         first, second = (line["AccountBasedExpenseLineDetail"] for line in document["Line"])
         assert first["ClassRef"] == {"value": "5"} and "ClassRef" not in second
 

@@ -1,7 +1,8 @@
-"""Our totals against a ledger's own reckoning: the Xero fake computes a document's
-`SubTotal`, `TotalTax` and `Total` its own way, from the lines as the Xero adapter sends them.
-For every reading of the amounts (tax excluded, included, none), every currency precision
-(JPY 0, USD 2, KWD 3) and awkward rates, the two agree to the currency's smallest unit."""
+"""Our totals against the ledgers' own reckoning: the Xero fake computes a document's
+`SubTotal`, `TotalTax` and `Total`, and the QuickBooks fake its `TotalAmt` and
+`TxnTaxDetail`, each its own way, from lines shaped as each adapter sends them. For every
+reading of the amounts (tax excluded, included, none), every currency precision (JPY 0,
+USD 2, KWD 3) and awkward rates, they agree to the currency's smallest unit."""
 
 from datetime import date
 from decimal import Decimal
@@ -13,10 +14,16 @@ from hypothesis import strategies as st
 from models import money
 from models.enums import LineAmountTypes
 from models.records import Bill, Line
+from tests.fake_quickbooks import reckoned as quickbooks_reckoning
 from tests.fake_xero import totals as xeros_totals
 
 RATES = {"HIGH": Decimal("20"), "GST": Decimal("15"), "HALF": Decimal("12.5")}
 RATES |= {"NYC": Decimal("8.875"), "NONE": Decimal("0")}
+QUICKBOOKS_READINGS = {
+    LineAmountTypes.EXCLUSIVE: "TaxExcluded",
+    LineAmountTypes.INCLUSIVE: "TaxInclusive",
+    LineAmountTypes.NO_TAX: "NotApplicable",
+}
 READINGS = {
     LineAmountTypes.EXCLUSIVE: "Exclusive",
     LineAmountTypes.INCLUSIVE: "Inclusive",
@@ -76,3 +83,25 @@ def test_our_totals_are_the_ledgers_to_the_smallest_unit(bill: Bill) -> None:
         assert ours.total == bill.total  # the lines already hold their tax
     else:
         assert ours.sub_total == bill.total
+
+
+@given(bill=bills())
+def test_our_totals_are_quickbooks_to_the_smallest_unit(bill: Bill) -> None:
+    ours = money.totals(bill, RATES)
+    document = {
+        "CurrencyRef": {"value": bill.currency},
+        "GlobalTaxCalculation": QUICKBOOKS_READINGS[bill.line_amount_types],
+        "Line": [
+            {
+                "Amount": str(line.amount),
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"TaxCodeRef": {"value": line.tax_rate_id}},
+            }
+            for line in bill.lines
+        ],
+    }
+    theirs = quickbooks_reckoning(document, RATES)
+    unit = Decimal(1).scaleb(-get_currency_precision(bill.currency))
+    total = Decimal(str(theirs["TotalAmt"])).quantize(unit)
+    tax = Decimal(str(theirs["TxnTaxDetail"]["TotalTax"])).quantize(unit)
+    assert (ours.total, ours.tax, ours.sub_total) == (total, tax, total - tax)
