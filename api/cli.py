@@ -16,7 +16,7 @@ from api.logs import configure_logging
 from api.runtime import run_worker, serve_runtime
 from api.schema import sdl
 from api.serving import server_options
-from infra import tracing
+from infra import data_dir, tracing
 from infra.db import connect
 from infra.services import redis_client
 from infra.settings import Settings
@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings)
+    if not args.stateless and data_dir.needed(settings):
+        data_dir.prepare(settings)
     handler: Callable[[argparse.Namespace, Settings], None] = args.handler
     try:
         handler(args, settings)
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync2books", description=__doc__)
+    parser.set_defaults(stateless=False)  # True: a command that writes nothing to DATA_DIR
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the API (embedded default without REDIS_URL)")
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser(
         "generate-secret-key", help="print a new key for SECRET_KEY (seals ledger tokens)"
     )
-    keygen.set_defaults(handler=lambda _, s: print(Fernet.generate_key().decode()))
+    keygen.set_defaults(handler=lambda _, s: print(Fernet.generate_key().decode()), stateless=True)
     reseal = commands.add_parser(
         "reseal-tokens",
         help="seal every ledger token with SECRET_KEY's first key, so older keys can be dropped",
@@ -80,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.set_defaults(handler=lambda _, s: _run(_reseal_tokens(s)))
 
     schema = commands.add_parser("export-schema", help="print the GraphQL SDL")
-    schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()))
+    schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()), stateless=True)
 
     sandbox_cmd = commands.add_parser("sandbox", help="inspect the sandbox ledger")
     sandbox_commands = sandbox_cmd.add_subparsers(required=True, metavar="COMMAND")

@@ -33,7 +33,7 @@ async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url is not None:
         yield settings.redis_url
         return
-    server = EmbeddedRedis(settings.embedded_redis_path)
+    server = EmbeddedRedis(settings.embedded_redis_dir)
     url = await asyncio.to_thread(server.start)
     log.info("embedded redis-server on %s", url)
     try:

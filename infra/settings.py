@@ -3,10 +3,15 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///sync2books.db"
+DATA_DIR = Path(".sync2books")  # the embedded default's one directory, in the working directory
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The embedded default's SQLite file, in its data directory."""
+    return f"sqlite+aiosqlite:///{data_dir / 'sync2books.db'}"
 
 
 class Settings(BaseSettings):
@@ -14,9 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
-    database_url: str = EMBEDDED_DATABASE_URL
+    database_url: str = ""  # unset: the SQLite file DATA_DIR/sync2books.db
     redis_url: str | None = None
-    data_dir: Path = Path(".")
+    data_dir: Path = DATA_DIR  # everything the embedded default writes: see infra.data_dir
     secret_key: SecretStr | None = None  # Fernet keys sealing ledger tokens; see infra.vault
     graphiql: bool = True
     introspection: bool = True  # production may turn it off, with GraphiQL
@@ -87,6 +92,12 @@ class Settings(BaseSettings):
     otel_exporter_otlp_traces_endpoint: str | None = None
     otel_service_name: str | None = None
 
+    @model_validator(mode="after")
+    def _embedded_database(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = default_database_url(self.data_dir)
+        return self
+
     @property
     def async_database_url(self) -> str:
         """The URL with an async driver, so plain `postgresql://` URLs work as given."""
@@ -104,6 +115,6 @@ class Settings(BaseSettings):
         return self.async_database_url.startswith("sqlite")
 
     @property
-    def embedded_redis_path(self) -> Path:
-        """Where the self-started Redis keeps its data and socket when `REDIS_URL` is unset."""
-        return self.data_dir / ".sync2books-redis" / "redis.db"
+    def embedded_redis_dir(self) -> Path:
+        """Where the self-started Redis keeps its data, log and socket when `REDIS_URL` is unset."""
+        return self.data_dir / "redis"

@@ -4,7 +4,7 @@
 The key comes from `SECRET_KEY`: one or more Fernet keys, comma-separated, the first sealing
 and all of them opening, so a key is rotated by putting a new one first, running
 `sync2books reseal-tokens`, then dropping the old one. The embedded default, whose database is a
-local SQLite file, keeps its own key in a file beside it (created once, readable by its owner
+local SQLite file, keeps its own key in its data directory (created once, readable by its owner
 only); a shared database needs the key from configuration, the same in every process.
 """
 
@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from infra.settings import Settings
 
-KEY_FILE = ".sync2books-secret.key"
+KEY_FILE = "secret.key"  # in DATA_DIR (infra.data_dir)
 UNOPENABLE = "a ledger token was sealed with a key that is not in SECRET_KEY (or was altered)"
 
 

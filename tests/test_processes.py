@@ -103,9 +103,11 @@ async def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
         log = (tmp_path / "serve.log").read_text()
         assert exit_code in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
-    assert (tmp_path / "sync2books.db").exists()
-    assert (tmp_path / ".sync2books-redis" / "redis.db").exists()  # its redis saved…
-    assert not _processes_naming(str(tmp_path / ".sync2books-redis"))  # …and stopped
+    data = tmp_path / ".sync2books"  # everything it wrote, and nothing beside it
+    assert sorted(os.listdir(tmp_path)) == [".sync2books", "serve.log"]
+    assert (data / "sync2books.db").exists() and (data / ".gitignore").read_text().endswith("*\n")
+    assert (data / "redis" / "redis.db").exists()  # its redis saved…
+    assert not _processes_naming(str(data / "redis"))  # …and stopped
     records = cli("sandbox", "records", "--company-id", company["companyId"], cwd=tmp_path, env=env)
     (posted,) = [json.loads(line) for line in records.splitlines()]
     assert posted["reference"] == "p-1" and posted["amount"] == "12.50"
@@ -141,7 +143,7 @@ async def test_production_runs_api_and_worker_as_separate_processes(
             batch = await _sync_one_batch(client, company["companyId"])
             scraped = (await client.get("/metrics")).text
     assert (batch["successCount"], batch["failedCount"]) == (1, 1)
-    assert not (tmp_path / ".sync2books-redis").exists()  # production starts no redis of its own
+    assert not (tmp_path / ".sync2books" / "redis").exists()  # production starts no redis
 
     figures = metric_figures(scraped)
     assert figures['sync2books_items_total{record_type="EXPENSE",status="PENDING"}'] == 2  # API
