@@ -25,20 +25,23 @@ def _strings_only(parse: Callable[[str], T], kind: str) -> Callable[[object], T]
     return parse_value
 
 
+# graphql-core puts what a scalar says in quotes and the value given after it: no value here
+
+
 def _date(value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"'{value}' is not a date: use YYYY-MM-DD") from None
+        raise ValueError("not a date: use YYYY-MM-DD") from None
 
 
 def _datetime(value: str) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"'{value}' is not an ISO 8601 date-time") from None
+        raise ValueError("not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"'{value}' needs a UTC offset, e.g. 2026-01-31T00:00:00Z")
+        raise ValueError("a date-time needs a UTC offset, e.g. 2026-01-31T00:00:00Z")
     return parsed
 
 
@@ -48,9 +51,9 @@ def _decimal(value: object) -> decimal.Decimal:
     try:
         number = decimal.Decimal(str(value))
     except decimal.InvalidOperation:
-        raise ValueError(f"'{value}' is not a decimal number") from None
+        raise ValueError("not a decimal number") from None
     if not number.is_finite():
-        raise ValueError(f"'{value}' is not a finite decimal number")
+        raise ValueError("not a finite decimal number")
     return number
 
 

@@ -66,7 +66,7 @@ async def checked(uploads: Mapping[str, Upload], *, max_bytes: int) -> dict[str,
     of_file = dict(zip(files, scans, strict=True))
     found = {field: of_file[id(upload.file)] for field, upload in uploads.items()}
     for field, scanned in found.items():
-        _check(scanned, field=field, max_bytes=max_bytes)
+        _check(scanned, name=_file_name(uploads[field].file_name), field=field, max_bytes=max_bytes)
     return found
 
 
@@ -107,16 +107,19 @@ async def add_files(
     return bool(rows)
 
 
-def _check(scanned: Scanned, *, field: str, max_bytes: int) -> None:
+def _check(scanned: Scanned, *, name: str, field: str, max_bytes: int) -> None:
+    """Refused with its file name in the message, and the field it came in as `field`."""
     if scanned.content_type not in ACCEPTED_TYPES:
         raise InvalidInput(
-            "The file is not a PDF, PNG, JPEG, HEIC, WebP or TIFF (read from its content).",
+            f"{name} ({field}) is not a PDF, PNG, JPEG, HEIC, WebP or TIFF (read from its"
+            " content).",
             field=field,
             syncCode=SyncErrorCode.UNSUPPORTED_FILE_TYPE.value,
         )
     if scanned.size > max_bytes:
         raise InvalidInput(
-            f"The file is {scanned.size} bytes; this item's ledger takes at most {max_bytes}.",
+            f"{name} ({field}) is {scanned.size} bytes; this item's ledger takes at most"
+            f" {max_bytes}.",
             field=field,
             syncCode=SyncErrorCode.ATTACHMENT_TOO_LARGE.value,
         )

@@ -34,6 +34,9 @@ from models.errors import InvalidInput
 CURRENCIES = frozenset(list_currencies())
 _PATH = re.compile(r"[a-z][A-Za-z]*(\.\w+)*")  # a field's path in a model check's message
 MAX_LINES = 100
+MISSING = {  # what a missing field's message says where "Field required" is not enough
+    ("Expense", "vendorName"): "Field required: who was paid (vendorName, or its alias merchant)",
+}
 MAX_TRACKING = 2  # categories per line, as Xero allows
 
 
@@ -96,7 +99,9 @@ class _Record(BaseModel):
     def _check_currency(self, amounts: Sequence[tuple[str, Decimal]]) -> None:
         """ISO 4217 code, and no more decimal places than the currency has (babel's table)."""
         if self.currency not in CURRENCIES:
-            raise ValueError(f"currency: '{self.currency}' is not an ISO 4217 currency code")
+            upper = self.currency.upper()
+            hint = f": use upper case ({upper})" if upper in CURRENCIES else ", e.g. USD"
+            raise ValueError(f"currency: '{self.currency}' is not an ISO 4217 currency code{hint}")
         places = get_currency_precision(self.currency)
         for path, amount in amounts:
             exponent = amount.normalize().as_tuple().exponent
@@ -285,6 +290,8 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidInput:
     first = exc.errors()[0]
     loc = [to_camel(str(part)) if isinstance(part, str) else str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = MISSING.get((exc.title, ".".join(loc)), message)
     where, _, rest = message.partition(": ")
     if rest and _PATH.fullmatch(where):  # model-level checks name their field themselves
         loc, message = [*loc, where], rest

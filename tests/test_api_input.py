@@ -75,6 +75,32 @@ async def test_merchant_is_accepted_for_vendor_name(api: Api, company: NewCompan
     assert created["createExpenses"]["expenses"][0]["vendorName"] == "Corner Shop"
 
 
+async def test_messages_say_what_to_send(api: Api, company: NewCompany) -> None:
+    """The field's rule in words, the alias a user may have meant, the value quoted once."""
+    cases = {
+        "vendorName": ({"vendorName": None}, "who was paid (vendorName, or its alias merchant)"),
+        "currency": (
+            {"currency": "usd"},
+            "'usd' is not an ISO 4217 currency code: use upper case (USD)",
+        ),
+        "date": (
+            {"date": "2026-13-40"},
+            "encountered error 'not a date: use YYYY-MM-DD'; found: '2026-13-40'",
+        ),
+    }
+    for name, (change, words) in cases.items():
+        variables = {"companyId": company.company.id, "expenses": [expense(**change)]}
+        failure = error(await api.gql(CREATE_EXPENSES, variables))
+        assert words in failure["message"] and "''" not in failure["message"], (name, failure)
+    literal = error(
+        await api.gql(_create_literal(company, 'amount: "1", currency: "USD", date: "2026-13-40"'))
+    )
+    assert (
+        "encountered error 'not a date: use YYYY-MM-DD'; found: \"2026-13-40\""
+        in literal["message"]
+    )
+
+
 async def test_bad_literals_in_the_document_name_their_field(api: Api, company: NewCompany) -> None:
     cases = {
         'amount: "abc"': "expenses.0.amount",

@@ -149,6 +149,7 @@ async def test_a_refused_file_attaches_nothing(api: Api, company: NewCompany) ->
         "field": "files.1",
         "syncCode": "UNSUPPORTED_FILE_TYPE",
     }
+    assert error["message"].startswith("receipt.pdf (files.1) is not a PDF, PNG,")  # by its name
     over = PDF + b"0" * (10 * 1024 * 1024)  # over the sandbox's limit, as Xero's: 10 MiB
     too_large = await upload(api, item_id, [("receipt.pdf", over, "application/pdf")])
     (error,) = too_large["errors"]
@@ -156,6 +157,7 @@ async def test_a_refused_file_attaches_nothing(api: Api, company: NewCompany) ->
         "files.0",
         "ATTACHMENT_TOO_LARGE",
     )
+    assert error["message"].startswith(f"receipt.pdf (files.0) is {len(over)} bytes;")
     assert (await _attachments(api, batch_id))[1] == []
 
 
