@@ -77,7 +77,7 @@ async def test_merchant_is_accepted_for_vendor_name(api: Api, company: NewCompan
 
 async def test_messages_say_what_to_send(api: Api, company: NewCompany) -> None:
     """The field's rule in words, the alias a user may have meant, the value quoted once."""
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "vendorName": ({"vendorName": None}, "who was paid (vendorName, or its alias merchant)"),
         "currency": (
             {"currency": "usd"},
