@@ -249,6 +249,11 @@ async def monitor(_: Request) -> Response:
     )
 
 
+async def favicon(_: Request) -> Response:
+    """For browsers that ask /favicon.ico of a page that names no icon (our pages name it)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 async def link_callback(request: Request) -> Response:
     """Where a ledger sends its user back after the Link flow: connect the company, or say
     plainly why not. No API key here: the single-use `state` names the company."""
@@ -372,6 +377,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/monitor", monitor),
+            Route("/favicon.ico", favicon),
             Route(DOWNLOAD_ROUTE, download),
             Route(LINK_CALLBACK, link_callback),
             Route("/metrics", metrics),

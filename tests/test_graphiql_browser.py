@@ -60,3 +60,47 @@ async def test_graphiql_runs_a_subscription_and_shows_events_arriving(
     assert last["data"]["syncBatchEvents"]["toStatus"] == "COMPLETED"
     assert last["data"]["syncBatchEvents"]["itemId"] is None
     assert failed_requests == []  # every asset came from the service itself
+
+
+async def test_graphiql_opens_ready_and_sends_nothing_until_it_has_a_key(
+    company: NewCompany, live_server: str, chromium: str
+) -> None:
+    """The first tab says where the key goes and holds a named example; no request goes out
+    (no red UNAUTHENTICATED) until the key is given in the bar; then the schema's docs load
+    and the example runs. The key stays in the tab's session storage."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = await browser.new_page()
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/graphql") else None)
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("requestfailed", lambda request: problems.append(request.url))
+        await page.goto(f"http://{live_server}/graphql", wait_until="networkidle")
+        tab: str = await page.eval_on_selector(
+            ".graphiql-query-editor .CodeMirror", "element => element.CodeMirror.getValue()"
+        )
+        assert (
+            "API key bar above" in tab and "Nothing is sent" in tab and "query MyCompany {" in tab
+        )
+        await page.click(".graphiql-execute-button")
+        await page.wait_for_function(
+            "() => document.querySelector('.graphiql-response').innerText.includes('No API key')"
+        )
+        assert sent == [f"http://{live_server}/graphql"]  # the page itself, and nothing else
+
+        await page.fill("#api-key", company.api_key)
+        await page.click("#use-key")
+        await page.click("button[aria-label='Show Documentation Explorer']")
+        await page.get_by_text("Root Types").wait_for()  # the docs loaded
+        await page.click(".graphiql-execute-button")
+        await page.wait_for_function(
+            "name => document.querySelector('.graphiql-response').innerText.includes(name)",
+            arg=company.company.name,
+        )
+        kept = await page.evaluate("() => sessionStorage.getItem('sync2books.graphiql.key')")
+        assert kept == company.api_key
+        await page.reload(wait_until="networkidle")  # the tab keeps its key: the docs load again
+        await page.wait_for_function("() => document.querySelector('#forget-key').hidden === false")
+        await browser.close()
+    assert problems == []
