@@ -249,6 +249,11 @@ async def monitor(_: Request) -> Response:
     )
 
 
+async def home(_: Request) -> Response:
+    """Where a browser lands first: what is served here, linked."""
+    return FileResponse(STATIC / "index.html", headers={"content-security-policy": MONITOR_POLICY})
+
+
 async def favicon(_: Request) -> Response:
     """For browsers that ask /favicon.ico of a page that names no icon (our pages name it)."""
     return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
@@ -378,6 +383,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/monitor", monitor),
             Route("/favicon.ico", favicon),
+            Route("/", home),
             Route(DOWNLOAD_ROUTE, download),
             Route(LINK_CALLBACK, link_callback),
             Route("/metrics", metrics),

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     company = commands.add_parser("create-company", help="create a company, print its API key")
     company.add_argument("--name", required=True)
     company.add_argument("--provider", choices=[p.value for p in Provider], default="sandbox")
+    company.add_argument(
+        "--shell",
+        action="store_true",
+        help="print export lines of SYNC2BOOKS_COMPANY_ID and SYNC2BOOKS_API_KEY, for eval",
+    )
     company.set_defaults(handler=lambda a, s: _run(_create_company(a, s)))
 
     rotate = commands.add_parser("rotate-key", help="give a company a new API key, print it")
@@ -175,15 +181,12 @@ async def _create_company(args: argparse.Namespace, settings: Settings) -> None:
         created = await create_company(db, vault, name=args.name, provider=Provider(args.provider))
     finally:
         await db.dispose()
-    print(
-        json.dumps(
-            {
-                "companyId": created.company.id,
-                "name": created.company.name,
-                "apiKey": created.api_key,
-            }
-        )
-    )
+    if args.shell:  # for `eval "$(sync2books create-company … --shell)"`
+        print(f"export SYNC2BOOKS_COMPANY_ID={shlex.quote(created.company.id)}")
+        print(f"export SYNC2BOOKS_API_KEY={shlex.quote(created.api_key)}")
+        return
+    shown = {"companyId": created.company.id, "name": created.company.name}
+    print(json.dumps(shown | {"apiKey": created.api_key}))
 
 
 async def _sandbox_records(args: argparse.Namespace, settings: Settings) -> None:

@@ -16,7 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 BIN = Path(sys.executable).parent / "sync2books"
-CONFIG = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")  # unset: the embedded default
+CONFIG = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DATA_DIR")  # unset: the embedded default
 SECRET_KEY = Fernet.generate_key().decode()  # this test session's; the fixtures' settings too
 
 
