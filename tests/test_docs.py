@@ -15,6 +15,7 @@ import httpx
 from graphql import OperationDefinitionNode, parse, validate
 
 from api.schema import schema
+from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from tests.processes import (
     BIN,
     cli,
@@ -27,6 +28,8 @@ from tests.processes import (
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
+API = (ROOT / "docs" / "api.md").read_text()
+SOURCES = [*(ROOT / "api").glob("*.py"), ROOT / "models" / "errors.py"]
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
@@ -154,3 +157,44 @@ async def test_the_first_sync_runs_as_written(tmp_path: Path) -> None:
     )
     assert lines[2] == "COMPLETED 2 synced, 0 failed"
     print(f"serve to the first completed sync, following the README: {first_sync:.1f} s")
+
+
+# A root field's signature: with its arguments typed (or elided, …), and its type; or, for a
+# field without arguments, its type where a list item starts
+SIGNATURE = r"`(\w+)(\((?:[^)]*:[^)]*|…)\)(?:: [\w!\[\]]+)?)`|^- `(\w+)(: [\w!\[\]]+)`"
+
+
+def test_the_api_reference_documents_every_root_field_as_the_schema_has_it() -> None:
+    """Every root field under its operation type, with the schema's arguments and type (a
+    signature may end its arguments with …, as for the create mutations' siblings)."""
+    graphql_schema = schema._schema
+    for kind, root in (
+        ("Query", graphql_schema.query_type),
+        ("Mutation", graphql_schema.mutation_type),
+        ("Subscription", graphql_schema.subscription_type),
+    ):
+        assert root is not None
+        found = re.findall(SIGNATURE, section(API, f"## {kind}"), re.S | re.M)
+        signatures = {a or c: b or d for a, b, c, d in found}
+        assert set(signatures) == set(root.fields), kind
+        for name, signature in signatures.items():
+            field = root.fields[name]
+            arguments = re.findall(r"(\w+): ([\w!\[\]]+)", signature.split("): ")[0])
+            given = {arg: str(field.args[arg].type) for arg, _ in arguments if arg in field.args}
+            assert dict(arguments) == given, (name, arguments)  # no stale or mistyped argument
+            if "…" not in signature and signature.startswith("("):
+                assert set(given) == set(field.args), name
+            if "): " in signature or signature.startswith(": "):
+                assert signature.rsplit(": ", 1)[1] == str(field.type), name
+
+
+def test_the_api_reference_lists_every_error_code_with_the_hint_the_service_gives() -> None:
+    errors = section(API, "## Errors")
+    for code in SyncErrorCode:
+        retryable = "yes" if code in RETRYABLE else "no"
+        assert f"| `{code}` | {retryable} | {HINTS[code]} |" in errors, code
+    quoted = {c for path in SOURCES for c in re.findall(r'"([A-Z][A-Z_]{3,})"', path.read_text())}
+    raised = quoted - {"POST", "COMMAND"} - set(SyncErrorCode)  # every string that reads as a code
+    assert raised >= {"UNAUTHENTICATED", "BAD_REQUEST", "RATE_LIMITED"}  # the scan finds them
+    missing = {code for code in raised if f"| `{code}` |" not in errors}
+    assert not missing
