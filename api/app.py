@@ -31,6 +31,12 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
 from strawberry.types import ExecutionResult
 
 from api.auth import authenticate
@@ -58,6 +64,12 @@ log = logging.getLogger(__name__)
 
 _COMPANY = "sync2books.company"
 STATIC = Path(__file__).parent / "static"
+SUBSCRIPTION_PROTOCOLS = (  # WebSocket's two, and over plain HTTP graphql-sse's and Apollo's
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    GRAPHQL_SSE_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -357,6 +369,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
         keep_alive=True,  # "ka" on graphql-ws; `Pings` pings graphql-transport-ws at that pace
         keep_alive_interval=settings.ws_keep_alive_seconds,
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
+        subscription_protocols=SUBSCRIPTION_PROTOCOLS,
     )
 
     @asynccontextmanager
