@@ -28,6 +28,7 @@ from tests.processes import cli, env_without_config, free_port, ready_client, ru
 pytestmark = pytest.mark.slow
 
 KILLS = 3
+ITEMS = 600  # a SIGKILL after each quarter of them
 RECOVERY_SECONDS = 15  # the longest a killed worker's batch may stand still
 TERMINATE_OTHERS = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -116,12 +117,12 @@ def _env(settings: Settings, services: Services, **overrides: str) -> dict[str, 
 async def test_a_worker_killed_mid_batch_again_and_again_resumes_in_seconds_exactly_once(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = _env(settings, services, JOB_SLICE_SECONDS="1")
+    env = _env(settings, services, JOB_SLICE_SECONDS="1", LEASE_SECONDS="4")  # CI's minutes
     company_id, key = await _crash_company(tmp_path, env)
     port = free_port()
     recoveries = []
     with running("serve", "--port", str(port), cwd=tmp_path, env=env):
-        batch_id = await _create(port, key, company_id, 1000)
+        batch_id = await _create(port, key, company_id, ITEMS)
         done_at_kill, killed_at = 0, 0.0
         for kill in range(1, KILLS + 2):
             with running("worker", cwd=tmp_path, env=env) as worker:  # restarted at once
@@ -129,15 +130,15 @@ async def test_a_worker_killed_mid_batch_again_and_again_resumes_in_seconds_exac
                     moved = await _until(services, company_id, batch_id, done_at_kill + 1, 60)
                     recoveries.append(moved - killed_at)
                 if kill > KILLS:
-                    await _until(services, company_id, batch_id, 1000, 120, "COMPLETED")
+                    await _until(services, company_id, batch_id, ITEMS, 120, "COMPLETED")
                     break
-                await _until(services, company_id, batch_id, 200 * kill, 60)
+                await _until(services, company_id, batch_id, ITEMS // 4 * kill, 60)
                 worker.kill()  # SIGKILL: mid-chunk, its items left PROCESSING
                 worker.wait()
                 killed_at = time.monotonic()
                 batch = await _progress(services, company_id, batch_id)
                 done_at_kill = batch.success_count + batch.failed_count
-    figures = await _exactly_once(services, company_id, batch_id, 1000)
+    figures = await _exactly_once(services, company_id, batch_id, ITEMS)
     recovery = ", ".join(f"{seconds:.1f}" for seconds in recoveries)
     print(f"\nSIGKILL x{KILLS}: {figures} recovery_s=[{recovery}]")
     assert len(recoveries) == KILLS and max(recoveries) <= RECOVERY_SECONDS

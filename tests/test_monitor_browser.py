@@ -74,6 +74,7 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         receipt = [("receipt.pdf", PDF, "application/pdf")]
         data(await upload(api, created["expenses"][0]["id"], receipt))
         await _row(page, batch_id).wait_for()  # it appears without a reload…
+        await page.locator("#filter-state").filter(has_text="The newest of 1 batch,").wait_for()
         bar = _row(page, batch_id).get_by_role("img")
         assert (await bar.get_attribute("aria-label") or "").startswith("0% done")
         await run_jobs()
@@ -121,8 +122,41 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
         await _row(page, batch_id).locator(".status.COMPLETED").wait_for()
         row = await _row(page, batch_id).inner_text()
         assert "COMPLETED" in row and "0%" in row
+        for width in WIDTHS:
+            await _fits(page, width, batch_id, pictures)
+        created = await page.evaluate(  # times in the locale's one way, as the charts' axes
+            "id => Times.when(new Date(document.querySelector(`tr[data-batch-id='${id}']`)"
+            ".dataset.createdAt))",
+            batch_id,
+        )
+        assert created in row
         await browser.close()
-    assert problems == []
+    assert problems == []  # the favicon too: a 404 is a console error
+
+
+WIDTHS = (375, 800, 1400)  # a phone, a narrow window, a desktop
+
+
+async def _fits(page: Page, width: int, batch_id: str, pictures: str | None) -> None:
+    """At this width the page never scrolls sideways (a wide table scrolls in its own box),
+    and opening a batch brings its details into view with the focus on them."""
+    await page.set_viewport_size({"width": width, "height": 800})
+    await page.evaluate("() => window.scrollTo(0, 0)")
+    overflow = await page.evaluate(
+        """() => [document.documentElement.scrollWidth - window.innerWidth,
+            [...document.querySelectorAll('main *, header *')].filter(e =>
+              e.getBoundingClientRect().right > window.innerWidth + 0.5
+              && !e.closest('.table-box')).map(e => e.outerHTML.slice(0, 80))]"""
+    )
+    assert overflow == [0, []], (width, overflow)
+    await _row(page, batch_id).click()
+    await page.wait_for_function("() => document.activeElement.id === 'batch-title'")
+    await page.wait_for_function(  # scrolled to it: its heading and what follows in the window
+        "() => { const top = document.getElementById('batch').getBoundingClientRect().top;"
+        " return top >= 0 && top < window.innerHeight - 200; }"
+    )
+    if pictures:
+        await page.screenshot(path=str(Path(pictures) / f"monitor-{width}.png"), full_page=True)
 
 
 VENDORS = ["Cafe Uno", "Northwind Travel", "Office Depot", "AWS", "Uber", "Hilton"]

@@ -65,8 +65,7 @@ class History {
 }
 
 const sum = (list) => list.reduce((total, n) => total + n, 0);
-const clock = (seconds) =>
-  new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+const clock = (seconds) => Times.clock(new Date(seconds * 1000));
 
 function color(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -81,7 +80,7 @@ function plot(figure, series, data, yRange) {
       height: HEIGHT,
       legend: { show: false },
       scales: { x: { time: true }, y: yRange },
-      axes: [axis, { ...axis, size: 44 }],
+      axes: [{ ...axis, values: (u, splits) => splits.map(clock) }, { ...axis, size: 44 }],
       series: [{}, ...series],
     },
     data,

@@ -149,6 +149,7 @@ function render() {
       row.dataset.batchId = batch.id;
       row.tabIndex = 0;
       row.setAttribute("aria-selected", String(batch.id === state.open));
+      row.dataset.createdAt = batch.createdAt;
       const id = document.createElement("code");
       id.textContent = batch.id;
       row.insertCell().append(id);
@@ -160,7 +161,7 @@ function render() {
       cell(row, batch.pendingCount + batch.processingCount, "num");
       cell(row, `${Math.round(rate(batch) * 100)}%`, rate(batch) ? "num failing" : "num");
       row.insertCell().append(progress(batch));
-      cell(row, new Date(batch.createdAt).toLocaleString());
+      cell(row, Times.when(new Date(batch.createdAt)));
       cell(row, left(batch.estimatedCompletionAt));
       return row;
     }),
@@ -185,6 +186,10 @@ async function refresh(batchId) {
       state.refreshing.set(batchId, "busy");
       const { syncBatch } = await gql(BATCH, { id: batchId });
       const before = state.batches.get(batchId);
+      if (syncBatch && !before && live()) {
+        state.view.total += 1; // a new batch, arrived live
+        describeView();
+      }
       if (syncBatch && (before || live())) state.batches.set(batchId, syncBatch); // shown only
       if (syncBatch && before && before.status !== syncBatch.status) {
         announce(`Batch ${batchId} is ${syncBatch.status}`);
@@ -250,12 +255,19 @@ async function loadBatches() {
   view.endCursor = syncBatches.pageInfo.endCursor;
   $("newer").disabled = view.pages.length === 1;
   $("older").disabled = !view.hasNext;
-  const which = view.status ? `${view.status} batches` : "batches";
-  $("filter-state").textContent = live()
-    ? `The newest of ${syncBatches.totalCount.toLocaleString()} ${which}, updated live.`
-    : `Page ${view.pages.length} of ${syncBatches.totalCount.toLocaleString()} ${which}` +
-      (view.from || view.to ? " in the chosen dates" : "") + "; their rows update live.";
+  view.total = syncBatches.totalCount;
+  describeView();
   render();
+}
+
+function describeView() {
+  const view = state.view;
+  const batches = view.total === 1 ? "batch" : "batches";
+  const which = view.status ? `${view.status} ${batches}` : batches;
+  $("filter-state").textContent = live()
+    ? `The newest of ${view.total.toLocaleString()} ${which}, updated live.`
+    : `Page ${view.pages.length} of ${view.total.toLocaleString()} ${which}` +
+      (view.from || view.to ? " in the chosen dates" : "") + "; their rows update live.";
 }
 
 async function findRecords(more = false) {
@@ -276,7 +288,7 @@ async function findRecords(more = false) {
     row.insertCell().append(id);
     cell(row, node.status, `status ${node.status}`);
     cell(row, node.error ? node.error.code : "");
-    cell(row, new Date(node.updatedAt).toLocaleString());
+    cell(row, Times.when(new Date(node.updatedAt)));
     return row;
   });
   const body = $("found").tBodies[0];
@@ -334,7 +346,7 @@ function describe(event, name) {
       ? `${OPERATIONS[event.operation] || ""}${name}`
       : `batch ${event.batchId}`;
   const error = event.error ? ` (${event.error.code})` : "";
-  const time = new Date(event.occurredAt).toLocaleTimeString();
+  const time = Times.clockSeconds(new Date(event.occurredAt));
   return `${time} ${what}: ${event.fromStatus || "new"} → ${event.toStatus}${error}`;
 }
 
@@ -423,7 +435,7 @@ async function showHistory(recordId) {
       cell(row, node.operation.toLowerCase());
       cell(row, node.status, `status ${node.status}`);
       cell(row, node.error ? `${node.error.code}: ${node.error.message}` : node.note || "");
-      cell(row, new Date(node.updatedAt).toLocaleTimeString());
+      cell(row, Times.clockSeconds(new Date(node.updatedAt)));
       return row;
     }),
   );
@@ -539,8 +551,13 @@ function signOut(why = "") {
 }
 
 function openRow(target) {
+  // The batch's details are further down the page: bring them into view, and focus their
+  // heading so a keyboard or screen-reader user is there too.
   const row = target.closest("tr[data-batch-id]");
-  if (row) showFailed(row.dataset.batchId);
+  if (!row) return;
+  showFailed(row.dataset.batchId);
+  $("batch-title").focus({ preventScroll: true });
+  $("batch").scrollIntoView({ block: "start", behavior: "smooth" });
 }
 
 function opensBatches(table) {
