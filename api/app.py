@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.types import QueryParams
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import (
@@ -49,6 +50,7 @@ from api.live_ws import LiveTransportWSHandler, Pings
 from api.schema import build_schema, schema
 from api.throttle import seconds_until_allowed
 from api.tracing import request_span
+from api.trusted import NOT_FOUND, TrustedDocuments, UnknownDocument
 from api.uploads import BadMultipart, operation_with_files
 from infra import tracing
 from infra.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -77,9 +79,12 @@ class GraphQLApp(GraphQL[Context, None]):
 
     graphql_transport_ws_handler_class = LiveTransportWSHandler
 
-    def __init__(self, schema: BaseSchema, *, settings: Settings, **options: Any) -> None:
+    def __init__(
+        self, schema: BaseSchema, *, settings: Settings, trusted: TrustedDocuments, **options: Any
+    ) -> None:
         super().__init__(schema, **options)
         self.settings = settings
+        self.trusted = trusted  # documents by hash, and TRUSTED_DOCUMENTS=only
         self.pings = Pings(settings.ws_keep_alive_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,16 +115,27 @@ class GraphQLApp(GraphQL[Context, None]):
                     response = error_response(
                         400, exc.message, media_type=media_type, field=exc.field
                     )
+                except UnknownDocument as exc:
+                    response = error_response(400, str(exc), media_type=media_type, code=NOT_FOUND)
             await response(scope, receive, send)
         finally:
             await request.close()  # an upload's spooled files
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """Never for an operation: `__call__` serves GraphiQL to a GET that is not one."""
+        return False
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page, whose assets the service serves itself (no CDN)."""
         return FileResponse(STATIC / "graphiql" / "index.html")
 
     def parse_json(self, data: str | bytes) -> object:
-        return decode_body(data)
+        """The body, with the document's text where it named a trusted document's hash."""
+        return self.trusted.resolve(decode_body(data))
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        """A GET's parameters, as a body's (`documentId` too)."""
+        return self.trusted.resolve(super().parse_query_params(params))
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:
         """The spec's body read by `api.uploads`, whose every error_response is a JSON 400; broken
@@ -202,8 +218,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
 
 def _is_operation(request: Request) -> bool:
-    """Every POST is one; a GET is one only when it carries a query (else it asks for GraphiQL)."""
-    return request.method != "GET" or "query" in request.query_params
+    """Every POST is one; a GET is one only when it carries a query or a trusted document's
+    hash (else it asks for GraphiQL)."""
+    asked = request.query_params
+    return request.method != "GET" or "query" in asked or "documentId" in asked
 
 
 async def _admit(request: Request, settings: Settings) -> Response | None:
@@ -333,13 +351,14 @@ async def _answer(probe: Awaitable[object]) -> str:
     return "ok"
 
 
-def _schema(settings: Settings) -> BaseSchema:
+def _schema(settings: Settings, trusted: TrustedDocuments) -> BaseSchema:
     """The module's schema, unless settings or tracing (on before the app is made) ask for
     other extensions."""
     traced = tracing.enabled()
-    if settings.introspection and not traced:
+    if settings.introspection and not traced and not trusted.only:
         return schema
-    return build_schema(introspection=settings.introspection, tracing=traced)
+    rules = [trusted.rule()] if trusted.only else []
+    return build_schema(introspection=settings.introspection, tracing=traced, rules=rules)
 
 
 class App(Starlette):
@@ -361,9 +380,11 @@ class App(Starlette):
 
 def create_app(settings: Settings, *, runtime: Runtime) -> Starlette:
     """The app; `runtime` opens the process's services (and, embedded, Redis and the worker)."""
+    trusted = TrustedDocuments.load(settings)
     graphql = GraphQLApp(
-        _schema(settings),
+        _schema(settings, trusted),
         settings=settings,
+        trusted=trusted,
         graphql_ide="graphiql" if settings.graphiql else None,
         multipart_uploads_enabled=True,  # only for requests whose key `_admit` accepted
         keep_alive=True,  # "ka" on graphql-ws; `Pings` pings graphql-transport-ws at that pace

@@ -50,6 +50,7 @@ from api.hub import LiveEvent
 from api.selections import NotPlain, Render, compile_plain
 from api.subscriptions import SyncEvent, authorise, follow
 from api.tracing import subscription_span
+from api.trusted import TrustedDocuments
 from models.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,11 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     @property
+    def _trusted(self) -> TrustedDocuments:
+        trusted: TrustedDocuments = self.view.trusted  # type: ignore[attr-defined]  # GraphQLApp's
+        return trusted
+
+    @property
     def _pings(self) -> Pings:
         pings: Pings = self.view.pings  # type: ignore[attr-defined]  # GraphQLApp's
         return pings
@@ -194,6 +200,8 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         schema = graphql_schema(self.schema)
         plan = PLANS.get(self.schema, operation.query, operation.operation_name)
+        if plan is not None and not self._trusted.admits(plan.document):
+            plan = None  # Strawberry's path refuses it, with the rule's error
         arguments = None if plan is None else _arguments(schema, plan, self.context, operation)
         if plan is None or arguments is None:
             await super().run_operation(operation)  # Strawberry's path reports what is wrong

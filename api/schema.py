@@ -1,10 +1,10 @@
 """The Strawberry schema: root types plus the extensions that guard every operation."""
 
+from collections.abc import Sequence
+
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    DisableIntrospection,
-)
+from graphql import ASTValidationRule, GraphQLError
+from strawberry.extensions import AddValidationRules, DisableIntrospection
 from strawberry.tools import merge_types
 
 from api.admission import Admission
@@ -24,9 +24,15 @@ class Schema(strawberry.Schema):
         """Silence Strawberry's own logging: `ErrorCodes` logs what is unexpected, once."""
 
 
-def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema:
+def build_schema(
+    *,
+    introspection: bool = True,
+    tracing: bool = False,
+    rules: Sequence[type[ASTValidationRule]] = (),
+) -> Schema:
     """The schema; production may refuse introspection (`INTROSPECTION=false`). With
-    `tracing`, each operation is a span (`api.tracing.OperationSpans`)."""
+    `tracing`, each operation is a span (`api.tracing.OperationSpans`). `rules` are more
+    validation rules (`api.trusted`'s), which every transport's admission applies."""
     traced = [OperationSpans] if tracing else []
     return Schema(
         query=merge_types("Query", (Query, AlertQuery, StatsQuery, WebhookQuery)),
@@ -37,6 +43,7 @@ def build_schema(*, introspection: bool = True, tracing: bool = False) -> Schema
             ErrorCodes,
             Admission,
             *([] if introspection else [DisableIntrospection]),
+            *([lambda: AddValidationRules(list(rules))] if rules else []),
             *traced,
         ],
     )

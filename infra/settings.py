@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None  # Fernet keys sealing ledger tokens; see infra.vault
     graphiql: bool = True
     introspection: bool = True  # production may turn it off, with GraphiQL
+    trusted_documents: Literal["off", "only"] = "off"  # only: run trusted documents alone
+    trusted_documents_manifest: Path | None = None  # {"sha256 hash": "document"}: api.trusted
     api_rate_limit_per_minute: int = 1200  # requests per API key, across API processes
     max_body_bytes: int = 8 * 1024 * 1024  # 1,000 bills of 100 lines fit
     max_records_per_batch: int = 1000

@@ -96,10 +96,12 @@ class GraphQLWebSocket:
             elif "id" in message:
                 self._inbox.setdefault(message["id"], asyncio.Queue()).put_nowait(message)
 
-    async def subscribe(self, op_id: str, query: str, variables: dict[str, Any]) -> None:
+    async def subscribe(
+        self, op_id: str, query: str, variables: dict[str, Any], operation_name: str | None = None
+    ) -> None:
         self._inbox.setdefault(op_id, asyncio.Queue())
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-        payload = {"query": query, "variables": variables}
+        payload = {"query": query, "variables": variables, "operationName": operation_name}
         await self.ws.send(json.dumps({"id": op_id, "type": kind, "payload": payload}))
 
     async def stop(self, op_id: str) -> None:

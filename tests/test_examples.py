@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.node import node, npm_project
@@ -60,13 +61,35 @@ async def test_the_javascript_example_follows_a_batch_to_completion(service: lis
     _check_output(output.splitlines())
 
 
-async def test_the_typescript_example_is_typed_from_the_schema_and_follows_a_batch(
-    service: list[str],
+def test_the_typescript_example_is_typed_and_runs_where_only_its_documents_do(
+    tmp_path: Path,
 ) -> None:
+    """Its codegen types every document from the schema and writes the manifest
+    (persisted-documents.json); a service given it with TRUSTED_DOCUMENTS=only runs the
+    example, which names its documents by hash over HTTP and sends the manifest's text over
+    WebSocket, and refuses a document of anyone else's."""
     folder = npm_project(EXAMPLES / "web")
-    await node(folder, "npm", "run", "--silent", "codegen")
+    subprocess.run(["npm", "run", "--silent", "codegen"], cwd=folder, check=True, timeout=120)
     generated = (folder / "src" / "gql" / "graphql.ts").read_text()
     assert "export type FollowBatchSubscription" in generated  # its documents, typed
-    await node(folder, "npm", "run", "--silent", "typecheck")
-    output = await node(folder, "npm", "run", "--silent", "start", "--", *service, seconds=60)
-    _check_output(output.splitlines())
+    subprocess.run(["npm", "run", "--silent", "typecheck"], cwd=folder, check=True, timeout=120)
+    manifest = folder / "src" / "gql" / "persisted-documents.json"
+    env = env_without_config(TRUSTED_DOCUMENTS="only", TRUSTED_DOCUMENTS_MANIFEST=str(manifest))
+    company = json.loads(cli("create-company", "--name", "Trusting Ltd", cwd=tmp_path, env=env))
+    port = free_port()
+    with running("serve", "--port", str(port), cwd=tmp_path, env=env):
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        url, key = f"http://127.0.0.1:{port}", company["apiKey"]
+        arguments = ["--url", url, "--key", key, "--company-id", company["companyId"]]
+        started = subprocess.run(
+            ["npm", "run", "--silent", "start", "--", *arguments],
+            cwd=folder, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        _check_output(started.stdout.splitlines())
+        other = httpx.post(
+            f"{url}/graphql",
+            json={"query": "{ company { name } }"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert other.json()["errors"][0]["extensions"]["code"] == "DOCUMENT_NOT_TRUSTED"

@@ -1,4 +1,5 @@
-// Typed documents from the service's committed SDL: `npm run codegen` after it changes.
+// Typed documents from the service's committed SDL, and their manifest of trusted documents:
+// `npm run codegen` after either changes.
 import type { CodegenConfig } from "@graphql-codegen/cli";
 
 const config: CodegenConfig = {
@@ -8,6 +9,9 @@ const config: CodegenConfig = {
   generates: {
     "src/gql/": {
       preset: "client",
+      // src/gql/persisted-documents.json: every document by its SHA-256, for the service's
+      // TRUSTED_DOCUMENTS_MANIFEST; each document carries its hash, which requests send.
+      presetConfig: { persistedDocuments: { hashAlgorithm: "sha256" } },
       config: {
         // Our scalars travel as strings: ISO 8601 dates and times, decimal amounts.
         scalars: { Date: "string", DateTime: "string", Decimal: "string" },

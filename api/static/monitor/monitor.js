@@ -4,45 +4,22 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY = "sync2books.apiKey";
-const SHOWN = 50; // batches in the table
+const SHOWN = 50; // batches in the table (the first of documents.graphql's Batches)
 const FEED = 12; // transitions in the live list
 const LABELS_KEPT = 20000; // item names remembered for the live list
 
-const BATCH_FIELDS = `id recordType status itemCount pendingCount processingCount successCount
-  failedCount createdAt estimatedCompletionAt`;
-const COMPANY = "{ company { id name lastEventId } }";
-const BATCHES = `query($c: ID!, $status: SyncBatchStatus, $from: DateTime, $to: DateTime,
-  $after: String) { syncBatches(companyId: $c, status: $status, startDate: $from, endDate: $to,
-  first: ${SHOWN}, after: $after) { totalCount pageInfo { hasNextPage endCursor }
-  edges { node { ${BATCH_FIELDS} } } } }`;
-const BATCH = `query($id: ID!) { syncBatch(id: $id) { ${BATCH_FIELDS} } }`;
-const RECORD = `record { ... on Expense { vendorName amount currency }
-  ... on Bill { vendorName total currency } ... on Invoice { customerName total currency } }`;
-const FAILED = `query($id: ID!) { failedItems(batchId: $id, first: 100) { totalCount
-  edges { node { id recordId operation reference ${RECORD} attempts error { code message hint } }
-  } } }`;
-const HISTORY = `query($id: ID!) { record(id: $id) { id recordType externalId version voided
-  items(first: 50) { totalCount edges { node { id sequence operation status note updatedAt
-  error { code message } } } } } }`;
-const LABELS = `query($id: ID!, $after: String) { syncItems(batchId: $id, first: 100,
-  after: $after) { pageInfo { hasNextPage endCursor } edges { node { id reference ${RECORD} } } } }`;
-const SEARCH = `query($c: ID!, $reference: String!, $after: String) { searchItems(companyId: $c,
-  reference: $reference, first: 20, after: $after) { totalCount pageInfo { hasNextPage endCursor }
-  edges { node { id batchId status reference updatedAt ${RECORD} error { code } } } } }`;
-const STATS = `query($c: ID!) { syncStats(companyId: $c) { bucketSeconds failureRateThreshold
-  buckets { start synced failed } } }`;
-const ATTACHMENTS = `query($id: ID!) { syncItems(batchId: $id, first: 100) { edges { node {
-  id reference attachments { id fileName size status downloadUrl error { code message } } } } } }`;
-const BUDGET = `query($c: ID!) { connection(companyId: $c) { rateLimit {
-  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }`;
-const RETRY = `mutation($id: ID!) { retryFailedItems(batchId: $id) { items { id } } }`;
-const ALERTS = `query($c: ID!) { alerts(companyId: $c, status: ACTIVE) { id kind message } }`;
-const EVENTS = `subscription($c: ID!, $after: ID) { companySyncEvents(companyId: $c,
-  afterEventId: $after) { eventId batchId itemId attachmentId operation fromStatus toStatus
-  occurredAt
-  error { code } } }`;
-const ALERT_STREAM = `subscription($c: ID!) { companyAlerts(companyId: $c) {
-  id kind status message } }`;
+// Every operation the page sends is in documents.graphql, loaded once and named per request:
+// the service trusts that file, so the monitor works when TRUSTED_DOCUMENTS=only.
+let DOCUMENTS = null;
+
+async function documents() {
+  if (DOCUMENTS === null) {
+    const response = await fetch("/static/monitor/documents.graphql");
+    if (!response.ok) throw new Error(`HTTP ${response.status} for the page's documents`);
+    DOCUMENTS = await response.text();
+  }
+  return DOCUMENTS;
+}
 
 const NO_BATCHES = "No batches yet: create expenses, bills or invoices through the API and " +
   "they appear here as they sync.";
@@ -75,11 +52,12 @@ function live() {
   return !view.status && !view.from && !view.to && view.pages.length === 1;
 }
 
-async function gql(query, variables = {}) {
+async function gql(operationName, variables = {}) {
+  const query = await documents();
   const response = await fetch("/graphql", {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${state.key}` },
-    body: JSON.stringify({ query, variables }),
+    body: JSON.stringify({ query, operationName, variables }),
   });
   const body = await response.json().catch(() => ({}));
   const error = body.errors && body.errors[0];
@@ -184,7 +162,7 @@ async function refresh(batchId) {
   try {
     do {
       state.refreshing.set(batchId, "busy");
-      const { syncBatch } = await gql(BATCH, { id: batchId });
+      const { syncBatch } = await gql("Batch", { id: batchId });
       const before = state.batches.get(batchId);
       if (syncBatch && !before && live()) {
         state.view.total += 1; // a new batch, arrived live
@@ -224,7 +202,7 @@ function meter(id, used, limit) {
 async function readBudget() {
   // What the company's ledger allows and what is left of it, beside the batches it paces.
   if (!state.company) return;
-  const { connection } = await gql(BUDGET, { c: state.company.id });
+  const { connection } = await gql("Budget", { c: state.company.id });
   const limit = connection && connection.rateLimit;
   $("budget").hidden = !limit;
   if (!limit) return;
@@ -242,7 +220,7 @@ async function loadBatches() {
   // The page of batches the filters and pager ask for, newest first, through the API's cursors.
   const view = state.view;
   const iso = (local) => (local ? new Date(local).toISOString() : null);
-  const { syncBatches } = await gql(BATCHES, {
+  const { syncBatches } = await gql("Batches", {
     c: state.company.id,
     status: view.status || null,
     from: iso(view.from),
@@ -272,7 +250,7 @@ function describeView() {
 
 async function findRecords(more = false) {
   const search = state.search;
-  const { searchItems } = await gql(SEARCH, {
+  const { searchItems } = await gql("Search", {
     c: state.company.id,
     reference: search.reference,
     after: more ? search.after : null,
@@ -311,7 +289,7 @@ function label(node) {
 
 async function loadLabels(batchId, pages) {
   try {
-    const { syncItems } = await gql(LABELS, { id: batchId, after: pages.after });
+    const { syncItems } = await gql("Labels", { id: batchId, after: pages.after });
     if (state.labels.size > LABELS_KEPT) state.labels.clear();
     for (const { node } of syncItems.edges) state.labels.set(node.id, label(node));
     pages.after = syncItems.pageInfo.endCursor;
@@ -394,7 +372,7 @@ async function showFailed(batchId) {
       `${batch.pendingCount + batch.processingCount} waiting.`
     : "";
   const attachments = showAttachments(batchId);
-  const { failedItems } = await gql(FAILED, { id: batchId });
+  const { failedItems } = await gql("Failed", { id: batchId });
   if (state.open !== batchId) return;
   $("failed").tBodies[0].replaceChildren(
     ...failedItems.edges.map(({ node }) => {
@@ -422,7 +400,7 @@ async function showFailed(batchId) {
 
 async function showHistory(recordId) {
   // A record's operations, newest first: its create, updates and void, and how each ended.
-  const { record } = await gql(HISTORY, { id: recordId });
+  const { record } = await gql("History", { id: recordId });
   if (!record) return;
   const state = record.voided ? "voided" : `the ledger holds operation ${record.version}`;
   $("history-summary").textContent =
@@ -444,7 +422,7 @@ async function showHistory(recordId) {
 }
 
 async function showAttachments(batchId) {
-  const { syncItems } = await gql(ATTACHMENTS, { id: batchId });
+  const { syncItems } = await gql("Attachments", { id: batchId });
   if (state.open !== batchId) return;
   const rows = syncItems.edges.flatMap(({ node }) =>
     node.attachments.map((file) => {
@@ -481,9 +459,10 @@ function connectLive() {
     const message = JSON.parse(data);
     if (message.type === "connection_ack") {
       const c = state.company.id;
-      send({ id: "events", type: "subscribe",
-        payload: { query: EVENTS, variables: { c, after: state.lastEventId } } });
-      send({ id: "alerts", type: "subscribe", payload: { query: ALERT_STREAM, variables: { c } } });
+      const subscribe = (id, operationName, variables) =>
+        send({ id, type: "subscribe", payload: { query: DOCUMENTS, operationName, variables } });
+      subscribe("events", "Events", { c, after: state.lastEventId });
+      subscribe("alerts", "AlertStream", { c });
       setLive(true);
     } else if (message.type === "ping") {
       send({ type: "pong" });
@@ -503,12 +482,12 @@ function connectLive() {
 
 async function signIn(key) {
   state.key = key;
-  const { company } = await gql(COMPANY);
+  const { company } = await gql("Company");
   state.company = company;
   state.lastEventId = company.lastEventId; // the stream starts from now: the list is loaded
   const [{ alerts }, { syncStats }] = await Promise.all([
-    gql(ALERTS, { c: company.id }),
-    gql(STATS, { c: company.id }),
+    gql("Alerts", { c: company.id }),
+    gql("Stats", { c: company.id }),
     loadBatches(),
   ]);
   for (const alert of alerts) state.alerts.set(alert.id, alert);
@@ -624,7 +603,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const batchId = state.open;
     $("retry").disabled = true;
     try {
-      const { retryFailedItems } = await gql(RETRY, { id: batchId });
+      const { retryFailedItems } = await gql("Retry", { id: batchId });
       announce(`Retrying ${retryFailedItems.items.length} items of ${batchId}`);
     } catch (error) {
       announce(error.message);

@@ -8,10 +8,11 @@
 // `npm run typecheck`, not a user's screen.
 import { parseArgs } from "node:util";
 import type { ResultOf, TypedDocumentNode } from "@graphql-typed-document-node/core";
-import { print } from "graphql";
+import { type DocumentNode, print } from "graphql";
 import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import { graphql } from "./gql";
+import manifest from "./gql/persisted-documents.json" with { type: "json" };
 import type { ExpenseInput } from "./gql/graphql";
 
 const { values: args } = parseArgs({
@@ -44,11 +45,21 @@ const BatchSummary = graphql(`
   }
 `);
 
-/** One operation over HTTP, as the GraphQL-over-HTTP spec has it; typed by its document. */
+/** A document's text as the manifest lists it, which a TRUSTED_DOCUMENTS=only service runs. */
+function trustedText(document: DocumentNode & { __meta__?: { hash?: string } }): string {
+  const hash = document.__meta__?.hash;
+  return (hash && (manifest as Record<string, string>)[hash]) || print(document);
+}
+
+/** One operation over HTTP, as the GraphQL-over-HTTP spec has it; typed by its document.
+ * It names the document by its hash (codegen's `persistedDocuments`), so a service with
+ * `TRUSTED_DOCUMENTS=only` and this build's manifest runs it, and no other document. */
 async function request<Result, Variables>(
-  document: TypedDocumentNode<Result, Variables>,
+  document: TypedDocumentNode<Result, Variables> & { __meta__?: { hash?: string } },
   variables: Variables,
 ): Promise<Result> {
+  const hash = document.__meta__?.hash; // "sha256:…"
+  const named = hash ? { documentId: hash } : { query: print(document) };
   const response = await fetch(`${args.url}/graphql`, {
     method: "POST",
     headers: {
@@ -56,7 +67,7 @@ async function request<Result, Variables>(
       Accept: "application/graphql-response+json, application/json;q=0.9",
       Authorization: authorization,
     },
-    body: JSON.stringify({ query: print(document), variables }),
+    body: JSON.stringify({ ...named, variables }),
   });
   const body = (await response.json()) as { data?: Result; errors?: unknown[] };
   if (body.errors || body.data === undefined) throw new Error(JSON.stringify(body.errors));
@@ -77,7 +88,7 @@ const client = createClient({
   connectionParams: { Authorization: authorization }, // the key travels in connection_init
 });
 const events = client.iterate<ResultOf<typeof FollowBatch>>({
-  query: print(FollowBatch),
+  query: trustedText(FollowBatch), // graphql-ws sends a document's text: the manifest's
   variables: { batchId },
 });
 for await (const result of events) {
