@@ -8,15 +8,9 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 
-import uvicorn
-import uvloop
 from cryptography.fernet import Fernet
 
-from api.app import create_app
 from api.logs import configure_logging
-from api.runtime import run_worker, serve_runtime
-from api.schema import sdl
-from api.serving import server_options
 from infra import data_dir, tracing
 from infra.db import connect
 from infra.services import redis_client
@@ -89,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     reseal.set_defaults(handler=lambda _, s: _run(_reseal_tokens(s)))
 
     schema = commands.add_parser("export-schema", help="print the GraphQL SDL")
-    schema.set_defaults(handler=lambda _, s: sys.stdout.write(sdl()), stateless=True)
+    schema.set_defaults(handler=_print_schema, stateless=True)
 
     sandbox_cmd = commands.add_parser("sandbox", help="inspect the sandbox ledger")
     sandbox_commands = sandbox_cmd.add_subparsers(required=True, metavar="COMMAND")
@@ -153,6 +147,14 @@ def _share(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    # The server's imports (the app, the schema, uvicorn) are paid for by `serve` and `worker`
+    # alone: the other commands start in about a second.
+    import uvicorn
+
+    from api.app import create_app
+    from api.runtime import serve_runtime
+    from api.serving import server_options
+
     load_vault(settings)  # a missing SECRET_KEY stops here, not in the server's startup
     with tracing.configured(settings, "sync2books-api"):
         uvicorn.run(
@@ -165,8 +167,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _worker(_: argparse.Namespace, settings: Settings) -> None:
+    import uvloop
+
+    from api.runtime import run_worker
+
     with tracing.configured(settings, "sync2books-worker"):
         uvloop.run(run_worker(settings))  # on uvloop, as uvicorn serves
+
+
+def _print_schema(_: argparse.Namespace, __: Settings) -> None:
+    from api.schema import sdl
+
+    sys.stdout.write(sdl())
 
 
 def _run(command: Awaitable[None]) -> None:

@@ -6,6 +6,7 @@ only, and prints a table of figures per scenario. Benchmarks print; they never f
 """
 
 import argparse
+import asyncio
 import platform
 import resource
 import statistics
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import uvloop
 
-from bench import changes, footprint, live, otlp, pipeline, queries, uploads
+from bench import changes, first_hour, footprint, live, otlp, pipeline, queries, uploads
 from bench.service import running
 
 
@@ -194,6 +195,15 @@ async def _uploads(args: argparse.Namespace) -> None:
           f"{f.rss_before_mib:>14.0f} {f.rss_peak_mib:>12.0f}")  # fmt: skip
 
 
+async def _first_hour(_: argparse.Namespace) -> None:
+    print("first-hour: a fresh clone of HEAD, the README's install and serve, then its First "
+          "sync script to the second COMPLETED")  # fmt: skip
+    f = await asyncio.to_thread(first_hour.measure)
+    print(f"{'clone s':>8} {'install s':>9} {'serve s':>8} {'first sync s':>12} {'total s':>8}")
+    print(f"{f.clone_s:>8.1f} {f.install_s:>9.1f} {f.serve_s:>8.1f} {f.first_sync_s:>12.1f} "
+          f"{f.total_s:>8.1f}")  # fmt: skip
+
+
 SCENARIOS = {
     "pipeline": _pipeline,
     "tracing": _tracing_cost,
@@ -204,6 +214,7 @@ SCENARIOS = {
     "queries": _queries,
     "footprint": _footprint,
     "uploads": _uploads,
+    "first-hour": _first_hour,
 }
 
 

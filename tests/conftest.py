@@ -262,11 +262,17 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture
-def chromium(database_url: str) -> str:
-    """Debian's Chromium. Pages are driven on PostgreSQL only, production's database: the API
-    behind them is tested on both backends, and a browser test is CI's slowest kind."""
+def postgres_only(database_url: str) -> None:
+    """For tests of what does not depend on the database (a ledger's adapter, a protocol, a
+    page): run on PostgreSQL, production's database, and not again on SQLite, for CI's
+    minutes. What does depend on it (transitions, locks, queries) runs on both."""
     if database_url.startswith("sqlite"):
-        pytest.skip("browser tests run on PostgreSQL; the API behind the pages runs on both")
+        pytest.skip("on PostgreSQL only: what it tests does not depend on the database")
+
+
+@pytest.fixture
+def chromium(postgres_only: None) -> str:
+    """Debian's Chromium, driving pages on PostgreSQL only (`postgres_only`)."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         if os.environ.get("SYNC2BOOKS_REQUIRE_BROWSER"):

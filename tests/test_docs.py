@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from graphql import OperationDefinitionNode, parse, validate
 
+from api.core_schema import graphql_schema
 from api.schema import schema
 from models.errors import HINTS, RETRYABLE, SyncErrorCode
 from tests.processes import (
@@ -61,7 +62,7 @@ def test_the_first_sync_section_is_all_runnable_blocks() -> None:
     document = parse(blocks(FIRST_SYNC, "graphql")[0])
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     assert all(op.name for op in operations)  # several in one document: each must be named
-    assert validate(schema._schema, document) == []
+    assert validate(graphql_schema(schema), document) == []
 
 
 async def _finished(client: httpx.AsyncClient, document: str, batch_id: str) -> dict[str, Any]:
@@ -167,11 +168,11 @@ SIGNATURE = r"`(\w+)(\((?:[^)]*:[^)]*|…)\)(?:: [\w!\[\]]+)?)`|^- `(\w+)(: [\w!
 def test_the_api_reference_documents_every_root_field_as_the_schema_has_it() -> None:
     """Every root field under its operation type, with the schema's arguments and type (a
     signature may end its arguments with …, as for the create mutations' siblings)."""
-    graphql_schema = schema._schema
+    core = graphql_schema(schema)
     for kind, root in (
-        ("Query", graphql_schema.query_type),
-        ("Mutation", graphql_schema.mutation_type),
-        ("Subscription", graphql_schema.subscription_type),
+        ("Query", core.query_type),
+        ("Mutation", core.mutation_type),
+        ("Subscription", core.subscription_type),
     ):
         assert root is not None
         found = re.findall(SIGNATURE, section(API, f"## {kind}"), re.S | re.M)

@@ -257,7 +257,7 @@ UPDATE = """mutation($c: ID!, $e: [ExpenseUpdateInput!]!) {
 async def test_a_worker_killed_mid_batch_of_updates_applies_each_update_once(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
-    env = _env(settings, services, JOB_SLICE_SECONDS="1")
+    env = _env(settings, services, JOB_SLICE_SECONDS="1", LEASE_SECONDS="4")  # CI's minutes
     company_id, key = await _crash_company(tmp_path, env)
     port = free_port()
     count = 150  # chunks of 25: killed once a third have settled, mid-chunk

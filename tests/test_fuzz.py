@@ -61,7 +61,7 @@ SCALARS = {
     "Upload": st.text(max_size=20).map(lambda name: StringValueNode(value=name)),  # not a file
 }
 FUZZ = examples(
-    max_examples=100,  # x4 cases: 400 operations, about 40 s on a 2-core CI machine
+    max_examples=75,  # x4 cases: 300 operations, about 30 s on a 2-core CI machine
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -129,6 +129,28 @@ def test_generated_operations_never_break_the_server(
     @given(document=operations(served_schema, custom_scalars=SCALARS, mode=mode))
     def fuzz(document: str) -> None:
         _answered_cleanly(client, {"query": document})
+
+    fuzz()
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("mode", [Mode.POSITIVE, Mode.NEGATIVE], ids=["valid", "invalid"])
+def test_generated_operations_streamed_over_sse_never_break_the_server(
+    server: Served, served_schema: str, mode: Mode
+) -> None:
+    """The HTTP stream transport (graphql-sse) answers every operation as a stream of results
+    that ends: valid or not, never a 5xx or INTERNAL."""
+    client, log, _ = server
+
+    @examples(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(document=queries(served_schema, custom_scalars=SCALARS, mode=mode))
+    def fuzz(document: str) -> None:
+        sse = {"Accept": "text/event-stream"}
+        response = client.post("/graphql", json={"query": document}, headers=sse, timeout=30)
+        assert response.status_code < 500, (document, response.text)
+        assert "INTERNAL" not in response.text, document
+        if response.status_code == 200:
+            assert response.text.rstrip().endswith("event: complete\r\ndata:"), response.text
 
     fuzz()
     assert "Traceback" not in log.read_text()

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 
 from api.core_schema import graphql_schema
@@ -295,6 +296,23 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
             assert answer["type"] == "error", (name, answer)
             codes = {e["extensions"]["code"] for e in answer["payload"]}
             body = json.dumps(answer)
+            async with httpx.AsyncClient(base_url=f"http://{live_server}") as http:  # over SSE
+                streamed = await http.post(
+                    "/graphql",
+                    json={"query": document, "variables": variables(ids)},
+                    headers={
+                        "Authorization": f"Bearer {other_company.api_key}",
+                        "Accept": "text/event-stream",
+                    },
+                )
+            (result,) = [
+                json.loads(line[6:])
+                for line in streamed.text.splitlines()
+                if line.startswith("data: {")
+            ]
+            assert result["data"] is None, (name, result)
+            codes |= {e["extensions"]["code"] for e in result["errors"]}
+            body += streamed.text
         else:
             response = await api.gql(document, variables(ids), key=other_company.api_key)
             codes = {e["extensions"]["code"] for e in response.get("errors", [])}

@@ -33,6 +33,8 @@ from tests.fake_xero import FakeXero
 from tests.helpers import BATCH, BUDGET, CREATE_EXPENSES, PDF, RETRY, data, error, expense, upload
 from tests.live import serving
 
+pytestmark = pytest.mark.usefixtures("postgres_only")  # see conftest
+
 LINK = """mutation($c: ID!, $p: LedgerProvider!) {
   linkLedger(companyId: $c, provider: $p) { authorizationUrl expiresAt } }"""
 CONNECTION = "query($c: ID!) { connection(companyId: $c) { provider status tenantId } }"

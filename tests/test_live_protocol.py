@@ -37,6 +37,8 @@ from tests.live import (
     serving,
 )
 
+pytestmark = pytest.mark.usefixtures("postgres_only")  # see conftest
+
 
 async def _closed_with(
     address: str, messages: list[dict[str, Any]], protocol: str = TRANSPORT_WS

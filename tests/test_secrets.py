@@ -2,6 +2,7 @@
 
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -94,13 +95,15 @@ def test_the_cli_makes_keys_and_refuses_to_start_without_one(tmp_path: Path) -> 
 
     created = cli("create-company", "--name", "Local", cwd=tmp_path, env=env_without_config())
     assert "apiKey" in created
-    assert stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / ".sync2books" / KEY_FILE).st_mode) == 0o600
 
     env = env_without_config() | {"DATABASE_URL": POSTGRES}  # no SECRET_KEY
-    for command in (("create-company", "--name", "X"), ("worker",), ("serve",)):
-        refused = cli_result(*command, cwd=tmp_path, env=env)
-        assert refused.returncode == 1, command
-        assert "SECRET_KEY is not set" in refused.stderr and "Traceback" not in refused.stderr
+    commands = (("create-company", "--name", "X"), ("worker",), ("serve",))
+    with ThreadPoolExecutor(len(commands)) as pool:  # at once: each is a Python start-up
+        refusals = pool.map(lambda command: cli_result(*command, cwd=tmp_path, env=env), commands)
+        for command, refused in zip(commands, refusals, strict=True):
+            assert refused.returncode == 1, command
+            assert "SECRET_KEY is not set" in refused.stderr and "Traceback" not in refused.stderr
 
 
 async def test_an_access_token_the_ledger_refuses_early_is_refreshed_once_and_pushes_repeated(
