@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
@@ -55,10 +55,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             if os.environ.get("SYNC2BOOKS_REQUIRE_POSTGRES"):
                 pytest.fail("TEST_DATABASE_URL must be set: PostgreSQL tests are required here")
             pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
-        url = Settings(database_url=url).async_database_url
+        url = asyncio.run(_for_this_worker_db(Settings(database_url=url).async_database_url))
         asyncio.run(_reset_schema(url))
     asyncio.run(migrate(url))
     return url
+
+
+async def _for_this_worker_db(url: str) -> str:
+    """A database of this pytest-xdist worker's own (pyproject runs two): the URL's for the
+    first worker, `<name>_gw1` (created when missing) for the second."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    if worker == "gw0":
+        return url
+    own = make_url(url).set(database=f"{make_url(url).database}_{worker}")
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        exists = await conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": own.database}
+        )
+        if not exists:
+            await conn.execute(text(f'CREATE DATABASE "{own.database}"'))
+    await engine.dispose()
+    return own.render_as_string(hide_password=False)
 
 
 async def _reset_schema(url: str) -> None:
@@ -73,11 +91,19 @@ async def _reset_schema(url: str) -> None:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("TEST_REDIS_URL")
     if url:
-        yield url
+        yield _for_this_worker(url)
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis.db")
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     yield server.start()
     server.stop()
+
+
+def _for_this_worker(url: str) -> str:
+    """A Redis database of this pytest-xdist worker's own (tests flush theirs): the URL's for
+    the first worker, two below it for the second."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    base, _, number = url.rpartition("/")
+    return f"{base}/{int(number or 0) - 2 * worker}"
 
 
 @pytest.fixture

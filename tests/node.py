@@ -1,6 +1,8 @@
 """Node.js projects that tests run: installed from their lockfile once a session."""
 
 import asyncio
+import fcntl
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,20 +14,26 @@ _installed: set[Path] = set()
 
 
 def npm_project(folder: Path) -> Path:
-    """`folder` with its packages installed by `npm ci` (once a session); skipped when
-    Node.js is not installed."""
+    """`folder` with its packages installed by `npm ci` from its lockfile (again only when the
+    lockfile changed); skipped when Node.js is not installed."""
     npm = shutil.which("npm")
     if shutil.which("node") is None or npm is None:
         pytest.skip("Node.js is not installed: its tests are not run")
     if folder not in _installed:
-        installed = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--silent"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert installed.returncode == 0, installed.stderr
+        with (folder / "package-lock.json").open() as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one `npm ci` at a time: pytest-xdist's workers
+            lockfile = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+            marker = folder / "node_modules" / ".installed-from"
+            if not marker.exists() or marker.read_text() != lockfile:
+                installed = subprocess.run(
+                    [npm, "ci", "--no-audit", "--no-fund", "--silent"],
+                    cwd=folder,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert installed.returncode == 0, installed.stderr
+                marker.write_text(lockfile)
         _installed.add(folder)
     return folder
 
