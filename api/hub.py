@@ -268,9 +268,10 @@ class Hub:
     async def _recheck_keys(self) -> None:
         for key_hash in [key_hash for key_hash, open_ in self._sockets.items() if not open_]:
             del self._sockets[key_hash]  # every socket of that key has gone
-        if self._sockets:
-            valid = await valid_key_hashes(self.db, key_hashes=list(self._sockets))
-            for key_hash in set(self._sockets) - valid:
+        asked = set(self._sockets)  # not the keys of sockets that open while the query runs
+        if asked:
+            valid = await valid_key_hashes(self.db, key_hashes=list(asked))
+            for key_hash in asked - valid:
                 self._on_key_replaced(key_hash)
 
     async def _heal_or_log(self) -> None:

@@ -326,3 +326,30 @@ async def test_a_socket_that_stops_reading_is_let_go_then_caught_up_exactly(
     expected = [str(e.id) for e in logged]
     assert [e["eventId"] for e in heard_fast] == expected
     assert [e["eventId"] for e in heard_slow] == expected
+
+
+class _Socket:
+    """Stands in for a Starlette WebSocket the hub may close."""
+
+    def __init__(self) -> None:
+        self.closed: tuple[int, str] | None = None
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+async def test_a_socket_opened_while_keys_are_rechecked_is_not_taken_for_a_revoked_key(
+    services: Services, company: NewCompany, other_company: NewCompany
+) -> None:
+    """The hub rechecks open sockets' keys against the database; a socket that joins while
+    that query runs was not asked about, and must not be closed as if its key were gone
+    (it was, once: the monitor signed out a valid key, 4403, about one time in thirty)."""
+    async with Hub.running(services.db, services.redis_url, check_seconds=3600) as hub:
+        first, joining = _Socket(), _Socket()
+        hub.watch_key(company.company.api_key_hash, first)  # type: ignore[arg-type]
+        recheck = asyncio.create_task(hub._recheck_keys())
+        await asyncio.sleep(0)  # the recheck is querying the database now
+        hub.watch_key(other_company.company.api_key_hash, joining)  # type: ignore[arg-type]
+        await recheck
+        await asyncio.sleep(0.05)  # closes run as tasks
+    assert first.closed is None and joining.closed is None

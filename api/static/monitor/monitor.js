@@ -475,8 +475,11 @@ function connectLive() {
   socket.onclose = (closed) => {
     if (state.socket !== socket) return; // signed out
     setLive(false);
-    if (closed.code === 4401 || closed.code === 4403) signOut("The key is no longer valid.");
-    else setTimeout(connectLive, 1000);
+    if (closed.code === 4401 || closed.code === 4403) {
+      signOut(`The key is no longer valid (${closed.code} ${closed.reason}).`);
+    } else {
+      setTimeout(connectLive, 1000);
+    }
   };
 }
 
