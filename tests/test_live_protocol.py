@@ -343,7 +343,7 @@ async def test_a_socket_opened_while_keys_are_rechecked_is_not_taken_for_a_revok
 ) -> None:
     """The hub rechecks open sockets' keys against the database; a socket that joins while
     that query runs was not asked about, and must not be closed as if its key were gone
-    (it was, once: the monitor signed out a valid key, 4403, about one time in thirty)."""
+    (it was: the monitor once signed out a valid key, 4403)."""
     async with Hub.running(services.db, services.redis_url, check_seconds=3600) as hub:
         first, joining = _Socket(), _Socket()
         hub.watch_key(company.company.api_key_hash, first)  # type: ignore[arg-type]
