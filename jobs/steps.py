@@ -105,7 +105,8 @@ async def plan(
     readable = [item for item in items if item.id in contents]
     located, unsettled = await _located(deps, gateway, records, readable, contents)
     moves += unsettled
-    claimed = [item for item in readable if item.id not in {move.item_id for move in unsettled}]
+    unsettled_ids = {move.item_id for move in unsettled}
+    claimed = [item for item in readable if item.id not in unsettled_ids]
     steps: list[Step] = []
     for item in claimed:
         record = located[item.record_id]
