@@ -326,7 +326,7 @@ class QuickBooksLedger:
         lines = []
         for line in invoice.lines:
             item = (
-                await self._item_named(line.item_code)
+                await self._existing("Item", line.item_code)
                 if line.item_code is not None
                 else await self._item(line.account_id)
             )
@@ -421,9 +421,6 @@ class QuickBooksLedger:
             return str(found[0]["Id"])
 
         return await self.memo.get(f"{entity}:{name}", find)
-
-    async def _item_named(self, item_code: str) -> str:
-        return await self._existing("Item", item_code)
 
     async def _paying(self, account_id: str | None) -> tuple[str, str]:
         """The account an expense was paid from, and the `PaymentType` it makes: the first
