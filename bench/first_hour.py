@@ -2,9 +2,9 @@
 then the README's First sync Python script (create two expenses, one failing; fix; retry) to
 its second COMPLETED. The clone is of this checkout's committed HEAD."""
 
+import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bench.service import free_port, until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ class FirstHour:
 def measure() -> FirstHour:
     with tempfile.TemporaryDirectory() as home:
         clone = Path(home) / "sync2books"
-        port = _free_port()
+        port = free_port()
         started = time.monotonic()
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         cloned = time.monotonic()
@@ -40,7 +40,8 @@ def measure() -> FirstHour:
         serve = [str(clone / ".venv/bin/sync2books"), "serve", "--port", str(port)]
         with subprocess.Popen(serve, cwd=clone, env=env, stderr=subprocess.DEVNULL) as server:
             try:
-                _ready(f"http://127.0.0.1:{port}/readyz")
+                if not asyncio.run(until_ready(f"http://127.0.0.1:{port}/readyz")):
+                    sys.exit("the README's serve command never answered /readyz")
                 served = time.monotonic()
                 made = subprocess.run(
                     [".venv/bin/sync2books", "create-company", "--name", "Acme Ltd", "--shell"],
@@ -72,21 +73,3 @@ def _first_sync_script(readme: str) -> str:
     script = re.search(r"^```python\n(.*?)^```", section, re.S | re.M)
     assert script is not None, "the README's First sync has no Python block"
     return script.group(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _ready(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(url).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"{url} never answered")

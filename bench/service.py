@@ -80,11 +80,24 @@ async def _fresh_database(url: str) -> None:
         await conn.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+async def until_ready(url: str) -> bool:
+    """Whether the service answered `url` (its /readyz) with 200 within 30 s."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
 
 
 @asynccontextmanager
@@ -118,7 +131,7 @@ async def _running(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
         env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
         env["OTEL_TRACES_SAMPLER_ARG"] = str(sampled)
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as home, (Path(home) / "service.log").open("w") as log:
         commands = [["serve", "--port", str(port)]] + [["worker"]] * workers
         processes = [
@@ -128,14 +141,7 @@ async def _running(
             for command in commands
         ]
         try:
-            async with httpx.AsyncClient() as http:
-                for _ in range(300):
-                    try:
-                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
+            await until_ready(f"http://127.0.0.1:{port}/readyz")
             yield Service(f"127.0.0.1:{port}", env, Path(home), processes[0].pid)
         finally:
             for process in processes:
