@@ -23,11 +23,10 @@ from graphql import (
     GraphQLError,
     OperationDefinitionNode,
     ValidationRule,
-    parse,
     print_ast,
 )
 
-from api.limits import MAX_TOKENS
+from api.admission import parsed
 from infra.settings import Settings
 
 PAGES = (Path(__file__).parent / "static" / "monitor" / "documents.graphql",)  # our own pages'
@@ -50,7 +49,7 @@ class TrustedDocuments:
         self.by_hash = {key.removeprefix("sha256:"): text for key, text in manifest.items()}
         self.only = only
         self._printed = frozenset(
-            print_ast(parse(text, max_tokens=MAX_TOKENS)) for text in [*self.by_hash.values(), *own]
+            print_ast(parsed(text)) for text in [*self.by_hash.values(), *own]
         )
 
     @classmethod
