@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -24,10 +25,40 @@ def deserialize(raw: bytes) -> dict[str, Any]:  # Any: arq's job envelope
     return message
 
 
+_SYNC_PREFIX = "sync:"
+
+
 def sync_job_id(batch_id: str) -> str:
     """A batch's usual job id: enqueueing a batch whose job is already queued or running is a
     no-op. Its lease (`jobs.lease`) keeps any two jobs of a batch from working at once."""
-    return f"sync:{batch_id}"
+    return _SYNC_PREFIX + batch_id
+
+
+def _batch_of(job_id: str) -> str | None:
+    """The batch a sync job id names (a fresh one carries a suffix); None for other jobs."""
+    if not job_id.startswith(_SYNC_PREFIX):
+        return None
+    return job_id.removeprefix(_SYNC_PREFIX).split(":", 1)[0]
+
+
+async def running_jobs(queue: ArqRedis, batch_ids: Collection[str]) -> dict[str, str]:
+    """The sync jobs arq counts as running, by batch, among these batches'. A worker killed
+    after arq marked a job running and before the job took its lease leaves one such until
+    its in-progress key expires (the job timeout + 10 s)."""
+    wanted = set(batch_ids)
+    queued = [raw.decode() for raw in await queue.zrange(QUEUE_NAME, 0, -1)]
+    theirs = [job_id for job_id in queued if _batch_of(job_id) in wanted]
+    if not theirs:
+        return {}
+    async with queue.pipeline(transaction=False) as pipe:
+        for job_id in theirs:
+            pipe.exists(in_progress_key_prefix + job_id)
+        running = await pipe.execute()
+    return {
+        batch_id: job_id
+        for job_id, is_running in zip(theirs, running, strict=True)
+        if is_running and (batch_id := _batch_of(job_id))
+    }
 
 
 async def enqueue_sync(queue: ArqRedis, *, batch_id: str, fresh: bool = False) -> bool:

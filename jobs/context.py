@@ -7,9 +7,11 @@ from functools import cached_property
 import httpx
 
 from infra.services import Services
+from jobs.lease import Lease
 from ledgers.protocol import LedgerFactory
 
 _KEY = "sync2books"
+_LEASE = "sync2books.lease"  # in one job's ctx: arq gives each job a dict of its own
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,15 @@ def from_ctx(ctx: dict[str, object]) -> WorkerContext:
     context = ctx[_KEY]
     assert isinstance(context, WorkerContext)
     return context
+
+
+def hold(ctx: dict[str, object], lease: Lease) -> None:
+    """The job holds `lease` until arq has recorded how the job ended (`let_go`)."""
+    ctx[_LEASE] = lease
+
+
+async def let_go(ctx: dict[str, object]) -> None:
+    """arq's `after_job_end`: hand back the lease the job held, if it took one."""
+    lease = ctx.pop(_LEASE, None)
+    if isinstance(lease, Lease):
+        await lease.let_go()

@@ -2,10 +2,11 @@
 seconds, not when arq's in-progress key expires (the job timeout + 10 s).
 
 A job holds its batch's lease while it runs and renews it every quarter of
-`LEASE_SECONDS`; it lets go when it ends, is deferred or is cancelled (a SIGTERM hands the
-batch back at once). A lease nobody renewed is a job that died: `reclaim_expired` (one
-worker, every `SWEEP_SECONDS`) takes it away and names the dead job, so the batch gets a new
-one. Leases are deadlines in one sorted set, by Redis's clock, so the sweep reads only the
+`LEASE_SECONDS`; it lets go once arq has recorded how it ended, deferred or cancelled (a
+SIGTERM hands the batch back at once): let go any sooner, a worker killed in between would
+leave a job arq counts as running and no lease to lapse. A lease nobody renewed is a job
+that died: `reclaim_expired` (one worker, every `SWEEP_SECONDS`) takes it away and names the
+dead job, so the batch gets a new one. Leases are deadlines in one sorted set, by Redis's clock, so the sweep reads only the
 expired ones and workers' clocks never matter.
 """
 
@@ -79,6 +80,7 @@ class Lease:
     def __init__(self, redis: Redis, *, batch_id: str, job_id: str, seconds: float) -> None:
         self.redis, self.batch_id, self.job_id = redis, batch_id, job_id
         self.ms = int(seconds * 1000)
+        self.lost = False  # to another job, while kept
 
     async def _call(self, script: str, *extra: str) -> int:
         keys_and_args = (
@@ -102,25 +104,27 @@ class Lease:
     async def release(self) -> None:
         await self._call(_RELEASE)
 
+    async def let_go(self) -> None:
+        """Release, unless the lease was lost to another job; Redis away, it lapses."""
+        if not self.lost:
+            with contextlib.suppress(RedisError, OSError):
+                await self.release()
+
     @contextlib.asynccontextmanager
     async def kept(self) -> AsyncIterator[None]:
         """Renew while the body runs; if the lease is lost, cancel the body (another job has
-        the batch). Let go at the end, whatever ends it."""
+        the batch). The lease is still held when the body ends: `let_go` hands it back."""
         task = asyncio.current_task()
         assert task is not None
-        lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(task, lost))
+        keeper = asyncio.create_task(self._keep(task))
         try:
             yield
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            if not lost.is_set():
-                with contextlib.suppress(RedisError, OSError):
-                    await asyncio.shield(self.release())
 
-    async def _keep(self, task: asyncio.Task[object], lost: asyncio.Event) -> None:
+    async def _keep(self, task: asyncio.Task[object]) -> None:
         while True:
             await asyncio.sleep(self.ms / 4000)
             try:
@@ -130,7 +134,7 @@ class Lease:
                 log.warning("lease not renewed: %r", exc, extra={"batch_id": self.batch_id})
                 continue
             log.warning("lease lost: another job has the batch", extra={"batch_id": self.batch_id})
-            lost.set()
+            self.lost = True
             task.cancel()
             return
 

@@ -3,9 +3,9 @@ never got one is queued."""
 
 import logging
 
-from infra.queue import enqueue_sync, forget_job
+from infra.queue import enqueue_sync, forget_job, running_jobs
 from jobs.context import from_ctx
-from jobs.lease import held, reclaim_expired
+from jobs.lease import Lease, held, reclaim_expired
 from models.batch import unfinished_batches
 
 log = logging.getLogger(__name__)
@@ -13,13 +13,28 @@ log = logging.getLogger(__name__)
 
 async def requeue_unfinished(ctx: dict[str, object]) -> None:
     """arq cron: queue every unfinished batch no job holds. A no-op where its job is queued;
-    it finds batches whose enqueue never happened (a crash after the commit)."""
+    it finds batches whose enqueue never happened (a crash after the commit).
+
+    A job arq runs that holds no lease either died before it took it or is taking it now:
+    a lease in its name tells which, as its own job renews it and a dead one's lapses (and
+    `reclaim_batches` gives the batch a new job)."""
     deps = from_ctx(ctx)
+    redis, queue = deps.services.redis, deps.services.queue
     unfinished = await unfinished_batches(deps.services.db)
-    holding = await held(deps.services.redis, unfinished)
+    holding = await held(redis, unfinished)
+    with_job = []
     for batch_id in unfinished:
-        if batch_id not in holding and await enqueue_sync(deps.services.queue, batch_id=batch_id):
+        if batch_id in holding:
+            continue
+        if await enqueue_sync(queue, batch_id=batch_id):
             log.warning("unfinished batch had no job: queued", extra={"batch_id": batch_id})
+        else:
+            with_job.append(batch_id)
+    seconds = deps.services.settings.lease_seconds
+    for batch_id, job_id in (await running_jobs(queue, with_job)).items():
+        if await Lease(redis, batch_id=batch_id, job_id=job_id, seconds=seconds).take():
+            log.info("running job %s had no lease: one in its name", job_id,
+                     extra={"batch_id": batch_id})  # fmt: skip
 
 
 async def reclaim_batches(ctx: dict[str, object]) -> None:

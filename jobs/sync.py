@@ -30,7 +30,7 @@ from infra.db import Database, is_outage
 from infra.metrics import ITEM_FAILURES
 from infra.tracing import extracted, tracer
 from jobs.attachments import push_attachments
-from jobs.context import WorkerContext, from_ctx
+from jobs.context import WorkerContext, from_ctx, hold
 from jobs.lease import Lease
 from jobs.outcomes import judge, report
 from jobs.pushes import OUTAGE_RETRY_SECONDS, push, settle
@@ -93,6 +93,7 @@ async def _sync_batch(ctx: dict[str, object], batch_id: str) -> None:
     try:
         if not await lease.take():
             raise Retry(defer=seconds / 2)  # after the job that has the batch
+        hold(ctx, lease)
         async with lease.kept():
             await run_sync(deps, batch_id=batch_id)
     except (DBAPIError, RedisError, OSError) as exc:

@@ -10,7 +10,7 @@ from arq.worker import Worker, func
 import ledgers
 from infra.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from infra.services import Services
-from jobs.context import WorkerContext, attach
+from jobs.context import WorkerContext, attach, let_go
 from jobs.sweeps import reclaim_batches, requeue_unfinished
 from jobs.sync import sync_batch
 from jobs.webhooks import pump_webhooks
@@ -67,6 +67,7 @@ def build_worker(
         redis_settings=services.redis_settings,  # its own pool: arq closes it on close()
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        after_job_end=let_go,  # a batch's lease, once arq has recorded how its job ended
         job_serializer=serialize,
         job_deserializer=deserialize,
         burst=burst,

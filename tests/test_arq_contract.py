@@ -1,6 +1,7 @@
 """What the worker relies on of arq, pinned against a real Redis: a batch's job runs in slices
-by raising `Retry` (arq counts each slice as a try), and `infra.queue.forget_job` knows where
-arq keeps a job. An arq release that changes either fails here, not in production."""
+by raising `Retry` (arq counts each slice as a try), `after_job_end` runs once arq has
+recorded how a job ended (a job's lease is let go there), and `infra.queue` knows where arq
+keeps a job. An arq release that changes either fails here, not in production."""
 
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,7 @@ from arq import Retry, Worker, create_pool, func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from infra.queue import QUEUE_NAME, deserialize, forget_job, serialize
+from infra.queue import QUEUE_NAME, deserialize, forget_job, running_jobs, serialize
 from infra.services import redis_settings
 
 SLICES = 12  # more than arq's default of five tries
@@ -58,6 +59,44 @@ async def test_a_job_raising_retry_runs_again_under_its_id_up_to_its_max_tries(
     assert (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed) == (1, SLICES - 1, 0)
 
 
+async def test_after_job_end_runs_once_a_retry_is_recorded(
+    queue: ArqRedis, redis_url: str
+) -> None:
+    seen: list[tuple[int, bool, float | None]] = []
+
+    async def sliced(ctx: dict[str, object]) -> None:
+        if ctx["job_try"] == 1:
+            raise Retry(defer=0.2)
+
+    async def after(ctx: dict[str, object]) -> None:
+        job_id = str(ctx["job_id"])
+        running = bool(await queue.exists(in_progress_key_prefix + job_id))
+        seen.append((int(str(ctx["job_try"])), running, await queue.zscore(QUEUE_NAME, job_id)))
+
+    await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+    enqueued = await queue.zscore(QUEUE_NAME, "sync:bat_1")
+    worker = Worker(
+        functions=[func(sliced, name="sliced", max_tries=3)],
+        queue_name=QUEUE_NAME,
+        redis_settings=redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        burst=True,
+        poll_delay=0.01,
+        keep_result=0,
+        handle_signals=False,
+        after_job_end=after,
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    assert enqueued is not None
+    (first, retried, score), (second, *finished) = seen
+    assert (first, retried) == (1, False) and score is not None and score >= enqueued + 200
+    assert (second, finished) == (2, [False, None])
+
+
 async def test_forgetting_a_dead_job_frees_its_id_for_a_new_one(queue: ArqRedis) -> None:
     assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
     assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME) is None
@@ -66,3 +105,12 @@ async def test_forgetting_a_dead_job_frees_its_id_for_a_new_one(queue: ArqRedis)
     assert await queue.zcard(QUEUE_NAME) == 0
     assert await queue.keys("arq:*") == []
     assert await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+
+
+async def test_jobs_marked_running_are_found_by_their_batch(queue: ArqRedis) -> None:
+    for job_id in ("sync:bat_1", "sync:bat_2:0a1b2c", "sync:bat_3", "cron:sweep"):
+        assert await queue.enqueue_job("sliced", _job_id=job_id, _queue_name=QUEUE_NAME)
+    for job_id in ("sync:bat_2:0a1b2c", "sync:bat_3", "cron:sweep"):
+        await queue.set(in_progress_key_prefix + job_id, b"1")
+    found = await running_jobs(queue, ["bat_1", "bat_2", "bat_4"])
+    assert found == {"bat_2": "sync:bat_2:0a1b2c"}

@@ -1,5 +1,6 @@
 """Ledger failures: what the worker retries, what fails at once, and what every push left."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -10,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text, update
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlmodel import col, select
 
 from infra.db import is_outage
+from infra.queue import enqueue_sync, sync_job_id
 from infra.services import Services
 from infra.settings import Settings
 from jobs.retries import backoff
@@ -303,6 +306,30 @@ async def test_a_batch_committed_but_never_queued_is_found_and_synced(
     await run_jobs()  # a worker's recovery sweep runs when it starts, then every 30 s
     found = await get_batch(services.db, company_id=company.company.id, batch_id=batch.id)
     assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)
+
+
+async def test_a_job_whose_worker_died_before_it_took_its_lease_is_found_and_synced(
+    company: NewCompany, services: Services
+) -> None:
+    batch, _ = await create_batch(
+        services.db,
+        bus=services.bus,
+        company_id=company.company.id,
+        record_type=RecordType.EXPENSE,
+        records=[expense_record(), expense_record()],
+    )
+    assert await enqueue_sync(services.queue, batch_id=batch.id)
+    dead = in_progress_key_prefix + sync_job_id(batch.id)  # arq marked it running, then a kill
+    await services.redis.set(dead, b"1", px=120_000)
+    quick = services.settings.model_copy(update={"lease_seconds": 1.0})
+    worker = build_worker(replace(services, settings=quick), burst=True)
+    try:  # the sweep at start gives the job a lease that lapses; the batch gets a new job
+        await asyncio.wait_for(worker.main(), 30)
+    finally:
+        await worker.close()
+    found = await get_batch(services.db, company_id=company.company.id, batch_id=batch.id)
+    assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)
+    assert not await services.redis.exists(dead)  # forgotten, not left to expire
 
 
 @asynccontextmanager

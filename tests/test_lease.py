@@ -73,9 +73,18 @@ async def test_a_kept_lease_is_renewed_and_the_body_cancelled_once_it_is_lost(
     assert await held(services.redis, ["bat_1"]) == {"bat_1"}  # job-2's, left alone
 
 
-async def test_a_kept_lease_is_let_go_when_its_body_ends(services: Services) -> None:
+async def test_a_kept_lease_is_held_after_its_body_ends_until_let_go(
+    services: Services,
+) -> None:
     lease = _lease(services, "job-1")
     assert await lease.take()
     async with lease.kept():
         pass
+    assert await held(services.redis, ["bat_1"]) == {"bat_1"}  # until arq has recorded the end
+    await lease.let_go()
     assert await held(services.redis, ["bat_1"]) == set()
+    lost = _lease(services, "job-2")
+    assert await lost.take()
+    lost.lost = True  # as its keeper marks a lease another job took
+    await lost.let_go()
+    assert await held(services.redis, ["bat_1"]) == {"bat_1"}  # the other job's, left alone
