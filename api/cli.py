@@ -15,10 +15,11 @@ from infra import data_dir, tracing
 from infra.db import connect
 from infra.services import redis_client
 from infra.settings import Settings
+from infra.storage import open_storage
 from infra.vault import SecretKeyError, load_vault
 from ledgers import books as sandbox
 from ledgers import create_company
-from models import money
+from models import history, money
 from models.company import replace_key
 from models.connections import reseal_tokens
 from models.enums import Provider
@@ -26,7 +27,7 @@ from models.errors import AppError, NotFound
 from models.migrate import migrate
 from models.records import Expense, load_record
 from models.sandbox import SandboxAttachment, SandboxRecord
-from models.tables import Company
+from models.tables import Company, utcnow
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -119,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "--expire-access-token", action="store_true", help="as after 30 minutes: refreshable"
     )
     configure.set_defaults(handler=lambda a, s: _run(_sandbox_configure(a, s)))
+
+    history = commands.add_parser("history", help="the event log's retention and its archives")
+    history_commands = history.add_subparsers(required=True, metavar="COMMAND")
+    sweep = history_commands.add_parser(
+        "sweep", help="make partitions ahead and remove what is past retention now; print it"
+    )
+    sweep.set_defaults(handler=lambda a, s: _run(_history_sweep(s)))
+    listed = history_commands.add_parser("archives", help="list the archived months")
+    listed.set_defaults(handler=lambda a, s: _run(_history_archives(s)))
+    read = history_commands.add_parser("read", help="print an archive, one JSON row a line")
+    read.add_argument("name", help="as `history archives` lists it")
+    read.set_defaults(handler=lambda a, s: _run(_history_read(a, s)))
     return parser
 
 
@@ -340,3 +353,30 @@ async def _replace_key(args: argparse.Namespace, settings: Settings, *, show: bo
             await redis.aclose()
     shown = {"apiKey": api_key} if show else {"revoked": True}
     print(json.dumps({"companyId": args.company_id, **shown}))
+
+
+async def _history_sweep(settings: Settings) -> None:
+    await migrate(settings.async_database_url)
+    db = connect(settings.async_database_url)
+    try:
+        made, removed = await history.sweep(db, open_storage(settings), settings, utcnow())
+    finally:
+        await db.dispose()
+    for name in made:
+        print(json.dumps({"made": name}))
+    for gone in removed:
+        print(json.dumps({"removed": gone.table, "rows": gone.rows, "partition": gone.partition,
+                          "archive": gone.archive}))  # fmt: skip
+
+
+async def _history_archives(settings: Settings) -> None:
+    for name in await history.archives(open_storage(settings)):
+        print(name)
+
+
+async def _history_read(args: argparse.Namespace, settings: Settings) -> None:
+    storage = open_storage(settings)
+    if args.name not in await history.archives(storage):
+        raise SystemExit(f"sync2books: no archive {args.name} (see `sync2books history archives`)")
+    async for lines in history.archive_lines(storage, args.name):
+        sys.stdout.buffer.write(lines)

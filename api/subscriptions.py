@@ -26,6 +26,7 @@ from models.batch import get_batch
 from models.enums import TERMINAL_BATCH_STATUSES, SyncOperation, SyncStatus
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, last_batch_event
+from models.history import check_resumable
 from models.tables import SyncEvent as SyncEventRow
 
 REPLAY_PAGE = 500
@@ -94,9 +95,14 @@ async def authorise(ctx: Context, field: str, arguments: Mapping[str, str | None
         batch = await get_batch(ctx.services.db, company_id=ctx.company.id, batch_id=batch_id)
         if batch is None:
             raise NotFound(f"batch {batch_id} not found")
-        return Interest(batch.company_id, batch.id, after)
-    from_now = arguments.get("afterEventId") is None
-    return Interest(ctx.own(arguments["companyId"] or ""), None, None if from_now else after)
+        interest = Interest(batch.company_id, batch.id, after)
+    else:
+        from_now = arguments.get("afterEventId") is None
+        company_id = ctx.own(arguments["companyId"] or "")
+        interest = Interest(company_id, None, None if from_now else after)
+    if arguments.get("afterEventId") is not None:
+        await check_resumable(ctx.services.db, company_id=interest.company_id, after=after)
+    return interest
 
 
 class Follower:

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(".sync2books")  # the embedded default's one directory, in the working directory
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     recovery_seconds: int = (
         30  # how often workers queue unfinished batches with no job (divides 60)
     )
+    event_retention_days: PositiveInt = 90  # the event log's history, then…
+    push_attempt_retention_days: PositiveInt = 90  # …dropped a month at a time
+    webhook_delivery_retention_days: PositiveInt = 90  # settled ones
+    history_archive: bool = False  # write each month to the attachment store before its drop
+    history_sweep_minutes: int = 10  # how often one worker keeps history (divides 60)
     max_push_attempts: int = 5  # pushes of one item before a transient failure is final
     retry_base_seconds: float = 0.5  # backoff before the 2nd push; doubles after, full jitter
     retry_max_seconds: float = 60.0

@@ -6,8 +6,8 @@ A job holds its batch's lease while it runs and renews it every quarter of
 SIGTERM hands the batch back at once): let go any sooner, a worker killed in between would
 leave a job arq counts as running and no lease to lapse. A lease nobody renewed is a job
 that died: `reclaim_expired` (one worker, every `SWEEP_SECONDS`) takes it away and names the
-dead job, so the batch gets a new one. Leases are deadlines in one sorted set, by Redis's clock, so the sweep reads only the
-expired ones and workers' clocks never matter.
+dead job, so the batch gets a new one. Leases are deadlines in one sorted set, by Redis's
+clock, so the sweep reads only the expired ones and workers' clocks never matter.
 """
 
 import asyncio

@@ -1,5 +1,5 @@
-"""The workers' crons: a batch whose job died gets a new one, and an unfinished batch that
-never got one is queued."""
+"""The workers' crons: a batch whose job died gets a new one, an unfinished batch that
+never got one is queued, and history is kept within its retention."""
 
 import logging
 
@@ -7,6 +7,8 @@ from infra.queue import enqueue_sync, forget_job, running_jobs
 from jobs.context import from_ctx
 from jobs.lease import Lease, held, reclaim_expired
 from models.batch import unfinished_batches
+from models.history import sweep
+from models.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +52,15 @@ async def reclaim_batches(ctx: dict[str, object]) -> None:
             lapsed.job_id,
             extra={"batch_id": lapsed.batch_id},
         )
+
+
+async def keep_history(ctx: dict[str, object]) -> None:
+    """arq cron, one worker every `HISTORY_SWEEP_MINUTES` and at start: the coming months'
+    partitions made ahead, and whatever is past retention removed (`models.history`)."""
+    services = from_ctx(ctx).services
+    made, removed = await sweep(services.db, services.storage, services.settings, utcnow())
+    if made:
+        log.info("history: partitions made ahead: %s", ", ".join(made))
+    for gone in removed:
+        log.info("history: %d %s rows past retention removed", gone.rows, gone.table,
+                 extra={"partition": gone.partition, "archive": gone.archive})  # fmt: skip

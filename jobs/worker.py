@@ -11,7 +11,7 @@ import ledgers
 from infra.queue import QUEUE_NAME, SYNC_BATCH, deserialize, serialize
 from infra.services import Services
 from jobs.context import WorkerContext, attach, let_go
-from jobs.sweeps import reclaim_batches, requeue_unfinished
+from jobs.sweeps import keep_history, reclaim_batches, requeue_unfinished
 from jobs.sync import sync_batch
 from jobs.webhooks import pump_webhooks
 from ledgers.http import open_http
@@ -55,6 +55,13 @@ def build_worker(
             cron(
                 reclaim_batches,
                 second=set(range(0, 60, settings.sweep_seconds)),
+                run_at_startup=True,
+                unique=True,
+            ),
+            cron(
+                keep_history,
+                minute=set(range(0, 60, settings.history_sweep_minutes)),
+                second=0,
                 run_at_startup=True,
                 unique=True,
             ),

@@ -5,6 +5,7 @@
     ├── NotFound              missing, malformed, or another company's id
     ├── Conflict              the row is not in a state that allows the request
     ├── InvalidInput          a value the API refuses; `field` names its path
+    ├── EventsExpired         a stream asked to resume where retention removed the log
     └── LedgerError           the ledger refused a push; its `error.code` classifies it
 
 `SyncErrorCode` is the classification of a failed sync item, each with a hint on what to do.
@@ -112,6 +113,10 @@ class InvalidInput(AppError):
     def __init__(self, message: str, *, field: str, **extensions: Any) -> None:
         super().__init__(message, field=field, **extensions)
         self.field = field
+
+
+class EventsExpired(AppError):
+    code = "EVENTS_EXPIRED"
 
 
 class LedgerError(AppError):

@@ -72,6 +72,11 @@ class Company(SQLModel, table=True):
     name: str = Field(max_length=255)
     api_key_hash: str = Field(max_length=64, unique=True, index=True)
     last_event_seq: int = Field(default=0, description="company_seq of its newest SyncEvent")
+    events_expired_through: int | None = Field(  # see models.history
+        default=None,
+        sa_type=BigInteger,
+        description="id of its newest SyncEvent that retention removed",
+    )
     # Its batches in each status, moved with their events (`transitions._log_events`): the
     # totals of `syncBatches`, which counting 100,000 rows on every page made slow.
     pending_batches: int = 0
@@ -247,11 +252,14 @@ class SyncEvent(SQLModel, table=True):
     `id` is unique and increasing service-wide. `company_seq` numbers a company's events
     1, 2, 3… with no gap, in commit order (taken under the company row's lock), so a live
     listener can tell a missed event from one that never was.
+
+    On PostgreSQL it is partitioned by month of `occurred_at` (migration 0014), as is
+    `push_attempt` by `started_at`: retention drops old months whole (`models.history`).
     """
 
     __tablename__ = "sync_event"
     __table_args__ = (
-        Index("ix_sync_event_company_seq", "company_id", "company_seq", unique=True),
+        Index("ix_sync_event_company_seq", "company_id", "company_seq"),  # see 0014
         Index("ix_sync_event_batch_id", "batch_id", "id"),
         Index(  # items' outcomes by time, for `models.stats` (which repeats the condition)
             "ix_sync_event_outcomes",
@@ -288,9 +296,14 @@ class PushAttempt(SQLModel, table=True):
     """One push of an item to its ledger: when, how long, and what went wrong if anything."""
 
     __tablename__ = "push_attempt"
-    __table_args__ = (Index("ix_push_attempt_item", "item_id", "number", unique=True),)
+    __table_args__ = (Index("ix_push_attempt_item", "item_id", "number"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
     item_id: str = Field(foreign_key="sync_item.id", max_length=40)
     number: int  # 1, 2, 3… over the item's whole life, retries by the client included
     started_at: datetime

@@ -59,9 +59,7 @@ async def test_a_job_raising_retry_runs_again_under_its_id_up_to_its_max_tries(
     assert (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed) == (1, SLICES - 1, 0)
 
 
-async def test_after_job_end_runs_once_a_retry_is_recorded(
-    queue: ArqRedis, redis_url: str
-) -> None:
+async def test_after_job_end_runs_once_a_retry_is_recorded(queue: ArqRedis, redis_url: str) -> None:
     seen: list[tuple[int, bool, float | None]] = []
 
     async def sliced(ctx: dict[str, object]) -> None:

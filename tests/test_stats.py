@@ -70,10 +70,11 @@ async def test_stats_refuse_a_span_of_too_many_buckets_or_the_future(
 
 
 async def test_stats_read_the_outcomes_index(services: Services) -> None:
-    """At a million events the query must be a range of the partial index, not the log."""
+    """At a million events the query must be a range of the partial index, not the log, in
+    the one month's partition the range falls in."""
     if not services.db.is_postgres:
         return
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(day=15, hour=12)  # an hour well inside this month
     query = stats_query(services.db, "cmp_x", now - timedelta(hours=1), now, 60)
     async with services.db.engine.connect() as conn:
         await conn.execute(text("SET enable_seqscan = off"))  # an empty table: ask the index
@@ -82,4 +83,6 @@ async def test_stats_read_the_outcomes_index(services: Services) -> None:
         plan = "\n".join(
             str(row[0]) for row in await conn.exec_driver_sql(f"EXPLAIN {compiled}", bound)
         )
-    assert "ix_sync_event_outcomes" in plan, plan
+    month = f"sync_event_p{now:%Y_%m}"  # the log is partitioned by month: only this one's read
+    assert f"using {month}_company_id_occurred_at_to_status_idx on {month}" in plan, plan
+    assert plan.count(" on sync_event_p") == 1, plan

@@ -470,6 +470,14 @@ function connectLive() {
       onEvent(message.payload.data.companySyncEvents);
     } else if (message.type === "next" && message.id === "alerts") {
       onAlert(message.payload.data.companyAlerts);
+    } else if (message.type === "error" && message.id === "events") {
+      const expired = message.payload.some((e) => e.extensions?.code === "EVENTS_EXPIRED");
+      if (expired) {
+        // Away past the log's retention: what happened meanwhile is read again, then followed.
+        const key = state.key;
+        signOut();
+        signIn(key);
+      }
     }
   };
   socket.onclose = (closed) => {
