@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import uvloop
 
-from bench import changes, first_hour, footprint, live, otlp, pipeline, queries, uploads
+from bench import changes, events, first_hour, footprint, live, otlp, pipeline, queries, uploads
 from bench.service import running
 
 
@@ -204,6 +204,18 @@ async def _first_hour(_: argparse.Namespace) -> None:
           f"{f.total_s:>8.1f}")  # fmt: skip
 
 
+async def _events(args: argparse.Namespace) -> None:
+    print(f"events: the log at {' and '.join(f'{n:,}' for n in args.event_counts)} events, "
+          f"{events.COMPANIES:,} companies over {events.MONTHS} months, monthly partitions; "
+          f"{args.event_samples} samples per figure (p50)")  # fmt: skip
+    print(f"{'events':>11} {'inserts/s':>9} {'replay ms':>9} {'stats ms':>8} {'drop ms':>8} "
+          f"{'dropped rows':>12}")  # fmt: skip
+    for count in args.event_counts:
+        f = await events.measure(count, args.event_samples)
+        print(f"{f.events:>11,} {f.inserts_per_s:>9,.0f} {f.replay_ms:>9.1f} {f.stats_ms:>8.1f} "
+              f"{f.drop_ms:>8.0f} {f.dropped_rows:>12,}")  # fmt: skip
+
+
 SCENARIOS = {
     "pipeline": _pipeline,
     "tracing": _tracing_cost,
@@ -215,6 +227,7 @@ SCENARIOS = {
     "footprint": _footprint,
     "uploads": _uploads,
     "first-hour": _first_hour,
+    "events": _events,
 }
 
 
@@ -271,6 +284,10 @@ def main() -> None:
         "tracing: the share sampled in its runs with tracing on",
     )
     parser.add_argument("--pairs", type=int, default=5, help="tracing: pairs of runs")
+    parser.add_argument(
+        "--event-counts", type=_counts, default=[100_000, 10_000_000], help="events: log sizes"
+    )
+    parser.add_argument("--event-samples", type=int, default=50, help="events: per figure")
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +21,10 @@ import redis.asyncio as redis
 from cryptography.fernet import Fernet
 
 from bench import otlp
+from infra.db import connect
+from infra.settings import Settings
+from models.history import ensure_partitions
+from models.tables import utcnow
 
 BIN = Path(sys.executable).parent / "sync2books"
 DATABASE_URL = os.environ.get(
@@ -69,7 +74,16 @@ class Service:
         return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def _fresh_database(url: str) -> None:
+async def months_from(since: datetime) -> None:
+    """The log's monthly partitions from `since` on: for rows seeded into the past."""
+    db = connect(Settings(database_url=DATABASE_URL).async_database_url)
+    try:
+        await ensure_partitions(db, utcnow(), since=since)
+    finally:
+        await db.dispose()
+
+
+async def fresh_database(url: str) -> None:
     """Drop and recreate the bench database: every run starts empty."""
     admin, _, name = url.rpartition("/")
     conn = await asyncpg.connect(f"{admin}/postgres")
@@ -114,7 +128,7 @@ async def running(*, workers: int = 1, tracing: float = 0.0) -> AsyncIterator[Se
 async def _running(
     workers: int, otlp_endpoint: str | None, sampled: float
 ) -> AsyncIterator[Service]:
-    await _fresh_database(DATABASE_URL)
+    await fresh_database(DATABASE_URL)
     client = redis.Redis.from_url(REDIS_URL)
     await client.flushdb()
     await client.aclose()

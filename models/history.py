@@ -101,13 +101,18 @@ async def partitions(db: Database) -> list[Partition]:
     return sorted(months, key=lambda p: (p.table, p.start))
 
 
-async def ensure_partitions(db: Database, now: datetime) -> list[str]:
-    """Make this month's and the next `MONTHS_AHEAD` months' partitions where missing."""
+async def ensure_partitions(
+    db: Database, now: datetime, *, since: datetime | None = None
+) -> list[str]:
+    """Make the months from `since` (this one by default) to `MONTHS_AHEAD` past this one,
+    where missing."""
     if not db.is_postgres:
         return []
     have = {p.name for p in await partitions(db)}
-    wanted, start = [], month_of(now)
-    for _ in range(MONTHS_AHEAD + 1):
+    wanted, start, last = [], month_of(since or now), month_of(now)
+    for _ in range(MONTHS_AHEAD):
+        last = next_month(last)
+    while start <= last:
         wanted += [_partition(table, start) for table in _PARTITIONED]
         start = next_month(start)
     made = [p for p in wanted if p.name not in have]
@@ -159,18 +164,26 @@ async def expire(
 
 
 async def _drop(db: Database, storage: Storage, p: Partition, *, archive: bool) -> Removed:
-    """Archive the month if asked, then keep its companies' horizons and drop it, together."""
+    """Archive the month if asked, then keep its companies' horizons and drop it, together:
+    one scan of the month counts its rows and finds each company's newest event."""
     key = await _archive(db, storage, p) if archive else None
     async with db.transaction() as session:
-        rows = await session.scalar(text(f"SELECT count(*) FROM {p.name}")) or 0
         if p.table == "sync_event":
-            newest = await session.execute(
-                text(f"SELECT company_id, max(id) FROM {p.name} GROUP BY company_id")
+            rows = await session.scalar(
+                text(
+                    f"WITH newest AS (SELECT company_id, max(id) AS last, count(*) AS n"
+                    f" FROM {p.name} GROUP BY company_id),"
+                    " kept AS (UPDATE company SET events_expired_through = newest.last"
+                    " FROM newest WHERE company.id = newest.company_id"
+                    " AND (events_expired_through IS NULL OR events_expired_through < newest.last))"
+                    " SELECT coalesce(sum(n), 0) FROM newest"
+                )
             )
-            await _keep_horizons(session, [(company_id, last) for company_id, last in newest])
+        else:
+            rows = await session.scalar(text(f"SELECT count(*) FROM {p.name}"))
         await session.execute(text(f"DROP TABLE {p.name}"))
-    log.info("history: %s dropped (%d rows)", p.name, rows, extra={"archive": key})
-    return Removed(p.table, rows, p.name, key)
+    log.info("history: %s dropped (%d rows)", p.name, rows or 0, extra={"archive": key})
+    return Removed(p.table, int(rows or 0), p.name, key)
 
 
 async def _keep_horizons(session: AsyncSession, newest: Sequence[tuple[str, int | None]]) -> None:
