@@ -206,7 +206,8 @@ async def _first_hour(_: argparse.Namespace) -> None:
 
 async def _events(args: argparse.Namespace) -> None:
     print(f"events: the log at {' and '.join(f'{n:,}' for n in args.event_counts)} events, "
-          f"{events.COMPANIES:,} companies over {events.MONTHS} months, monthly partitions; "
+          f"{events.EVENTS_PER_COMPANY:,} of each company over {events.MONTHS} months, monthly "
+          "partitions; "
           f"{args.event_samples} samples per figure (p50)")  # fmt: skip
     print(f"{'events':>11} {'inserts/s':>9} {'replay ms':>9} {'stats ms':>8} {'drop ms':>8} "
           f"{'dropped rows':>12}")  # fmt: skip

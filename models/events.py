@@ -127,13 +127,19 @@ async def last_batch_event(db: Database, *, batch_id: str) -> SyncEvent | None:
 
 
 async def last_event_id(db: Database, *, company_id: str) -> int | None:
-    """The id of the company's newest event, if it has any."""
+    """The id of the company's newest event: in the log, or else the newest that retention
+    removed (following after it misses nothing); None if it never had one."""
     async with db.sessions() as session:
-        return await session.scalar(
+        newest = await session.scalar(
             select(col(SyncEvent.id))
             .where(col(SyncEvent.company_id) == company_id)
             .order_by(col(SyncEvent.company_seq).desc())
             .limit(1)
+        )
+        if newest is not None:
+            return newest
+        return await session.scalar(
+            select(col(Company.events_expired_through)).where(col(Company.id) == company_id)
         )
 
 

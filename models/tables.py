@@ -269,6 +269,7 @@ class SyncEvent(SQLModel, table=True):
             postgresql_where=text(ITEM_OUTCOMES),
             sqlite_where=text(ITEM_OUTCOMES),
         ),
+        {"sqlite_autoincrement": True},  # ids never reused after retention's deletes
     )
 
     id: int | None = Field(

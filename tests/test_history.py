@@ -194,3 +194,22 @@ async def test_stats_count_outcomes_across_months(
         <= earlier
         < datetime.fromisoformat(busy[1]["start"])
     )
+
+
+async def test_a_company_whose_whole_log_is_past_retention_resumes_from_its_last_event(
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: RunJobs
+) -> None:
+    old = await new_batch(api, company, [expense()])
+    await run_jobs()
+    await _backdate(services, old)
+    last = str((await batch_events(services.db, batch_id=old))[-1].id)
+    await sweep(services.db, services.storage, services.settings, utcnow())
+    company_query = "{ company { lastEventId } }"
+    assert data(await api.gql(company_query))["company"]["lastEventId"] == last  # removed, yet
+    new = await new_batch(api, company, [expense()])
+    cid = company.company.id
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as ws:
+        await ws.subscribe("1", COMPANY_EVENTS, {"companyId": cid, "after": last})
+        await run_jobs()
+        events = await ws.events("1", count=len(await batch_events(services.db, batch_id=new)))
+    assert {event["batchId"] for event in events} == {new}  # none missed since

@@ -8,15 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, async_playwright
+from playwright.async_api import ConsoleMessage, Page, WebSocketRoute, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
-from sqlalchemy import update
+from sqlalchemy import delete, update
+from sqlmodel import col
 
 from infra.services import Services
 from models.company import NewCompany
-from models.tables import SyncEvent
+from models.tables import Company, SyncEvent
 from tests.conftest import CHROMIUM_FLAGS, Api, RunJobs
-from tests.helpers import CREATE_EXPENSES, PDF, data, eventually, expense, upload
+from tests.helpers import (
+    CREATE_EXPENSES,
+    PDF,
+    batch_events,
+    data,
+    eventually,
+    expense,
+    new_batch,
+    upload,
+)
 
 pytestmark = pytest.mark.slow
 CREATE_ACCOUNT = """
@@ -265,4 +275,45 @@ async def test_a_busy_hour_then_a_failure_alert_as_the_monitor_draws_them(
         assert "this minute 67%" in await rates.inner_text()
         if pictures:
             await page.screenshot(path=str(Path(pictures) / "monitor-alert.png"))
+        await browser.close()
+
+
+async def test_the_monitor_back_after_retention_removed_what_it_missed_reads_it_again(
+    api: Api, company: NewCompany, services: Services, live_server: str, run_jobs: RunJobs,
+    chromium: str,
+) -> None:  # fmt: skip
+    sockets: list[WebSocketRoute] = []
+    reconnect = asyncio.Event()
+
+    async def through(route: WebSocketRoute) -> None:
+        if sockets:  # the monitor's reconnect waits while its company's log moves on
+            await reconnect.wait()
+        route.connect_to_server()
+        sockets.append(route)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = await browser.new_page(viewport={"width": 1200, "height": 800})
+        await page.route_web_socket("**/graphql", through)
+        await page.goto(f"http://{live_server}/monitor")
+        await page.get_by_label("Company API key").fill(company.api_key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.locator("#live.on").wait_for()
+
+        await sockets[0].close()  # the network drops: the monitor saw nothing after this
+        await page.locator("#live:not(.on)").wait_for()
+        batch_id = await new_batch(api, company, [expense(reference="while-away")])
+        await run_jobs()
+        missed = await batch_events(services.db, batch_id=batch_id)
+        async with services.db.transaction() as session:  # retention removed the first of them
+            await session.execute(delete(SyncEvent).where(col(SyncEvent.id) == missed[0].id))
+            await session.execute(
+                update(Company)
+                .where(col(Company.id) == company.company.id)
+                .values(events_expired_through=missed[0].id)
+            )
+        reconnect.set()
+        await _row(page, batch_id).locator(".status.COMPLETED").wait_for()  # read again
+        await page.locator("#live.on").wait_for()  # and followed from now
+        assert len(sockets) == 3  # the refused resume's, then the reloaded page's own
         await browser.close()

@@ -461,7 +461,8 @@ function connectLive() {
       const c = state.company.id;
       const subscribe = (id, operationName, variables) =>
         send({ id, type: "subscribe", payload: { query: DOCUMENTS, operationName, variables } });
-      subscribe("events", "Events", { c, after: state.lastEventId });
+      // From the start of the log when the company had no event yet: none is lost to a drop.
+      subscribe("events", "Events", { c, after: state.lastEventId ?? "0" });
       subscribe("alerts", "AlertStream", { c });
       setLive(true);
     } else if (message.type === "ping") {

@@ -2,6 +2,8 @@
 partitioned by month (their rows copied over), so retention drops whole partitions; each
 company keeps the id of the newest event retention removed, for `EVENTS_EXPIRED`.
 
+On SQLite event ids become AUTOINCREMENT, never reused once retention deleted them.
+
 A partitioned table's unique indexes must hold its partition key, so the company's event
 numbers and an item's attempt numbers are indexed without UNIQUE on both backends: they are
 taken under the company's and the item's row locks, which is what kept them unique.
@@ -80,6 +82,12 @@ def upgrade() -> None:
         op.drop_index("ix_sync_event_batch_id", table_name="sync_event")
         op.drop_index("ix_sync_event_outcomes", table_name="sync_event")
         op.drop_index("ix_push_attempt_item", table_name="push_attempt")
+        # AUTOINCREMENT: SQLite would otherwise give the next event the id after the newest
+        # row left, which a log emptied by retention would set back below ids clients hold.
+        with op.batch_alter_table(
+            "sync_event", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        ):
+            pass
     op.create_index("ix_sync_event_company_seq", "sync_event", ["company_id", "company_seq"])
     op.create_index("ix_sync_event_batch_id", "sync_event", ["batch_id", "id"])
     op.create_index(
