@@ -41,11 +41,13 @@ INSERT INTO company (id, name, api_key_hash, last_event_seq, pending_batches,
 SELECT 'cmp_' || c, 'Company ' || c, md5('key' || c), $1 / $2, 0, 0, 0, 0, now()
 FROM generate_series(0, $2 - 1) c
 """
-# Event g (1…N) of company g % C, its (g / C)-th, at an even step from `start` to now.
+# Events in runs of 300 (a batch of 100 items' three moves each), the runs of the companies
+# taking turns; event g (1…N) at an even step from `start` to now.
 _SEED_EVENTS = """
 INSERT INTO sync_event (company_id, company_seq, batch_id, item_id, from_status, to_status,
     occurred_at)
-SELECT 'cmp_' || (g % $2), (g - 1) / $2 + 1, 'bat_' || (g / 3000), 'itm_' || (g / 3),
+SELECT 'cmp_' || ((g - 1) / 300 % $2), ((g - 1) / 300 / $2) * 300 + (g - 1) % 300 + 1,
+       'bat_' || ((g - 1) / 300), 'itm_' || (g / 3),
        CASE g % 3 WHEN 0 THEN NULL WHEN 1 THEN 'PENDING' ELSE 'PROCESSING' END,
        CASE g % 3 WHEN 0 THEN 'PENDING' WHEN 1 THEN 'PROCESSING'
             ELSE CASE WHEN g % 30 = 2 THEN 'FAILED' ELSE 'SUCCESS' END END,
@@ -115,7 +117,7 @@ async def _replay(db: Database, companies: int, samples: int) -> float:
     timings = []
     for _ in range(samples):
         company = f"cmp_{random.randrange(companies)}"
-        after = random.randrange(per_company - REPLAY_PAGE)
+        after = random.randrange(per_company - 2 * REPLAY_PAGE)  # a full page: 9,900 at least
         started = time.perf_counter()
         page = await company_events(
             db, company_id=company, after_seq=after, upto_seq=per_company, limit=REPLAY_PAGE

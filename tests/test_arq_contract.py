@@ -9,6 +9,8 @@ import pytest
 from arq import Retry, Worker, create_pool, func
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
+from arq.typing import StartupShutdown
+from arq.worker import Function
 
 from infra.queue import QUEUE_NAME, deserialize, forget_job, running_jobs, serialize
 from infra.services import redis_settings
@@ -29,6 +31,30 @@ async def queue(redis_url: str) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
+async def _run_burst(
+    redis_url: str, function: Function, *, after_job_end: StartupShutdown | None = None
+) -> Worker:
+    """Run the queued jobs with `function` in a burst worker set up as ours is (the wire
+    format, no results kept), to the end."""
+    worker = Worker(
+        functions=[function],
+        queue_name=QUEUE_NAME,
+        redis_settings=redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        burst=True,
+        poll_delay=0.01,
+        keep_result=0,
+        handle_signals=False,
+        after_job_end=after_job_end,
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return worker
+
+
 async def test_a_job_raising_retry_runs_again_under_its_id_up_to_its_max_tries(
     queue: ArqRedis, redis_url: str
 ) -> None:
@@ -40,21 +66,7 @@ async def test_a_job_raising_retry_runs_again_under_its_id_up_to_its_max_tries(
             raise Retry(defer=0)  # the rest of the batch, behind the other jobs
 
     await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
-    worker = Worker(
-        functions=[func(sliced, name="sliced", max_tries=1_000_000)],
-        queue_name=QUEUE_NAME,
-        redis_settings=redis_settings(redis_url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        burst=True,
-        poll_delay=0.01,
-        keep_result=0,
-        handle_signals=False,
-    )
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
+    worker = await _run_burst(redis_url, func(sliced, name="sliced", max_tries=1_000_000))
     assert tries == list(range(1, SLICES + 1))
     assert (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed) == (1, SLICES - 1, 0)
 
@@ -73,22 +85,7 @@ async def test_after_job_end_runs_once_a_retry_is_recorded(queue: ArqRedis, redi
 
     await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
     enqueued = await queue.zscore(QUEUE_NAME, "sync:bat_1")
-    worker = Worker(
-        functions=[func(sliced, name="sliced", max_tries=3)],
-        queue_name=QUEUE_NAME,
-        redis_settings=redis_settings(redis_url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        burst=True,
-        poll_delay=0.01,
-        keep_result=0,
-        handle_signals=False,
-        after_job_end=after,
-    )
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
+    await _run_burst(redis_url, func(sliced, name="sliced", max_tries=3), after_job_end=after)
     assert enqueued is not None
     (first, retried, score), (second, *finished) = seen
     assert (first, retried) == (1, False) and score is not None and score >= enqueued + 200
