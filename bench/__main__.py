@@ -14,7 +14,18 @@ from collections.abc import Callable
 
 import uvloop
 
-from bench import changes, events, first_hour, footprint, live, otlp, pipeline, queries, uploads
+from bench import (
+    changes,
+    events,
+    first_hour,
+    footprint,
+    live,
+    noisy,
+    otlp,
+    pipeline,
+    queries,
+    uploads,
+)
 from bench.service import running
 
 
@@ -217,6 +228,22 @@ async def _events(args: argparse.Namespace) -> None:
               f"{f.drop_ms:>8.0f} {f.dropped_rows:>12,}")  # fmt: skip
 
 
+async def _noisy(args: argparse.Namespace) -> None:
+    print(f"noisy: heavy companies with {args.heavy_items:,} expenses each, their sandboxes "
+          f"paced like Xero ({noisy.PER_MINUTE} calls/min of {noisy.PER_CALL}, "
+          f"{noisy.CONCURRENT} at once, {noisy.LATENCY_MS} ms a call), and a light one creating "
+          f"one a second for {args.light_seconds} s to an idle sandbox; one API process, "
+          f"{args.workers} workers")  # fmt: skip
+    print(f"{'heavy':>5} {'light p50 s':>10} {'p99 s':>10} {'max s':>10} {'min share':>10} "
+          f"{'med share':>10}")  # fmt: skip
+    for heavy in args.heavy:
+        async with running(workers=args.workers) as service:
+            f = await noisy.measure(
+                service, heavy=heavy, items=args.heavy_items, seconds=args.light_seconds
+            )
+        print(noisy.summary(f))
+
+
 SCENARIOS = {
     "pipeline": _pipeline,
     "tracing": _tracing_cost,
@@ -229,6 +256,7 @@ SCENARIOS = {
     "uploads": _uploads,
     "first-hour": _first_hour,
     "events": _events,
+    "noisy": _noisy,
 }
 
 
@@ -289,6 +317,9 @@ def main() -> None:
         "--event-counts", type=_counts, default=[100_000, 10_000_000], help="events: log sizes"
     )
     parser.add_argument("--event-samples", type=int, default=50, help="events: per figure")
+    parser.add_argument("--heavy", type=_counts, default=[10, 20], help="noisy: heavy companies")
+    parser.add_argument("--heavy-items", type=int, default=5_000, help="noisy: each one's")
+    parser.add_argument("--light-seconds", type=int, default=60, help="noisy: the light one's")
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

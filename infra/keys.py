@@ -41,6 +41,11 @@ def refresh_lock(connection_id: str) -> str:
     return f"{PREFIX}refresh:{connection_id}"
 
 
+def reserved_slot(batch_id: str) -> str:
+    """When the ledger call slot a batch's job reserved before queueing itself is due."""
+    return f"{PREFIX}reserved:{batch_id}"
+
+
 def limit(connection_id: str, part: str) -> str:
     """The gateway's limiter for a connection: `slots`, `calls`, `minute` or `day`."""
     return f"{PREFIX}limit:{connection_id}:{part}"

@@ -7,12 +7,18 @@ database from being the bottleneck. The job is idempotent: it only ever claims P
 its document's key at the ledger, and an item pushed before is looked for before it is
 pushed again.
 
-A chunk is as many calls as the ledger allows at once, each carrying up to the ledger's
-documents per call (Xero 50, QuickBooks 30); the calls run together, each waiting its turn
-in the connection's gateway, so the ledger's limits hold across all workers (and
-`WORKER_MAX_PUSHES` bounds a process's calls in flight). A job works for one slice
-(`JOB_SLICE_SECONDS`), then queues the rest of its batch behind the other jobs: a company
-with a large, slow backlog takes turns with the others instead of holding every worker.
+A chunk is as many calls as the ledger takes within `CHUNK_AHEAD_SECONDS` (and at once), each
+carrying up to the ledger's documents per call (Xero 50, QuickBooks 30); the calls run
+together, each waiting its turn in the connection's gateway, so the ledger's limits hold
+across all workers (and `WORKER_MAX_PUSHES` bounds a process's calls in flight).
+
+A job never holds its slot while its ledger's pace would keep it waiting longer than
+`PACE_WAIT_SECONDS` before a chunk: it reserves the ledger's next free call and queues the
+rest of its batch for just before it. arq's queue, ordered by when each job is ready, is then
+the queue of batches by when their companies' ledgers can next take a call, and a company's
+batches take its calls in turn. A job also stops after one slice (`JOB_SLICE_SECONDS`) for a
+fast ledger: a company with a large backlog takes turns with the others instead of holding
+every worker.
 """
 
 import asyncio
@@ -25,6 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from infra import keys
 from infra.backoff import pause
 from infra.db import Database, is_outage
 from infra.metrics import ITEM_FAILURES
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK = 500  # items claimed and settled in one transition each way
 WAITING_SECONDS = 0.2  # how soon a batch whose items wait for their records' turns looks again
+PACE_WAIT_SECONDS = 0.1  # the longest a job waits on its ledger's pace while holding a slot
+CHUNK_AHEAD_SECONDS = 1.0  # a chunk: the calls the ledger takes within this (and at once)
 OUTAGE_MAX_SECONDS = 30  # the longest pause before a job hit by an outage runs again
 OUTAGE_RETRIES = 10  # then the job ends; the recovery sweep queues the batch once they answer
 STRANDED = SyncError(
@@ -140,15 +149,18 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     if gateway is None or gateway.connection.status is not ConnectionStatus.ACTIVE:
         await _fail_batch(deps, batch, connection)
         return
+    due = await deps.services.redis.getdel(keys.reserved_slot(batch_id))
+    if due is not None:  # the slot this job reserved when it queued itself
+        gateway.limiter.prepaid(float(due))
     limits = gateway.limiter.limits
     slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
-    calls = min(limits.concurrent, gateway.limiter.calls_within(slice_seconds))
+    calls = min(limits.concurrent, gateway.limiter.calls_within(CHUNK_AHEAD_SECONDS))
     chunk_size = min(MAX_CHUNK, calls * limits.documents_per_call)
     ends = time.monotonic() + slice_seconds
     while chunk := await items_in(
         db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
     ):
-        await _within_slice(gateway, batch_id, ends, slice_seconds)
+        await _within_slice(deps, gateway, batch_id, ends)
         claimed = await transition(
             db,
             bus=deps.services.bus,
@@ -179,7 +191,7 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     while files := await attachments_in(
         deps.services, batch_id=batch_id, status=ItemStatus.PENDING, limit=calls
     ):
-        await _within_slice(gateway, batch_id, ends, slice_seconds)
+        await _within_slice(deps, gateway, batch_id, ends)
         if not await push_attachments(deps, gateway, batch, files):
             break  # their items were put back meanwhile (a retry): the next job runs them
     log.info("batch synced", extra={"company_id": batch.company_id, "batch_id": batch_id})
@@ -202,17 +214,26 @@ def _by_call(steps: Sequence[Step]) -> list[list[Step]]:
     return list(groups.values())
 
 
-async def _within_slice(gateway: Gateway, batch_id: str, ends: float, slice_seconds: float) -> None:
-    """Go on while the job's slice lasts and the ledger's budget allows soon; else queue the
-    rest of the batch behind the other jobs."""
-    backlog = await gateway.limiter.backlog()
-    if time.monotonic() > ends or backlog > slice_seconds:
-        log.info(
-            "slice over, the rest of the batch runs in %.1fs at the earliest",
-            backlog,
-            extra={"batch_id": batch_id},
-        )
-        raise Retry(defer=backlog)  # the same job (one per batch), behind the others
+async def _within_slice(deps: WorkerContext, gateway: Gateway, batch_id: str, ends: float) -> None:
+    """Go on while the job's slice lasts and the ledger takes a call within
+    `PACE_WAIT_SECONDS` (or the job holds a slot reserved before); else give the job slot
+    back and queue the rest of the batch: for the ledger's next free call, reserved for this
+    job now, so that the company's batches take its calls in turn instead of all waking for
+    each one."""
+    limiter = gateway.limiter
+    if time.monotonic() > ends:
+        log.info("slice over: the rest of the batch queued", extra={"batch_id": batch_id})
+        raise Retry(defer=0)  # the same job, behind the others ready now
+    if limiter.has_prepaid or await limiter.backlog() <= PACE_WAIT_SECONDS:
+        return
+    wait = await limiter.reserve()
+    seconds = deps.services.settings.lease_seconds
+    due = str(time.time() + wait)
+    await deps.services.redis.set(
+        keys.reserved_slot(batch_id), due, px=int((wait + seconds) * 1000)
+    )
+    log.info("the ledger's next call for the batch is in %.1fs", wait, extra={"batch_id": batch_id})
+    raise Retry(defer=max(0.0, wait - PACE_WAIT_SECONDS / 2))
 
 
 async def _recover(deps: WorkerContext, *, batch_id: str) -> None:

@@ -86,6 +86,22 @@ class Limiter:
         self._hold = redis.register_script(_HOLD)
         self._acquire = redis.register_script(_ACQUIRE)
         self._here = asyncio.Semaphore(limits.concurrent)
+        self._prepaid: float | None = None  # when a slot reserved before is due (time.time())
+
+    async def reserve(self) -> float:
+        """Take the connection's next free slot for a call to be made later, by whoever is
+        handed it (`prepaid`): the seconds until it is due."""
+        budget = [self._slots, self._minute, self._day]
+        return float(await self._reserve(keys=budget, args=[self.interval]))
+
+    def prepaid(self, due: float) -> None:
+        """The next call takes a slot reserved before (`reserve`), due at `due` (time.time()),
+        instead of reserving one."""
+        self._prepaid = due
+
+    @property
+    def has_prepaid(self) -> bool:
+        return self._prepaid is not None
 
     async def backlog(self) -> float:
         """Seconds until the connection's next free slot (others may be queued before us)."""
@@ -119,8 +135,10 @@ class Limiter:
         reserve a slot or ask Redis for a lease."""
         async with self._here:
             start = time.perf_counter()
-            budget = [self._slots, self._minute, self._day]
-            wait = float(await self._reserve(keys=budget, args=[self.interval]))
+            if self._prepaid is not None:
+                wait, self._prepaid = max(0.0, self._prepaid - time.time()), None
+            else:
+                wait = await self.reserve()
             await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
             while not await self._lease(lease):

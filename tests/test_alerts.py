@@ -2,6 +2,7 @@
 webhook, and cleared when the rate recovers or the company reconnects."""
 
 import asyncio
+from urllib.parse import urlsplit
 
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
@@ -115,8 +116,11 @@ async def test_alerts_are_listed_at_most_a_page_at_a_time(api: Api, company: New
 
 
 async def _listening(services: Services) -> int:
-    """Redis connections listening on a pattern: the live hubs' (one per app here)."""
-    return sum(1 for client in await services.redis.client_list() if int(client["psub"]))
+    """Redis connections listening on a pattern: the live hubs' (one per app here), counted
+    on this test worker's database only (the other pytest-xdist worker shares the server)."""
+    db = int(urlsplit(services.redis_url).path.lstrip("/") or 0)
+    clients = await services.redis.client_list()
+    return sum(1 for client in clients if int(client["psub"]) and int(client["db"]) == db)
 
 
 async def _connection_alert(

@@ -24,10 +24,11 @@ from infra.settings import Settings
 from jobs.retries import backoff
 from jobs.worker import build_worker
 from ledgers import books as sandbox
+from ledgers import create_company
 from ledgers.protocol import Entry, Ledger, LedgerFactory, Written
 from models.batch import create_batch, get_batch
 from models.company import NewCompany
-from models.enums import RecordType
+from models.enums import Provider, RecordType
 from models.errors import LedgerError, SyncErrorCode
 from models.tables import Connection, SyncItem
 from tests.conftest import Api, RunJobs, sandbox_ledger
@@ -290,6 +291,53 @@ async def test_a_slow_backlog_takes_turns_with_other_companies(
     fast_batch = await get_batch(services.db, company_id=other_company.company.id, batch_id=fast)
     assert slow_batch and slow_batch.completed_at and fast_batch and fast_batch.completed_at
     assert (slow_batch.completed_at - fast_batch.completed_at).total_seconds() > 2
+
+
+async def test_companies_waiting_on_their_ledgers_hold_no_job_slot_from_a_light_one(
+    company: NewCompany, services: Services
+) -> None:
+    """Four companies, each with 8 calls to make 0.5 s apart, and a fifth with one expense
+    to an idle ledger, on a worker of two job slots: the light batch syncs at once, and the
+    heavy ones keep (near) their ledgers' pace, since none holds a slot while it waits."""
+    heavy = [
+        await create_company(
+            services.db, services.vault, name=f"Busy {n}", provider=Provider.SANDBOX
+        )
+        for n in range(4)
+    ]
+    batches = {}
+    for busy in heavy:
+        await _misbehave(services, busy, rate_limit_per_minute=120, documents_per_call=1)
+        batches[busy.company.id] = await _queued(services, busy, 8)
+    light = await _queued(services, company, 1)
+    two_slots = services.settings.model_copy(update={"worker_max_jobs": 2})
+    worker = build_worker(replace(services, settings=two_slots), burst=True)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    done = await get_batch(services.db, company_id=company.company.id, batch_id=light)
+    assert done is not None and done.completed_at is not None
+    assert (done.completed_at - done.created_at).total_seconds() < 2  # not after the busy ones
+    for company_id, batch_id in batches.items():
+        busy_batch = await get_batch(services.db, company_id=company_id, batch_id=batch_id)
+        assert busy_batch is not None and busy_batch.completed_at and busy_batch.started_at
+        assert busy_batch.success_count == 8
+        # 8 calls 0.51 s apart: 3.6 s at the ledger's full pace, 4.8 s at three quarters of it
+        assert (busy_batch.completed_at - busy_batch.started_at).total_seconds() < 4.8 + 0.5
+
+
+async def _queued(services: Services, company: NewCompany, count: int) -> str:
+    """A batch of `count` expenses for the company, queued for the worker."""
+    batch, _ = await create_batch(
+        services.db,
+        bus=services.bus,
+        company_id=company.company.id,
+        record_type=RecordType.EXPENSE,
+        records=[expense_record(reference=f"r{n}") for n in range(count)],
+    )
+    assert await enqueue_sync(services.queue, batch_id=batch.id)
+    return batch.id
 
 
 async def test_a_batch_committed_but_never_queued_is_found_and_synced(
