@@ -140,6 +140,15 @@ class Context:
         found = await self.paces.load(batch.company_id)
         return completion_estimate(batch, ahead, found, utcnow())
 
+    async def waiting_for(self, batch: SyncBatch) -> str | None:
+        """The limit putting the batch's end off: "day" when today's calls cannot finish the
+        documents up to its own, else the one holding its connection's next call now."""
+        found = await self.paces.load(batch.company_id)
+        if found is None:
+            return None
+        ahead = (await self.documents_ahead.load(batch.company_id)).get(batch.id)
+        return "day" if ahead is not None and found.beyond_today(ahead) else found.held_by
+
     async def ledger(self, company_id: str) -> Gateway:
         """The company's ledger, through the gateway that paces every call to it."""
         connection = await connection_of(self.services.db, company_id=company_id)

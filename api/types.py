@@ -21,6 +21,7 @@ from models.enums import (
     BatchStatus,
     ConnectionStatus,
     ItemStatus,
+    LimitHold,
     LineAmountTypes,
     Provider,
     RecordType,
@@ -44,6 +45,13 @@ from models.tables import SyncRecord as SyncRecordRow
 # The models' enums are the GraphQL enums: registered once, under their public names.
 strawberry.enum(BatchStatus, name="SyncBatchStatus")
 strawberry.enum(ItemStatus, name="SyncItemStatus")
+strawberry.enum(
+    LimitHold,
+    name="RateLimitHold",
+    description="A ledger limit that can put a call off: the connection's calls a minute "
+    "(CONNECTION), its calls a day (DAY: the next after midnight UTC), or our app's calls a "
+    "minute across every company of the ledger (APP).",
+)
 strawberry.enum(RecordType, name="RecordType")
 strawberry.enum(ConnectionStatus, name="ConnectionStatus")
 strawberry.enum(AccountType, name="AccountType")
@@ -433,6 +441,17 @@ class SyncBatch:
             return None
         return await info.context.estimated_completion(self.row)
 
+    @strawberry.field(
+        description="The ledger limit putting the batch's end off: DAY when today's calls "
+        "cannot finish it (its estimatedCompletionAt is then after midnight UTC), else the one "
+        "holding its connection's next call now; null when none does, or once it has ended."
+    )
+    async def waiting_for(self, info: Info) -> LimitHold | None:
+        if self.status in TERMINAL_BATCH_STATUSES:
+            return None
+        held = await info.context.waiting_for(self.row)
+        return None if held is None else LimitHold(held.upper())
+
     @strawberry.field(description="The batch's items in the order they were given.")
     async def items(
         self,
@@ -590,6 +609,14 @@ class RateLimit:
     )
     daily_limit: int | None = strawberry.field(description="Calls a day; null: none.")
     daily_remaining: int | None
+    app_calls_per_minute: int | None = strawberry.field(
+        description="Our app's calls a minute to this ledger across every company (Xero: "
+        "10,000); null: none."
+    )
+    app_remaining_this_minute: int | None
+    held_by: LimitHold | None = strawberry.field(
+        description="The limit putting the next call off now; null: it could be made now."
+    )
 
     @classmethod
     def from_budget(cls, found: Budget) -> "RateLimit":
@@ -600,6 +627,9 @@ class RateLimit:
             remaining_this_minute=found.remaining_this_minute,
             daily_limit=found.limits.per_day,
             daily_remaining=found.remaining_today,
+            app_calls_per_minute=found.limits.app_per_minute,
+            app_remaining_this_minute=found.app_remaining_this_minute,
+            held_by=None if found.held_by is None else LimitHold(found.held_by.upper()),
         )
 
 

@@ -46,6 +46,11 @@ def reserved_slot(batch_id: str) -> str:
     return f"{PREFIX}reserved:{batch_id}"
 
 
+def app_limit(provider: str) -> str:
+    """Our app's calls to one provider in each minute, across every connection."""
+    return f"{PREFIX}app-limit:{provider}"
+
+
 def limit(connection_id: str, part: str) -> str:
     """The gateway's limiter for a connection: `slots`, `calls`, `minute` or `day`."""
     return f"{PREFIX}limit:{connection_id}:{part}"

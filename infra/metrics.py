@@ -52,7 +52,10 @@ PUSH_ATTEMPTS = Histogram(
     buckets=(1, 2, 3, 4, 5, 8, 13),
 )
 RATE_LIMIT_WAITS = Counter(
-    "sync2books_rate_limit_waits", "Pushes that waited for the ledger's rate limit.", ["provider"]
+    "sync2books_rate_limit_waits",
+    "Calls that waited for a ledger's limit, by the limit that held them back: the "
+    "connection's rate, its daily calls, or the app's rate across every connection.",
+    ["provider", "limit"],
 )
 RATE_LIMIT_WAIT_SECONDS = Histogram(
     "sync2books_rate_limit_wait_seconds",

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     retry_max_seconds: float = 60.0
     sandbox_rate_limit_per_minute: int = 60  # the sandbox ledger's default limits, as Xero's
     sandbox_max_concurrent: int = 5
+    sandbox_app_rate_limit_per_minute: int | None = None  # across companies, as Xero's app's
+    sandbox_daily_limit: int | None = None  # calls a day per company, as Xero's 5,000
     sandbox_attachment_bytes: int = 10 * 1024 * 1024  # one attachment, as Xero's limit
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
@@ -86,6 +88,8 @@ class Settings(BaseSettings):
     xero_max_concurrent: int = 5  # for other apps of the same organisation
     quickbooks_rate_limit_per_minute: int = 500  # Intuit's per-realm limits
     quickbooks_max_concurrent: int = 10
+    xero_app_rate_limit_per_minute: int = 10_000  # Xero's per-app limit, across organisations
+    quickbooks_app_rate_limit_per_minute: int | None = None  # your Intuit tier's, if any
     worker_metrics_port: int | None = None  # a worker's own /metrics, for workers on hosts
     # with no API process (where one is, PROMETHEUS_MULTIPROC_DIR lets it report the host's)
     prometheus_multiproc_dir: Path | None = None  # shared by a host's processes: see metrics

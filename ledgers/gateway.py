@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from opentelemetry.trace import SpanKind
@@ -51,6 +51,8 @@ class Budget:
     limits: Limits
     remaining_this_minute: int
     remaining_today: int | None
+    app_remaining_this_minute: int | None  # None: the app has no such limit
+    held_by: str | None  # the limit putting the next call off now; None: it could go now
 
 
 async def limits(ledger_for: LedgerFactory, connection: Connection) -> Limits:
@@ -63,7 +65,12 @@ async def budget(services: Services, ledger_for: LedgerFactory, connection: Conn
     ledger = ledger_for(connection)
     limits = await ledger.limits()
     said = await ledger.remaining()
-    this_minute, today = await _limiter(services, connection, limits).used()
+    limiter = _limiter(services, connection, limits)
+    this_minute, today = await limiter.used()
+    app = (
+        None if limits.app_per_minute is None else limits.app_per_minute - await limiter.app_used()
+    )
+    slot = await limiter.next_slot()
     if said.today is not None:
         remaining_today: int | None = said.today
     else:
@@ -76,19 +83,42 @@ async def budget(services: Services, ledger_for: LedgerFactory, connection: Conn
             else max(0, limits.per_minute - this_minute)
         ),
         remaining_today=remaining_today,
+        app_remaining_this_minute=None if app is None else max(0, app),
+        held_by=slot.held_by,
     )
 
 
 @dataclass(frozen=True)
 class Pace:
     """How fast the connection takes documents: after the calls already given their slots
-    (`wait_seconds`), `documents_per_second` at its rate, each call full."""
+    (`wait_seconds`), `documents_per_second` at its rate, each call full; and within its
+    calls a day, if it has such a limit."""
 
     wait_seconds: float
     documents_per_second: float
+    documents_per_call: int = 1
+    per_day: int | None = None
+    calls_left_today: int | None = None
+    held_by: str | None = None  # the limit putting the connection's next call off now
+
+    def beyond_today(self, documents: int) -> bool:
+        """Whether the documents need more calls than are left of today's."""
+        if self.calls_left_today is None:
+            return False
+        return -(-documents // self.documents_per_call) > self.calls_left_today
 
     def done_at(self, documents: int, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.wait_seconds + documents / self.documents_per_second)
+        """When the last of `documents` should have gone: past today's calls, the rest go
+        after midnight UTC, a day's calls a day."""
+        if not self.beyond_today(documents) or self.per_day is None:
+            return now + timedelta(
+                seconds=self.wait_seconds + documents / self.documents_per_second
+            )
+        rest = -(-documents // self.documents_per_call) - (self.calls_left_today or 0)
+        days, calls = divmod(rest - 1, self.per_day)
+        midnight = datetime.combine(now.date() + timedelta(days=1 + days), datetime.min.time(), UTC)
+        seconds_a_call = self.documents_per_call / self.documents_per_second
+        return midnight + timedelta(seconds=(calls + 1) * seconds_a_call)
 
 
 def completion_estimate(
@@ -104,8 +134,17 @@ def completion_estimate(
 
 async def pace(services: Services, ledger_for: LedgerFactory, connection: Connection) -> Pace:
     allowed = await limits(ledger_for, connection)
-    wait = await _limiter(services, connection, allowed).backlog()
-    return Pace(wait, allowed.per_minute / 60 * allowed.documents_per_call)
+    limiter = _limiter(services, connection, allowed)
+    slot = await limiter.next_slot()
+    _, today = await limiter.used()
+    return Pace(
+        slot.wait,
+        allowed.per_minute / 60 * allowed.documents_per_call,
+        allowed.documents_per_call,
+        allowed.per_day,
+        None if allowed.per_day is None else max(0, allowed.per_day - today),
+        slot.held_by,
+    )
 
 
 def _limiter(services: Services, connection: Connection, limits: Limits) -> Limiter:

@@ -3,6 +3,9 @@
 Calls per minute: each push reserves the connection's next free slot in Redis (GCRA: slots
 `60 / per_minute` seconds apart, on Redis's clock so workers on other hosts agree) and waits
 for it, so a large batch runs at the allowed rate instead of discovering it through 429s.
+A slot in a day whose calls are used up moves to the next day (Xero: 5,000 a day), and one in
+a minute whose app-wide calls are used up (Xero: 10,000 a minute across organisations) to the
+next minute; the slot says which limit put it off, for `Connection.rateLimit` and metrics.
 Calls at once: a lease per call in a sorted set, expiring by itself if its worker dies.
 Each call is counted in its minute and its day, for what is left of the budget (`used`).
 """
@@ -12,30 +15,62 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from infra import keys
 from infra.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from ledgers.protocol import Limits
+from models.errors import LedgerError, SyncErrorCode
 
+LONG_WAIT_SECONDS = 30.0  # a call put off longer by a day's or the app's limit is refused
+_PUT_OFF = {
+    "day": "The ledger's calls for today are used up: the next can be made after midnight UTC.",
+    "app": "The app's calls this minute to this ledger, across every company, are used up.",
+}
 MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute
 POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks again
 
 _NOW = "local t = redis.call('TIME') local now = t[1] + t[2] / 1000000 "
-_RESERVE = (
+# The connection's next slot, moved on to the next day while its day's calls are used up and
+# to the next minute while the app's minute is full; taken (ARGV[4] == '1') or only looked at.
+# KEYS: the connection's next slot, its minute and day counters, the app's minute counter.
+# ARGV: slot interval, calls a day (0: none), the app's calls a minute (0: none), take.
+_SLOT = (
     _NOW
     + """
+local per_day, app = tonumber(ARGV[2]), tonumber(ARGV[3])
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-local next_slot = slot + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
-local minute = KEYS[2] .. ':' .. math.floor(slot / 60)
-redis.call('INCR', minute)
-redis.call('EXPIRE', minute, 120)
-local day = KEYS[3] .. ':' .. math.floor(slot / 86400)
-redis.call('INCR', day)
-redis.call('EXPIRE', day, 172800)
-return tostring(slot - now)
+local held = ''
+if slot > now then held = 'connection' end
+local function count(key) return tonumber(redis.call('GET', key) or '0') end
+for _ = 1, 3 do
+  local moved = false
+  if per_day > 0 and count(KEYS[3] .. ':' .. math.floor(slot / 86400)) >= per_day then
+    slot, held, moved = (math.floor(slot / 86400) + 1) * 86400, 'day', true
+  end
+  if app > 0 and count(KEYS[4] .. ':' .. math.floor(slot / 60)) >= app then
+    slot, held, moved = (math.floor(slot / 60) + 1) * 60, 'app', true
+  end
+  if not moved then break end
+end
+if ARGV[4] == '1' then
+  local next_slot = slot + tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
+  local minute = KEYS[2] .. ':' .. math.floor(slot / 60)
+  redis.call('INCR', minute)
+  redis.call('EXPIRE', minute, math.ceil(slot - now) + 120)
+  local day = KEYS[3] .. ':' .. math.floor(slot / 86400)
+  redis.call('INCR', day)
+  redis.call('EXPIRE', day, math.ceil(slot - now) + 172800)
+  if app > 0 then
+    local app_minute = KEYS[4] .. ':' .. math.floor(slot / 60)
+    redis.call('INCR', app_minute)
+    redis.call('EXPIRE', app_minute, math.ceil(slot - now) + 120)
+  end
+end
+return {tostring(slot - now), held}
 """
 )
 _HOLD = (
@@ -45,7 +80,6 @@ local held = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1
 redis.call('SET', KEYS[1], tostring(held), 'PX', math.ceil((held - now) * 1000) + 1000)
 """
 )
-_BACKLOG = _NOW + "return tostring(math.max(0, tonumber(redis.call('GET', KEYS[1]) or '0') - now))"
 _ACQUIRE = (
     _NOW
     + """
@@ -56,6 +90,12 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
 return 1
 """
 )
+
+
+@dataclass(frozen=True)
+class Slot:
+    wait: float  # seconds until it
+    held_by: str | None  # "connection", "day" or "app": the limit that put it off; None: now
 
 
 class Limiter:
@@ -81,18 +121,31 @@ class Limiter:
         self._calls = keys.limit(connection_id, "calls")
         self._minute = keys.limit(connection_id, "minute")
         self._day = keys.limit(connection_id, "day")
-        self._reserve = redis.register_script(_RESERVE)
-        self._backlog = redis.register_script(_BACKLOG)
+        self._app = keys.app_limit(provider)
+        self._slot = redis.register_script(_SLOT)
         self._hold = redis.register_script(_HOLD)
         self._acquire = redis.register_script(_ACQUIRE)
         self._here = asyncio.Semaphore(limits.concurrent)
         self._prepaid: float | None = None  # when a slot reserved before is due (time.time())
 
+    async def _next_slot(self, *, take: bool) -> "Slot":
+        limits = self.limits
+        budget = [self._slots, self._minute, self._day, self._app]
+        args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take)]
+        wait, held = await self._slot(keys=budget, args=args)
+        return Slot(max(0.0, float(wait)), held.decode() or None)
+
     async def reserve(self) -> float:
         """Take the connection's next free slot for a call to be made later, by whoever is
         handed it (`prepaid`): the seconds until it is due."""
-        budget = [self._slots, self._minute, self._day]
-        return float(await self._reserve(keys=budget, args=[self.interval]))
+        slot = await self._next_slot(take=True)
+        if slot.held_by is not None:
+            RATE_LIMIT_WAITS.labels(self.provider, slot.held_by).inc()
+        return slot.wait
+
+    async def next_slot(self) -> "Slot":
+        """When the next call could be made, and which limit holds it back, if any."""
+        return await self._next_slot(take=False)
 
     def prepaid(self, due: float) -> None:
         """The next call takes a slot reserved before (`reserve`), due at `due` (time.time()),
@@ -103,9 +156,19 @@ class Limiter:
     def has_prepaid(self) -> bool:
         return self._prepaid is not None
 
+    async def _refuse_a_long_wait(self) -> None:
+        """A call its day's or the app's limit would put off for long is refused with the
+        ledger's own code rather than left waiting (a request to the API, say); a batch's
+        job looks first and queues itself for then instead."""
+        slot = await self.next_slot()
+        if slot.held_by in _PUT_OFF and slot.wait > LONG_WAIT_SECONDS:
+            raise LedgerError(
+                SyncErrorCode.RATE_LIMIT_EXCEEDED, _PUT_OFF[slot.held_by], retry_after=slot.wait
+            )
+
     async def backlog(self) -> float:
         """Seconds until the connection's next free slot (others may be queued before us)."""
-        return float(await self._backlog(keys=[self._slots]))
+        return (await self.next_slot()).wait
 
     async def hold(self, seconds: float) -> None:
         """No call before `seconds` from now, in any process: the ledger said so (a 429's
@@ -119,6 +182,10 @@ class Limiter:
             f"{self._minute}:{int(now // 60)}", f"{self._day}:{int(now // 86400)}"
         )
         return int(minute or 0), int(day or 0)
+
+    async def app_used(self) -> int:
+        """Our app's calls to this provider this minute, across every connection."""
+        return int(await self.redis.get(f"{self._app}:{int(time.time() // 60)}") or 0)
 
     def calls_within(self, seconds: float) -> int:
         """How many calls the rate allows in `seconds` (at least one)."""
@@ -138,6 +205,7 @@ class Limiter:
             if self._prepaid is not None:
                 wait, self._prepaid = max(0.0, self._prepaid - time.time()), None
             else:
+                await self._refuse_a_long_wait()
                 wait = await self.reserve()
             await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
@@ -145,7 +213,6 @@ class Limiter:
                 wait = POLL_SECONDS
                 await asyncio.sleep(POLL_SECONDS)
             if wait > 0:
-                RATE_LIMIT_WAITS.labels(self.provider).inc()
                 RATE_LIMIT_WAIT_SECONDS.labels(self.provider).observe(time.perf_counter() - start)
             try:
                 yield

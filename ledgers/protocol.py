@@ -52,12 +52,14 @@ class Currencies:
 @dataclass(frozen=True)
 class Limits:
     """What the ledger allows one connection: calls per minute, calls at once, documents per
-    call, calls per day (None: no daily limit), and the size of one attachment."""
+    call, calls per day (None: no daily limit), and the size of one attachment; and what it
+    allows our app across every connection (calls per minute; None: no such limit)."""
 
     per_minute: int
     concurrent: int
     documents_per_call: int = 1
     per_day: int | None = None
+    app_per_minute: int | None = None  # the app's calls a minute across all its connections
     attachment_bytes: int = 10 * 1024 * 1024
     refuses_stale: bool = True  # a change to a document changed since is refused by the
     # ledger itself (QuickBooks' SyncToken); else `versions` is asked first (Xero)

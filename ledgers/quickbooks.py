@@ -105,6 +105,7 @@ class QuickBooksLedger:
             min(settings.quickbooks_rate_limit_per_minute, BATCH_CALLS_PER_MINUTE),
             settings.quickbooks_max_concurrent,
             documents_per_call=OPERATIONS_PER_BATCH,
+            app_per_minute=settings.quickbooks_app_rate_limit_per_minute,
             attachment_bytes=ATTACHMENT_BYTES,
         )
 

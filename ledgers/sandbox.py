@@ -61,6 +61,8 @@ class SandboxLedger:
             concurrent=knobs.max_concurrent or self.settings.sandbox_max_concurrent,
             documents_per_call=knobs.documents_per_call or DOCUMENTS_PER_CALL,
             attachment_bytes=self.settings.sandbox_attachment_bytes,
+            per_day=self.settings.sandbox_daily_limit,
+            app_per_minute=self.settings.sandbox_app_rate_limit_per_minute,
         )
 
     async def remaining(self) -> Remaining:

@@ -78,6 +78,7 @@ class XeroLedger:
             settings.xero_max_concurrent,
             documents_per_call=DOCUMENTS_PER_CALL,
             per_day=DAILY_CALLS,
+            app_per_minute=settings.xero_app_rate_limit_per_minute,
             attachment_bytes=ATTACHMENT_BYTES,
             refuses_stale=False,
         )

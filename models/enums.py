@@ -54,6 +54,14 @@ class SyncStatus(StrEnum):
     COMPLETED = "COMPLETED"
 
 
+class LimitHold(StrEnum):
+    """A ledger limit that can put a call off (`ledgers.limiter`)."""
+
+    CONNECTION = "CONNECTION"
+    DAY = "DAY"
+    APP = "APP"
+
+
 class ConnectionStatus(StrEnum):
     ACTIVE = "ACTIVE"
     EXPIRED = "EXPIRED"

@@ -29,7 +29,8 @@ mutation Create($companyId: ID!, $expenses: [ExpenseInput!]!) {
 """
 
 BUDGET = """query($c: ID!) { connection(companyId: $c) { rateLimit {
-  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining } } }"""
+  callsPerMinute concurrent documentsPerCall remainingThisMinute dailyLimit dailyRemaining
+  appCallsPerMinute appRemainingThisMinute heldBy } } }"""
 
 BATCH = """
 query Batch($id: ID!) {

@@ -340,7 +340,12 @@ async def test_the_budget_is_what_xero_says_is_left(ledger: Ledger, run_jobs: Ru
         "remainingThisMinute": ledger.fake.per_minute - len(ledger.fake.calls),
         "dailyLimit": 5000,
         "dailyRemaining": 5000 - ledger.fake.calls_today,
+        "appCallsPerMinute": 10_000,  # Xero's, across organisations
+        "appRemainingThisMinute": told["appRemainingThisMinute"],
+        "heldBy": told["heldBy"],
     }
+    assert 10_000 - 2 <= told["appRemainingThisMinute"] <= 10_000  # 2, unless a minute turned
+    assert told["heldBy"] in (None, "CONNECTION")  # the next call: now, or at the tenant's pace
     assert ledger.fake.calls_today == 2  # the bank account, then one PUT of all three
 
 

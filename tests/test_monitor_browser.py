@@ -3,6 +3,7 @@
 import asyncio
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import delete, update
 from sqlmodel import col
 
+from api.app import create_app
 from infra.services import Services
+from infra.settings import Settings
 from models.company import NewCompany
 from models.tables import Company, SyncEvent
-from tests.conftest import CHROMIUM_FLAGS, Api, RunJobs
+from tests.conftest import CHROMIUM_FLAGS, Api, RunJobs, asgi_api, runtime_of
 from tests.helpers import (
     CREATE_EXPENSES,
     PDF,
@@ -27,6 +30,7 @@ from tests.helpers import (
     new_batch,
     upload,
 )
+from tests.live import serving
 
 pytestmark = pytest.mark.slow
 CREATE_ACCOUNT = """
@@ -317,3 +321,30 @@ async def test_the_monitor_back_after_retention_removed_what_it_missed_reads_it_
         await page.locator("#live.on").wait_for()  # and followed from now
         assert len(sockets) == 3  # the refused resume's, then the reloaded page's own
         await browser.close()
+
+
+async def test_the_monitor_says_when_a_batch_waits_for_tomorrows_calls(
+    services: Services, live_settings: Settings, company: NewCompany, chromium: str
+) -> None:
+    if 86_400 - time.time() % 86_400 < 120:  # the day about to turn would put nothing off
+        await asyncio.sleep(125)
+    daily = live_settings.model_copy(
+        update={"sandbox_daily_limit": 3, "sandbox_rate_limit_per_minute": 60}
+    )
+    limited = replace(services, settings=daily)
+    async with serving(create_app(daily, runtime=runtime_of(limited))) as address:
+        async with asgi_api(limited, daily, company.api_key) as api:
+            batch_id = await new_batch(api, company, [expense() for _ in range(250)])  # 5 calls
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=chromium, args=CHROMIUM_FLAGS
+            )
+            page = await browser.new_page(viewport={"width": 1400, "height": 800})
+            await page.goto(f"http://{address}/monitor")
+            await page.get_by_label("Company API key").fill(company.api_key)
+            await page.get_by_role("button", name="Sign in").click()
+            row = _row(page, batch_id)
+            await row.wait_for()
+            shown = await row.inner_text()
+            await browser.close()
+    assert "left (the ledger's calls for today are used up: the rest goes after midnight" in shown

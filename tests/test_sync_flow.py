@@ -346,6 +346,7 @@ async def test_the_connections_budget_shows_its_limits_and_what_is_left(
     assert budget["callsPerMinute"] == 600 and budget["documentsPerCall"] == 5
     assert budget["concurrent"] == services.settings.sandbox_max_concurrent
     assert (budget["dailyLimit"], budget["dailyRemaining"]) == (None, None)  # it has none
+    assert (budget["appCallsPerMinute"], budget["appRemainingThisMinute"]) == (None, None)
     left = budget["remainingThisMinute"]
     if int(time.time() // 60) == minute:
         assert left == 600 - 3  # 12 documents, 5 a call

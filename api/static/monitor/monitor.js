@@ -108,12 +108,22 @@ function progress(batch) {
   return bar;
 }
 
-function left(due) {
-  // "about 40 s left" from the API's estimate; a dash once the batch has ended.
+// Why a batch's end is put off, when a ledger limit other than its own pace does it.
+const WAITING_FOR = {
+  DAY: "the ledger's calls for today are used up: the rest goes after midnight UTC",
+  APP: "the app's calls this minute, across every company, are used up",
+};
+
+function left(due, waitingFor) {
+  // "about 40 s left" from the API's estimate, and why when a limit puts it off; a dash
+  // once the batch has ended.
   if (!due) return "—";
   const seconds = Math.max(0, Math.round((new Date(due) - Date.now()) / 1000));
-  const amount = seconds < 90 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
-  return `about ${amount} left`;
+  const amount =
+    seconds < 90 ? `${seconds} s` : seconds < 5400 ? `${Math.round(seconds / 60)} min`
+      : `${Math.round(seconds / 3600)} h`;
+  const why = WAITING_FOR[waitingFor];
+  return why ? `about ${amount} left (${why})` : `about ${amount} left`;
 }
 
 function render() {
@@ -140,7 +150,7 @@ function render() {
       cell(row, `${Math.round(rate(batch) * 100)}%`, rate(batch) ? "num failing" : "num");
       row.insertCell().append(progress(batch));
       cell(row, Times.when(new Date(batch.createdAt)));
-      cell(row, left(batch.estimatedCompletionAt));
+      cell(row, left(batch.estimatedCompletionAt, batch.waitingFor));
       return row;
     }),
   );
