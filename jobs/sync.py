@@ -155,10 +155,9 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
     limits = gateway.limiter.limits
     slice_seconds = min(settings.job_slice_seconds, settings.job_timeout_seconds / 2)
     calls = min(limits.concurrent, gateway.limiter.calls_within(CHUNK_AHEAD_SECONDS))
-    chunk_size = min(MAX_CHUNK, calls * limits.documents_per_call)
     ends = time.monotonic() + slice_seconds
     while chunk := await items_in(
-        db, batch_id=batch_id, status=ItemStatus.PENDING, limit=chunk_size
+        db, batch_id=batch_id, status=ItemStatus.PENDING, limit=await _chunk_size(gateway, calls)
     ):
         await _within_slice(deps, gateway, batch_id, ends)
         claimed = await transition(
@@ -204,6 +203,15 @@ async def _wait_for_turns(db: Database, batch_id: str, chunk: Sequence[SyncItem]
     waiting = await items_in(db, batch_id=batch_id, status=ItemStatus.PENDING, limit=len(chunk))
     if [item.id for item in waiting] == [item.id for item in chunk]:
         raise Retry(defer=WAITING_SECONDS)
+
+
+async def _chunk_size(gateway: Gateway, calls: int) -> int:
+    """The items of the next chunk: `calls` full calls, or as many as today's calls and the
+    app's this minute still allow (the others would only be refused)."""
+    limiter = gateway.limiter
+    room = await limiter.room()
+    allowed = calls if room is None else max(1, min(calls, room))
+    return min(MAX_CHUNK, allowed * limiter.limits.documents_per_call)
 
 
 def _by_call(steps: Sequence[Step]) -> list[list[Step]]:

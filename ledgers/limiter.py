@@ -34,9 +34,10 @@ POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks aga
 
 _NOW = "local t = redis.call('TIME') local now = t[1] + t[2] / 1000000 "
 # The connection's next slot, moved on to the next day while its day's calls are used up and
-# to the next minute while the app's minute is full; taken (ARGV[4] == '1') or only looked at.
+# to the next minute while the app's minute is full; taken (ARGV[4] == '1'; when ARGV[5] is not
+# negative, not if the day or the app puts it off longer than that) or only looked at.
 # KEYS: the connection's next slot, its minute and day counters, the app's minute counter.
-# ARGV: slot interval, calls a day (0: none), the app's calls a minute (0: none), take.
+# ARGV: slot interval, calls a day (0: none), the app's calls a minute (0: none), take, most.
 _SLOT = (
     _NOW
     + """
@@ -55,7 +56,9 @@ for _ = 1, 3 do
   end
   if not moved then break end
 end
-if ARGV[4] == '1' then
+local most = tonumber(ARGV[5])
+local put_off = (held == 'day' or held == 'app') and most >= 0 and slot - now > most
+if ARGV[4] == '1' and not put_off then
   local next_slot = slot + tonumber(ARGV[1])
   redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
   local minute = KEYS[2] .. ':' .. math.floor(slot / 60)
@@ -98,6 +101,12 @@ class Slot:
     held_by: str | None  # "connection", "day" or "app": the limit that put it off; None: now
 
 
+def _put_off(slot: Slot, most: float) -> bool:
+    """Whether a day's or the app's limit puts the slot off longer than `most` (if not < 0):
+    as the script decides not to take it."""
+    return slot.held_by in _PUT_OFF and most >= 0 and slot.wait > most
+
+
 class Limiter:
     """One connection's limits, shared through Redis by every process that pushes to it."""
 
@@ -128,20 +137,24 @@ class Limiter:
         self._here = asyncio.Semaphore(limits.concurrent)
         self._prepaid: float | None = None  # when a slot reserved before is due (time.time())
 
-    async def _next_slot(self, *, take: bool) -> "Slot":
+    async def _next_slot(self, *, take: bool, most: float = -1) -> "Slot":
         limits = self.limits
         budget = [self._slots, self._minute, self._day, self._app]
-        args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take)]
+        args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take), most]
         wait, held = await self._slot(keys=budget, args=args)
         return Slot(max(0.0, float(wait)), held.decode() or None)
 
     async def reserve(self) -> float:
         """Take the connection's next free slot for a call to be made later, by whoever is
         handed it (`prepaid`): the seconds until it is due."""
-        slot = await self._next_slot(take=True)
-        if slot.held_by is not None:
+        return (await self._take()).wait
+
+    async def _take(self, most: float = -1) -> "Slot":
+        """The next free slot, taken if it is at most `most` seconds away (any, if negative)."""
+        slot = await self._next_slot(take=True, most=most)
+        if slot.held_by is not None and not _put_off(slot, most):
             RATE_LIMIT_WAITS.labels(self.provider, slot.held_by).inc()
-        return slot.wait
+        return slot
 
     async def next_slot(self) -> "Slot":
         """When the next call could be made, and which limit holds it back, if any."""
@@ -156,15 +169,16 @@ class Limiter:
     def has_prepaid(self) -> bool:
         return self._prepaid is not None
 
-    async def _refuse_a_long_wait(self) -> None:
-        """A call its day's or the app's limit would put off for long is refused with the
-        ledger's own code rather than left waiting (a request to the API, say); a batch's
-        job looks first and queues itself for then instead."""
-        slot = await self.next_slot()
-        if slot.held_by in _PUT_OFF and slot.wait > LONG_WAIT_SECONDS:
-            raise LedgerError(
-                SyncErrorCode.RATE_LIMIT_EXCEEDED, _PUT_OFF[slot.held_by], retry_after=slot.wait
-            )
+    async def _within_reach(self) -> float:
+        """Take a slot for a call about to be made: the wait for it. One that a day's or the
+        app's limit puts off for long is not taken: the call is refused with the ledger's own
+        code rather than left waiting (a request to the API, say); a batch's job looks first
+        and queues itself for then instead."""
+        slot = await self._take(most=LONG_WAIT_SECONDS)
+        if _put_off(slot, LONG_WAIT_SECONDS):
+            reason = _PUT_OFF[slot.held_by or ""]
+            raise LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, reason, retry_after=slot.wait)
+        return slot.wait
 
     async def backlog(self) -> float:
         """Seconds until the connection's next free slot (others may be queued before us)."""
@@ -187,6 +201,15 @@ class Limiter:
         """Our app's calls to this provider this minute, across every connection."""
         return int(await self.redis.get(f"{self._app}:{int(time.time() // 60)}") or 0)
 
+    async def room(self) -> int | None:
+        """The calls today's and the app's minute's limits still allow; None: no such limit."""
+        left = []
+        if self.limits.per_day is not None:
+            left.append(self.limits.per_day - (await self.used())[1])
+        if self.limits.app_per_minute is not None:
+            left.append(self.limits.app_per_minute - await self.app_used())
+        return min(left, default=None)
+
     def calls_within(self, seconds: float) -> int:
         """How many calls the rate allows in `seconds` (at least one)."""
         return max(1, int(seconds / self.interval))
@@ -205,8 +228,7 @@ class Limiter:
             if self._prepaid is not None:
                 wait, self._prepaid = max(0.0, self._prepaid - time.time()), None
             else:
-                await self._refuse_a_long_wait()
-                wait = await self.reserve()
+                wait = await self._within_reach()
             await asyncio.sleep(wait)
             lease = uuid.uuid4().hex
             while not await self._lease(lease):

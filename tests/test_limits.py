@@ -4,17 +4,24 @@ call off is named, in the limiter, in `Connection.rateLimit` and in a batch's `w
 The limiter's own tests run once (`postgres_only`): they touch no database."""
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from arq.constants import in_progress_key_prefix
 
+from infra import keys
+from infra.queue import QUEUE_NAME
 from infra.services import Services
+from jobs.worker import build_worker
 from ledgers.gateway import Pace
 from ledgers.limiter import Limiter, Slot
 from ledgers.protocol import Limits
+from models.batch import get_batch, items_in
 from models.company import NewCompany
+from models.enums import ItemStatus
 from models.errors import LedgerError, SyncErrorCode
 from models.tables import utcnow
 from tests.conftest import asgi_api
@@ -139,3 +146,28 @@ async def test_a_call_its_day_would_put_off_for_hours_is_refused_not_left_waitin
     assert "after midnight UTC" in refused.value.message
     assert refused.value.retry_after is not None and refused.value.retry_after > 0
     assert await limiter.used() == (1, 1)  # the refused call took no slot
+
+
+async def test_a_batch_past_todays_calls_queues_its_job_for_tomorrow_holding_no_slot(
+    services: Services, company: NewCompany
+) -> None:
+    await _clear_of_midnight()
+    settings = services.settings.model_copy(update={"sandbox_daily_limit": 1})
+    limited = replace(services, settings=settings)
+    async with asgi_api(limited, settings, company.api_key) as api:
+        batch_id = await new_batch(api, company, [expense() for _ in range(100)])  # 2 calls
+    worker = build_worker(limited, burst=True)
+    with contextlib.suppress(TimeoutError):  # a burst worker waits for the deferred job
+        await asyncio.wait_for(worker.main(), 5)
+    await worker.close()
+    batch = await get_batch(services.db, company_id=company.company.id, batch_id=batch_id)
+    assert batch is not None and (batch.success_count, batch.pending_count) == (50, 50)
+    waiting = await items_in(services.db, batch_id=batch_id, status=ItemStatus.PENDING, limit=None)
+    assert [item.attempts for item in waiting] == [0] * 50  # never sent to be refused
+    jobs = await services.queue.queued_jobs()
+    (job_id,) = [job.job_id for job in jobs if job.function == "sync_batch" and job.job_id]
+    midnight = datetime.combine(utcnow().date() + timedelta(days=1), datetime.min.time(), UTC)
+    due = await services.queue.zscore(QUEUE_NAME, job_id)  # after midnight, not now
+    assert due is not None and abs(due / 1000 - midnight.timestamp()) < 1
+    assert not await services.redis.exists(in_progress_key_prefix + job_id)
+    assert await services.redis.exists(keys.reserved_slot(batch_id))  # tomorrow's first call
