@@ -24,6 +24,7 @@ from bench import (
     otlp,
     pipeline,
     queries,
+    soak,
     uploads,
 )
 from bench.service import running
@@ -244,6 +245,16 @@ async def _noisy(args: argparse.Namespace) -> None:
         print(noisy.summary(f))
 
 
+async def _soak(args: argparse.Namespace) -> None:
+    print(f"soak: {args.clients} clients over {soak.COMPANIES} companies, each subscribed to its "
+          f"company's events and creating {soak.PER_CREATE} expenses, listing its batches and "
+          f"reading one, a second apart, for {args.minutes:g} min; sandbox unlimited; one API "
+          f"process, {args.workers} workers")  # fmt: skip
+    async with running(workers=args.workers) as service:
+        f = await soak.measure(service, clients=args.clients, minutes=args.minutes)
+    print("\n".join(soak.summary(f)))
+
+
 SCENARIOS = {
     "pipeline": _pipeline,
     "tracing": _tracing_cost,
@@ -257,6 +268,7 @@ SCENARIOS = {
     "first-hour": _first_hour,
     "events": _events,
     "noisy": _noisy,
+    "soak": _soak,
 }
 
 
@@ -320,6 +332,8 @@ def main() -> None:
     parser.add_argument("--heavy", type=_counts, default=[10, 20], help="noisy: heavy companies")
     parser.add_argument("--heavy-items", type=int, default=5_000, help="noisy: each one's")
     parser.add_argument("--light-seconds", type=int, default=60, help="noisy: the light one's")
+    parser.add_argument("--clients", type=int, default=200, help="soak: at once")
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak: how long")
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()

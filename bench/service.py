@@ -49,6 +49,7 @@ class Service:
     env: dict[str, str]
     home: Path
     api_pid: int  # for figures read off the API process (memory, CPU time)
+    worker_pids: list[int]
 
     async def cli(self, *args: str) -> str:
         """Run a `sync2books` command against this service; its output."""
@@ -156,7 +157,8 @@ async def _running(
         ]
         try:
             await until_ready(f"http://127.0.0.1:{port}/readyz")
-            yield Service(f"127.0.0.1:{port}", env, Path(home), processes[0].pid)
+            pids = [process.pid for process in processes]
+            yield Service(f"127.0.0.1:{port}", env, Path(home), pids[0], pids[1:])
         finally:
             for process in processes:
                 with contextlib.suppress(ProcessLookupError):  # it may have died already
