@@ -128,10 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.set_defaults(handler=lambda a, s: _run(_history_sweep(s)))
     listed = history_commands.add_parser("archives", help="list the archived months")
-    listed.set_defaults(handler=lambda a, s: _run(_history_archives(s)))
+    listed.set_defaults(handler=lambda a, s: _history_archives(s))
     read = history_commands.add_parser("read", help="print an archive, one JSON row a line")
     read.add_argument("name", help="as `history archives` lists it")
-    read.set_defaults(handler=lambda a, s: _run(_history_read(a, s)))
+    read.set_defaults(handler=_history_read)
     return parser
 
 
@@ -369,14 +369,14 @@ async def _history_sweep(settings: Settings) -> None:
                           "archive": gone.archive}))  # fmt: skip
 
 
-async def _history_archives(settings: Settings) -> None:
-    for name in await history.archives(open_storage(settings)):
+def _history_archives(settings: Settings) -> None:
+    for name in history.archives(open_storage(settings)):
         print(name)
 
 
-async def _history_read(args: argparse.Namespace, settings: Settings) -> None:
+def _history_read(args: argparse.Namespace, settings: Settings) -> None:
     storage = open_storage(settings)
-    if args.name not in await history.archives(storage):
+    if args.name not in history.archives(storage):
         raise SystemExit(f"sync2books: no archive {args.name} (see `sync2books history archives`)")
-    async for lines in history.archive_lines(storage, args.name):
+    for lines in history.archive_lines(storage, args.name):
         sys.stdout.buffer.write(lines)

@@ -21,7 +21,7 @@ import logging
 import re
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from sqlmodel import col
 
 from infra.db import Database
 from infra.settings import Settings
-from infra.storage import Storage
+from infra.storage import CHUNK_BYTES, Storage
 from models.enums import DeliveryStatus
 from models.errors import EventsExpired
 from models.tables import Company, PushAttempt, SyncEvent, WebhookAttempt, WebhookDelivery
@@ -200,18 +200,20 @@ async def _keep_horizons(session: AsyncSession, newest: Sequence[tuple[str, int 
 
 
 async def _delete_before(db: Database, table: str, cutoff: datetime) -> int:
-    """Delete the table's rows older than `cutoff`, a batch per transaction (SQLite)."""
+    """Delete the table's rows older than `cutoff`, oldest first, a batch per transaction
+    (SQLite). Rows are read in id order, which is the order they were written, so each batch
+    is a short range of the primary key and a log with nothing to remove costs one row."""
     model = SyncEvent if table == "sync_event" else PushAttempt
     when = col(SyncEvent.occurred_at) if model is SyncEvent else col(PushAttempt.started_at)
     ids_col = col(model.id)
     deleted = 0
     while True:
         async with db.transaction() as session:
-            ids = list(
-                await session.scalars(
-                    select(ids_col).where(when < cutoff).order_by(ids_col).limit(DELETE_BATCH)
-                )
+            oldest = await session.execute(
+                select(ids_col, when).order_by(ids_col).limit(DELETE_BATCH)
             )
+            rows = [(row_id, moment) for row_id, moment in oldest]
+            ids = [row_id for row_id, moment in rows if moment < cutoff]
             if not ids:
                 return deleted
             if model is SyncEvent:
@@ -223,6 +225,8 @@ async def _delete_before(db: Database, table: str, cutoff: datetime) -> int:
                 await _keep_horizons(session, [(company_id, last) for company_id, last in newest])
             await session.execute(delete(model).where(ids_col.in_(ids)))
         deleted += len(ids)
+        if len(ids) < len(rows):
+            return deleted  # the rest is within retention
 
 
 async def _delete_deliveries(db: Database, cutoff: datetime) -> int:
@@ -294,17 +298,18 @@ def _write_lines(packed: gzip.GzipFile, rows: Sequence[Any]) -> None:  # Any: ro
     packed.write(b"".join(json.dumps(dict(row), default=str).encode() + b"\n" for row in rows))
 
 
-async def archives(storage: Storage) -> list[str]:
-    """Every archive in the store, by name."""
+def archives(storage: Storage) -> list[str]:
+    """Every archive in the store, by name. Blocking, as `archive_lines`."""
     found = []
-    async for page in obstore.list(storage.store, prefix=ARCHIVE_PREFIX):
+    for page in obstore.list(storage.store, prefix=ARCHIVE_PREFIX):
         found += [str(meta["path"]) for meta in page]
     return sorted(found)
 
 
-async def archive_lines(storage: Storage, key: str) -> AsyncIterator[bytes]:
-    """An archive's JSON lines, unpacked as they arrive."""
+def archive_lines(storage: Storage, key: str) -> Iterator[bytes]:
+    """An archive's JSON lines, unpacked as they arrive. Blocking: a short-lived process (the
+    CLI) that read through obstore's async API could abort as its runtime shut down."""
     unpack = zlib.decompressobj(wbits=31)  # gzip
-    async for chunk in storage.chunks(key):
-        yield unpack.decompress(chunk)
+    for chunk in obstore.get(storage.store, key).stream(min_chunk_size=CHUNK_BYTES):
+        yield unpack.decompress(bytes(chunk))
     yield unpack.flush()

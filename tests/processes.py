@@ -35,7 +35,7 @@ def env_without_config(**config: str) -> dict[str, str]:
 def cli(*args: str, cwd: Path, env: Mapping[str, str]) -> str:
     """Run a command that must succeed; its output."""
     done = cli_result(*args, cwd=cwd, env=env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (args, done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     return done.stdout
 
 
