@@ -279,14 +279,7 @@ async def test_a_slow_backlog_takes_turns_with_other_companies(
     fast = data(await api.gql(CREATE_EXPENSES, variables, key=other_company.api_key))[
         "createExpenses"
     ]["syncBatchId"]
-    one_at_a_time = services.settings.model_copy(
-        update={"worker_max_jobs": 1, "job_slice_seconds": 0.5}
-    )
-    worker = build_worker(replace(services, settings=one_at_a_time), burst=True)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await _burst(services, worker_max_jobs=1, job_slice_seconds=0.5)
     slow_batch = await get_batch(services.db, company_id=company.company.id, batch_id=slow)
     fast_batch = await get_batch(services.db, company_id=other_company.company.id, batch_id=fast)
     assert slow_batch and slow_batch.completed_at and fast_batch and fast_batch.completed_at
@@ -310,12 +303,7 @@ async def test_companies_waiting_on_their_ledgers_hold_no_job_slot_from_a_light_
         await _misbehave(services, busy, rate_limit_per_minute=120, documents_per_call=1)
         batches[busy.company.id] = await _queued(services, busy, 8)
     light = await _queued(services, company, 1)
-    two_slots = services.settings.model_copy(update={"worker_max_jobs": 2})
-    worker = build_worker(replace(services, settings=two_slots), burst=True)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await _burst(services, worker_max_jobs=2)
     done = await get_batch(services.db, company_id=company.company.id, batch_id=light)
     assert done is not None and done.completed_at is not None
     assert (done.completed_at - done.created_at).total_seconds() < 2  # not after the busy ones
@@ -325,6 +313,16 @@ async def test_companies_waiting_on_their_ledgers_hold_no_job_slot_from_a_light_
         assert busy_batch.success_count == 8
         # 8 calls 0.51 s apart: 3.6 s at the ledger's full pace, 4.8 s at three quarters of it
         assert (busy_batch.completed_at - busy_batch.started_at).total_seconds() < 4.8 + 0.5
+
+
+async def _burst(services: Services, **changed: Any) -> None:  # Any: settings' values
+    """Run every queued job to the end in a burst worker whose settings are `changed`."""
+    settings = services.settings.model_copy(update=changed)
+    worker = build_worker(replace(services, settings=settings), burst=True)
+    try:
+        await asyncio.wait_for(worker.main(), 60)
+    finally:
+        await worker.close()
 
 
 async def _queued(services: Services, company: NewCompany, count: int) -> str:
@@ -359,23 +357,12 @@ async def test_a_batch_committed_but_never_queued_is_found_and_synced(
 async def test_a_job_whose_worker_died_before_it_took_its_lease_is_found_and_synced(
     company: NewCompany, services: Services
 ) -> None:
-    batch, _ = await create_batch(
-        services.db,
-        bus=services.bus,
-        company_id=company.company.id,
-        record_type=RecordType.EXPENSE,
-        records=[expense_record(), expense_record()],
-    )
-    assert await enqueue_sync(services.queue, batch_id=batch.id)
-    dead = in_progress_key_prefix + sync_job_id(batch.id)  # arq marked it running, then a kill
+    batch_id = await _queued(services, company, 2)
+    dead = in_progress_key_prefix + sync_job_id(batch_id)  # arq marked it running, then a kill
     await services.redis.set(dead, b"1", px=120_000)
-    quick = services.settings.model_copy(update={"lease_seconds": 1.0})
-    worker = build_worker(replace(services, settings=quick), burst=True)
-    try:  # the sweep at start gives the job a lease that lapses; the batch gets a new job
-        await asyncio.wait_for(worker.main(), 30)
-    finally:
-        await worker.close()
-    found = await get_batch(services.db, company_id=company.company.id, batch_id=batch.id)
+    await _burst(services, lease_seconds=1.0)  # the sweep at start gives the job a lease that
+    # lapses; the batch gets a new job
+    found = await get_batch(services.db, company_id=company.company.id, batch_id=batch_id)
     assert found is not None and (found.status, found.success_count) == ("COMPLETED", 2)
     assert not await services.redis.exists(dead)  # forgotten, not left to expire
 
