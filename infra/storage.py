@@ -6,7 +6,7 @@ once. Files move in chunks both ways: no process holds a whole file in memory.
 """
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -83,6 +83,17 @@ class Storage:
         result = await obstore.get_async(self.store, key)
         async for chunk in result.stream(min_chunk_size=CHUNK_BYTES):
             yield bytes(chunk)
+
+    def chunks_blocking(self, key: str) -> Iterator[bytes]:
+        """`chunks`, for a short-lived process (the CLI): one that read through obstore's
+        async API could abort as its runtime shut down at exit."""
+        for chunk in obstore.get(self.store, key).stream(min_chunk_size=CHUNK_BYTES):
+            yield bytes(chunk)
+
+    def keys_blocking(self, prefix: str) -> list[str]:
+        """The keys under `prefix`, sorted; blocking, as `chunks_blocking`."""
+        pages = obstore.list(self.store, prefix=prefix)
+        return sorted(str(meta["path"]) for page in pages for meta in page)
 
 
 async def _chunks_of(file: IO[bytes]) -> AsyncIterator[bytes]:

@@ -137,7 +137,7 @@ class Limiter:
         self._here = asyncio.Semaphore(limits.concurrent)
         self._prepaid: float | None = None  # when a slot reserved before is due (time.time())
 
-    async def _next_slot(self, *, take: bool, most: float = -1) -> "Slot":
+    async def _next_slot(self, *, take: bool, most: float = -1) -> Slot:
         limits = self.limits
         budget = [self._slots, self._minute, self._day, self._app]
         args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take), most]
@@ -149,14 +149,14 @@ class Limiter:
         handed it (`prepaid`): the seconds until it is due."""
         return (await self._take()).wait
 
-    async def _take(self, most: float = -1) -> "Slot":
+    async def _take(self, most: float = -1) -> Slot:
         """The next free slot, taken if it is at most `most` seconds away (any, if negative)."""
         slot = await self._next_slot(take=True, most=most)
         if slot.held_by is not None and not _put_off(slot, most):
             RATE_LIMIT_WAITS.labels(self.provider, slot.held_by).inc()
         return slot
 
-    async def next_slot(self) -> "Slot":
+    async def next_slot(self) -> Slot:
         """When the next call could be made, and which limit holds it back, if any."""
         return await self._next_slot(take=False)
 

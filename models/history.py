@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import obstore
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from infra.db import Database
 from infra.settings import Settings
-from infra.storage import CHUNK_BYTES, Storage
+from infra.storage import Storage
 from models.enums import DeliveryStatus
 from models.errors import EventsExpired
 from models.tables import Company, PushAttempt, SyncEvent, WebhookAttempt, WebhookDelivery
@@ -44,7 +43,11 @@ MONTHS_AHEAD = 2  # partitions made ahead of the current month
 DELETE_BATCH = 1_000  # rows per delete where rows are deleted (SQLite, webhook deliveries)
 ARCHIVE_PREFIX = "archive/"
 _ARCHIVE_ROWS = 5_000  # rows read and compressed at a time
-_PARTITIONED = {"sync_event": "occurred_at", "push_attempt": "started_at"}
+# Each partitioned table's model and the time column it is partitioned by (migration 0014).
+_PARTITIONED: dict[str, tuple[type[SyncEvent] | type[PushAttempt], str]] = {
+    "sync_event": (SyncEvent, "occurred_at"),
+    "push_attempt": (PushAttempt, "started_at"),
+}
 _PARTITION = re.compile(r"^(sync_event|push_attempt)_p(\d{4})_(\d{2})$")
 
 
@@ -203,9 +206,8 @@ async def _delete_before(db: Database, table: str, cutoff: datetime) -> int:
     """Delete the table's rows older than `cutoff`, oldest first, a batch per transaction
     (SQLite). Rows are read in id order, which is the order they were written, so each batch
     is a short range of the primary key and a log with nothing to remove costs one row."""
-    model = SyncEvent if table == "sync_event" else PushAttempt
-    when = col(SyncEvent.occurred_at) if model is SyncEvent else col(PushAttempt.started_at)
-    ids_col = col(model.id)
+    model, time_column = _PARTITIONED[table]
+    when, ids_col = col(getattr(model, time_column)), col(model.id)
     deleted = 0
     while True:
         async with db.transaction() as session:
@@ -299,17 +301,13 @@ def _write_lines(packed: gzip.GzipFile, rows: Sequence[Any]) -> None:  # Any: ro
 
 
 def archives(storage: Storage) -> list[str]:
-    """Every archive in the store, by name. Blocking, as `archive_lines`."""
-    found = []
-    for page in obstore.list(storage.store, prefix=ARCHIVE_PREFIX):
-        found += [str(meta["path"]) for meta in page]
-    return sorted(found)
+    """Every archive in the store, by name (blocking: for the CLI)."""
+    return storage.keys_blocking(ARCHIVE_PREFIX)
 
 
 def archive_lines(storage: Storage, key: str) -> Iterator[bytes]:
-    """An archive's JSON lines, unpacked as they arrive. Blocking: a short-lived process (the
-    CLI) that read through obstore's async API could abort as its runtime shut down."""
+    """An archive's JSON lines, unpacked as they arrive (blocking: for the CLI)."""
     unpack = zlib.decompressobj(wbits=31)  # gzip
-    for chunk in obstore.get(storage.store, key).stream(min_chunk_size=CHUNK_BYTES):
-        yield unpack.decompress(bytes(chunk))
+    for chunk in storage.chunks_blocking(key):
+        yield unpack.decompress(chunk)
     yield unpack.flush()
