@@ -21,7 +21,7 @@ from sqlalchemy import insert
 from sqlmodel import col
 
 from api.subscriptions import REPLAY_PAGE
-from bench.service import DATABASE_URL, fresh_database, months_from
+from bench.service import ASYNC_DATABASE_URL, DATABASE_URL, fresh_database, months_from
 from infra.db import Database, connect
 from infra.settings import Settings
 from infra.storage import open_storage
@@ -66,13 +66,9 @@ class Figures:
     dropped_rows: int
 
 
-def _url() -> str:
-    return Settings(database_url=DATABASE_URL).async_database_url
-
-
 async def measure(events: int, samples: int) -> Figures:
     await fresh_database(DATABASE_URL)
-    await migrate(_url())
+    await migrate(ASYNC_DATABASE_URL)
     now = datetime.now(UTC)
     start = month_of(now - timedelta(days=31 * (MONTHS - 1)))
     await months_from(start)
@@ -85,7 +81,7 @@ async def measure(events: int, samples: int) -> Figures:
         await conn.execute("VACUUM ANALYZE sync_event")
     finally:
         await conn.close()
-    db = connect(_url())
+    db = connect(ASYNC_DATABASE_URL)
     try:
         return Figures(
             events,

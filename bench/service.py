@@ -30,6 +30,7 @@ BIN = Path(sys.executable).parent / "sync2books"
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/sync2books_bench"
 )
+ASYNC_DATABASE_URL = Settings(database_url=DATABASE_URL).async_database_url  # for SQLAlchemy
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
@@ -77,7 +78,7 @@ class Service:
 
 async def months_from(since: datetime) -> None:
     """The log's monthly partitions from `since` on: for rows seeded into the past."""
-    db = connect(Settings(database_url=DATABASE_URL).async_database_url)
+    db = connect(ASYNC_DATABASE_URL)
     try:
         await ensure_partitions(db, utcnow(), since=since)
     finally:
