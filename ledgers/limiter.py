@@ -58,7 +58,8 @@ for _ = 1, 3 do
 end
 local most = tonumber(ARGV[5])
 local put_off = (held == 'day' or held == 'app') and most >= 0 and slot - now > most
-if ARGV[4] == '1' and not put_off then
+local taken = ARGV[4] == '1' and not put_off
+if taken then
   local next_slot = slot + tonumber(ARGV[1])
   redis.call('SET', KEYS[1], tostring(next_slot), 'PX', math.ceil((next_slot - now) * 1000) + 1000)
   local minute = KEYS[2] .. ':' .. math.floor(slot / 60)
@@ -73,7 +74,7 @@ if ARGV[4] == '1' and not put_off then
     redis.call('EXPIRE', app_minute, math.ceil(slot - now) + 120)
   end
 end
-return {tostring(slot - now), held}
+return {tostring(slot - now), held, taken and 1 or 0}
 """
 )
 _HOLD = (
@@ -99,12 +100,7 @@ return 1
 class Slot:
     wait: float  # seconds until it
     held_by: str | None  # "connection", "day" or "app": the limit that put it off; None: now
-
-
-def _put_off(slot: Slot, most: float) -> bool:
-    """Whether a day's or the app's limit puts the slot off longer than `most` (if not < 0):
-    as the script decides not to take it."""
-    return slot.held_by in _PUT_OFF and most >= 0 and slot.wait > most
+    taken: bool  # reserved for a call; not when only looked at, or put off too long
 
 
 class Limiter:
@@ -141,8 +137,8 @@ class Limiter:
         limits = self.limits
         budget = [self._slots, self._minute, self._day, self._app]
         args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take), most]
-        wait, held = await self._slot(keys=budget, args=args)
-        return Slot(max(0.0, float(wait)), held.decode() or None)
+        wait, held, taken = await self._slot(keys=budget, args=args)
+        return Slot(max(0.0, float(wait)), held.decode() or None, bool(taken))
 
     async def reserve(self) -> float:
         """Take the connection's next free slot for a call to be made later, by whoever is
@@ -152,7 +148,7 @@ class Limiter:
     async def _take(self, most: float = -1) -> Slot:
         """The next free slot, taken if it is at most `most` seconds away (any, if negative)."""
         slot = await self._next_slot(take=True, most=most)
-        if slot.held_by is not None and not _put_off(slot, most):
+        if slot.held_by is not None and slot.taken:
             RATE_LIMIT_WAITS.labels(self.provider, slot.held_by).inc()
         return slot
 
@@ -175,7 +171,7 @@ class Limiter:
         code rather than left waiting (a request to the API, say); a batch's job looks first
         and queues itself for then instead."""
         slot = await self._take(most=LONG_WAIT_SECONDS)
-        if _put_off(slot, LONG_WAIT_SECONDS):
+        if not slot.taken:  # put off by the day's or the app's limit
             reason = _PUT_OFF[slot.held_by or ""]
             raise LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, reason, retry_after=slot.wait)
         return slot.wait
