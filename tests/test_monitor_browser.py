@@ -1,6 +1,7 @@
 """The monitor page in a real headless Chromium: sign in, watch a batch sync live, retry."""
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -149,6 +150,11 @@ async def test_the_monitor_shows_a_batch_complete_live_and_retries_its_failed_it
 
 
 WIDTHS = (375, 800, 1400)  # a phone, a narrow window, a desktop
+# How far the page scrolls sideways, and what sticks out of the window outside a table's box.
+OVERFLOW = """() => [document.documentElement.scrollWidth - window.innerWidth,
+    [...document.querySelectorAll('main *, header *')].filter(e =>
+      e.getBoundingClientRect().right > window.innerWidth + 0.5
+      && !e.closest('.table-box')).map(e => e.outerHTML.slice(0, 80))]"""
 
 
 async def _fits(page: Page, width: int, batch_id: str, pictures: str | None) -> None:
@@ -156,12 +162,12 @@ async def _fits(page: Page, width: int, batch_id: str, pictures: str | None) -> 
     and opening a batch brings its details into view with the focus on them."""
     await page.set_viewport_size({"width": width, "height": 800})
     await page.evaluate("() => window.scrollTo(0, 0)")
-    overflow = await page.evaluate(
-        """() => [document.documentElement.scrollWidth - window.innerWidth,
-            [...document.querySelectorAll('main *, header *')].filter(e =>
-              e.getBoundingClientRect().right > window.innerWidth + 0.5
-              && !e.closest('.table-box')).map(e => e.outerHTML.slice(0, 80))]"""
-    )
+    with contextlib.suppress(PlaywrightTimeout):  # the charts resize on the window's event,
+        await page.wait_for_function(  # which may come after this look: let it land first
+            f"() => {{ const [gap, over] = ({OVERFLOW})(); return !gap && !over.length; }}",
+            timeout=5000,
+        )
+    overflow = await page.evaluate(OVERFLOW)
     assert overflow == [0, []], (width, overflow)
     await _row(page, batch_id).click()
     await page.wait_for_function("() => document.activeElement.id === 'batch-title'")
