@@ -4,8 +4,10 @@ For each company someone here listens to, a `Feed` holds its recent events in `c
 order with no gap. Pub/sub only wakes the feed: a message whose number is not the next one,
 a message that never comes (checked against the database every `check_seconds`), a dropped
 Redis connection or a restarted Redis are all healed by reading the event log, which is the
-truth. Subscribers read the feed at their own pace; one that falls behind what the feed
-keeps reads the log instead, so a slow client costs no memory and never slows the others.
+truth. Subscribers read the feed at their own pace. It lets go of every event its slowest reader
+has passed, and keeps at most `keep`: a reader further behind reads the log instead. So a
+feed whose readers keep up holds only the events on their way to them (a kept event costs
+about 2 KiB), however long it lives, and a slow client never slows the others.
 
 Alerts come over the same connection: every company's (they are rare), each alert's id
 handed to the subscribers of its company here (`alerts`), who read it from the table.
@@ -19,6 +21,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -39,7 +42,7 @@ from models.tables import SyncEvent
 
 log = logging.getLogger(__name__)
 
-FEED_KEEPS = 2048  # events a feed keeps for subscribers that lag
+FEED_KEEPS = 2048  # the most events a feed keeps for subscribers that lag
 REFILL_PAGE = 500
 
 
@@ -51,10 +54,18 @@ class LiveEvent:
     rendered: dict[str, str] = field(default_factory=dict)
 
 
-class Feed:
-    """One company's recent events (the last `keep` at least), numbered without gaps to `seq`.
+class Reader(Protocol):
+    """A subscriber's place in its feed: the last `company_seq` it has dealt with."""
 
-    Subscribers wait for it to move (`wait_beyond`), then take what follows their place.
+    covered: int
+
+
+class Feed:
+    """One company's recent events, numbered without gaps to `seq`: those after its slowest
+    reader's place, `keep` at most.
+
+    Readers `join` with their place, wait for the feed to move (`wait_beyond`), then take
+    what follows their place, and `leave`.
     """
 
     def __init__(self, company_id: str, *, keep: int) -> None:
@@ -65,6 +76,7 @@ class Feed:
         self.ready = asyncio.Event()
         self.refilling = asyncio.Lock()
         self._events: list[LiveEvent] = []
+        self._readers: set[Reader] = set()
         self._moved = asyncio.Event()  # set and cleared at once: wakes who waits now
 
     def offer(self, event: SyncEvent) -> bool:
@@ -73,11 +85,23 @@ class Feed:
             return False
         self._events.append(LiveEvent(event))
         self.seq = event.company_seq
-        if len(self._events) > 2 * self.keep:
-            del self._events[: -self.keep]
+        self._let_go()
         self._moved.set()
         self._moved.clear()
         return True
+
+    def join(self, reader: Reader) -> None:
+        self._readers.add(reader)
+
+    def leave(self, reader: Reader) -> None:
+        self._readers.discard(reader)
+
+    def _let_go(self) -> None:
+        """Drop what every reader has passed, and what lies more than `keep` behind. As
+        often as events come: each wakes every reader anyway."""
+        slowest = min((reader.covered for reader in self._readers), default=self.seq)
+        keep_from = max(slowest, self.seq - self.keep) + 1
+        del self._events[: max(0, keep_from - self._events[0].row.company_seq)]
 
     def since(self, seq: int) -> list[LiveEvent] | None:
         """The events numbered after `seq`, or None when the feed no longer holds them all."""

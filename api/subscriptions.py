@@ -185,15 +185,19 @@ async def follow(ctx: Context, interest: Interest) -> AsyncGenerator[LiveEvent, 
     """The interest's events: the log's, then the feed's."""
     async with ctx.hub.feed(interest.company_id) as feed:
         follower = Follower(ctx.services.db, feed, interest)
-        async with aclosing(follower.replay()) as pages:
-            async for page in pages:
-                for event in page:
+        feed.join(follower)
+        try:
+            async with aclosing(follower.replay()) as pages:
+                async for page in pages:
+                    for event in page:
+                        yield event
+            del pages  # done with, it would still hold ~0.6 KiB for the subscription's life
+            while not follower.done:
+                await feed.wait_beyond(follower.covered)
+                for event in await follower.catch_up():
                     yield event
-        del pages  # done with, it would still hold ~0.6 KiB for the subscription's life
-        while not follower.done:
-            await feed.wait_beyond(follower.covered)
-            for event in await follower.catch_up():
-                yield event
+        finally:
+            feed.leave(follower)
 
 
 def _ends_batch(row: SyncEventRow) -> bool:
