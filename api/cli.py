@@ -175,7 +175,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             host=args.host,
             port=args.port,
             log_config=None,  # our handler (api/logs.py), already set up
-            **server_options(),
+            **server_options(settings),
         )
 
 

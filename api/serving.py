@@ -2,13 +2,18 @@
 
 from typing import Any
 
+from infra.settings import Settings
+
 MAX_WS_MESSAGE_BYTES = 256 * 1024
 
 
-def server_options() -> dict[str, Any]:  # Any: uvicorn's keyword arguments
+def server_options(settings: Settings) -> dict[str, Any]:  # Any: uvicorn's keyword arguments
     """uvicorn settings for this app. The sans-I/O WebSocket protocol holds the least per idle
-    connection of uvicorn's three (`python -m bench footprint`, bench/RESULTS.md)."""
+    connection of uvicorn's three (`python -m bench footprint`, bench/RESULTS.md). uvicorn's
+    own keep-alive (5 s) closes idle connections as clients that keep them 5 s (httpx) or
+    longer (proxies, Go) send on them: under load, a lost request every few minutes."""
     return {
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
         "ws": "websockets-sansio",
         "ws_per_message_deflate": False,  # compression costs more than the rest of a delivery
         "ws_max_size": MAX_WS_MESSAGE_BYTES,

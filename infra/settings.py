@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     sandbox_app_rate_limit_per_minute: int | None = None  # across companies, as Xero's app's
     sandbox_daily_limit: int | None = None  # calls a day per company, as Xero's 5,000
     sandbox_attachment_bytes: int = 10 * 1024 * 1024  # one attachment, as Xero's limit
+    http_keep_alive_seconds: float = 75.0  # an idle HTTP connection stays open this long:
+    # longer than clients and proxies keep theirs (60 s is usual), so none sends on one closing
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log

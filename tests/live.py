@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from api.serving import server_options
+from infra.settings import Settings
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -38,7 +39,11 @@ async def serving(app: Starlette, *, port: int = 0, **options: Any) -> AsyncIter
     """Serve the app with uvicorn on a loopback port (0: a free one), with our server options
     or `options` instead; yields "host:port"."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", **(server_options() | options)
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        **(server_options(Settings()) | options),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -1,9 +1,12 @@
 """Malformed HTTP requests get a 4xx with a GraphQL-shaped error, never a 5xx."""
 
+import asyncio
 import json
 
 import pytest
 
+from infra.settings import Settings
+from models.company import NewCompany
 from tests.conftest import Api
 from tests.helpers import MALFORMED_BODIES, ODD_BODIES
 
@@ -49,3 +52,31 @@ async def test_nul_characters_never_reach_the_database(api: Api) -> None:
     escaped = 'mutation { retryFailedItems(batchId: "\\u0000") { items { id } } }'  # GraphQL's
     response = await api.http.post("/graphql", json={"query": escaped}, headers=headers)
     assert response.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"  # no such id
+
+
+@pytest.mark.usefixtures("postgres_only")
+async def test_a_connection_left_idle_as_proxies_keep_them_is_still_served(
+    live_server: str, company: NewCompany
+) -> None:
+    """uvicorn's own default closes an idle connection after 5 s, the very moment a client or
+    proxy that keeps them longer may send on it: that request is lost (a reset, not an
+    answer). The server keeps them longer than clients and proxies do."""
+    host, port = live_server.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"query": "{ __typename }"}'
+    request = (
+        b"POST /graphql HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (live_server.encode(), company.api_key.encode(), len(body), body)
+    )
+    try:
+        for _ in range(2):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert json.loads(await reader.readexactly(length)) == {"data": {"__typename": "Query"}}
+            await asyncio.sleep(6)  # longer than uvicorn's default keep-alive
+    finally:
+        writer.close()
+    assert Settings().http_keep_alive_seconds > 60  # longer than proxies' usual idle timeout
