@@ -292,7 +292,7 @@ class Mutation:
             item_ids=item_ids,
         )
         if items:
-            await enqueue_sync(services.queue, batch_id=batch_id)
+            await enqueue_sync(services.queue, batch_id=batch_id, company_id=ctx.company.id)
         batch = await get_batch(services.db, company_id=ctx.company.id, batch_id=batch_id)
         assert batch is not None  # retry_failed_items checked it is the caller's
         return RetryFailedItemsPayload(

@@ -41,6 +41,11 @@ def refresh_lock(connection_id: str) -> str:
     return f"{PREFIX}refresh:{connection_id}"
 
 
+def first_turns(company_id: str, minute: int) -> str:
+    """A company's batches queued as first turns in one minute (`infra.queue.enqueue_sync`)."""
+    return f"{PREFIX}first-turns:{company_id}:{minute}"
+
+
 def reserved_slot(batch_id: str) -> str:
     """When the ledger call slot a batch's job reserved before queueing itself is due."""
     return f"{PREFIX}reserved:{batch_id}"

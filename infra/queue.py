@@ -1,8 +1,10 @@
 """The job queue's names and wire format, shared by whoever enqueues and the worker."""
 
 import json
+import time
 import uuid
 from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -13,6 +15,8 @@ from infra.tracing import carrier
 
 QUEUE_NAME = keys.QUEUE
 SYNC_BATCH = "sync_batch"
+FIRST_TURN_SECONDS = 60.0  # a first turn goes before jobs that became ready this long since
+FIRST_TURNS_PER_MINUTE = 60  # a company's batches queued as first turns, a minute at most
 
 
 def serialize(message: dict[str, Any]) -> bytes:  # Any: arq's job envelope
@@ -61,20 +65,40 @@ async def running_jobs(queue: ArqRedis, batch_ids: Collection[str]) -> dict[str,
     }
 
 
-async def enqueue_sync(queue: ArqRedis, *, batch_id: str, fresh: bool = False) -> bool:
+async def enqueue_sync(
+    queue: ArqRedis, *, batch_id: str, company_id: str | None = None, fresh: bool = False
+) -> bool:
     """Ask a worker to sync the batch's unfinished items; False if its job is already there.
     A `fresh` job has an id of its own: for a batch whose job died (`jobs.lease`).
+
+    New work of a company (`company_id` given: a batch created, retried, given files) is a
+    first turn, up to `FIRST_TURNS_PER_MINUTE` of the company's a minute: arq's queue, ordered
+    by when each job is due, gets it as if due `FIRST_TURN_SECONDS` ago. When more work is
+    ready than the workers can run, a company that sends a batch now and then so goes before
+    the jobs that busy companies' batches queue to resume, not behind all of them; a company
+    that sends many gets no more first turns than that.
 
     The job carries the current trace's context, if any, so its spans join the request's;
     without one its arguments are as they were before tracing (a worker not yet upgraded
     still takes them)."""
     job_id = sync_job_id(batch_id) + (f":{uuid.uuid4().hex[:12]}" if fresh else "")
     headers = carrier()
-    traced: dict[str, Any] = {"trace": headers} if headers else {}  # Any: arq's keywords
+    options: dict[str, Any] = {"trace": headers} if headers else {}  # Any: arq's keywords
+    if company_id is not None and await _first_turn(queue, company_id):
+        options["_defer_until"] = datetime.now(UTC) - timedelta(seconds=FIRST_TURN_SECONDS)
     job = await queue.enqueue_job(
-        SYNC_BATCH, batch_id, _job_id=job_id, _queue_name=QUEUE_NAME, **traced
+        SYNC_BATCH, batch_id, _job_id=job_id, _queue_name=QUEUE_NAME, **options
     )
     return job is not None
+
+
+async def _first_turn(queue: ArqRedis, company_id: str) -> bool:
+    window = keys.first_turns(company_id, int(time.time() // 60))
+    async with queue.pipeline(transaction=False) as pipe:
+        pipe.incr(window)
+        pipe.expire(window, 61)
+        taken, _ = await pipe.execute()
+    return int(taken) <= FIRST_TURNS_PER_MINUTE
 
 
 async def forget_job(queue: ArqRedis, job_id: str) -> None:

@@ -43,7 +43,7 @@ async def attach_files(
     scans = list(found.values())
     files = [Files(item.id, uploads, scans)]
     if await add_files(services, company_id=company_id, batch_id=item.batch_id, files=files):
-        await enqueue_sync(services.queue, batch_id=item.batch_id)
+        await enqueue_sync(services.queue, batch_id=item.batch_id, company_id=company_id)
     held = await _by_sha256(services, item_id=item.id)
     return [held[scanned.sha256] for scanned in scans]
 

@@ -54,7 +54,7 @@ async def submit_batch(
             if sent
         ]
         await add_files(services, company_id=company_id, batch_id=created.batch.id, files=files)
-        await enqueue_sync(services.queue, batch_id=created.batch.id)
+        await enqueue_sync(services.queue, batch_id=created.batch.id, company_id=company_id)
     return created
 
 
@@ -78,7 +78,7 @@ async def submit_voids(
     changes = Changes(operations, "recordIds")
     created = await _made(services, company_id, record_type, (), changes, key)
     if not created.replayed:
-        await enqueue_sync(services.queue, batch_id=created.batch.id)
+        await enqueue_sync(services.queue, batch_id=created.batch.id, company_id=company_id)
     return created
 
 

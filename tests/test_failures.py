@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,8 +18,9 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlmodel import col, select
 
+from infra import keys
 from infra.db import is_outage
-from infra.queue import enqueue_sync, sync_job_id
+from infra.queue import FIRST_TURNS_PER_MINUTE, enqueue_sync, sync_job_id
 from infra.services import Services
 from infra.settings import Settings
 from jobs.retries import backoff
@@ -313,6 +315,41 @@ async def test_companies_waiting_on_their_ledgers_hold_no_job_slot_from_a_light_
         assert busy_batch.success_count == 8
         # 8 calls 0.51 s apart: 3.6 s at the ledger's full pace, 4.8 s at three quarters of it
         assert (busy_batch.completed_at - busy_batch.started_at).total_seconds() < 4.8 + 0.5
+
+
+async def test_a_companys_new_batch_goes_before_busy_companies_ready_jobs(
+    api: Api, company: NewCompany, services: Services
+) -> None:
+    """More work ready than job slots: a company's new batch gets the next free slot (a first
+    turn), not one after every busy company's ready job; past its first turns of the
+    minute, it takes its turn behind them."""
+    heavy = [
+        await create_company(
+            services.db, services.vault, name=f"Busy {n}", provider=Provider.SANDBOX
+        )
+        for n in range(3)
+    ]
+    batches = {}
+    for busy in heavy:
+        await _misbehave(services, busy, latency_ms=100, documents_per_call=1)
+        batches[busy.company.id] = await _queued(services, busy, 4)
+    light = await new_batch(api, company, [expense()])
+    minute = int(time.time() // 60)
+    for window in (minute, minute + 1):  # its first turns used up, whenever it is created
+        turns = keys.first_turns(company.company.id, window)
+        await services.redis.set(turns, FIRST_TURNS_PER_MINUTE, ex=120)
+    later = await new_batch(api, company, [expense(reference="later")])
+    await _burst(services, worker_max_jobs=1, job_slice_seconds=0.2)
+    started = {}
+    for company_id, batch_id in [*batches.items(), (company.company.id, light)]:
+        done = await get_batch(services.db, company_id=company_id, batch_id=batch_id)
+        assert done is not None and done.started_at and done.success_count == done.item_count
+        started[batch_id] = done.started_at
+    light_start = started.pop(light)
+    assert light_start < min(started.values())  # created last, run first
+    done = await get_batch(services.db, company_id=company.company.id, batch_id=later)
+    assert done is not None and done.started_at and done.success_count == 1
+    assert done.started_at > max(started.values())  # queued behind the busy ones
 
 
 async def _burst(services: Services, **changed: Any) -> None:  # Any: settings' values
