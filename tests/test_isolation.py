@@ -32,7 +32,7 @@ Operation = tuple[str, Callable[[Ids], dict[str, Any]]]
 
 OPERATIONS: dict[str, Operation] = {
     "syncBatch": (
-        "query($id: ID!) { syncBatch(id: $id) { id estimatedCompletionAt "
+        "query($id: ID!) { syncBatch(id: $id) { id estimatedCompletionAt waitingFor "
         "items { edges { node { id reference } } } } }",
         lambda a: {"id": a["batch"]},
     ),
@@ -61,7 +61,8 @@ OPERATIONS: dict[str, Operation] = {
         lambda a: {"c": a["company"]},
     ),
     "connection": (
-        "query($c: ID!) { connection(companyId: $c) { status rateLimit { remainingThisMinute } } }",
+        "query($c: ID!) { connection(companyId: $c) { status "
+        "rateLimit { remainingThisMinute appRemainingThisMinute heldBy } } }",
         lambda a: {"c": a["company"]},
     ),
     "validateExpenses": (
@@ -189,12 +190,14 @@ OPERATIONS: dict[str, Operation] = {
         lambda a: {"d": a["delivery"]},
     ),
     "syncBatchEvents": (
-        "subscription($b: ID!) { syncBatchEvents(batchId: $b) { eventId itemId } }",
-        lambda a: {"b": a["batch"]},
+        "subscription($b: ID!, $after: ID) "
+        "{ syncBatchEvents(batchId: $b, afterEventId: $after) { eventId itemId } }",
+        lambda a: {"b": a["batch"], "after": "0"},  # from the first: nothing of A either
     ),
     "companySyncEvents": (
-        "subscription($c: ID!) { companySyncEvents(companyId: $c) { eventId itemId } }",
-        lambda a: {"c": a["company"]},
+        "subscription($c: ID!, $after: ID) "
+        "{ companySyncEvents(companyId: $c, afterEventId: $after) { eventId itemId } }",
+        lambda a: {"c": a["company"], "after": "0"},
     ),
     "companyAlerts": (
         "subscription($c: ID!) { companyAlerts(companyId: $c) { id message } }",
@@ -286,6 +289,11 @@ async def test_another_companys_key_gets_nothing_of_it_and_changes_nothing(
         "failed": failed["failedItems"]["edges"][0]["node"]["id"],
         **await _webhook_ids(api, company.company.id),
     }
+    async with services.db.transaction() as session:  # A's first event past retention:
+        await session.execute(  # A's key would hear EVENTS_EXPIRED, with A's oldest event id
+            text("UPDATE company SET events_expired_through = 1 WHERE id = :c"),
+            {"c": company.company.id},
+        )
     before = await _rows_of(services, company.company.id)
 
     for name, (document, variables) in OPERATIONS.items():
