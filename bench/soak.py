@@ -3,10 +3,11 @@
 company's batches and reading the batch it created. The figures: requests a second, p99 per
 operation, errors (any non-200 answer, any `errors` in a body, any subscription the server
 ended), the API's and the workers' memory after a warm-up and at the end, and the
-database's growth per item created.
+database's growth per item created, and where the machine's CPU went (the driver shares it).
 """
 
 import asyncio
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
-from bench import wsclient
+from bench import cpu, wsclient
 from bench.footprint import rss_kib
 from bench.pipeline import CREATE, expense
 from bench.service import DATABASE_URL, Company, Service
@@ -48,6 +49,7 @@ class Soak:
     items: int
     rss_mib: dict[str, tuple[float, float]]  # process → (after warm-up, at the end)
     db_bytes_per_item: float
+    cpu_seconds: dict[str, float]  # by part of the service (and the driver), after warm-up
 
     @property
     def per_second(self) -> float:
@@ -153,10 +155,12 @@ async def measure(service: Service, *, clients: int, minutes: float) -> Soak:
         await asyncio.sleep(WARM_UP_SECONDS)
         warm = _memory(service)
         size, items, started = await _database_bytes(), run.items, time.monotonic()
+        used_before = cpu.snapshot()
         requests_before = sum(len(v) for v in run.latencies.values())
         latencies_from = {name: len(v) for name, v in run.latencies.items()}
         await asyncio.gather(*loops)
         seconds = time.monotonic() - started
+        used = cpu.spent(used_before, cpu.snapshot())
         end = _memory(service)
         grown = await _database_bytes() - size
     for subscriber in subscribers:
@@ -176,6 +180,7 @@ async def measure(service: Service, *, clients: int, minutes: float) -> Soak:
         run.items,
         {name: (warm[name], end[name]) for name in warm},
         grown / max(1, run.items - items),
+        used,
     )
 
 
@@ -195,5 +200,8 @@ def summary(f: Soak) -> list[str]:
         lines.append(f"{name} RSS: {warm:.0f} MiB after warm-up, {end:.0f} MiB at the end "
                      f"({(end - warm) / warm:+.1%})")  # fmt: skip
     lines.append(f"database growth: {f.db_bytes_per_item:,.0f} bytes per item")
+    lines.append("CPU, in cores busy on average: " + ", ".join(
+        f"{role} {seconds / f.seconds:.2f}" for role, seconds in sorted(f.cpu_seconds.items())
+    ) + f" (this machine has {os.cpu_count()})")  # fmt: skip
     lines += [f"error: {e}" for e in f.errors[:5]]
     return lines
