@@ -26,7 +26,7 @@ from models.batch import get_batch
 from models.enums import TERMINAL_BATCH_STATUSES, SyncOperation, SyncStatus
 from models.errors import InvalidInput, NotFound
 from models.events import company_events, last_batch_event
-from models.history import check_resumable
+from models.history import check_replayable, check_resumable
 from models.tables import SyncEvent as SyncEventRow
 
 REPLAY_PAGE = 500
@@ -100,8 +100,11 @@ async def authorise(ctx: Context, field: str, arguments: Mapping[str, str | None
         from_now = arguments.get("afterEventId") is None
         company_id = ctx.own(arguments["companyId"] or "")
         interest = Interest(company_id, None, None if from_now else after)
+    db = ctx.services.db
     if arguments.get("afterEventId") is not None:
-        await check_resumable(ctx.services.db, company_id=interest.company_id, after=after)
+        await check_resumable(db, company_id=interest.company_id, after=after)
+    elif interest.batch_id is not None:  # replayed from its first event
+        await check_replayable(db, company_id=interest.company_id, batch_id=interest.batch_id)
     return interest
 
 

@@ -264,16 +264,38 @@ async def check_resumable(db: Database, *, company_id: str, after: int) -> None:
         )
         if horizon is None or after >= horizon:
             return
-        oldest = await session.scalar(
+        await _expired(session, company_id, f"afterEventId {after}: the events that followed it")
+
+
+async def check_replayable(db: Database, *, company_id: str, batch_id: str) -> None:
+    """Refuse to replay a batch from its first event when retention removed that event: the
+    replay would miss its start and, were all its events gone, wait for an end already past."""
+    async with db.sessions() as session:
+        created = await session.scalar(
             select(col(SyncEvent.id))
-            .where(col(SyncEvent.company_id) == company_id)
-            .order_by(col(SyncEvent.company_seq))
+            .where(
+                col(SyncEvent.batch_id) == batch_id,
+                col(SyncEvent.item_id).is_(None),
+                col(SyncEvent.from_status).is_(None),
+            )
             .limit(1)
         )
+        if created is None:
+            await _expired(session, company_id, f"batch {batch_id}: its first events")
+
+
+async def _expired(session: AsyncSession, company_id: str, what: str) -> None:
+    """Raise EVENTS_EXPIRED for `what`, naming the company's oldest event still kept."""
+    oldest = await session.scalar(
+        select(col(SyncEvent.id))
+        .where(col(SyncEvent.company_id) == company_id)
+        .order_by(col(SyncEvent.company_seq))
+        .limit(1)
+    )
     kept = f"the oldest event kept is {oldest}" if oldest else "none of its events is kept"
     raise EventsExpired(
-        f"afterEventId {after}: the events that followed it are past retention and gone;"
-        f" {kept}. Read the current state again, then follow from Company.lastEventId.",
+        f"{what} are past retention and gone; {kept}. Read the current state again, then"
+        " follow from Company.lastEventId.",
         field="afterEventId",
         oldestEventId=str(oldest) if oldest else None,
     )

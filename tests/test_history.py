@@ -26,7 +26,7 @@ from models.tables import (
 )
 from tests.conftest import Api, RunJobs
 from tests.helpers import batch_events, data, expense, new_batch
-from tests.live import COMPANY_EVENTS, GraphQLWebSocket
+from tests.live import BATCH_EVENTS, COMPANY_EVENTS, GraphQLWebSocket
 from tests.processes import cli, env_without_config
 from tests.test_stats import STATS
 
@@ -110,6 +110,20 @@ async def test_a_stream_resuming_before_what_retention_removed_is_refused(
     }
     assert f"the oldest event kept is {kept[0]}" in problem["message"]
     assert [event["eventId"] for event in replayed] == kept  # nothing missed after the last gone
+
+    async with GraphQLWebSocket.connect(live_server, company.api_key) as ws:
+        await ws.subscribe("old", BATCH_EVENTS, {"batchId": old})  # from its first event
+        refused = await ws.next("old")
+        await ws.subscribe("new", BATCH_EVENTS, {"batchId": new})
+        replayed = await ws.events("new", count=len(kept))
+        done = await ws.next("new")
+    assert refused["type"] == "error", refused
+    (problem,) = refused["payload"]
+    assert problem["extensions"]["code"] == "EVENTS_EXPIRED"
+    assert problem["extensions"]["oldestEventId"] == kept[0]
+    assert f"batch {old}: its first events are past retention" in problem["message"]
+    assert [event["eventId"] for event in replayed] == kept
+    assert done["type"] == "complete"
 
     if not services.db.is_postgres:
         return
