@@ -46,7 +46,7 @@ from ledgers.gateway import Gateway
 from models.attachments import attachments_in
 from models.batch import items_in
 from models.company import get_connection
-from models.enums import ConnectionStatus, ItemStatus
+from models.enums import BatchStatus, ConnectionStatus, ItemStatus
 from models.errors import SyncError, SyncErrorCode
 from models.tables import Connection, SyncBatch, SyncItem, utcnow
 from models.transitions import AttachmentMove, Attempt, ItemMove, transition
@@ -140,7 +140,8 @@ async def run_sync(deps: WorkerContext, *, batch_id: str) -> None:
             log.warning("batch vanished before its job ran", extra={"batch_id": batch_id})
             return
         connection = await get_connection(session, company_id=batch.company_id)
-    await _recover(deps, batch_id=batch_id)
+    if batch.status is not BatchStatus.PENDING:  # a PENDING batch has had no push to strand
+        await _recover(deps, batch_id=batch_id)
     gateway = (
         None
         if connection is None

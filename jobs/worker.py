@@ -79,7 +79,7 @@ def build_worker(
         job_deserializer=deserialize,
         burst=burst,
         handle_signals=not in_process,
-        poll_delay=0.1,
+        poll_delay=0.05,
         max_jobs=settings.worker_max_jobs,
         keep_result=0,  # a finished batch's job id is free at once for its next retry
     )
