@@ -294,16 +294,7 @@ async def test_companies_waiting_on_their_ledgers_hold_no_job_slot_from_a_light_
     """Four companies, each with 8 calls to make 0.5 s apart, and a fifth with one expense
     to an idle ledger, on a worker of two job slots: the light batch syncs at once, and the
     heavy ones keep (near) their ledgers' pace, since none holds a slot while it waits."""
-    heavy = [
-        await create_company(
-            services.db, services.vault, name=f"Busy {n}", provider=Provider.SANDBOX
-        )
-        for n in range(4)
-    ]
-    batches = {}
-    for busy in heavy:
-        await _misbehave(services, busy, rate_limit_per_minute=120, documents_per_call=1)
-        batches[busy.company.id] = await _queued(services, busy, 8)
+    batches = await _busy(services, 4, 8, rate_limit_per_minute=120)
     light = await _queued(services, company, 1)
     await _burst(services, worker_max_jobs=2)
     done = await get_batch(services.db, company_id=company.company.id, batch_id=light)
@@ -323,16 +314,7 @@ async def test_a_companys_new_batch_goes_before_busy_companies_ready_jobs(
     """More work ready than job slots: a company's new batch gets the next free slot (a first
     turn), not one after every busy company's ready job; past its first turns of the
     minute, it takes its turn behind them."""
-    heavy = [
-        await create_company(
-            services.db, services.vault, name=f"Busy {n}", provider=Provider.SANDBOX
-        )
-        for n in range(3)
-    ]
-    batches = {}
-    for busy in heavy:
-        await _misbehave(services, busy, latency_ms=100, documents_per_call=1)
-        batches[busy.company.id] = await _queued(services, busy, 4)
+    batches = await _busy(services, 3, 4, latency_ms=100)
     light = await new_batch(api, company, [expense()])
     minute = int(time.time() // 60)
     for window in (minute, minute + 1):  # its first turns used up, whenever it is created
@@ -350,6 +332,19 @@ async def test_a_companys_new_batch_goes_before_busy_companies_ready_jobs(
     done = await get_batch(services.db, company_id=company.company.id, batch_id=later)
     assert done is not None and done.started_at and done.success_count == 1
     assert done.started_at > max(started.values())  # queued behind the busy ones
+
+
+async def _busy(services: Services, companies: int, expenses: int, **knobs: Any) -> dict[str, str]:
+    """`companies` new companies, each with a queued batch of `expenses` to a sandbox of one
+    document a call and these `knobs`: their batch ids, by company id."""
+    batches = {}
+    for n in range(companies):
+        busy = await create_company(
+            services.db, services.vault, name=f"Busy {n}", provider=Provider.SANDBOX
+        )
+        await _misbehave(services, busy, documents_per_call=1, **knobs)
+        batches[busy.company.id] = await _queued(services, busy, expenses)
+    return batches
 
 
 async def _burst(services: Services, **changed: Any) -> None:  # Any: settings' values
