@@ -90,6 +90,12 @@ class Storage:
         for chunk in obstore.get(self.store, key).stream(min_chunk_size=CHUNK_BYTES):
             yield bytes(chunk)
 
+    def put_blocking(self, key: str, file: IO[bytes]) -> None:
+        """Store the file under `key`, replacing what is there; blocking, as `chunks_blocking`
+        (history's archives, which the CLI writes too)."""
+        file.seek(0)
+        obstore.put(self.store, key, file, chunk_size=self.part_bytes, max_concurrency=1)
+
     def keys_blocking(self, prefix: str) -> list[str]:
         """The keys under `prefix`, sorted; blocking, as `chunks_blocking`."""
         pages = obstore.list(self.store, prefix=prefix)

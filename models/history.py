@@ -314,7 +314,7 @@ async def _archive(db: Database, storage: Storage, p: Partition) -> str:
                 rows = await session.stream(text(f"SELECT * FROM {p.name} ORDER BY id"))
                 async for part in rows.mappings().partitions(_ARCHIVE_ROWS):
                     await asyncio.to_thread(_write_lines, packed, part)
-        await storage.put(key, spool)
+        await asyncio.to_thread(storage.put_blocking, key, spool)
     return key
 
 
