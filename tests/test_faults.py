@@ -144,6 +144,9 @@ async def test_a_worker_killed_mid_batch_again_and_again_resumes_in_seconds_exac
     assert len(recoveries) == KILLS and max(recoveries) <= RECOVERY_SECONDS
 
 
+SIGTERM_ITEMS = 800  # 16 s at the sandbox's pace: the standby worker starts well before the end
+
+
 async def test_a_worker_stopped_by_sigterm_hands_its_batch_back_at_once(
     tmp_path: Path, settings: Settings, services: Services
 ) -> None:
@@ -152,7 +155,7 @@ async def test_a_worker_stopped_by_sigterm_hands_its_batch_back_at_once(
     port = free_port()
     (tmp_path / "standby").mkdir()
     with running("serve", "--port", str(port), cwd=tmp_path, env=env):
-        batch_id = await _create(port, key, company_id, 400)
+        batch_id = await _create(port, key, company_id, SIGTERM_ITEMS)
         with running("worker", cwd=tmp_path, env=env) as first:
             await _until(services, company_id, batch_id, 50, 60)
             with running("worker", cwd=tmp_path / "standby", env=env):
@@ -162,9 +165,10 @@ async def test_a_worker_stopped_by_sigterm_hands_its_batch_back_at_once(
                 stopped_at = time.monotonic()
                 batch = await _progress(services, company_id, batch_id)
                 done = batch.success_count + batch.failed_count
+                assert done < SIGTERM_ITEMS, "the batch ended before its worker was stopped"
                 moved = await _until(services, company_id, batch_id, done + 1, 60)
-                await _until(services, company_id, batch_id, 400, 120, "COMPLETED")
-    figures = await _exactly_once(services, company_id, batch_id, 400)
+                await _until(services, company_id, batch_id, SIGTERM_ITEMS, 120, "COMPLETED")
+    figures = await _exactly_once(services, company_id, batch_id, SIGTERM_ITEMS)
     print(f"\nSIGTERM: {figures}; the standby worker went on {moved - stopped_at:.1f}s later")
     assert moved - stopped_at < settings.lease_seconds / 2  # not waiting for the lease to lapse
 
