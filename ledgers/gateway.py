@@ -67,9 +67,7 @@ async def budget(services: Services, ledger_for: LedgerFactory, connection: Conn
     said = await ledger.remaining()
     limiter = _limiter(services, connection, limits)
     this_minute, today = await limiter.used()
-    app = (
-        None if limits.app_per_minute is None else limits.app_per_minute - await limiter.app_used()
-    )
+    app = await limiter.app_left()
     slot = await limiter.next_slot()
     if said.today is not None:
         remaining_today: int | None = said.today

@@ -197,13 +197,19 @@ class Limiter:
         """Our app's calls to this provider this minute, across every connection."""
         return int(await self.redis.get(f"{self._app}:{int(time.time() // 60)}") or 0)
 
+    async def app_left(self) -> int | None:
+        """The app's calls left this minute, across every connection; None: no such limit."""
+        if self.limits.app_per_minute is None:
+            return None
+        return self.limits.app_per_minute - await self.app_used()
+
     async def room(self) -> int | None:
         """The calls today's and the app's minute's limits still allow; None: no such limit."""
         left = []
         if self.limits.per_day is not None:
             left.append(self.limits.per_day - (await self.used())[1])
-        if self.limits.app_per_minute is not None:
-            left.append(self.limits.app_per_minute - await self.app_used())
+        if (app := await self.app_left()) is not None:
+            left.append(app)
         return min(left, default=None)
 
     def calls_within(self, seconds: float) -> int:
