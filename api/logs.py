@@ -8,6 +8,8 @@ a terminal.
 
 import logging
 import re
+import sys
+from types import TracebackType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -69,6 +71,11 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
     for noisy in ("arq", "alembic"):  # a line per job each second; each migration step
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    sys.excepthook = _log_uncaught  # a crash is a line too, not a bare traceback
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("sync2books").critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
 
 
 def _plain(value: Any) -> str:  # Any: whatever a caller put in `extra`

@@ -19,7 +19,7 @@ from infra.embedded_redis import EmbeddedRedis
 from infra.metrics import process_registry
 from infra.services import Services, open_services
 from infra.settings import Settings
-from jobs.worker import build_worker
+from jobs.worker import build_worker, close_worker
 from ledgers import open_ledgers
 from ledgers.protocol import LedgerFactory
 from models.migrate import migrate
@@ -68,7 +68,7 @@ async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, Led
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await worker.close()
+            await close_worker(worker)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -95,5 +95,5 @@ async def run_worker(settings: Settings) -> None:
                 log.warning("worker lost Redis (%s); starting again in %.1fs", exc, wait)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await worker.close()
+                    await close_worker(worker)
             await asyncio.sleep(wait)

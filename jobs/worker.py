@@ -1,5 +1,6 @@
 """arq worker settings: the sync job, the JSON wire format, and how a worker gets its context."""
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from functools import partial
@@ -83,3 +84,22 @@ def build_worker(
         max_jobs=settings.worker_max_jobs,
         keep_result=0,  # a finished batch's job id is free at once for its next retry
     )
+
+
+async def close_worker(worker: Worker) -> None:
+    """`worker.close()`, finished where arq's stops short. It cancels the running jobs and
+    gathers them; a job cancelled before its first step (picked a moment before the stop) ends
+    cancelled, so that gather raises CancelledError before the jobs still handing their
+    batches back are done, the Redis pool is closed or `on_shutdown` has run, and the process
+    ended on a traceback. Here those are awaited and closed as arq's `close` would."""
+    try:
+        await worker.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # this task's own cancellation
+            raise
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await worker.pool.delete(worker.health_check_key)
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+        await worker.pool.aclose(close_connection_pool=True)

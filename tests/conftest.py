@@ -28,7 +28,7 @@ from infra.embedded_redis import EmbeddedRedis
 from infra.services import Services, open_services
 from infra.settings import Settings
 from jobs.context import WorkerContext
-from jobs.worker import build_worker
+from jobs.worker import build_worker, close_worker
 from ledgers import create_company, ledger_for, open_ledgers
 from ledgers.http import open_http
 from ledgers.protocol import LedgerFactory
@@ -172,7 +172,7 @@ async def run_jobs(services: Services) -> RunJobs:
         try:
             await worker.main()
         finally:
-            await worker.close()
+            await close_worker(worker)
 
     return run
 

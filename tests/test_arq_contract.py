@@ -3,7 +3,10 @@ by raising `Retry` (arq counts each slice as a try), `after_job_end` runs once a
 recorded how a job ended (a job's lease is let go there), and `infra.queue` knows where arq
 keeps a job. An arq release that changes either fails here, not in production."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 from arq import Retry, Worker, create_pool, func
@@ -14,6 +17,7 @@ from arq.worker import Function
 
 from infra.queue import QUEUE_NAME, deserialize, forget_job, running_jobs, serialize
 from infra.services import redis_settings
+from jobs.worker import close_worker
 
 SLICES = 12  # more than arq's default of five tries
 
@@ -109,3 +113,70 @@ async def test_jobs_marked_running_are_found_by_their_batch(queue: ArqRedis) -> 
         await queue.set(in_progress_key_prefix + job_id, b"1")
     found = await running_jobs(queue, ["bat_1", "bat_2", "bat_4"])
     assert found == {"bat_2": "sync:bat_2:0a1b2c"}
+
+
+async def _closed_as_a_job_is_picked(
+    redis_url: str, close: Callable[[Worker], Coroutine[Any, Any, None]]
+) -> tuple[Worker, "asyncio.Task[None]", list[str]]:
+    """Run a worker until it picks its one queued job and close it with `close` at that moment:
+    the job's task (arq's `run_job`) is cancelled before its first step is done, as a stop a
+    moment after a pick cancels it. The closing task, done, and what `on_shutdown` saw."""
+    shut: list[str] = []
+
+    async def on_shutdown(ctx: dict[str, object]) -> None:
+        shut.append("on_shutdown")
+
+    worker = Worker(
+        functions=[func(_never_runs, name="sliced")],
+        queue_name=QUEUE_NAME,
+        redis_settings=redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        poll_delay=0.01,
+        handle_signals=False,
+        on_shutdown=on_shutdown,
+    )
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+
+    def close_at_pick(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> "asyncio.Task[Any]":
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        if getattr(coro, "__qualname__", "") == "Worker.run_job" and not closing:
+            closing.append(loop.create_task(close(worker)))  # its first step follows the job's
+        return task
+
+    loop.set_task_factory(close_at_pick)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.async_run()  # until the close cancels it
+        assert closing, "the worker never picked its job"
+        await asyncio.wait(closing)
+    finally:
+        loop.set_task_factory(None)
+    return worker, closing[0], shut
+
+
+async def _never_runs(ctx: dict[str, object]) -> None:
+    raise AssertionError("the job ran: it was picked after the stop")
+
+
+async def test_arqs_close_raises_when_a_job_was_cancelled_before_its_first_step(
+    queue: ArqRedis, redis_url: str
+) -> None:
+    """Why `close_worker` exists: arq's `close` gathers the jobs it cancelled, and one cancelled
+    before its first step makes it raise before its pool is closed and `on_shutdown` has run."""
+    await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+    worker, closing, shut = await _closed_as_a_job_is_picked(redis_url, Worker.close)
+    assert closing.cancelled() and shut == []
+    await worker.pool.aclose(close_connection_pool=True)  # left open
+
+
+async def test_close_worker_finishes_what_arqs_close_left_undone(
+    queue: ArqRedis, redis_url: str
+) -> None:
+    await queue.enqueue_job("sliced", _job_id="sync:bat_1", _queue_name=QUEUE_NAME)
+    _, closing, shut = await _closed_as_a_job_is_picked(redis_url, close_worker)
+    assert not closing.cancelled() and closing.exception() is None and shut == ["on_shutdown"]
+    assert await queue.zscore(QUEUE_NAME, "sync:bat_1") is not None  # queued for the next worker

@@ -24,7 +24,7 @@ from infra.queue import FIRST_TURNS_PER_MINUTE, enqueue_sync, sync_job_id
 from infra.services import Services
 from infra.settings import Settings
 from jobs.retries import backoff
-from jobs.worker import build_worker
+from jobs.worker import build_worker, close_worker
 from ledgers import books as sandbox
 from ledgers import create_company
 from ledgers.protocol import Entry, Ledger, LedgerFactory, Written
@@ -354,7 +354,7 @@ async def _burst(services: Services, **changed: Any) -> None:  # Any: settings' 
     try:
         await asyncio.wait_for(worker.main(), 60)
     finally:
-        await worker.close()
+        await close_worker(worker)
 
 
 async def _queued(services: Services, company: NewCompany, count: int) -> str:

@@ -15,7 +15,7 @@ from arq.constants import in_progress_key_prefix
 from infra import keys
 from infra.queue import QUEUE_NAME
 from infra.services import Services
-from jobs.worker import build_worker
+from jobs.worker import build_worker, close_worker
 from ledgers.gateway import Pace
 from ledgers.limiter import Limiter, Slot
 from ledgers.protocol import Limits
@@ -159,7 +159,7 @@ async def test_a_batch_past_todays_calls_queues_its_job_for_tomorrow_holding_no_
     worker = build_worker(limited, burst=True)
     with contextlib.suppress(TimeoutError):  # a burst worker waits for the deferred job
         await asyncio.wait_for(worker.main(), 5)
-    await worker.close()
+    await close_worker(worker)
     batch = await get_batch(services.db, company_id=company.company.id, batch_id=batch_id)
     assert batch is not None and (batch.success_count, batch.pending_count) == (50, 50)
     waiting = await items_in(services.db, batch_id=batch_id, status=ItemStatus.PENDING, limit=None)

@@ -2,6 +2,9 @@
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from infra.settings import Settings
 from models.company import NewCompany
 from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, expense, metric_figures
+from tests.processes import env_without_config
 
 
 async def test_metrics_show_unfinished_work_and_its_age(
@@ -36,7 +40,7 @@ def test_json_logs_carry_ids_and_blank_secrets(
     capsys: pytest.CaptureFixture[str], settings: Settings
 ) -> None:
     root = logging.getLogger()
-    kept = root.handlers[:], root.level
+    kept = root.handlers[:], root.level, sys.excepthook
     try:
         configure_logging(settings.model_copy(update={"log_format": "json"}))
         logging.getLogger("sync2books.test").warning(
@@ -44,9 +48,30 @@ def test_json_logs_carry_ids_and_blank_secrets(
             extra={"batch_id": "bat_1", "access_token": "s3cret", "api_key": "k3y"},
         )
     finally:
-        root.handlers[:], level = kept
+        root.handlers[:], level, sys.excepthook = kept
         root.setLevel(level)
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["message"] == "item failed" and line["level"] == "WARNING"
     assert line["batch_id"] == "bat_1"
     assert line["access_token"] == line["api_key"] == REDACTED
+
+
+def test_a_process_that_crashes_says_so_in_one_json_line(tmp_path: Path) -> None:
+    program = (
+        "from api.logs import configure_logging\n"
+        "from infra.settings import Settings\n"
+        "configure_logging(Settings())\n"
+        "raise RuntimeError('boom')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        env=env_without_config(LOG_FORMAT="json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    (line,) = [json.loads(text) for text in done.stderr.splitlines()]
+    assert line["level"] == "CRITICAL" and line["message"] == "uncaught RuntimeError"
+    assert "RuntimeError: boom" in line["exc_info"]

@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from infra.services import Services
-from jobs.worker import build_worker
+from jobs.worker import build_worker, close_worker
 from models.company import NewCompany
 from tests.conftest import Api, RunJobs
 from tests.helpers import CREATE_EXPENSES, data, error, expense
@@ -150,7 +150,7 @@ async def test_the_worker_sends_webhooks_by_itself(
                 await asyncio.sleep(0.05)
         finally:
             task.cancel()
-            await worker.close()
+            await close_worker(worker)
     (only,) = receiver.received
     assert json.loads(only[1])["type"] == "batch.completed"
 
