@@ -21,7 +21,7 @@ from ledgers.gateway import Gateway, Pace, completion_estimate, pace
 from ledgers.protocol import LedgerFactory
 from models.batch import documents_ahead, item_pages
 from models.company import Caller, connection_of
-from models.enums import ItemStatus
+from models.enums import ItemStatus, LimitHold
 from models.errors import LedgerError, NotFound, Unauthenticated
 from models.pagination import Page, PageRequest
 from models.tables import (
@@ -140,14 +140,14 @@ class Context:
         found = await self.paces.load(batch.company_id)
         return completion_estimate(batch, ahead, found, utcnow())
 
-    async def waiting_for(self, batch: SyncBatch) -> str | None:
-        """The limit putting the batch's end off: "day" when today's calls cannot finish the
+    async def waiting_for(self, batch: SyncBatch) -> LimitHold | None:
+        """The limit putting the batch's end off: DAY when today's calls cannot finish the
         documents up to its own, else the one holding its connection's next call now."""
         found = await self.paces.load(batch.company_id)
         if found is None:
             return None
         ahead = (await self.documents_ahead.load(batch.company_id)).get(batch.id)
-        return "day" if ahead is not None and found.beyond_today(ahead) else found.held_by
+        return LimitHold.DAY if ahead is not None and found.beyond_today(ahead) else found.held_by
 
     async def ledger(self, company_id: str) -> Gateway:
         """The company's ledger, through the gateway that paces every call to it."""

@@ -449,8 +449,7 @@ class SyncBatch:
     async def waiting_for(self, info: Info) -> LimitHold | None:
         if self.status in TERMINAL_BATCH_STATUSES:
             return None
-        held = await info.context.waiting_for(self.row)
-        return None if held is None else LimitHold(held.upper())
+        return await info.context.waiting_for(self.row)
 
     @strawberry.field(description="The batch's items in the order they were given.")
     async def items(
@@ -629,7 +628,7 @@ class RateLimit:
             daily_remaining=found.remaining_today,
             app_calls_per_minute=found.limits.app_per_minute,
             app_remaining_this_minute=found.app_remaining_this_minute,
-            held_by=None if found.held_by is None else LimitHold(found.held_by.upper()),
+            held_by=found.held_by,
         )
 
 

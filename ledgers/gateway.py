@@ -36,7 +36,7 @@ from ledgers.protocol import (
 )
 from ledgers.refresh import usable_connection
 from models.batch import progress_completion
-from models.enums import ConnectionStatus
+from models.enums import ConnectionStatus, LimitHold
 from models.secrets import Tokens
 from models.tables import Connection, SyncBatch
 
@@ -52,7 +52,7 @@ class Budget:
     remaining_this_minute: int
     remaining_today: int | None
     app_remaining_this_minute: int | None  # None: the app has no such limit
-    held_by: str | None  # the limit putting the next call off now; None: it could go now
+    held_by: LimitHold | None  # the limit putting the next call off now; None: it could go now
 
 
 async def limits(ledger_for: LedgerFactory, connection: Connection) -> Limits:
@@ -97,7 +97,7 @@ class Pace:
     documents_per_call: int = 1
     per_day: int | None = None
     calls_left_today: int | None = None
-    held_by: str | None = None  # the limit putting the connection's next call off now
+    held_by: LimitHold | None = None  # the limit putting the connection's next call off now
 
     def beyond_today(self, documents: int) -> bool:
         """Whether the documents need more calls than are left of today's."""

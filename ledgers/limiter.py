@@ -22,12 +22,14 @@ from redis.asyncio import Redis
 from infra import keys
 from infra.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 from ledgers.protocol import Limits
+from models.enums import LimitHold
 from models.errors import LedgerError, SyncErrorCode
 
 LONG_WAIT_SECONDS = 30.0  # a call put off longer by a day's or the app's limit is refused
-_PUT_OFF = {
-    "day": "The ledger's calls for today are used up: the next can be made after midnight UTC.",
-    "app": "The app's calls this minute to this ledger, across every company, are used up.",
+_PUT_OFF: dict[LimitHold | None, str] = {  # why a call was refused rather than put off
+    LimitHold.DAY: "The ledger's calls for today are used up: the next can be made after "
+    "midnight UTC.",
+    LimitHold.APP: "The app's calls this minute to this ledger, across every company, are used up.",
 }
 MARGIN = 1.02  # slots a little wider than the limit: a late call never crowds the next minute
 POLL_SECONDS = 0.02  # how often a call waiting for a concurrency slot looks again
@@ -44,20 +46,20 @@ _SLOT = (
 local per_day, app = tonumber(ARGV[2]), tonumber(ARGV[3])
 local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
 local held = ''
-if slot > now then held = 'connection' end
+if slot > now then held = 'CONNECTION' end
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 for _ = 1, 3 do
   local moved = false
   if per_day > 0 and count(KEYS[3] .. ':' .. math.floor(slot / 86400)) >= per_day then
-    slot, held, moved = (math.floor(slot / 86400) + 1) * 86400, 'day', true
+    slot, held, moved = (math.floor(slot / 86400) + 1) * 86400, 'DAY', true
   end
   if app > 0 and count(KEYS[4] .. ':' .. math.floor(slot / 60)) >= app then
-    slot, held, moved = (math.floor(slot / 60) + 1) * 60, 'app', true
+    slot, held, moved = (math.floor(slot / 60) + 1) * 60, 'APP', true
   end
   if not moved then break end
 end
 local most = tonumber(ARGV[5])
-local put_off = (held == 'day' or held == 'app') and most >= 0 and slot - now > most
+local put_off = (held == 'DAY' or held == 'APP') and most >= 0 and slot - now > most
 local taken = ARGV[4] == '1' and not put_off
 if taken then
   local next_slot = slot + tonumber(ARGV[1])
@@ -99,7 +101,7 @@ return 1
 @dataclass(frozen=True)
 class Slot:
     wait: float  # seconds until it
-    held_by: str | None  # "connection", "day" or "app": the limit that put it off; None: now
+    held_by: LimitHold | None  # the limit that put it off; None: now
     taken: bool  # reserved for a call; not when only looked at, or put off too long
 
 
@@ -138,7 +140,7 @@ class Limiter:
         budget = [self._slots, self._minute, self._day, self._app]
         args = [self.interval, limits.per_day or 0, limits.app_per_minute or 0, int(take), most]
         wait, held, taken = await self._slot(keys=budget, args=args)
-        return Slot(max(0.0, float(wait)), held.decode() or None, bool(taken))
+        return Slot(max(0.0, float(wait)), LimitHold(held.decode()) if held else None, bool(taken))
 
     async def reserve(self) -> float:
         """Take the connection's next free slot for a call to be made later, by whoever is
@@ -149,7 +151,7 @@ class Limiter:
         """The next free slot, taken if it is at most `most` seconds away (any, if negative)."""
         slot = await self._next_slot(take=True, most=most)
         if slot.held_by is not None and slot.taken:
-            RATE_LIMIT_WAITS.labels(self.provider, slot.held_by).inc()
+            RATE_LIMIT_WAITS.labels(self.provider, slot.held_by.lower()).inc()
         return slot
 
     async def next_slot(self) -> Slot:
@@ -172,7 +174,7 @@ class Limiter:
         and queues itself for then instead."""
         slot = await self._take(most=LONG_WAIT_SECONDS)
         if not slot.taken:  # put off by the day's or the app's limit
-            reason = _PUT_OFF[slot.held_by or ""]
+            reason = _PUT_OFF[slot.held_by]
             raise LedgerError(SyncErrorCode.RATE_LIMIT_EXCEEDED, reason, retry_after=slot.wait)
         return slot.wait
 

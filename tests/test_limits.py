@@ -21,7 +21,7 @@ from ledgers.limiter import Limiter, Slot
 from ledgers.protocol import Limits
 from models.batch import get_batch, items_in
 from models.company import NewCompany
-from models.enums import ItemStatus
+from models.enums import ItemStatus, LimitHold
 from models.errors import LedgerError, SyncErrorCode
 from models.tables import utcnow
 from tests.conftest import asgi_api
@@ -63,7 +63,7 @@ async def test_the_apps_calls_a_minute_hold_across_connections(
     for limiter in (first, second, first):
         assert await limiter.reserve() < 0.1  # at their own pace, well within a second
     put_off = await second.next_slot()
-    assert put_off.held_by == "app" and _next_minute_in(put_off.wait)
+    assert put_off.held_by == LimitHold.APP and _next_minute_in(put_off.wait)
     assert await second.app_used() == 3
     assert abs(await second.reserve() - put_off.wait) < 0.1  # where the look said it would
 
@@ -76,7 +76,7 @@ async def test_a_connections_calls_a_day_put_the_next_one_off_to_tomorrow(
     await limiter.reserve()
     await limiter.reserve()
     slot = await limiter.next_slot()
-    assert slot.held_by == "day"
+    assert slot.held_by == LimitHold.DAY
     midnight = (time.time() // 86400 + 1) * 86400
     assert abs(time.time() + slot.wait - midnight) < 1
     assert await limiter.used() == (2, 2)
