@@ -56,9 +56,11 @@ def free_port() -> int:
 def running(
     *args: str, cwd: Path, env: Mapping[str, str], program: Sequence[str] = (str(BIN),)
 ) -> Iterator[subprocess.Popen[str]]:
-    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end.
-    `program` may wrap the command (`tests.traced`)."""
-    with (cwd / f"{args[0]}.log").open("w") as log:
+    """Run a command with its output in `<cwd>/<command>.log`; stopped by SIGTERM at the end,
+    which it must obey cleanly: exit 0, or the signal again once it has shut down (uvicorn
+    does), never an error's exit. `program` may wrap the command (`tests.traced`)."""
+    path = cwd / f"{args[0]}.log"
+    with path.open("w") as log:
         process = subprocess.Popen(
             [*program, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
@@ -72,6 +74,12 @@ def running(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+                stopped = process.returncode
+                assert stopped in (0, -signal.SIGTERM), f"{args[0]} exited {stopped}: {_tail(path)}"
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-3000:]
 
 
 @asynccontextmanager
