@@ -8,8 +8,10 @@ processes separately. With no `REDIS_URL`, the embedded default starts a real re
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
@@ -60,7 +62,7 @@ async def serve_runtime(settings: Settings) -> AsyncIterator[tuple[Services, Led
         if settings.redis_url is not None:
             yield services, ledgers
             return
-        worker = build_worker(services, in_process=True)
+        worker = build_worker(services)
         task = asyncio.create_task(worker.async_run())
         try:
             yield services, ledgers
@@ -75,20 +77,19 @@ async def run_worker(settings: Settings) -> None:
     """A production worker process: `REDIS_URL` and `DATABASE_URL` name the shared services.
 
     arq's worker stops when Redis goes away; this one starts a new worker until Redis is back
-    (jobs interrupted meanwhile are resumed by the recovery sweep)."""
+    (jobs interrupted meanwhile are resumed by the recovery sweep). SIGTERM or SIGINT stops
+    it at any point, waiting for Redis included: its jobs are cancelled and hand their
+    batches back."""
     async with opened(settings) as services:
         if settings.worker_metrics_port is not None:
             start_http_server(settings.worker_metrics_port, registry=process_registry(settings))
+        stop = _stop_on_signals()
         failures = 0
         while True:
             worker = build_worker(services)
             try:
-                await worker.async_run()
-                return
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-                return  # a signal stopped the worker: arq cancelled its own task
+                await _until(stop, worker.async_run())
+                return  # stopped
             except (RedisError, OSError) as exc:
                 failures += 1
                 wait = pause(failures, first=0.1, most=5.0)
@@ -96,4 +97,29 @@ async def run_worker(settings: Settings) -> None:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await close_worker(worker)
-            await asyncio.sleep(wait)
+            await _until(stop, asyncio.sleep(wait))
+            if stop.is_set():
+                return
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the signals that ask a process to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until it ends or `stop` is set, whichever is first; the other is cancelled.
+    `work`'s own error is raised."""
+    running, stopped = asyncio.create_task(work), asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (running, stopped):
+            task.cancel()
+        await asyncio.gather(stopped, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     sandbox_attachment_bytes: int = 10 * 1024 * 1024  # one attachment, as Xero's limit
     http_keep_alive_seconds: float = 75.0  # an idle HTTP connection stays open this long:
     # longer than clients and proxies keep theirs (60 s is usual), so none sends on one closing
+    http_shutdown_grace_seconds: float = 10.0  # a stopped API ends what is still open after it
     ws_init_timeout_seconds: float = 10.0  # a WebSocket must send connection_init within this
     ws_keep_alive_seconds: float = 15.0  # server pings ("ka" on the legacy protocol)
     live_check_seconds: float = 1.0  # how often live feeds are checked against the event log

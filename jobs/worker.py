@@ -28,10 +28,10 @@ def build_worker(
     *,
     ledger_for: LedgerFactory | None = None,
     burst: bool = False,
-    in_process: bool = False,
 ) -> Worker:
-    """A worker over already-open services; `in_process` leaves signals to the host (the API).
-    It opens its own pool of HTTP connections (ledgers, webhook endpoints) when it starts."""
+    """A worker over already-open services. Signals are its host's (the API's uvicorn, or
+    `run_worker`), which stops it with `close_worker`. It opens its own pool of HTTP
+    connections (ledgers, webhook endpoints) when it starts."""
     settings = services.settings
     outside = AsyncExitStack()
 
@@ -79,7 +79,7 @@ def build_worker(
         job_serializer=serialize,
         job_deserializer=deserialize,
         burst=burst,
-        handle_signals=not in_process,
+        handle_signals=False,
         poll_delay=0.05,
         max_jobs=settings.worker_max_jobs,
         keep_result=0,  # a finished batch's job id is free at once for its next retry

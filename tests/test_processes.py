@@ -381,3 +381,63 @@ def test_the_embedded_redis_keeps_its_data_across_restarts(tmp_path: Path) -> No
     finally:
         client.close()
         second.stop()
+
+
+async def test_a_stopped_api_ends_the_subscriptions_still_open_over_http(
+    tmp_path: Path, settings: Settings, services: Services
+) -> None:
+    """A graphql-sse subscription stays open until its client leaves: uvicorn, stopped, would
+    wait for it forever (until the orchestrator kills the process). It waits
+    `HTTP_SHUTDOWN_GRACE_SECONDS`, then ends the stream and exits."""
+    env = env_without_config(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=services.redis_url,
+        HTTP_SHUTDOWN_GRACE_SECONDS="1",
+    )
+    company = json.loads(cli("create-company", "--name", "Stopped Ltd", cwd=tmp_path, env=env))
+    port = free_port()
+    body = {"query": COMPANY_EVENTS, "variables": {"companyId": company["companyId"]}}
+    with running("serve", "--port", str(port), cwd=tmp_path, env=env) as server:
+        async with (
+            ready_client(port, company["apiKey"]) as client,
+            client.stream(
+                "POST", "/graphql", json=body, headers={"Accept": "text/event-stream"}
+            ) as stream,
+        ):
+            assert stream.status_code == 200
+            server.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            with pytest.raises(httpx.RemoteProtocolError):  # cut short: the client reconnects
+                await asyncio.wait_for(stream.aread(), 20)
+            assert await asyncio.to_thread(server.wait, 20) in (0, -signal.SIGTERM)
+            assert time.monotonic() - stopped < 10
+
+
+def test_a_worker_waiting_for_redis_stops_at_sigterm(tmp_path: Path, settings: Settings) -> None:
+    """A worker whose Redis has gone starts arq again and again until it is back; a stop asked
+    meanwhile, between two tries included, must not wait for Redis."""
+    port = free_port()
+    env = env_without_config(
+        DATABASE_URL=settings.database_url, REDIS_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    log = tmp_path / "worker.log"
+    with (
+        _redis_server(port, tmp_path) as redis_server,
+        running("worker", cwd=tmp_path, env=env) as worker,
+    ):
+        _wait_for(log, "worker ready")
+        redis_server.kill()
+        _wait_for(log, "worker lost Redis", times=2)
+        worker.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert worker.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert time.monotonic() - stopped < 5
+
+
+def _wait_for(log: Path, words: str, *, times: int = 1) -> None:
+    """Until the log holds `words` `times` times, for up to 30 s."""
+    for _ in range(300):
+        if log.read_text().count(words) >= times:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"never logged {words!r} {times} times: {log.read_text()[-2000:]}")
