@@ -7,6 +7,7 @@ processes separately. With no `REDIS_URL`, the embedded default starts a real re
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Coroutine
@@ -83,6 +84,11 @@ async def run_worker(settings: Settings) -> None:
     async with opened(settings) as services:
         if settings.worker_metrics_port is not None:
             start_http_server(settings.worker_metrics_port, registry=process_registry(settings))
+        # As the API does at start-up (api/app.py): what start-up made lives as long as the
+        # process, so the collector's full passes, one every few seconds in a busy worker,
+        # no longer walk it while every job of the process waits (110 to 290 ms a pass; 50 to
+        # 130 ms frozen; `python -m bench noisy`'s p99, 0.36 s to 0.26 s).
+        gc.freeze()
         stop = _stop_on_signals()
         failures = 0
         while True:
