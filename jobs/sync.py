@@ -83,9 +83,11 @@ async def sync_batch(
     ) as span:
         try:
             await _sync_batch(ctx, batch_id)
-        except Retry:
+        except Retry as retry:
             span.set_attribute("sync2books.job_deferred", True)
-            raise
+            # Without the run's frames: arq's job task keeps the exception, which with them
+            # would keep the run's items in a cycle until the collector's next full pass.
+            raise retry.with_traceback(None) from retry.__cause__
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(StatusCode.ERROR, type(exc).__name__)

@@ -3,6 +3,7 @@ the same batches, items and events as creates, each record's operations reach th
 the order they were accepted, and the ledger holds one document per record, with the content
 of the latest operation that succeeded."""
 
+import traceback
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +13,8 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from infra.services import Services
-from jobs.context import WorkerContext
-from jobs.sync import run_sync
+from jobs.context import WorkerContext, attach
+from jobs.sync import run_sync, sync_batch
 from ledgers import books as sandbox
 from models.company import NewCompany
 from models.sandbox import SandboxRecord
@@ -162,6 +163,25 @@ async def test_operations_of_one_record_wait_for_the_earlier_ones_in_other_batch
     await run_sync(worker_context, batch_id=updated["syncBatchId"])
     (document,) = await _documents(services, company)
     assert document.amount == "2.00"
+
+
+async def test_a_job_that_waits_keeps_nothing_of_its_run_alive(
+    api: Api, company: NewCompany, worker_context: WorkerContext
+) -> None:
+    """A job that waits ends its run with arq's `Retry`, whose traceback would hold the run's
+    frames (a chunk of items, their records) in a reference cycle through arq's job task until
+    the collector's next full pass: some 55,000 objects each few seconds in a busy worker,
+    every pass stopping all its jobs 50 to 130 ms. The traceback is cut to the job's own
+    frame."""
+    created = await create_expenses(api, company, [expense(amount="1.00")])
+    record_id = created["expenses"][0]["id"]
+    updated = await _update(api, company, expense(recordId=record_id, amount="2.00"))
+    ctx: dict[str, object] = {"job_id": "sync:waits", "job_try": 1}
+    attach(ctx, worker_context)
+    with pytest.raises(Retry) as raised:  # its record's create waits in the first batch
+        await sync_batch(ctx, updated["syncBatchId"])
+    frames = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+    assert frames[-1] == "sync_batch" and "run_sync" not in frames
 
 
 async def test_a_void_voids_the_document_and_closes_the_record(
