@@ -35,23 +35,27 @@ async def queue(redis_url: str) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-async def _run_burst(
-    redis_url: str, function: Function, *, after_job_end: StartupShutdown | None = None
-) -> Worker:
-    """Run the queued jobs with `function` in a burst worker set up as ours is (the wire
-    format, no results kept), to the end."""
-    worker = Worker(
+def _worker(redis_url: str, function: Function, **options: Any) -> Worker:
+    """A worker with `function`, set up as ours is (the wire format, no results kept, signals
+    left to its host); `options`: more of arq's."""
+    return Worker(
         functions=[function],
         queue_name=QUEUE_NAME,
         redis_settings=redis_settings(redis_url),
         job_serializer=serialize,
         job_deserializer=deserialize,
-        burst=True,
         poll_delay=0.01,
         keep_result=0,
         handle_signals=False,
-        after_job_end=after_job_end,
+        **options,
     )
+
+
+async def _run_burst(
+    redis_url: str, function: Function, *, after_job_end: StartupShutdown | None = None
+) -> Worker:
+    """Run the queued jobs with `function` in a burst worker, to the end."""
+    worker = _worker(redis_url, function, burst=True, after_job_end=after_job_end)
     try:
         await worker.async_run()
     finally:
@@ -126,16 +130,7 @@ async def _closed_as_a_job_is_picked(
     async def on_shutdown(ctx: dict[str, object]) -> None:
         shut.append("on_shutdown")
 
-    worker = Worker(
-        functions=[func(_never_runs, name="sliced")],
-        queue_name=QUEUE_NAME,
-        redis_settings=redis_settings(redis_url),
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        poll_delay=0.01,
-        handle_signals=False,
-        on_shutdown=on_shutdown,
-    )
+    worker = _worker(redis_url, func(_never_runs, name="sliced"), on_shutdown=on_shutdown)
     loop = asyncio.get_running_loop()
     closing: list[asyncio.Task[None]] = []
 
