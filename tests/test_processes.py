@@ -34,6 +34,7 @@ from tests.helpers import (
     PDF,
     batch_events,
     data,
+    eventually,
     expense,
     metric_figures,
     multipart_body,
@@ -413,7 +414,9 @@ async def test_a_stopped_api_ends_the_subscriptions_still_open_over_http(
             assert time.monotonic() - stopped < 10
 
 
-def test_a_worker_waiting_for_redis_stops_at_sigterm(tmp_path: Path, settings: Settings) -> None:
+async def test_a_worker_waiting_for_redis_stops_at_sigterm(
+    tmp_path: Path, settings: Settings
+) -> None:
     """A worker whose Redis has gone starts arq again and again until it is back; a stop asked
     meanwhile, between two tries included, must not wait for Redis."""
     port = free_port()
@@ -425,19 +428,14 @@ def test_a_worker_waiting_for_redis_stops_at_sigterm(tmp_path: Path, settings: S
         _redis_server(port, tmp_path) as redis_server,
         running("worker", cwd=tmp_path, env=env) as worker,
     ):
-        _wait_for(log, "worker ready")
+        await eventually(lambda: "worker ready" in log.read_text(), "the worker ready", seconds=30)
         redis_server.kill()
-        _wait_for(log, "worker lost Redis", times=2)
+        await eventually(
+            lambda: log.read_text().count("worker lost Redis") >= 2,
+            "the worker trying Redis again twice",
+            seconds=30,
+        )
         worker.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        assert worker.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) in (0, -signal.SIGTERM)
         assert time.monotonic() - stopped < 5
-
-
-def _wait_for(log: Path, words: str, *, times: int = 1) -> None:
-    """Until the log holds `words` `times` times, for up to 30 s."""
-    for _ in range(300):
-        if log.read_text().count(words) >= times:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"never logged {words!r} {times} times: {log.read_text()[-2000:]}")
